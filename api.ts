@@ -1,0 +1,728 @@
+// The buddy system API: one Lambda handler for API Gateway (REST and HTTP APIs) and Lambda
+// function URLs, routing through a table. `tsx api.ts` serves the same handler on node:http.
+import { randomBytes } from 'node:crypto'
+import { createServer, type IncomingMessage } from 'node:http'
+import { pathToFileURL } from 'node:url'
+import type {
+  APIGatewayProxyEvent,
+  APIGatewayProxyEventV2,
+  APIGatewayProxyResult,
+  APIGatewayProxyStructuredResultV2,
+} from 'aws-lambda'
+import { errors as joseErrors, jwtVerify, SignJWT } from 'jose'
+import { z } from 'zod'
+import * as store from './db.ts'
+
+const CORS_ORIGINS = (process.env.CORS_ORIGINS ?? 'http://localhost:5173')
+  .split(',')
+  .map((origin) => origin.trim())
+  .filter(Boolean)
+const TOKEN_SECONDS = 3600
+const jwtKey = new TextEncoder().encode(loadJwtKey())
+
+function loadJwtKey(): string {
+  const key = process.env.JWT_KEY
+  if (key && key.length >= 32) return key
+  if (key) throw new Error('JWT_KEY must be at least 32 characters: generate one with `openssl rand -hex 32`')
+  if (process.env.AWS_LAMBDA_FUNCTION_NAME) {
+    throw new Error('JWT_KEY is not set: the function cannot sign or verify tokens without it')
+  }
+  console.warn('JWT_KEY is not set: signing tokens with a random key, valid until this process stops')
+  return randomBytes(32).toString('hex')
+}
+
+// Errors: thrown anywhere behind the handler, turned into a response in one place.
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly detail: unknown,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(typeof detail === 'string' ? detail : JSON.stringify(detail))
+  }
+}
+
+const notFound = (entity: 'Animal' | 'User', id: number) =>
+  new HttpError(404, { type: 'entity_not_found', entity_name: entity, entity_id: id })
+
+const invalidToken = (description: string) =>
+  new HttpError(
+    401,
+    { error: 'invalid_client', error_description: description },
+    { 'www-authenticate': 'Bearer error="invalid_token"' },
+  )
+
+type Location = 'body' | 'query' | 'path'
+
+/** A 422 in the first version's shape: one entry per problem. Passwords are never echoed. */
+function invalid(where: Location, issues: z.core.$ZodIssue[]): HttpError {
+  return new HttpError(
+    422,
+    issues.map((issue) => {
+      const missing = issue.input === undefined && issue.path.length > 0
+      const secret = issue.path.length === 0 || issue.path.includes('password')
+      return {
+        type: missing ? 'missing' : issue.code === 'invalid_union' ? 'invalid_value' : issue.code,
+        loc: [where, ...issue.path.map(String)],
+        msg: missing ? 'Field required' : issue.message,
+        ...(missing || secret ? {} : { input: issue.input }),
+      }
+    }),
+  )
+}
+
+function parse<T>(schema: z.ZodType<T>, value: unknown, where: Location): T {
+  const result = schema.safeParse(value, { reportInput: true })
+  if (!result.success) throw invalid(where, result.error.issues)
+  return result.data
+}
+
+// Schemas: they validate requests and describe them in /openapi.json. Lenient as the first
+// version was: its React client sends numbers as strings ("3") and booleans as "true".
+
+const INT = /^\s*-?\d+\s*$/
+const MAX_ID = 2 ** 31 - 1 // ids are PostgreSQL INTEGERs
+const int = (min: number, max: number) =>
+  z
+    .union([z.int(), z.string().regex(INT).transform(Number)], { error: 'Input should be a valid integer' })
+    .pipe(z.number().min(min).max(max))
+const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')], {
+  error: 'Input should be a valid boolean',
+})
+const date = z.iso.date({ error: 'Input should be a valid date in the format YYYY-MM-DD' })
+const text = (max: number) => z.string().trim().min(1).max(max)
+
+const AnimalCreate = z.object({
+  name: text(100),
+  age: int(0, 1000),
+  kind: text(50),
+  fixed: bool.default(false),
+  vaccinated: bool.default(false),
+})
+const AnimalUpdate = z.object({
+  name: text(100).optional(),
+  age: int(0, 1000).optional(),
+  kind: text(50).optional(),
+  fixed: bool.optional(),
+  vaccinated: bool.optional(),
+  adopter_id: int(1, Number.MAX_SAFE_INTEGER).nullable().optional(),
+  adoption_date: date.nullable().optional(),
+})
+const AnimalList = z.object({
+  sort: z.enum(store.ANIMAL_SORTS).default('name'),
+  intake_after: date.optional(),
+  intake_before: date.optional(),
+  limit: int(1, 1000).default(100),
+  offset: int(0, Number.MAX_SAFE_INTEGER).default(0),
+})
+const Registration = z.object({
+  username: text(64),
+  email: z.email({ error: 'Input should be a valid email address' }).max(254),
+  password: z.string().min(8).max(1024),
+})
+// OAuth2's password grant (RFC 6749 §4.3.2), as FastAPI's OAuth2PasswordRequestForm reads it.
+const TokenForm = z.object({
+  grant_type: z.literal('password').optional(),
+  username: z.string().min(1),
+  password: z.string().min(1),
+  scope: z.string().optional(),
+  client_id: z.string().optional(),
+  client_secret: z.string().optional(),
+})
+
+// Response shapes, for /openapi.json only: db.ts builds the values.
+const Animal = z.object({
+  id: z.int(),
+  name: z.string(),
+  age: z.int(),
+  kind: z.string(),
+  fixed: z.boolean(),
+  vaccinated: z.boolean(),
+  intake_date: z.iso.date(),
+  adopter_id: z.int().nullable(),
+  adoption_date: z.iso.date().nullable(),
+})
+const User = z.object({ id: z.int(), username: z.string(), email: z.string(), created_at: z.string() })
+const Meta = z.object({ count: z.int() })
+
+// Routes
+
+interface Request {
+  method: string
+  path: string
+  query: URLSearchParams
+  headers: Record<string, string>
+  body: string
+}
+interface Response {
+  status: number
+  body?: unknown
+  html?: string
+  headers?: Record<string, string>
+}
+interface Context<B, Q> {
+  ids: Record<string, number>
+  body: B
+  query: Q
+  /** The user of the request's bearer token; throws a 401 without a valid one. */
+  me(): Promise<store.User>
+  db(): Promise<store.Database>
+}
+interface Route<B = any, Q = any> {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE'
+  path: string
+  summary: string
+  auth?: boolean
+  body?: z.ZodType<B>
+  form?: z.ZodType<B>
+  query?: z.ZodObject & z.ZodType<Q>
+  response?: z.ZodType
+  run(ctx: Context<B, Q>): Promise<Response>
+}
+const route = <B = undefined, Q = undefined>(r: Route<B, Q>) => r
+const ok = (body: unknown): Response => ({ status: 200, body })
+const noContent: Response = { status: 204 }
+
+const routes: Route[] = [
+  route({
+    method: 'GET',
+    path: '/',
+    summary: 'A page about this API',
+    run: async () => ({ status: 200, html: HOME_PAGE }),
+  }),
+  route({
+    method: 'GET',
+    path: '/greet',
+    summary: 'A greeting',
+    response: z.object({ greeting: z.string() }),
+    run: async () => ok({ greeting: 'hello to nobody' }),
+  }),
+  route({
+    method: 'GET',
+    path: '/openapi.json',
+    summary: 'This document',
+    run: async () => ok((openApiDocument ??= buildOpenApi())),
+  }),
+  route({
+    method: 'POST',
+    path: '/auth/registration',
+    summary: 'Create a user',
+    body: Registration,
+    response: User,
+    async run({ body, db }) {
+      const conn = await db()
+      const passwordHash = await store.hashPassword(body.password)
+      const created_at = new Date().toISOString().slice(0, 19)
+      try {
+        return ok(await store.createUser(conn, { ...body, passwordHash, created_at }))
+      } catch (error) {
+        const field = store.isUniqueViolation(error) && (await store.takenField(conn, body))
+        if (!field) throw error
+        throw new HttpError(422, {
+          type: 'duplicate_value',
+          entity_name: 'User',
+          entity_field: field,
+          entity_field_value: body[field],
+        })
+      }
+    },
+  }),
+  route({
+    method: 'POST',
+    path: '/auth/token',
+    summary: 'Log in: trade a username and password for a bearer token',
+    form: TokenForm,
+    response: z.object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.int() }),
+    async run({ body, db }) {
+      const login = await store.findLogin(await db(), body.username)
+      // An unknown user costs the same hashing time as a wrong password: timing tells nothing.
+      const valid = await store.verifyPassword(body.password, login?.passwordHash ?? (dummyHash ??= await store.hashPassword('')))
+      if (!login || !valid) {
+        throw new HttpError(401, { error: 'invalid_client', error_description: 'invalid username or password' })
+      }
+      const access_token = await new SignJWT()
+        .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+        .setSubject(String(login.user.id))
+        .setIssuedAt()
+        .setExpirationTime(`${TOKEN_SECONDS}s`)
+        .sign(jwtKey)
+      return ok({ access_token, token_type: 'Bearer', expires_in: TOKEN_SECONDS })
+    },
+  }),
+  route({
+    method: 'GET',
+    path: '/users',
+    summary: 'All users',
+    response: z.object({ meta: Meta, users: z.array(User) }),
+    async run({ db }) {
+      const users = await store.listUsers(await db())
+      return ok({ meta: { count: users.length }, users })
+    },
+  }),
+  route({
+    method: 'GET',
+    path: '/users/me',
+    summary: 'The user of the bearer token',
+    auth: true,
+    response: z.object({ user: User }),
+    run: async ({ me }) => ok({ user: await me() }),
+  }),
+  route({
+    method: 'GET',
+    path: '/users/{user_id}',
+    summary: 'One user',
+    response: z.object({ user: User }),
+    async run({ ids, db }) {
+      return ok({ user: await findUser(await db(), ids.user_id) })
+    },
+  }),
+  route({
+    method: 'DELETE',
+    path: '/users/{user_id}',
+    summary: 'Delete your own user, with your fosters; your pets lose their adopter',
+    auth: true,
+    async run({ ids, me, db }) {
+      if ((await me()).id !== ids.user_id) throw new HttpError(403, 'Forbidden')
+      await store.deleteUser(await db(), ids.user_id)
+      return noContent
+    },
+  }),
+  route({
+    method: 'GET',
+    path: '/users/{user_id}/fosters',
+    summary: "A user's fosters",
+    response: z.object({
+      meta: Meta,
+      fosters: z.array(z.object({ animal: Animal, user: User, start_date: z.iso.date(), end_date: z.iso.date().nullable() })),
+    }),
+    async run({ ids, db }) {
+      const conn = await db()
+      const fosters = await store.listFosters(conn, await findUser(conn, ids.user_id))
+      return ok({ meta: { count: fosters.length }, fosters })
+    },
+  }),
+  route({
+    method: 'GET',
+    path: '/users/{user_id}/pets',
+    summary: 'The animals a user adopted',
+    response: z.object({ meta: Meta, animals: z.array(Animal) }),
+    async run({ ids, db }) {
+      const conn = await db()
+      await findUser(conn, ids.user_id)
+      const animals = await store.listPets(conn, ids.user_id)
+      return ok({ meta: { count: animals.length }, animals })
+    },
+  }),
+  route({
+    method: 'GET',
+    path: '/animals',
+    summary: 'Animals, sorted and filtered by intake date, a page at a time',
+    query: AnimalList,
+    response: z.object({ meta: Meta.extend({ limit: z.int(), offset: z.int() }), animals: z.array(Animal) }),
+    async run({ query, db }) {
+      const { count, animals } = await store.listAnimals(await db(), query)
+      return ok({ meta: { count, limit: query.limit, offset: query.offset }, animals })
+    },
+  }),
+  route({
+    method: 'POST',
+    path: '/animals',
+    summary: 'Take in an animal: its intake date is today',
+    auth: true,
+    body: AnimalCreate,
+    response: z.object({ animal: Animal }),
+    async run({ body, db }) {
+      const intake_date = new Date().toISOString().slice(0, 10)
+      return ok({ animal: await store.createAnimal(await db(), { ...body, intake_date }) })
+    },
+  }),
+  route({
+    method: 'GET',
+    path: '/animals/{animal_id}',
+    summary: 'One animal',
+    response: z.object({ animal: Animal }),
+    async run({ ids, db }) {
+      const animal = await store.getAnimal(await db(), ids.animal_id)
+      if (!animal) throw notFound('Animal', ids.animal_id)
+      return ok({ animal })
+    },
+  }),
+  route({
+    method: 'PUT',
+    path: '/animals/{animal_id}',
+    summary: 'Change some of an animal\'s fields; the others stay as they are',
+    auth: true,
+    body: AnimalUpdate,
+    response: z.object({ animal: Animal }),
+    async run({ ids, body, db }) {
+      const conn = await db()
+      if (body.adopter_id != null) await findUser(conn, body.adopter_id)
+      const animal = await store.updateAnimal(conn, ids.animal_id, body)
+      if (!animal) throw notFound('Animal', ids.animal_id)
+      return ok({ animal })
+    },
+  }),
+  route({
+    method: 'DELETE',
+    path: '/animals/{animal_id}',
+    summary: 'Delete an animal and its fosters',
+    auth: true,
+    async run({ ids, db }) {
+      if (!(await store.deleteAnimal(await db(), ids.animal_id))) throw notFound('Animal', ids.animal_id)
+      return noContent
+    },
+  }),
+]
+
+let dummyHash: string | undefined
+let openApiDocument: object | undefined
+
+async function findUser(db: store.Database, id: number): Promise<store.User> {
+  const user = id <= MAX_ID ? await store.getUser(db, id) : undefined
+  if (!user) throw notFound('User', id)
+  return user
+}
+
+async function authenticate(req: Request, db: () => Promise<store.Database>): Promise<store.User> {
+  const [scheme, token] = (req.headers.authorization ?? '').split(' ')
+  if (scheme?.toLowerCase() !== 'bearer' || !token) {
+    throw new HttpError(401, 'Not authenticated', { 'www-authenticate': 'Bearer' })
+  }
+  let sub: string | undefined
+  try {
+    // Only HS256 with our key: `alg: none` and every other algorithm are refused.
+    ;({ payload: { sub } } = await jwtVerify(token, jwtKey, { algorithms: ['HS256'], requiredClaims: ['sub', 'exp'] }))
+  } catch (error) {
+    if (error instanceof joseErrors.JWTExpired) throw invalidToken('expired bearer token')
+    throw invalidToken('invalid bearer token')
+  }
+  const id = /^\d+$/.test(sub ?? '') ? Number(sub) : NaN
+  const user = id <= MAX_ID ? await store.getUser(await db(), id) : undefined
+  if (!user) throw invalidToken('invalid bearer token')
+  return user
+}
+
+// Routing: the table compiled once into patterns; a known path with another method is a 405.
+
+const table = routes.map((r) => ({
+  route: r,
+  names: [...r.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]),
+  pattern: new RegExp(`^${r.path.replace(/\{\w+\}/g, '([^/]+)')}$`),
+}))
+
+async function dispatch(req: Request): Promise<Response> {
+  const matches = table.flatMap((entry) => {
+    const m = entry.pattern.exec(req.path)
+    return m ? [{ ...entry, values: m.slice(1) }] : []
+  })
+  if (!matches.length) throw new HttpError(404, 'Not Found')
+  const match = matches.find((m) => m.route.method === req.method)
+  if (!match) {
+    const allow = [...new Set(matches.map((m) => m.route.method))].join(', ')
+    throw new HttpError(405, 'Method Not Allowed', { allow })
+  }
+  const { route, names, values } = match
+
+  let conn: Promise<store.Database> | undefined
+  const db = () => (conn ??= store.database())
+  let user: Promise<store.User> | undefined
+  const me = () => (user ??= authenticate(req, db))
+  if (route.auth) await me()
+
+  const ids: Record<string, number> = {}
+  const issues: z.core.$ZodIssue[] = []
+  names.forEach((name, i) => {
+    const result = int(0, Number.MAX_SAFE_INTEGER).safeParse(decodeURIComponent(values[i]), { reportInput: true })
+    if (result.success) ids[name] = result.data
+    else issues.push(...result.error.issues.map((issue) => ({ ...issue, path: [name] })))
+  })
+  if (issues.length) throw invalid('path', issues)
+  if (names.length && Object.values(ids).some((id) => id > MAX_ID)) {
+    const name = names.at(-1)!
+    throw notFound(name.startsWith('animal') ? 'Animal' : 'User', ids[name])
+  }
+
+  const query = route.query && parse(route.query, Object.fromEntries(req.query), 'query')
+  let body: unknown
+  if (route.body) body = parse(route.body, parseJson(req.body), 'body')
+  if (route.form) body = parse(route.form, Object.fromEntries(formFields(req)), 'body')
+  return route.run({ ids, body, query, me, db })
+}
+
+function parseJson(text: string): unknown {
+  if (!text.trim()) return undefined
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    throw new HttpError(422, [
+      { type: 'json_invalid', loc: ['body'], msg: `JSON decode error: ${(error as Error).message}` },
+    ])
+  }
+}
+
+function formFields(req: Request): URLSearchParams {
+  const type = req.headers['content-type'] ?? ''
+  return type.startsWith('application/x-www-form-urlencoded') ? new URLSearchParams(req.body) : new URLSearchParams()
+}
+
+// Events in, results out. Payload 2.0 (HTTP APIs, function URLs) carries requestContext.http;
+// payload 1.0 (REST APIs, HTTP APIs set to 1.0) carries httpMethod and multi-value maps.
+// https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html
+type Event = APIGatewayProxyEvent | APIGatewayProxyEventV2
+type Result = APIGatewayProxyResult & APIGatewayProxyStructuredResultV2
+
+function toRequest(event: Event): Request {
+  const body = event.body
+    ? event.isBase64Encoded
+      ? Buffer.from(event.body, 'base64').toString('utf8')
+      : event.body
+    : ''
+  const headers: Record<string, string> = {}
+  if ('requestContext' in event && event.requestContext && 'http' in event.requestContext) {
+    const v2 = event as APIGatewayProxyEventV2
+    for (const [name, value] of Object.entries(v2.headers ?? {})) headers[name.toLowerCase()] = value ?? ''
+    if (v2.cookies?.length) headers.cookie = v2.cookies.join('; ')
+    // On a named stage an HTTP API's rawPath starts with the stage: /prod/animals.
+    const stage = v2.requestContext.stage
+    let path = v2.rawPath ?? v2.requestContext.http.path
+    if (stage && stage !== '$default' && (path === `/${stage}` || path.startsWith(`/${stage}/`))) {
+      path = path.slice(stage.length + 1) || '/'
+    }
+    return { method: v2.requestContext.http.method, path: trimSlash(path), query: new URLSearchParams(v2.rawQueryString ?? ''), headers, body }
+  }
+  const v1 = event as APIGatewayProxyEvent
+  if (!v1.httpMethod || !v1.path) throw new HttpError(400, 'Bad Request: not an API Gateway or function URL event')
+  for (const [name, value] of Object.entries(v1.headers ?? {})) headers[name.toLowerCase()] = value ?? ''
+  for (const [name, values] of Object.entries(v1.multiValueHeaders ?? {})) {
+    if (values?.length) headers[name.toLowerCase()] = values.join(',')
+  }
+  const query = new URLSearchParams()
+  const multi = v1.multiValueQueryStringParameters ?? {}
+  for (const [name, values] of Object.entries(multi)) for (const v of values ?? []) query.append(name, v)
+  for (const [name, value] of Object.entries(v1.queryStringParameters ?? {})) {
+    if (!(name in multi) && value !== undefined) query.append(name, value)
+  }
+  // A REST API's `path` leaves the stage out; requestContext.path has it.
+  return { method: v1.httpMethod, path: trimSlash(v1.path), query, headers, body }
+}
+
+const trimSlash = (path: string) => (path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path)
+
+function corsHeaders(req: Request): Record<string, string> {
+  const origin = req.headers.origin
+  if (!origin || !(CORS_ORIGINS.includes(origin) || CORS_ORIGINS.includes('*'))) return {}
+  return { 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true', vary: 'Origin' }
+}
+
+/** A CORS preflight, answered without touching the database. */
+function preflight(req: Request): Response {
+  const cors = corsHeaders(req)
+  if (!cors['access-control-allow-origin']) return { status: 400, body: { detail: 'Disallowed CORS origin' } }
+  return {
+    status: 204,
+    headers: {
+      ...cors,
+      'access-control-allow-methods': 'GET, POST, PUT, DELETE, OPTIONS',
+      'access-control-allow-headers': req.headers['access-control-request-headers'] || '*',
+      'access-control-max-age': '600',
+    },
+  }
+}
+
+function toResult(res: Response, extraHeaders: Record<string, string>): Result {
+  const headers: Record<string, string> = { ...res.headers, ...extraHeaders }
+  let body = ''
+  if (res.html !== undefined) {
+    headers['content-type'] = 'text/html; charset=utf-8'
+    body = res.html
+  } else if (res.body !== undefined) {
+    headers['content-type'] = 'application/json; charset=utf-8'
+    body = JSON.stringify(res.body)
+  }
+  return { statusCode: res.status, headers, body, isBase64Encoded: false }
+}
+
+export async function handler(event: Event): Promise<Result> {
+  let req: Request
+  try {
+    req = toRequest(event)
+  } catch (error) {
+    return toResult({ status: 400, body: { detail: (error as Error).message } }, {})
+  }
+  if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) {
+    return toResult(preflight(req), {})
+  }
+  let res: Response
+  try {
+    res = await dispatch(req)
+  } catch (error) {
+    if (error instanceof HttpError) {
+      res = { status: error.status, body: { detail: error.detail }, headers: error.headers }
+    } else {
+      console.error(`${req.method} ${req.path} failed:`, error)
+      res = { status: 500, body: { detail: 'Internal Server Error' } }
+    }
+  }
+  return toResult(res, corsHeaders(req))
+}
+
+// /openapi.json, built from the route table and its schemas.
+
+function buildOpenApi(): object {
+  const schema = (s: z.ZodType, io: 'input' | 'output') => {
+    const { $schema, ...rest } = z.toJSONSchema(s, { io, unrepresentable: 'any' }) as Record<string, unknown>
+    return rest
+  }
+  const paths: Record<string, Record<string, unknown>> = {}
+  for (const { route: r, names } of table) {
+    const parameters = [
+      ...names.map((name) => ({ name, in: 'path', required: true, schema: { type: 'integer', minimum: 0 } })),
+      ...Object.entries(r.query?.shape ?? {}).map(([name, s]) => ({
+        name,
+        in: 'query',
+        required: !(s as z.ZodType).safeParse(undefined).success,
+        schema: schema(s as z.ZodType, 'input'),
+      })),
+    ]
+    const requestBody = r.body
+      ? { required: true, content: { 'application/json': { schema: schema(r.body, 'input') } } }
+      : r.form
+        ? { required: true, content: { 'application/x-www-form-urlencoded': { schema: schema(r.form, 'input') } } }
+        : undefined
+    const success = r.method === 'DELETE' ? '204' : '200'
+    paths[r.path] = {
+      ...paths[r.path],
+      [r.method.toLowerCase()]: {
+        summary: r.summary,
+        ...(parameters.length ? { parameters } : {}),
+        ...(requestBody ? { requestBody } : {}),
+        ...(r.auth ? { security: [{ bearer: [] }] } : {}),
+        responses: {
+          [success]: r.response
+            ? { description: 'OK', content: { 'application/json': { schema: schema(r.response, 'output') } } }
+            : { description: r.path === '/' ? 'An HTML page' : 'Done' },
+          ...(parameters.length || requestBody ? { '422': { description: 'The request failed validation' } } : {}),
+          ...(r.auth ? { '401': { description: 'No valid bearer token' } } : {}),
+        },
+      },
+    }
+  }
+  return {
+    openapi: '3.1.0',
+    info: { title: 'buddy system API', description: 'API for managing fosters and adoptions.', version: '1.0.0' },
+    paths,
+    components: { securitySchemes: { bearer: { type: 'oauth2', flows: { password: { tokenUrl: '/auth/token', scopes: {} } } } } },
+  }
+}
+
+const HOME_PAGE = `<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>buddy system API</title></head>
+<body>
+<h1>buddy system API</h1>
+<p>API for managing fosters and adoptions.</p>
+<p>Docs: <a href="openapi.json">the OpenAPI document</a> (open it in any OpenAPI viewer).</p>
+</body>
+</html>
+`
+
+// The local server: each request becomes a payload-2.0 event for `handler`, as a function URL sends it.
+
+function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
+  const url = new URL(req.url ?? '/', 'http://localhost')
+  const headers: Record<string, string> = {}
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value !== undefined && name !== 'cookie') headers[name] = Array.isArray(value) ? value.join(',') : value
+  }
+  const now = new Date()
+  return {
+    version: '2.0',
+    routeKey: '$default',
+    rawPath: url.pathname,
+    rawQueryString: url.search.slice(1),
+    cookies: req.headers.cookie?.split(/;\s*/),
+    headers,
+    requestContext: {
+      accountId: 'local',
+      apiId: 'local',
+      domainName: req.headers.host ?? 'localhost',
+      domainPrefix: 'local',
+      http: {
+        method: req.method ?? 'GET',
+        path: url.pathname,
+        protocol: `HTTP/${req.httpVersion}`,
+        sourceIp: req.socket.remoteAddress ?? '',
+        userAgent: req.headers['user-agent'] ?? '',
+      },
+      requestId: randomBytes(8).toString('hex'),
+      routeKey: '$default',
+      stage: '$default',
+      time: now.toISOString(),
+      timeEpoch: now.getTime(),
+    },
+    body: body.length ? body.toString('base64') : undefined,
+    isBase64Encoded: body.length > 0,
+  }
+}
+
+const MAX_BODY = 1024 * 1024
+
+async function serve() {
+  const port = Number(process.env.PORT || 8000)
+  const host = process.env.HOST || '127.0.0.1'
+  const db = await store.database()
+  const location = process.env.DB_LOCATION?.trim().toLowerCase() || 'local'
+  if (location === 'local') {
+    const [{ count }] = await db.all<{ count: number }>('SELECT (SELECT count(*) FROM animals) + (SELECT count(*) FROM users) AS count')
+    if (Number(count) === 0) {
+      const { seed, summarize, SAMPLE_PASSWORD } = await import('./seed.ts')
+      console.log(`The database is empty: loading the sample data. ${summarize(await seed(db))}`)
+      console.log(`Log in as any sample user (juniper, for one) with the password "${SAMPLE_PASSWORD}".`)
+    }
+  }
+
+  const server = createServer(async (req, res) => {
+    const started = performance.now()
+    const chunks: Buffer[] = []
+    let size = 0
+    for await (const chunk of req) {
+      size += chunk.length
+      if (size > MAX_BODY) {
+        res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', connection: 'close' })
+        res.end(JSON.stringify({ detail: 'Request body too large' }))
+        return
+      }
+      chunks.push(chunk)
+    }
+    const event = toEvent(req, Buffer.concat(chunks))
+    const result = await handler(event)
+    res.writeHead(result.statusCode, result.headers as Record<string, string>)
+    res.end(result.body)
+    const ms = (performance.now() - started).toFixed(1)
+    console.log(`${req.method} ${event.rawPath} ${result.statusCode} ${ms}ms`)
+  })
+  server.on('error', async (error) => {
+    console.error(`Cannot serve on ${host}:${port}: ${error.message}`)
+    await store.closeDatabase()
+    process.exit(1)
+  })
+  server.listen(port, host, () => {
+    console.log(`buddy system API on http://${host}:${port} (${db.label}). Ctrl-C stops it.`)
+  })
+  const stop = () => {
+    server.close()
+    server.closeAllConnections()
+    void store.closeDatabase().then(() => process.exit(0))
+  }
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  await serve().catch(async (error) => {
+    console.error(`Cannot start: ${error.message}`)
+    await store.closeDatabase()
+    process.exit(1)
+  })
+}

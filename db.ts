@@ -1,0 +1,465 @@
+// The database: DB_LOCATION picks SQLite on a local file (default), SQLite on
+// EFS, or PostgreSQL on RDS. Both speak the same SQL here, written once with `?`
+// placeholders; the schema is created when missing, on first use.
+import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { promisify } from 'node:util'
+import type { ParameterOrJSON, Sql, TransactionSql } from 'postgres'
+
+export type DbConfig =
+  | { kind: 'sqlite'; path: string; onNetworkFs: boolean }
+  | {
+      kind: 'postgres'
+      host: string
+      port: number
+      username: string
+      password: string
+      database: string
+      ssl: 'disable' | 'require' | 'verify-full'
+      caFile?: string
+    }
+
+export interface Database {
+  readonly kind: DbConfig['kind']
+  /** Where the data is, for people: "SQLite ./buddy_system.db", "PostgreSQL db.example:5432/postgres". */
+  readonly label: string
+  all<T = Row>(sql: string, params?: unknown[]): Promise<T[]>
+  /** Runs `fn` in one transaction: all of it, or none of it. */
+  transaction<T>(fn: (tx: Database) => Promise<T>): Promise<T>
+  close(): Promise<void>
+}
+export type Row = Record<string, unknown>
+
+export class ConfigError extends Error {}
+
+const LOCATIONS = ['local', 'efs', 'rds']
+export const EFS_DB_PATH = '/mnt/efs/buddy_system.db'
+
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env): DbConfig {
+  const location = env.DB_LOCATION?.trim().toLowerCase() || 'local'
+  if (location === 'local') {
+    return { kind: 'sqlite', path: env.DB_PATH || './buddy_system.db', onNetworkFs: false }
+  }
+  if (location === 'efs') return { kind: 'sqlite', path: EFS_DB_PATH, onNetworkFs: true }
+  if (location !== 'rds') {
+    throw new ConfigError(
+      `DB_LOCATION=${env.DB_LOCATION} is not a database location; use one of: ${LOCATIONS.join(', ')}`,
+    )
+  }
+  const missing = ['PG_USERNAME', 'PG_PASSWORD', 'PG_ENDPOINT', 'PG_PORT'].filter((name) => !env[name])
+  if (missing.length) throw new ConfigError(`DB_LOCATION=rds needs ${missing.join(', ')}`)
+  const port = Number(env.PG_PORT)
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new ConfigError(`PG_PORT=${env.PG_PORT} is not a port number`)
+  }
+  // RDS for PostgreSQL 15+ refuses unencrypted connections (rds.force_ssl = 1).
+  const ssl = env.PG_SSLMODE || 'require'
+  if (ssl !== 'disable' && ssl !== 'require' && ssl !== 'verify-full') {
+    throw new ConfigError(`PG_SSLMODE=${ssl} is not supported; use one of: disable, require, verify-full`)
+  }
+  return {
+    kind: 'postgres',
+    host: env.PG_ENDPOINT!,
+    port,
+    username: env.PG_USERNAME!,
+    password: env.PG_PASSWORD!,
+    database: env.PG_DATABASE || env.PG_USERNAME!,
+    ssl,
+    caFile: env.PG_SSLROOTCERT || undefined,
+  }
+}
+
+let current: Promise<Database> | undefined
+
+/** The database of this process (of this Lambda container), opened on first use and then reused. */
+export function database(): Promise<Database> {
+  current ??= openDatabase(configFromEnv()).catch((error) => {
+    current = undefined
+    throw error
+  })
+  return current
+}
+
+export async function closeDatabase(): Promise<void> {
+  const db = current
+  current = undefined
+  await (await db?.catch(() => undefined))?.close()
+}
+
+export async function openDatabase(config: DbConfig): Promise<Database> {
+  return config.kind === 'sqlite' ? openSqlite(config) : openPostgres(config)
+}
+
+const schema = (t: { id: string; date: string; timestamp: string }) => `
+CREATE TABLE IF NOT EXISTS users (
+  id ${t.id},
+  username TEXT NOT NULL UNIQUE,
+  email TEXT NOT NULL UNIQUE,
+  password_hash TEXT NOT NULL,
+  created_at ${t.timestamp} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS animals (
+  id ${t.id},
+  name TEXT NOT NULL,
+  age INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  fixed BOOLEAN NOT NULL DEFAULT FALSE,
+  vaccinated BOOLEAN NOT NULL DEFAULT FALSE,
+  intake_date ${t.date} NOT NULL,
+  adopter_id INTEGER REFERENCES users (id) ON DELETE SET NULL,
+  adoption_date ${t.date}
+);
+CREATE TABLE IF NOT EXISTS fosters (
+  id ${t.id},
+  animal_id INTEGER NOT NULL REFERENCES animals (id) ON DELETE CASCADE,
+  user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+  start_date ${t.date} NOT NULL,
+  end_date ${t.date}
+);
+CREATE INDEX IF NOT EXISTS animals_name ON animals (name, id);
+CREATE INDEX IF NOT EXISTS animals_age ON animals (age, id);
+CREATE INDEX IF NOT EXISTS animals_intake_date ON animals (intake_date, id);
+CREATE INDEX IF NOT EXISTS animals_adopter_id ON animals (adopter_id, adoption_date, id);
+CREATE INDEX IF NOT EXISTS fosters_user_id ON fosters (user_id, start_date, id);
+CREATE INDEX IF NOT EXISTS fosters_animal_id ON fosters (animal_id);
+`
+
+// The part of node:sqlite's DatabaseSync and better-sqlite3's Database that we use: the same in both.
+interface SqliteDriver {
+  prepare(sql: string): {
+    all(...params: unknown[]): unknown[]
+    run(...params: unknown[]): unknown
+    /** better-sqlite3 only: false for a statement that returns no rows, which all() refuses. */
+    reader?: boolean
+  }
+  exec(sql: string): void
+  close(): void
+}
+
+async function loadSqlite(path: string): Promise<SqliteDriver> {
+  // node:sqlite ships with Node 22.13+ and the Lambda nodejs24.x runtime; Node 20 needs better-sqlite3.
+  const builtin = await import('node:sqlite').catch(() => undefined)
+  if (builtin) return new builtin.DatabaseSync(path) as unknown as SqliteDriver
+  const addon = await import('better-sqlite3').catch((cause) => {
+    throw new Error(`SQLite needs Node 22.13+ (node:sqlite) or the better-sqlite3 package (npm install)`, { cause })
+  })
+  return new addon.default(path) as unknown as SqliteDriver
+}
+
+async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promise<Database> {
+  const driver = await loadSqlite(config.path)
+  // WAL keeps its index in shared memory, which a network file system cannot share between
+  // Lambda containers (https://www.sqlite.org/wal.html#sometimes_queries_return_sqlite_busy_in_wal_mode):
+  // on EFS use the rollback journal, and wait for another container's lock instead of failing.
+  driver.exec(`
+    PRAGMA journal_mode = ${config.onNetworkFs ? 'DELETE' : 'WAL'};
+    PRAGMA busy_timeout = 5000;
+    PRAGMA foreign_keys = ON;
+  `)
+  driver.exec(
+    schema({ id: 'INTEGER PRIMARY KEY AUTOINCREMENT', date: 'TEXT', timestamp: 'TEXT' }),
+  )
+  const statements = new Map<string, ReturnType<SqliteDriver['prepare']>>()
+  const prepare = (sql: string) => {
+    let statement = statements.get(sql)
+    if (!statement) statements.set(sql, (statement = driver.prepare(sql)))
+    return statement
+  }
+  // SQLite binds neither booleans nor undefined.
+  const bind = (params: unknown[]) =>
+    params.map((p) => (p === true ? 1 : p === false ? 0 : p === undefined ? null : p))
+  let depth = 0
+  const db: Database = {
+    kind: 'sqlite',
+    label: `SQLite ${config.path}`,
+    async all<T>(sql: string, params: unknown[] = []) {
+      const statement = prepare(sql)
+      if (statement.reader === false) return statement.run(...bind(params)), []
+      return statement.all(...bind(params)) as T[]
+    },
+    // Every statement inside runs synchronously, so no other request's statements can
+    // interleave with the transaction as long as `fn` awaits only this database.
+    async transaction(fn) {
+      if (depth > 0) return fn(db)
+      depth++
+      driver.exec('BEGIN IMMEDIATE')
+      try {
+        const result = await fn(db)
+        driver.exec('COMMIT')
+        return result
+      } catch (error) {
+        driver.exec('ROLLBACK')
+        throw error
+      } finally {
+        depth--
+      }
+    },
+    async close() {
+      driver.close()
+    },
+  }
+  return db
+}
+
+async function openPostgres(config: Extract<DbConfig, { kind: 'postgres' }>): Promise<Database> {
+  const { default: postgres } = await import('postgres')
+  const sql = postgres({
+    host: config.host,
+    port: config.port,
+    username: config.username,
+    password: config.password,
+    database: config.database,
+    ssl:
+      config.ssl === 'disable'
+        ? false
+        : config.ssl === 'require'
+          ? 'require'
+          : { rejectUnauthorized: true, ca: config.caFile ? readFileSync(config.caFile, 'utf8') : undefined },
+    // One connection per Lambda container, closed when idle so a frozen container holds none.
+    max: 1,
+    idle_timeout: 20,
+    max_lifetime: 60 * 30,
+    connect_timeout: 10,
+    onnotice: () => {},
+    // Dates and timestamps stay ISO strings, as the API sends them: no time zone shifts.
+    types: {
+      date: {
+        to: 1082,
+        from: [1082, 1114],
+        serialize: (x: string) => x,
+        parse: (x: string) => x.replace(' ', 'T'),
+      },
+    },
+  })
+  const placeholders = (text: string) => {
+    let n = 0
+    return text.replace(/\?/g, () => `$${++n}`)
+  }
+  const wrap = (q: Sql | TransactionSql): Database => ({
+    kind: 'postgres',
+    label: `PostgreSQL ${config.host}:${config.port}/${config.database}`,
+    async all<T>(text: string, params: unknown[] = []) {
+      return (await q.unsafe(placeholders(text), params as ParameterOrJSON<never>[])) as unknown as T[]
+    },
+    async transaction(fn) {
+      if (q !== sql) return fn(wrap(q))
+      return (await sql.begin((tx) => fn(wrap(tx)))) as Awaited<ReturnType<typeof fn>>
+    },
+    async close() {
+      await sql.end({ timeout: 5 })
+    },
+  })
+  // Cold starts of several containers may race to create the schema: one waits for the other.
+  await sql.begin(async (tx) => {
+    await tx`SELECT pg_advisory_xact_lock(hashtext('buddy_system schema'))`
+    await tx.unsafe(
+      schema({ id: 'INTEGER GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY', date: 'DATE', timestamp: 'TIMESTAMP(0)' }),
+    )
+  })
+  return wrap(sql)
+}
+
+/** A UNIQUE constraint was violated (SQLite through either driver, or PostgreSQL). */
+export function isUniqueViolation(error: unknown): boolean {
+  const e = error as { code?: string; errcode?: number }
+  return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.errcode === 2067 || e?.code === '23505'
+}
+
+// The entities, as the API sends them.
+
+export interface Animal {
+  id: number
+  name: string
+  age: number
+  kind: string
+  fixed: boolean
+  vaccinated: boolean
+  intake_date: string
+  adopter_id: number | null
+  adoption_date: string | null
+}
+export interface User {
+  id: number
+  username: string
+  email: string
+  created_at: string
+}
+export interface Foster {
+  animal: Animal
+  user: User
+  start_date: string
+  end_date: string | null
+}
+
+const ANIMAL = 'id, name, age, kind, fixed, vaccinated, intake_date, adopter_id, adoption_date'
+const USER = 'id, username, email, created_at'
+
+const toAnimal = (row: Row): Animal => ({
+  id: Number(row.id),
+  name: row.name as string,
+  age: Number(row.age),
+  kind: row.kind as string,
+  fixed: Boolean(row.fixed),
+  vaccinated: Boolean(row.vaccinated),
+  intake_date: row.intake_date as string,
+  adopter_id: row.adopter_id == null ? null : Number(row.adopter_id),
+  adoption_date: (row.adoption_date as string | null) ?? null,
+})
+const toUser = (row: Row): User => ({
+  id: Number(row.id),
+  username: row.username as string,
+  email: row.email as string,
+  created_at: row.created_at as string,
+})
+
+export const ANIMAL_SORTS = ['name', 'age', 'intake_date'] as const
+export interface AnimalQuery {
+  sort: (typeof ANIMAL_SORTS)[number]
+  intake_after?: string
+  intake_before?: string
+  limit: number
+  offset: number
+}
+
+export async function listAnimals(db: Database, q: AnimalQuery): Promise<{ count: number; animals: Animal[] }> {
+  const where: string[] = []
+  const params: unknown[] = []
+  if (q.intake_after) where.push('intake_date >= ?'), params.push(q.intake_after)
+  if (q.intake_before) where.push('intake_date <= ?'), params.push(q.intake_before)
+  const filter = where.length ? `WHERE ${where.join(' AND ')}` : ''
+  const [{ count }] = await db.all<{ count: number }>(
+    `SELECT CAST(count(*) AS INTEGER) AS count FROM animals ${filter}`,
+    params,
+  )
+  // `sort` is one of ANIMAL_SORTS (validated), never text from the request.
+  const rows = await db.all(
+    `SELECT ${ANIMAL} FROM animals ${filter} ORDER BY ${q.sort}, id LIMIT ? OFFSET ?`,
+    [...params, q.limit, q.offset],
+  )
+  return { count: Number(count), animals: rows.map(toAnimal) }
+}
+
+export async function getAnimal(db: Database, id: number): Promise<Animal | undefined> {
+  const [row] = await db.all(`SELECT ${ANIMAL} FROM animals WHERE id = ?`, [id])
+  return row && toAnimal(row)
+}
+
+export type NewAnimal = Pick<Animal, 'name' | 'age' | 'kind' | 'fixed' | 'vaccinated' | 'intake_date'>
+
+export async function createAnimal(db: Database, a: NewAnimal): Promise<Animal> {
+  const [row] = await db.all(
+    `INSERT INTO animals (name, age, kind, fixed, vaccinated, intake_date) VALUES (?, ?, ?, ?, ?, ?) RETURNING ${ANIMAL}`,
+    [a.name, a.age, a.kind, a.fixed, a.vaccinated, a.intake_date],
+  )
+  return toAnimal(row)
+}
+
+export type AnimalChanges = Partial<Omit<Animal, 'id' | 'intake_date'>>
+const CHANGEABLE = ['name', 'age', 'kind', 'fixed', 'vaccinated', 'adopter_id', 'adoption_date'] as const
+
+export async function updateAnimal(db: Database, id: number, changes: AnimalChanges): Promise<Animal | undefined> {
+  const columns = CHANGEABLE.filter((column) => changes[column] !== undefined)
+  if (!columns.length) return getAnimal(db, id)
+  const [row] = await db.all(
+    `UPDATE animals SET ${columns.map((c) => `${c} = ?`).join(', ')} WHERE id = ? RETURNING ${ANIMAL}`,
+    [...columns.map((c) => changes[c]), id],
+  )
+  return row && toAnimal(row)
+}
+
+/** Deletes the animal and its fosters; false when there was no such animal. */
+export async function deleteAnimal(db: Database, id: number): Promise<boolean> {
+  return (await db.all('DELETE FROM animals WHERE id = ? RETURNING id', [id])).length > 0
+}
+
+export async function listUsers(db: Database): Promise<User[]> {
+  return (await db.all(`SELECT ${USER} FROM users ORDER BY id`)).map(toUser)
+}
+
+export async function getUser(db: Database, id: number): Promise<User | undefined> {
+  const [row] = await db.all(`SELECT ${USER} FROM users WHERE id = ?`, [id])
+  return row && toUser(row)
+}
+
+/** The user and their password hash, for logging in. */
+export async function findLogin(db: Database, username: string): Promise<{ user: User; passwordHash: string } | undefined> {
+  const [row] = await db.all(`SELECT ${USER}, password_hash FROM users WHERE username = ?`, [username])
+  return row && { user: toUser(row), passwordHash: row.password_hash as string }
+}
+
+export interface NewUser {
+  username: string
+  email: string
+  passwordHash: string
+  created_at: string
+}
+
+/** Inserts the user; a taken username or email throws a unique violation (see isUniqueViolation). */
+export async function createUser(db: Database, u: NewUser): Promise<User> {
+  const [row] = await db.all(
+    `INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, ?, ?) RETURNING ${USER}`,
+    [u.username, u.email, u.passwordHash, u.created_at],
+  )
+  return toUser(row)
+}
+
+/** Which of username and email another user already has. */
+export async function takenField(db: Database, u: Pick<NewUser, 'username' | 'email'>): Promise<'username' | 'email' | undefined> {
+  const [row] = await db.all<{ username: string }>('SELECT username FROM users WHERE username = ? OR email = ?', [u.username, u.email])
+  return row && (row.username === u.username ? 'username' : 'email')
+}
+
+/** Deletes the user and their fosters, and clears them as adopter of their pets. */
+export async function deleteUser(db: Database, id: number): Promise<boolean> {
+  return (await db.all('DELETE FROM users WHERE id = ? RETURNING id', [id])).length > 0
+}
+
+export async function listFosters(db: Database, user: User): Promise<Foster[]> {
+  const rows = await db.all(
+    `SELECT f.start_date AS f_start, f.end_date AS f_end, a.id, a.name, a.age, a.kind, a.fixed, a.vaccinated,
+            a.intake_date, a.adopter_id, a.adoption_date
+     FROM fosters f JOIN animals a ON a.id = f.animal_id
+     WHERE f.user_id = ? ORDER BY f.start_date, f.id`,
+    [user.id],
+  )
+  return rows.map((row) => ({
+    animal: toAnimal(row),
+    user,
+    start_date: row.f_start as string,
+    end_date: (row.f_end as string | null) ?? null,
+  }))
+}
+
+export async function listPets(db: Database, userId: number): Promise<Animal[]> {
+  const rows = await db.all(`SELECT ${ANIMAL} FROM animals WHERE adopter_id = ? ORDER BY adoption_date, id`, [userId])
+  return rows.map(toAnimal)
+}
+
+// Passwords: scrypt, a slow salted KDF (RFC 7914), stored with its parameters so they can change later.
+// N = 2^15 costs about 50 ms and 32 MiB per hash: see BENCHMARKS.md for the measured login time.
+const SCRYPT = { N: 2 ** 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 }
+const scryptAsync = promisify(scrypt) as (
+  password: string,
+  salt: Buffer,
+  keylen: number,
+  options: ScryptOptions,
+) => Promise<Buffer>
+
+export async function hashPassword(password: string): Promise<string> {
+  const salt = randomBytes(16)
+  const hash = await scryptAsync(password, salt, 32, SCRYPT)
+  return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64'), hash.toString('base64')].join('$')
+}
+
+export async function verifyPassword(password: string, stored: string): Promise<boolean> {
+  const [scheme, N, r, p, salt, hash] = stored.split('$')
+  if (scheme !== 'scrypt' || !hash) return false
+  const expected = Buffer.from(hash, 'base64')
+  const actual = await scryptAsync(password, Buffer.from(salt, 'base64'), expected.length, {
+    N: Number(N),
+    r: Number(r),
+    p: Number(p),
+    maxmem: SCRYPT.maxmem,
+  })
+  return timingSafeEqual(actual, expected)
+}
