@@ -21,7 +21,7 @@ export type DbConfig =
 
 export interface Database {
   readonly kind: DbConfig['kind']
-  /** Where the data is, for people: "SQLite ./buddy_system.db", "PostgreSQL db.example:5432/postgres". */
+  /** Where the data is, for people: "SQLite ./buddy_system.db (node:sqlite)", "PostgreSQL db.example:5432/postgres". */
   readonly label: string
   all<T = Row>(sql: string, params?: unknown[]): Promise<T[]>
   /** Runs `fn` in one transaction: all of it, or none of it. */
@@ -136,18 +136,18 @@ interface SqliteDriver {
   close(): void
 }
 
-async function loadSqlite(path: string): Promise<SqliteDriver> {
+async function loadSqlite(path: string): Promise<{ driver: SqliteDriver; name: string }> {
   // node:sqlite ships with Node 22.13+ and the Lambda nodejs24.x runtime; Node 20 needs better-sqlite3.
   const builtin = await import('node:sqlite').catch(() => undefined)
-  if (builtin) return new builtin.DatabaseSync(path) as unknown as SqliteDriver
+  if (builtin) return { driver: new builtin.DatabaseSync(path) as unknown as SqliteDriver, name: 'node:sqlite' }
   const addon = await import('better-sqlite3').catch((cause) => {
     throw new Error(`SQLite needs Node 22.13+ (node:sqlite) or the better-sqlite3 package (npm install)`, { cause })
   })
-  return new addon.default(path) as unknown as SqliteDriver
+  return { driver: new addon.default(path) as unknown as SqliteDriver, name: 'better-sqlite3' }
 }
 
 async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promise<Database> {
-  const driver = await loadSqlite(config.path)
+  const { driver, name } = await loadSqlite(config.path)
   // WAL keeps its index in shared memory, which a network file system cannot share between
   // Lambda containers (https://www.sqlite.org/wal.html#sometimes_queries_return_sqlite_busy_in_wal_mode):
   // on EFS use the rollback journal, and wait for another container's lock instead of failing.
@@ -171,7 +171,7 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
   let depth = 0
   const db: Database = {
     kind: 'sqlite',
-    label: `SQLite ${config.path}`,
+    label: `SQLite ${config.path} (${name})`,
     async all<T>(sql: string, params: unknown[] = []) {
       const statement = prepare(sql)
       if (statement.reader === false) return statement.run(...bind(params)), []
@@ -239,7 +239,8 @@ async function openPostgres(config: Extract<DbConfig, { kind: 'postgres' }>): Pr
     kind: 'postgres',
     label: `PostgreSQL ${config.host}:${config.port}/${config.database}`,
     async all<T>(text: string, params: unknown[] = []) {
-      return (await q.unsafe(placeholders(text), params as ParameterOrJSON<never>[])) as unknown as T[]
+      // A plain array, as SQLite gives: postgres.js's result also carries the statement and more.
+      return Array.from(await q.unsafe(placeholders(text), params as ParameterOrJSON<never>[])) as T[]
     },
     async transaction(fn) {
       if (q !== sql) return fn(wrap(q))

@@ -1,0 +1,579 @@
+// The HTTP contract (../shared/API.md), run by sqlite.test.ts and postgres.test.ts on their database.
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { SignJWT } from 'jose'
+import type { APIGatewayProxyEvent, APIGatewayProxyEventV2 } from 'aws-lambda'
+import { closeDatabase, database, openDatabase } from '../db.ts'
+import { handler as seedHandler, loadSample, seed, type SampleData } from '../seed.ts'
+import { functionUrlEvent, httpApiEvent, restApiEvent, type Call } from './events.ts'
+import type { Fixture } from './fixtures.ts'
+
+const { handler } = await import('../api.ts')
+const sample = loadSample()
+const sampleUsers = Object.keys(sample.users) // seeded in this order: ids 1, 2, ...
+const userId = (username: string) => sampleUsers.indexOf(username) + 1
+const today = () => new Date().toISOString().slice(0, 10)
+
+interface Reply {
+  status: number
+  headers: Record<string, string>
+  body: any
+  text: string
+}
+
+async function send(event: APIGatewayProxyEvent | APIGatewayProxyEventV2): Promise<Reply> {
+  const result = await handler(event)
+  const text = result.body ?? ''
+  const type = String(result.headers?.['content-type'] ?? '')
+  return {
+    status: result.statusCode,
+    headers: result.headers as Record<string, string>,
+    text,
+    body: type.startsWith('application/json') ? JSON.parse(text) : undefined,
+  }
+}
+
+const call = (c: Call) => send(httpApiEvent(c))
+const get = (path: string, query?: string, headers?: Record<string, string>) => call({ path, query, headers })
+const json = (method: string, path: string, body: unknown, token?: string) =>
+  call({
+    method,
+    path,
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+  })
+const del = (path: string, token?: string) =>
+  call({ method: 'DELETE', path, headers: token ? { authorization: `Bearer ${token}` } : {} })
+
+function form(fields: Record<string, string>) {
+  return call({
+    method: 'POST',
+    path: '/auth/token',
+    body: new URLSearchParams(fields).toString(),
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+  })
+}
+
+async function login(username = 'juniper', password = 'password'): Promise<string> {
+  const reply = await form({ username, password })
+  assert.equal(reply.status, 200, reply.text)
+  return reply.body.access_token
+}
+
+const byKey = <T>(key: (x: T) => string | number) => (a: T, b: T) => {
+  const [ka, kb] = [key(a), key(b)]
+  return ka < kb ? -1 : ka > kb ? 1 : 0
+}
+
+/** The sample's animals in the order the API must list them: by `field`, ties by id. */
+function sampleOrder(field: 'name' | 'age' | 'intake_date', data: SampleData = sample) {
+  return Object.values(data.animals)
+    .map((a, i) => ({ ...a, id: i + 1 }))
+    .sort((a, b) => byKey<typeof a>((x) => x[field])(a, b) || a.id - b.id)
+}
+
+export function apiSuite(fixture: Fixture) {
+  describe('pages', () => {
+    it('serves an HTML page with the title and description at /', async () => {
+      const reply = await get('/')
+      assert.equal(reply.status, 200)
+      assert.match(reply.headers['content-type'], /^text\/html/)
+      assert.match(reply.text, /buddy system API/)
+      assert.match(reply.text, /API for managing fosters and adoptions\./)
+      assert.match(reply.text, /href="openapi\.json"/)
+    })
+
+    it('greets nobody', async () => {
+      assert.deepEqual((await get('/greet')).body, { greeting: 'hello to nobody' })
+    })
+
+    it('describes every route in an OpenAPI 3.1 document built from the validating schemas', async () => {
+      const { status, body } = await get('/openapi.json')
+      assert.equal(status, 200)
+      assert.equal(body.openapi, '3.1.0')
+      const operations = Object.entries(body.paths).flatMap(([path, ops]) =>
+        Object.keys(ops as object).map((m) => `${m.toUpperCase()} ${path}`),
+      )
+      assert.deepEqual(operations.sort(), [
+        'DELETE /animals/{animal_id}', 'DELETE /users/{user_id}', 'GET /', 'GET /animals', 'GET /animals/{animal_id}',
+        'GET /greet', 'GET /openapi.json', 'GET /users', 'GET /users/me', 'GET /users/{user_id}',
+        'GET /users/{user_id}/fosters', 'GET /users/{user_id}/pets', 'POST /animals', 'POST /auth/registration',
+        'POST /auth/token', 'PUT /animals/{animal_id}',
+      ])
+      const create = body.paths['/animals'].post
+      const schema = create.requestBody.content['application/json'].schema
+      assert.deepEqual(schema.required.sort(), ['age', 'kind', 'name'])
+      assert.deepEqual(schema.properties.age.anyOf.map((s: any) => s.type), ['integer', 'string'])
+      assert.deepEqual(create.security, [{ bearer: [] }])
+      const sort = body.paths['/animals'].get.parameters.find((p: any) => p.name === 'sort')
+      assert.deepEqual(sort.schema.enum, ['name', 'age', 'intake_date'])
+      assert.ok(body.paths['/auth/token'].post.requestBody.content['application/x-www-form-urlencoded'])
+    })
+  })
+
+  describe('animals', () => {
+    for (const sort of ['name', 'age', 'intake_date'] as const) {
+      it(`lists the animals sorted by ${sort}, ties broken by id`, async () => {
+        const { status, body } = await get('/animals', sort === 'name' ? '' : `sort=${sort}`)
+        assert.equal(status, 200)
+        assert.deepEqual(body.meta, { count: 16, limit: 100, offset: 0 })
+        assert.deepEqual(
+          body.animals.map((a: any) => [a.id, a.name]),
+          sampleOrder(sort).map((a) => [a.id, a.name]),
+        )
+      })
+    }
+
+    it('filters by intake date, both bounds inclusive', async () => {
+      const dates = sampleOrder('intake_date').map((a) => a.intake_date)
+      const [after, before] = [dates[3], dates[10]]
+      const { body } = await get('/animals', `sort=intake_date&intake_after=${after}&intake_before=${before}`)
+      const expected = dates.filter((d) => d >= after && d <= before)
+      assert.deepEqual(body.animals.map((a: any) => a.intake_date), expected)
+      assert.equal(body.meta.count, expected.length)
+      assert.equal((await get('/animals', `intake_after=${dates.at(-1)}`)).body.meta.count, 1)
+      assert.equal((await get('/animals', `intake_before=${dates[0]}`)).body.meta.count, 1)
+    })
+
+    it('pages with limit and offset, counting every match in meta', async () => {
+      const { body } = await get('/animals', 'sort=age&limit=5&offset=10')
+      assert.deepEqual(body.meta, { count: 16, limit: 5, offset: 10 })
+      assert.deepEqual(body.animals.map((a: any) => a.id), sampleOrder('age').slice(10, 15).map((a) => a.id))
+      const past = await get('/animals', 'offset=100')
+      assert.deepEqual(past.body, { meta: { count: 16, limit: 100, offset: 100 }, animals: [] })
+    })
+
+    it('takes the last of repeated query keys', async () => {
+      const { body } = await get('/animals', 'sort=name&sort=age&limit=3')
+      assert.deepEqual(body.animals.map((a: any) => a.id), sampleOrder('age').slice(0, 3).map((a) => a.id))
+    })
+
+    it('answers 422 for an unknown sort, a bad date and a limit out of range, one entry each', async () => {
+      const { status, body } = await get('/animals', 'sort=weight&intake_after=2022-02-30&limit=1001')
+      assert.equal(status, 422)
+      assert.deepEqual(body.detail.map((d: any) => d.loc), [['query', 'sort'], ['query', 'intake_after'], ['query', 'limit']])
+      assert.deepEqual(body.detail.map((d: any) => d.input), ['weight', '2022-02-30', 1001])
+      for (const d of body.detail) assert.equal(typeof d.msg, 'string')
+      assert.equal((await get('/animals', 'limit=0')).status, 422)
+      assert.equal((await get('/animals', 'offset=-1')).status, 422)
+    })
+
+    it('reads one animal, and answers 404 with the entity body for a missing one', async () => {
+      const { status, body } = await get('/animals/3')
+      assert.equal(status, 200)
+      const expected = sampleOrder('name').find((a) => a.id === 3)!
+      assert.equal(body.animal.name, expected.name)
+      assert.equal(body.animal.fixed, expected.fixed)
+      assert.deepEqual(Object.keys(body.animal).sort(), [
+        'adopter_id', 'adoption_date', 'age', 'fixed', 'id', 'intake_date', 'kind', 'name', 'vaccinated',
+      ])
+      const missing = await get('/animals/999')
+      assert.equal(missing.status, 404)
+      assert.deepEqual(missing.body, { detail: { type: 'entity_not_found', entity_name: 'Animal', entity_id: 999 } })
+      assert.equal((await get('/animals/99999999999')).body.detail.entity_id, 99999999999)
+    })
+
+    it('answers 422 with loc path for an id that is not an integer', async () => {
+      const { status, body } = await get('/animals/abc')
+      assert.equal(status, 422)
+      assert.deepEqual(body.detail[0].loc, ['path', 'animal_id'])
+      assert.equal(body.detail[0].input, 'abc')
+    })
+
+    it('creates an animal taken in today, accepting numbers and booleans as strings', async () => {
+      const token = await login()
+      const { status, body } = await json('POST', '/animals', { name: 'rex', age: '3', kind: 'dog', fixed: 'true' }, token)
+      assert.equal(status, 200)
+      assert.deepEqual(body.animal, {
+        id: 17, name: 'rex', age: 3, kind: 'dog', fixed: true, vaccinated: false,
+        intake_date: today(), adopter_id: null, adoption_date: null,
+      })
+      assert.deepEqual((await get('/animals/17')).body, body)
+    })
+
+    it('answers 422 for each kind of bad animal, one entry per problem', async () => {
+      const token = await login()
+      const bad = await json('POST', '/animals', { age: 'three', kind: 7, fixed: 'maybe' }, token)
+      assert.equal(bad.status, 422)
+      assert.deepEqual(bad.body.detail.map((d: any) => [d.type, d.loc.join('.')]), [
+        ['missing', 'body.name'],
+        ['invalid_value', 'body.age'],
+        ['invalid_type', 'body.kind'],
+        ['invalid_value', 'body.fixed'],
+      ])
+      assert.equal(bad.body.detail[0].msg, 'Field required')
+      for (const [body, loc] of [
+        [{ name: 'a', age: -1, kind: 'cat' }, 'body.age'],
+        [{ name: 'a', age: 2.5, kind: 'cat' }, 'body.age'],
+        [{ name: '', age: 1, kind: 'cat' }, 'body.name'],
+        [[1, 2], 'body'],
+      ] as const) {
+        const reply = await json('POST', '/animals', body, token)
+        assert.equal(reply.status, 422, JSON.stringify(body))
+        assert.equal(reply.body.detail[0].loc.join('.'), loc)
+      }
+      const malformed = await json('POST', '/animals', '{"name": "rex",', token)
+      assert.equal(malformed.status, 422)
+      assert.equal(malformed.body.detail[0].type, 'json_invalid')
+      const empty = await json('POST', '/animals', '', token)
+      assert.equal(empty.status, 422)
+      assert.deepEqual(empty.body.detail[0].loc, ['body'])
+      assert.equal((await get('/animals')).body.meta.count, 16, 'nothing was added')
+    })
+
+    it('updates only the fields sent, adoption included', async () => {
+      const token = await login()
+      const before = (await get('/animals/3')).body.animal
+      const { status, body } = await json('PUT', '/animals/3', { age: '7', vaccinated: false }, token)
+      assert.equal(status, 200)
+      assert.deepEqual(body.animal, { ...before, age: 7, vaccinated: false })
+      const adopted = await json('PUT', '/animals/3', { adopter_id: 2, adoption_date: '2024-02-29' }, token)
+      assert.deepEqual([adopted.body.animal.adopter_id, adopted.body.animal.adoption_date], [2, '2024-02-29'])
+      assert.ok((await get('/users/2/pets')).body.animals.some((a: any) => a.id === 3))
+      const returned = await json('PUT', '/animals/3', { adopter_id: null, adoption_date: null }, token)
+      assert.deepEqual([returned.body.animal.adopter_id, returned.body.animal.adoption_date], [null, null])
+      assert.deepEqual((await json('PUT', '/animals/3', {}, token)).body.animal, returned.body.animal)
+    })
+
+    it('refuses updates to a missing animal, to a missing adopter, and with bad values', async () => {
+      const token = await login()
+      const missing = await json('PUT', '/animals/999', { age: 1 }, token)
+      assert.deepEqual([missing.status, missing.body.detail.entity_name], [404, 'Animal'])
+      const nobody = await json('PUT', '/animals/3', { adopter_id: 999 }, token)
+      assert.deepEqual([nobody.status, nobody.body.detail], [404, { type: 'entity_not_found', entity_name: 'User', entity_id: 999 }])
+      const bad = await json('PUT', '/animals/3', { name: null, adoption_date: '2024-13-01' }, token)
+      assert.equal(bad.status, 422)
+      assert.deepEqual(bad.body.detail.map((d: any) => d.loc.join('.')), ['body.name', 'body.adoption_date'])
+      assert.equal((await get('/animals/3')).body.animal.adopter_id, sampleAdopter(3))
+    })
+
+    it('deletes an animal with its fosters, then answers 404 for it', async () => {
+      const token = await login()
+      const foster = sample.fosters[0]
+      const animalId = Object.keys(sample.animals).indexOf(foster.animal_id) + 1
+      const fosterer = userId(foster.user_id)
+      const fostersBefore = (await get(`/users/${fosterer}/fosters`)).body.meta.count
+      const reply = await del(`/animals/${animalId}`, token)
+      assert.equal(reply.status, 204)
+      assert.equal(reply.text, '')
+      assert.equal((await get(`/animals/${animalId}`)).status, 404)
+      assert.equal((await get(`/users/${fosterer}/fosters`)).body.meta.count, fostersBefore - 1)
+      assert.equal((await del(`/animals/${animalId}`, token)).status, 404)
+    })
+
+    it('needs a bearer token to create, update or delete', async () => {
+      for (const reply of [
+        await json('POST', '/animals', { name: 'rex', age: 3, kind: 'dog' }),
+        await json('PUT', '/animals/3', { age: 4 }),
+        await del('/animals/3'),
+      ]) {
+        assert.equal(reply.status, 401)
+        assert.deepEqual(reply.body, { detail: 'Not authenticated' })
+        assert.equal(reply.headers['www-authenticate'], 'Bearer')
+      }
+      assert.equal((await get('/animals/3')).status, 200)
+      assert.equal((await get('/animals')).body.meta.count, 16)
+    })
+  })
+
+  describe('users', () => {
+    it('lists every user without passwords', async () => {
+      const { body } = await get('/users')
+      assert.equal(body.meta.count, 8)
+      assert.deepEqual(body.users.map((u: any) => u.username), sampleUsers)
+      assert.deepEqual(body.users[0], {
+        id: 1, username: sampleUsers[0], email: sample.users[sampleUsers[0]].email,
+        created_at: sample.users[sampleUsers[0]].created_at,
+      })
+    })
+
+    it('reads one user, and answers 404 for a missing one', async () => {
+      assert.equal((await get('/users/2')).body.user.username, sampleUsers[1])
+      const missing = await get('/users/999')
+      assert.deepEqual([missing.status, missing.body], [404, { detail: { type: 'entity_not_found', entity_name: 'User', entity_id: 999 } }])
+    })
+
+    it('registers a user who then logs in and reads /users/me', async () => {
+      const reg = await json('POST', '/auth/registration', { username: 'pat', email: 'pat@example.com', password: 'correct horse' })
+      assert.equal(reg.status, 200)
+      assert.deepEqual(Object.keys(reg.body).sort(), ['created_at', 'email', 'id', 'username'])
+      assert.match(reg.body.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$/)
+      const token = await form({ grant_type: 'password', username: 'pat', password: 'correct horse', scope: '' })
+      assert.equal(token.status, 200)
+      assert.equal(token.body.token_type, 'Bearer')
+      assert.equal(token.body.expires_in, 3600)
+      const me = await get('/users/me', '', { authorization: `Bearer ${token.body.access_token}` })
+      assert.deepEqual(me.body, { user: reg.body })
+    })
+
+    it('answers /users/me without a token with 401 Not authenticated', async () => {
+      const reply = await get('/users/me')
+      assert.deepEqual([reply.status, reply.body, reply.headers['www-authenticate']], [401, { detail: 'Not authenticated' }, 'Bearer'])
+      assert.equal((await get('/users/me', '', { authorization: 'Basic abc' })).status, 401)
+    })
+
+    it('refuses a taken username or email with a duplicate_value body', async () => {
+      const taken = await json('POST', '/auth/registration', { username: 'juniper', email: 'new@example.com', password: 'password1' })
+      assert.deepEqual([taken.status, taken.body.detail], [422, {
+        type: 'duplicate_value', entity_name: 'User', entity_field: 'username', entity_field_value: 'juniper',
+      }])
+      const email = sample.users.juniper.email
+      const dup = await json('POST', '/auth/registration', { username: 'someone', email, password: 'password1' })
+      assert.deepEqual([dup.status, dup.body.detail.entity_field, dup.body.detail.entity_field_value], [422, 'email', email])
+      assert.equal((await get('/users')).body.meta.count, 8)
+    })
+
+    it('refuses a bad registration without echoing the password', async () => {
+      const reply = await json('POST', '/auth/registration', { username: '', email: 'not-an-email', password: 'short' })
+      assert.equal(reply.status, 422)
+      assert.deepEqual(reply.body.detail.map((d: any) => d.loc.join('.')), ['body.username', 'body.email', 'body.password'])
+      assert.ok(!reply.text.includes('short'))
+    })
+
+    it('refuses a wrong password and an unknown user alike', async () => {
+      for (const fields of [{ username: 'juniper', password: 'wrong' }, { username: 'nobody', password: 'password' }]) {
+        const reply = await form(fields)
+        assert.deepEqual([reply.status, reply.body], [401, {
+          detail: { error: 'invalid_client', error_description: 'invalid username or password' },
+        }])
+      }
+      const missing = await form({ username: 'juniper' })
+      assert.deepEqual([missing.status, missing.body.detail[0].loc], [422, ['body', 'password']])
+      const asJson = await json('POST', '/auth/token', { username: 'juniper', password: 'password' })
+      assert.equal(asJson.status, 422, 'the token route reads a form, not JSON')
+    })
+
+    it('refuses expired, forged, alg:none and malformed tokens', async () => {
+      const key = new TextEncoder().encode(process.env.JWT_KEY)
+      const now = Math.floor(Date.now() / 1000)
+      const expired = await new SignJWT().setProtectedHeader({ alg: 'HS256' }).setSubject('1')
+        .setIssuedAt(now - 7200).setExpirationTime(now - 3600).sign(key)
+      const forged = await new SignJWT().setProtectedHeader({ alg: 'HS256' }).setSubject('1')
+        .setExpirationTime('1h').sign(new TextEncoder().encode('another key'.padEnd(64, '!')))
+      const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url')
+      const none = `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: '1', exp: now + 3600 })}.`
+      const noExp = await new SignJWT().setProtectedHeader({ alg: 'HS256' }).setSubject('1').sign(key)
+      const cases = [[expired, 'expired bearer token'], [forged, 'invalid bearer token'], [none, 'invalid bearer token'],
+        [noExp, 'invalid bearer token'], ['not.a.token', 'invalid bearer token']]
+      for (const [token, description] of cases) {
+        const reply = await get('/users/me', '', { authorization: `Bearer ${token}` })
+        assert.equal(reply.status, 401, description)
+        assert.deepEqual(reply.body, { detail: { error: 'invalid_client', error_description: description } })
+      }
+    })
+
+    it("lists a user's fosters with the animal and the user", async () => {
+      const fosterer = sample.fosters[0].user_id
+      const expected = sample.fosters.filter((f) => f.user_id === fosterer)
+      const { status, body } = await get(`/users/${userId(fosterer)}/fosters`)
+      assert.equal(status, 200)
+      assert.equal(body.meta.count, expected.length)
+      const first = body.fosters.find((f: any) => f.start_date === expected[0].start_date)
+      assert.equal(first.end_date, expected[0].end_date)
+      assert.equal(first.user.username, fosterer)
+      assert.equal(first.animal.name, sample.animals[expected[0].animal_id].name)
+      assert.equal((await get('/users/999/fosters')).status, 404)
+    })
+
+    it("lists a user's pets", async () => {
+      const adopter = sample.adoptions[0].user_id
+      const expected = sample.adoptions.filter((a) => a.user_id === adopter).map((a) => sample.animals[a.animal_id].name)
+      const { body } = await get(`/users/${userId(adopter)}/pets`)
+      assert.equal(body.meta.count, expected.length)
+      assert.deepEqual(body.animals.map((a: any) => a.name).sort(), expected.sort())
+      for (const a of body.animals) assert.equal(a.adopter_id, userId(adopter))
+      assert.equal((await get('/users/999/pets')).status, 404)
+    })
+
+    it('lets a user delete only themself: fosters go, pets lose their adopter, the token stops working', async () => {
+      const adopter = sample.adoptions[0].user_id
+      const id = userId(adopter)
+      const token = await login(adopter)
+      const other = await del(`/users/${id === 1 ? 2 : 1}`, token)
+      assert.deepEqual([other.status, other.body], [403, { detail: 'Forbidden' }])
+      const pets = (await get(`/users/${id}/pets`)).body.animals
+      const reply = await del(`/users/${id}`, token)
+      assert.deepEqual([reply.status, reply.text], [204, ''])
+      assert.equal((await get(`/users/${id}`)).status, 404)
+      for (const pet of pets) assert.equal((await get(`/animals/${pet.id}`)).body.animal.adopter_id, null)
+      const gone = await get('/users/me', '', { authorization: `Bearer ${token}` })
+      assert.deepEqual(gone.body, { detail: { error: 'invalid_client', error_description: 'invalid bearer token' } })
+      const fosters = await database().then((db) => db.all('SELECT id FROM fosters WHERE user_id = ?', [id]))
+      assert.deepEqual(fosters, [])
+    })
+  })
+
+  describe('errors', () => {
+    it('answers an unknown route with 404 and a known one with another method with 405 and Allow', async () => {
+      assert.deepEqual(await get('/nowhere').then((r) => [r.status, r.body]), [404, { detail: 'Not Found' }])
+      const reply = await call({ method: 'PATCH', path: '/animals/1' })
+      assert.deepEqual([reply.status, reply.body, reply.headers.allow], [405, { detail: 'Method Not Allowed' }, 'GET, PUT, DELETE'])
+    })
+
+    it('answers anything unexpected with a bare 500 and logs the cause', async (t) => {
+      const db = await database()
+      await db.all('DROP TABLE fosters')
+      const logged = t.mock.method(console, 'error', () => {})
+      const reply = await get('/users/1/fosters')
+      assert.deepEqual([reply.status, reply.body], [500, { detail: 'Internal Server Error' }])
+      assert.equal(logged.mock.callCount(), 1)
+      assert.match(String(logged.mock.calls[0].arguments[1]), /fosters/)
+    })
+  })
+
+  describe('CORS', () => {
+    const origin = 'http://localhost:5173'
+
+    it('answers a preflight from an allowed origin without touching the database', async () => {
+      await closeDatabase()
+      const saved = process.env.DB_LOCATION
+      process.env.DB_LOCATION = 'nowhere'
+      try {
+        const reply = await call({
+          method: 'OPTIONS',
+          path: '/animals/1',
+          headers: { origin, 'access-control-request-method': 'PUT', 'access-control-request-headers': 'authorization,content-type' },
+        })
+        assert.equal(reply.status, 204)
+        assert.equal(reply.headers['access-control-allow-origin'], origin)
+        assert.equal(reply.headers['access-control-allow-credentials'], 'true')
+        assert.match(reply.headers['access-control-allow-methods'], /PUT/)
+        assert.equal(reply.headers['access-control-allow-headers'], 'authorization,content-type')
+        const logged: unknown[] = []
+        const error = console.error
+        console.error = (...args: unknown[]) => logged.push(args)
+        try {
+          assert.equal((await get('/animals')).status, 500, 'a request that needs the database fails here')
+        } finally {
+          console.error = error
+        }
+        assert.equal(logged.length, 1)
+      } finally {
+        process.env.DB_LOCATION = saved
+      }
+    })
+
+    it('refuses a preflight from another origin, and adds no CORS headers for it', async () => {
+      const headers = { origin: 'https://evil.example', 'access-control-request-method': 'GET' }
+      const reply = await call({ method: 'OPTIONS', path: '/animals', headers })
+      assert.equal(reply.status, 400)
+      assert.equal(reply.headers['access-control-allow-origin'], undefined)
+      assert.equal((await get('/animals', '', { origin: 'https://evil.example' })).headers['access-control-allow-origin'], undefined)
+    })
+
+    it('adds credentials-enabled CORS headers to answers for an allowed origin, errors included', async () => {
+      for (const reply of [await get('/greet', '', { Origin: origin }), await get('/animals/999', '', { origin })]) {
+        assert.equal(reply.headers['access-control-allow-origin'], origin)
+        assert.equal(reply.headers['access-control-allow-credentials'], 'true')
+        assert.equal(reply.headers.vary, 'Origin')
+      }
+    })
+  })
+
+  describe('Lambda events', () => {
+    it('answers a REST API (payload 1.0) event with repeated query keys and mixed-case headers', async () => {
+      const token = await login()
+      const reply = await send(restApiEvent({ path: '/users/me', headers: { Authorization: `Bearer ${token}` } }))
+      assert.equal(reply.status, 200)
+      assert.equal(reply.body.user.username, 'juniper')
+      const list = await send(restApiEvent({ path: '/animals', query: 'sort=name&sort=age&limit=2' }))
+      assert.deepEqual(list.body.animals.map((a: any) => a.id), sampleOrder('age').slice(0, 2).map((a) => a.id))
+      const result = await handler(restApiEvent({ path: '/greet' }))
+      assert.deepEqual(Object.keys(result).sort(), ['body', 'headers', 'isBase64Encoded', 'statusCode'])
+    })
+
+    it('strips the stage that an HTTP API on a named stage puts in rawPath', async () => {
+      const reply = await send(httpApiEvent({ path: '/animals/3' }, 'prod'))
+      assert.equal(reply.status, 200)
+      assert.equal(reply.body.animal.id, 3)
+      assert.equal((await send(httpApiEvent({ path: '/' }, 'prod'))).status, 200)
+    })
+
+    it('answers a function URL event with cookies and a base64-encoded JSON body', async () => {
+      const token = await login()
+      const event = functionUrlEvent({
+        method: 'POST',
+        path: '/animals',
+        base64: true,
+        body: JSON.stringify({ name: 'ünïcode', age: 1, kind: 'cat' }),
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      }, ['session=abc', 'theme=dark'])
+      const reply = await send(event)
+      assert.equal(reply.status, 200, reply.text)
+      assert.equal(reply.body.animal.name, 'ünïcode')
+    })
+
+    it('reads a base64-encoded form at /auth/token', async () => {
+      const reply = await send(functionUrlEvent({
+        method: 'POST',
+        path: '/auth/token',
+        base64: true,
+        body: 'username=juniper&password=password',
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded; charset=utf-8' },
+      }))
+      assert.equal(reply.status, 200, reply.text)
+    })
+
+    it('answers an event that is not from API Gateway or a function URL with 400', async () => {
+      const reply = await send({ hello: 'world' } as unknown as APIGatewayProxyEvent)
+      assert.equal(reply.status, 400)
+      assert.match(reply.body.detail, /not an API Gateway or function URL event/)
+    })
+  })
+
+  describe('seeding', () => {
+    it('seeds an empty database in one run and adds nothing on a second', async () => {
+      const db = await openDatabase(await fixture.empty())
+      try {
+        const first = await seed(db)
+        assert.deepEqual(first, {
+          user_count: 8, animal_count: 16, foster_count: 8, adoption_count: 7,
+          added: { users: 8, animals: 16, fosters: 8, adoptions: 7 },
+        })
+        const second = await seed(db)
+        assert.deepEqual(second.added, { users: 0, animals: 0, fosters: 0, adoptions: 0 })
+        const [{ n }] = await db.all<{ n: number }>('SELECT CAST(count(*) AS INTEGER) AS n FROM animals')
+        assert.equal(Number(n), 16)
+      } finally {
+        await db.close()
+      }
+    })
+
+    it('adds nothing at all when the data is broken halfway', async () => {
+      const db = await openDatabase(await fixture.empty())
+      try {
+        const broken = structuredClone(sample)
+        broken.fosters.push({ user_id: 'juniper', animal_id: 'no-such-animal', start_date: '2024-01-01', end_date: null })
+        await assert.rejects(seed(db, broken), /fake_db.json refers to animal no-such-animal/)
+        assert.deepEqual(await db.all('SELECT id FROM users'), [])
+        assert.deepEqual(await db.all('SELECT id FROM animals'), [])
+      } finally {
+        await db.close()
+      }
+    })
+
+    it("answers the seeder function's invocation with the counts, or with the error", async (t) => {
+      t.mock.method(console, 'log', () => {})
+      const ok = await seedHandler()
+      assert.equal(ok.statusCode, 200)
+      assert.deepEqual(JSON.parse(ok.body).added, { users: 0, animals: 0, fosters: 0, adoptions: 0 })
+      await closeDatabase()
+      const saved = process.env.DB_LOCATION
+      process.env.DB_LOCATION = 'floppy'
+      t.mock.method(console, 'error', () => {})
+      try {
+        const failed = await seedHandler()
+        assert.equal(failed.statusCode, 500)
+        assert.match(JSON.parse(failed.body).error, /DB_LOCATION=floppy is not a database location/)
+      } finally {
+        process.env.DB_LOCATION = saved
+      }
+    })
+  })
+}
+
+function sampleAdopter(animalId: number): number | null {
+  const key = Object.keys(sample.animals)[animalId - 1]
+  const adoption = sample.adoptions.find((a) => a.animal_id === key)
+  return adoption ? userId(adoption.user_id) : null
+}

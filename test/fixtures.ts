@@ -1,0 +1,89 @@
+// Fresh databases for each test: the sample data is seeded once into a template, and each
+// test gets a copy (a copied SQLite file, or a PostgreSQL database made from the template).
+import { after, before, beforeEach } from 'node:test'
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import postgres from 'postgres'
+import { closeDatabase, configFromEnv, openDatabase, type DbConfig } from '../db.ts'
+import { seed } from '../seed.ts'
+import type { PostgresServer } from './postgres-server.ts'
+
+// Read by api.ts when it loads: import it only after this module.
+process.env.JWT_KEY ??= 'test-key-'.padEnd(64, 'x')
+
+export interface Fixture {
+  /** A new database with the schema and no rows, for seeding tests. */
+  empty(): Promise<DbConfig>
+}
+
+/** Points the API at a fresh copy of the seeded sample data before each test: SQLite files, or
+ * databases on the given PostgreSQL server. */
+export function freshDatabases(server?: PostgresServer): Fixture {
+  return server ? postgresql(server) : sqlite()
+}
+
+function sqlite(): Fixture {
+  const dir = mkdtempSync(join(tmpdir(), 'buddy-sqlite-'))
+  const template = join(dir, 'template.db')
+  let n = 0
+  before(async () => {
+    const db = await openDatabase({ kind: 'sqlite', path: template, onNetworkFs: false })
+    await seed(db)
+    await db.close()
+  })
+  beforeEach(async () => {
+    await closeDatabase()
+    const path = join(dir, `test-${++n}.db`)
+    copyFileSync(template, path)
+    process.env.DB_LOCATION = 'local'
+    process.env.DB_PATH = path
+  })
+  after(async () => {
+    await closeDatabase()
+    rmSync(dir, { recursive: true, force: true })
+  })
+  return { empty: async () => ({ kind: 'sqlite', path: join(dir, `empty-${++n}.db`), onNetworkFs: false }) }
+}
+
+function postgresql(server: PostgresServer): Fixture {
+  let admin: postgres.Sql
+  let n = 0
+  const names: string[] = []
+  const create = async (template?: string) => {
+    const name = `buddy_test_${process.pid}_${++n}`
+    await admin.unsafe(`CREATE DATABASE ${name}${template ? ` TEMPLATE ${template}` : ''}`)
+    names.push(name)
+    return name
+  }
+  before(async () => {
+    Object.assign(process.env, server.env, { DB_LOCATION: 'rds', PG_DATABASE: 'buddy_template' })
+    const config = configFromEnv()
+    if (config.kind !== 'postgres') throw new Error('unreachable')
+    admin = postgres({
+      host: config.host,
+      port: config.port,
+      username: config.username,
+      password: config.password,
+      database: 'postgres',
+      ssl: server.env.PG_SSLMODE === 'disable' ? false : 'require',
+      onnotice: () => {},
+    })
+    await admin`DROP DATABASE IF EXISTS buddy_template`
+    await admin`CREATE DATABASE buddy_template`
+    const db = await openDatabase(config)
+    await seed(db)
+    await db.close()
+  })
+  beforeEach(async () => {
+    await closeDatabase()
+    process.env.PG_DATABASE = await create('buddy_template')
+  })
+  after(async () => {
+    await closeDatabase()
+    for (const name of names) await admin.unsafe(`DROP DATABASE IF EXISTS ${name}`)
+    await admin?.end()
+    server.stop()
+  })
+  return { empty: async () => ({ ...configFromEnv(), database: await create() }) as DbConfig }
+}
