@@ -708,7 +708,8 @@ async function serve() {
     process.exit(1)
   })
   server.listen(port, host, () => {
-    console.log(`buddy system API on http://${host}:${port} (${db.label}). Ctrl-C stops it.`)
+    const { port: actual } = server.address() as { port: number }
+    console.log(`buddy system API on http://${host}:${actual} (${db.label}). Ctrl-C stops it.`)
   })
   const stop = () => {
     server.close()

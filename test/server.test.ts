@@ -1,0 +1,99 @@
+// `tsx api.ts`: the local server, driven over real HTTP on 127.0.0.1.
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, describe, it } from 'node:test'
+import { run } from './cli.ts'
+
+const dir = mkdtempSync(join(tmpdir(), 'buddy-server-'))
+after(() => rmSync(dir, { recursive: true, force: true }))
+const env = (name: string) => ({ DB_LOCATION: undefined, DB_PATH: join(dir, name), PORT: '0', HOST: '127.0.0.1', JWT_KEY: undefined })
+
+async function start(name: string) {
+  const server = run('api.ts', env(name))
+  const [, url] = await server.waitFor(/API on (http:\/\/\S+)/)
+  return { ...server, url }
+}
+
+async function stop(server: Awaited<ReturnType<typeof start>>) {
+  server.child.kill('SIGINT')
+  return server.exited
+}
+
+describe('the local server', () => {
+  it('loads the sample data into an empty database, serves the API over HTTP and logs each request', async () => {
+    const server = await start('first.db')
+    try {
+      assert.match(server.output(), /JWT_KEY is not set/)
+      assert.match(server.output(), /The database is empty: loading the sample data\. added 8 users, 16 animals/)
+      const list = await fetch(`${server.url}/animals?sort=age&limit=2`)
+      assert.equal(list.status, 200)
+      assert.match(list.headers.get('content-type')!, /^application\/json/)
+      const body = await list.json()
+      assert.deepEqual(body.meta, { count: 16, limit: 2, offset: 0 })
+
+      const token = await fetch(`${server.url}/auth/token`, {
+        method: 'POST',
+        body: new URLSearchParams({ username: 'juniper', password: 'password' }),
+      }).then((r) => r.json())
+      const created = await fetch(`${server.url}/animals`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token.access_token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'rex', age: '3', kind: 'dog' }),
+      })
+      assert.equal(created.status, 200)
+      assert.equal((await created.json()).animal.id, 17)
+
+      const preflight = await fetch(`${server.url}/animals`, {
+        method: 'OPTIONS',
+        headers: { origin: 'http://localhost:5173', 'access-control-request-method': 'POST' },
+      })
+      assert.equal(preflight.status, 204)
+      assert.equal(preflight.headers.get('access-control-allow-origin'), 'http://localhost:5173')
+
+      const patch = await fetch(`${server.url}/animals/1`, { method: 'PATCH' })
+      assert.deepEqual([patch.status, patch.headers.get('allow')], [405, 'GET, PUT, DELETE'])
+
+      const huge = await fetch(`${server.url}/animals`, { method: 'POST', body: 'x'.repeat(2 * 1024 * 1024) }).catch((e) => e)
+      assert.equal(huge.status, 413, String(huge))
+
+      await server.waitFor(/PATCH \/animals\/1 405 \d+\.\dms/)
+      assert.match(server.output(), /GET \/animals 200 \d+\.\dms/)
+      assert.match(server.output(), /POST \/auth\/token 200 \d+\.\dms/)
+    } finally {
+      assert.equal(await stop(server), 0, 'Ctrl-C stops it cleanly')
+    }
+  })
+
+  it('does not load the sample data again into a database that has data', async () => {
+    const first = await start('again.db')
+    await stop(first)
+    const second = await start('again.db')
+    try {
+      assert.doesNotMatch(second.output(), /loading the sample data/)
+      const body = await fetch(`${second.url}/animals`).then((r) => r.json())
+      assert.equal(body.meta.count, 16)
+    } finally {
+      await stop(second)
+    }
+  })
+
+  it('refuses to start on an unknown DB_LOCATION, naming it and the allowed ones', async () => {
+    const server = run('api.ts', { ...env('x.db'), DB_LOCATION: 'floppy' })
+    assert.equal(await server.exited, 1)
+    assert.match(server.output(), /DB_LOCATION=floppy is not a database location; use one of: local, efs, rds/)
+  })
+
+  it('says so when the port is taken', async () => {
+    const server = await start('port.db')
+    try {
+      const port = new URL(server.url).port
+      const second = run('api.ts', { ...env('port2.db'), PORT: port })
+      assert.equal(await second.exited, 1)
+      assert.match(second.output(), new RegExp(`Cannot serve on 127.0.0.1:${port}: .*EADDRINUSE`))
+    } finally {
+      await stop(server)
+    }
+  })
+})
