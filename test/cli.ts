@@ -9,24 +9,30 @@ const tsx = createRequire(import.meta.url).resolve('tsx/cli')
 export interface Running {
   child: ChildProcess
   output: () => string
+  /** Standard output alone. */
+  stdout: () => string
   /** Resolves with the first match of `pattern` in the output, or rejects after `ms`. */
   waitFor(pattern: RegExp, ms?: number): Promise<RegExpMatchArray>
   exited: Promise<number | null>
 }
 
-export function run(file: string, env: Record<string, string | undefined>): Running {
-  const child = spawn(process.execPath, [tsx, file], {
-    cwd: root,
+export function run(file: string, env: Record<string, string | undefined>, args: string[] = [], cwd = root): Running {
+  const child = spawn(process.execPath, [tsx, file, ...args], {
+    cwd,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let output = ''
+  let stdout = ''
   const waiters = new Set<() => void>()
   const collect = (chunk: Buffer) => {
     output += chunk
     for (const check of waiters) check()
   }
-  child.stdout!.on('data', collect)
+  child.stdout!.on('data', (chunk: Buffer) => {
+    stdout += chunk
+    collect(chunk)
+  })
   child.stderr!.on('data', collect)
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => {
     for (const check of waiters) check()
@@ -35,6 +41,7 @@ export function run(file: string, env: Record<string, string | undefined>): Runn
   return {
     child,
     output: () => output,
+    stdout: () => stdout,
     exited,
     waitFor(pattern, ms = 20_000) {
       return new Promise((resolve, reject) => {
