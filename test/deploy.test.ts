@@ -6,11 +6,11 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writ
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, beforeEach, describe, it } from 'node:test'
-import { unzipSync } from 'fflate'
+import { unzipSync, zipSync } from 'fflate'
 import { EC2Client, DescribeSecurityGroupsCommand } from '@aws-sdk/client-ec2'
 import { EFSClient, DescribeAccessPointsCommand, DescribeFileSystemsCommand, DescribeMountTargetsCommand } from '@aws-sdk/client-efs'
 import { IAMClient, CreateRoleCommand, GetRoleCommand, ListAttachedRolePoliciesCommand } from '@aws-sdk/client-iam'
-import { LambdaClient, GetFunctionCommand, GetFunctionUrlConfigCommand, GetPolicyCommand, ListFunctionsCommand } from '@aws-sdk/client-lambda'
+import { LambdaClient, CreateFunctionCommand, DeleteFunctionCommand, GetFunctionCommand, GetFunctionUrlConfigCommand, GetPolicyCommand, ListFunctionsCommand } from '@aws-sdk/client-lambda'
 import { RDSClient, DescribeDBInstancesCommand } from '@aws-sdk/client-rds'
 import { root, run } from './cli.ts'
 import { changes, operationOf, startMoto, type Moto } from './moto.ts'
@@ -235,6 +235,33 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(code, 1)
     assert.match(output, /role failed: role buddy-system-lambda-execution-role exists and is not ours \(it has no tag app=buddy-system\): pass another --name/)
     assert.doesNotMatch(output, /\n\s+at /, 'no stack trace')
+  })
+
+  it('finishes the job when run again after failing halfway', async () => {
+    // Another app's function holds the seeder's name: the deploy fails after making the rest.
+    const zip = zipSync({ 'x.mjs': Buffer.from('export const handler = async () => 1') })
+    await iam.send(new CreateRoleCommand({ RoleName: 'other', AssumeRolePolicyDocument: '{}' }))
+    await lambda.send(new CreateFunctionCommand({
+      FunctionName: 'buddy-system-db-seeder', Runtime: 'nodejs24.x', Handler: 'x.handler',
+      Role: 'arn:aws:iam::123456789012:role/other', Code: { ZipFile: zip },
+    }))
+    const failed = await deploy(moto.endpoint, 'efs', '--yes')
+    assert.equal(failed.code, 1)
+    assert.match(failed.output, /functions failed: function buddy-system-db-seeder exists and is not ours/)
+    assert.ok(await fn('buddy-system'), 'the api function was made before the failure')
+    await lambda.send(new DeleteFunctionCommand({ FunctionName: 'buddy-system-db-seeder' }))
+
+    const before = moto.requests().length
+    const again = await deploy(moto.endpoint, 'efs', '--yes')
+    assert.equal(again.code, 0, again.output)
+    const made = changes(moto.requests().slice(before)).filter((op) => !op.endsWith('/configuration'))
+    assert.deepEqual(made, [
+      'POST /2015-03-31/functions',
+      'POST /2021-10-31/functions/buddy-system/url',
+      'POST /2015-03-31/functions/buddy-system/policy',
+      'POST /2015-03-31/functions/buddy-system/policy',
+    ])
+    assert.equal(createdFunctions().at(-1).FunctionName, 'buddy-system-db-seeder')
   })
 
   it('prints the deploy as an AWS CLI script that bash accepts, calling no AWS API', async () => {
