@@ -1,0 +1,330 @@
+// npm run bench: how fast and how small the API is, each figure beside a baseline measured in the
+// same run (these machines are shared and noisy: ratios, medians and p99s, never one absolute time).
+// Loopback only, bounded request counts. Needs Node 24 for the cold start (NODE24, or run under 24),
+// and PostgreSQL server binaries (or PG_ENDPOINT) for the PostgreSQL rows.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import { cpus, totalmem, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import autocannon from 'autocannon'
+import { unzipSync } from 'fflate'
+import { closeDatabase, configFromEnv, hashPassword, openDatabase, type Database, type DbConfig } from './db.ts'
+import { seed } from './seed.ts'
+import { startPostgres } from './test/postgres-server.ts'
+
+process.env.JWT_KEY ??= 'bench-key-'.padEnd(64, 'x')
+const { handler } = await import('./api.ts')
+const work = mkdtempSync(join(tmpdir(), 'buddy-bench-'))
+const node24 = process.env.NODE24 || (Number(process.versions.node.split('.')[0]) >= 24 ? process.execPath : undefined)
+const rows: string[][] = []
+const row = (...cells: (string | number)[]) => rows.push(cells.map(String))
+const log = (text: string) => process.stderr.write(`${text}\n`)
+
+// Measuring
+
+const median = (xs: number[]) => quantile(xs, 0.5)
+function quantile(xs: number[], q: number): number {
+  const sorted = [...xs].sort((a, b) => a - b)
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
+}
+const ms = (x: number) => `${x < 1 ? x.toFixed(3) : x < 10 ? x.toFixed(2) : x.toFixed(1)} ms`
+const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`
+
+/** Times `fn` `n` times after a warm-up; answers the durations in milliseconds. */
+async function time(n: number, fn: () => Promise<unknown>): Promise<number[]> {
+  for (let i = 0; i < Math.min(20, n); i++) await fn()
+  const out: number[] = []
+  for (let i = 0; i < n; i++) {
+    const started = performance.now()
+    await fn()
+    out.push(performance.now() - started)
+  }
+  return out
+}
+
+const event = (path: string, query = '', method = 'GET', body?: string, headers: Record<string, string> = {}) => ({
+  version: '2.0',
+  routeKey: '$default',
+  rawPath: path,
+  rawQueryString: query,
+  headers,
+  requestContext: { http: { method, path, protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: 'bench' }, stage: '$default' },
+  body,
+  isBase64Encoded: false,
+}) as unknown as Parameters<typeof handler>[0]
+
+async function get(path: string, query = '') {
+  const result = await handler(event(path, query))
+  if (result.statusCode !== 200) throw new Error(`${path}?${query}: ${result.statusCode} ${result.body}`)
+  return result
+}
+
+/** Points the API (its module-level database) at `config`. */
+async function useDatabase(config: DbConfig) {
+  await closeDatabase()
+  if (config.kind === 'sqlite') Object.assign(process.env, { DB_LOCATION: 'local', DB_PATH: config.path })
+  else Object.assign(process.env, { DB_LOCATION: 'rds', PG_DATABASE: config.database })
+}
+
+// A synthetic shelter of `animals` animals, with users, fosters and adoptions in the sample's
+// proportions (16 animals : 8 users : 8 fosters : 7 adoptions), inserted in one transaction.
+async function loadSynthetic(db: Database, animals: number): Promise<number> {
+  let state = 42
+  const random = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+  const pick = <T>(xs: T[]) => xs[Math.floor(random() * xs.length)]
+  const day = (from: number, span: number) => new Date(Date.UTC(2000, 0, 1) + Math.floor(from + random() * span) * 86_400_000).toISOString().slice(0, 10)
+  const users = animals / 2
+  const hash = await hashPassword('password') // one hash for all: this is a load, not accounts
+  const started = performance.now()
+  await db.transaction(async (tx) => {
+    const insert = async (table: string, columns: string[], values: unknown[][]) => {
+      for (let i = 0; i < values.length; i += 500) {
+        const chunk = values.slice(i, i + 500)
+        const slots = chunk.map(() => `(${columns.map(() => '?').join(', ')})`).join(', ')
+        await tx.all(`INSERT INTO ${table} (${columns.join(', ')}) VALUES ${slots}`, chunk.flat())
+      }
+    }
+    await insert('users', ['username', 'email', 'password_hash', 'created_at'],
+      Array.from({ length: users }, (_, i) => [`user${i}`, `user${i}@example.com`, hash, `${day(0, 9000)}T12:00:00`]))
+    const names = ['nibbles', 'chompers', 'mr. spock', 'gladys', 'soupsoup', 'bagels', 'garbanzo', 'mothra', 'biscuit', 'pickles']
+    await insert('animals', ['name', 'age', 'kind', 'fixed', 'vaccinated', 'intake_date', 'adopter_id', 'adoption_date'],
+      Array.from({ length: animals }, (_, i) => {
+        const adopted = random() < 7 / 16
+        return [`${pick(names)} ${i}`, Math.floor(random() * 20), pick(['cat', 'dog', 'turtle', 'rabbit']), random() < 0.5,
+          random() < 0.5, day(0, 9000), adopted ? 1 + Math.floor(random() * users) : null, adopted ? day(9000, 100) : null]
+      }))
+    await insert('fosters', ['animal_id', 'user_id', 'start_date', 'end_date'],
+      Array.from({ length: animals / 2 }, () => [1 + Math.floor(random() * animals), 1 + Math.floor(random() * users), day(0, 9000), null]))
+  })
+  const total = animals + users + animals / 2
+  return total / ((performance.now() - started) / 1000)
+}
+
+// 1. Package, and 4. cold start
+
+async function packageAndColdStart() {
+  log('package…')
+  execFileSync(process.execPath, [join('node_modules', 'tsx', 'dist', 'cli.mjs'), 'deploy.ts', 'package'], { stdio: 'ignore' })
+  const zip = statSync('build.zip').size
+  const bundle = statSync('build/api.mjs').size + statSync('build/seed.mjs').size
+  row('Package', 'zip (api + seeder + sample data)', `${(zip / 1024).toFixed(1)} KB`, 'target 300 KB', ratio(zip, 300 * 1024))
+  row('Package', 'bundle, unzipped (api.mjs + seed.mjs)', `${(bundle / 1024).toFixed(1)} KB`, '', '')
+
+  if (!node24) return row('Cold start', 'skipped: needs Node 24 (NODE24)', '', '', '')
+  const task = join(work, 'task')
+  mkdirSync(task)
+  for (const [name, data] of Object.entries(unzipSync(readFileSync('build.zip')))) writeFileSync(join(task, name), data)
+  log('cold start…')
+  const first = JSON.stringify(event('/animals/1'))
+  const probe = `const t0 = performance.now(); const { handler } = await import('./api.mjs'); const t1 = performance.now();
+    const r = await handler(${first}); console.log(JSON.stringify({ load: t1 - t0, total: performance.now(), status: r.statusCode }))`
+  const env = { PATH: process.env.PATH, AWS_LAMBDA_FUNCTION_NAME: 'bench', JWT_KEY: process.env.JWT_KEY!, DB_PATH: join(work, 'cold.db') }
+  const run = (args: string[]) => {
+    const started = performance.now()
+    const out = execFileSync(node24, args, { cwd: task, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+    return { wall: performance.now() - started, out }
+  }
+  const bare: number[] = []
+  const cold: number[] = []
+  const load: number[] = []
+  for (let i = 0; i < 15; i++) {
+    bare.push(run(['-e', '0']).wall)
+    rmSync(join(work, 'cold.db'), { force: true })
+    const { wall, out } = run(['--input-type=module', '-e', probe])
+    const result = JSON.parse(out.trim().split('\n').at(-1)!)
+    if (result.status !== 404) throw new Error(`cold start: expected 404 on an empty database, got ${result.status}`)
+    cold.push(wall)
+    load.push(result.load)
+  }
+  const overhead = median(cold) - median(bare)
+  row('Cold start', 'first response to GET /animals/1, fresh node 24 process', ms(median(cold)), `node -e 0: ${ms(median(bare))}`,
+    `+${ms(overhead)} (target +80 ms)`)
+  row('Cold start', 'of which loading api.mjs', ms(median(load)), '', `${Math.round((100 * median(load)) / overhead)}% of the overhead`)
+}
+
+// 2. Handler overhead, in process
+
+async function handlerOverhead(db: Database) {
+  log('handler overhead…')
+  const viaHandler = await time(3000, () => handler(event('/animals/5')))
+  const raw = await time(3000, async () => {
+    const [a] = await db.all('SELECT id, name, age, kind, fixed, vaccinated, intake_date, adopter_id, adoption_date FROM animals WHERE id = ?', [5])
+    return JSON.stringify({ animal: a })
+  })
+  row('Handler', 'handler(GET /animals/5), in process, SQLite', ms(median(viaHandler)), `raw query + JSON: ${ms(median(raw))}`,
+    `${ratio(median(viaHandler), median(raw))} (target ≤ 2×)`)
+}
+
+// 3. Scale and 7. seeding
+
+const PAGES = [
+  ['sort=name', 'first page by name'],
+  ['sort=age', 'first page by age'],
+  ['sort=intake_date', 'first page by intake date'],
+  ['sort=name&intake_after=2010-01-01&intake_before=2014-12-31', 'by name, intake 2010–2014'],
+  ['sort=intake_date&intake_after=2020-01-01', 'by intake date, intake after 2020'],
+]
+
+async function scale(kind: string, fresh: () => Promise<DbConfig>) {
+  const p50: Record<string, number> = {}
+  for (const n of [1000, 100_000]) {
+    log(`${kind}: ${n} animals…`)
+    const config = await fresh()
+    const db = await openDatabase(config)
+    const rate = await loadSynthetic(db, n)
+    row('Seeding', `${kind}: synthetic load, ${n} animals`, `${Math.round(rate)} rows/s`, '', '')
+    if (kind === 'SQLite') await db.all('ANALYZE')
+    else await db.all('ANALYZE')
+    await db.close()
+    await useDatabase(config)
+    for (const [query, label] of [...PAGES, [`sort=age&offset=${n / 2}`, `by age, offset ${n / 2}`]]) {
+      const times = await time(n > 10_000 ? 100 : 300, () => get('/animals', query))
+      const key = label.replace(/\d+$/, '')
+      if (n === 1000) p50[key] = median(times)
+      else row('Scale', `${kind}: ${label}`, `p50 ${ms(median(times))}, p99 ${ms(quantile(times, 0.99))}`,
+        `1,000 animals: p50 ${ms(p50[key])}`, `${ratio(median(times), p50[key])}${label.startsWith('by age, offset') ? '' : ' (target ≤ 2×)'}`)
+    }
+    if (n === 100_000) await queryPlan(kind)
+  }
+}
+
+const plans: string[] = []
+async function queryPlan(kind: string) {
+  const { database } = await import('./db.ts')
+  const db = await database()
+  const sql = "SELECT id FROM animals WHERE intake_date >= '2010-01-01' AND intake_date <= '2014-12-31' ORDER BY name, id LIMIT 100"
+  const explain = kind === 'SQLite' ? `EXPLAIN QUERY PLAN ${sql}` : `EXPLAIN ${sql}`
+  const lines = (await db.all<Record<string, unknown>>(explain)).map((r) => String(r.detail ?? r['QUERY PLAN']))
+  plans.push(`${kind}: ${sql}\n  ${lines.join('\n  ')}`)
+}
+
+async function sampleSeeding(kind: string, fresh: () => Promise<DbConfig>) {
+  const db = await openDatabase(await fresh())
+  const started = performance.now()
+  const result = await seed(db)
+  const seconds = (performance.now() - started) / 1000
+  const n = result.user_count + result.animal_count + result.foster_count + result.adoption_count
+  row('Seeding', `${kind}: the sample (${n} rows, ${result.user_count} password hashes)`, `${Math.round(n / seconds)} rows/s`,
+    `${(seconds * 1000).toFixed(0)} ms in all`, '')
+  await db.close()
+}
+
+// 8. Login
+
+async function login() {
+  log('login…')
+  const body = new URLSearchParams({ username: 'juniper', password: 'password' }).toString()
+  const headers = { 'content-type': 'application/x-www-form-urlencoded' }
+  const logins = await time(20, async () => {
+    const r = await handler(event('/auth/token', '', 'POST', body, headers))
+    if (r.statusCode !== 200) throw new Error(`login: ${r.statusCode}`)
+  })
+  const reads = await time(200, () => get('/users/1'))
+  row('Login', 'POST /auth/token (scrypt N=2^15, r=8)', `p50 ${ms(median(logins))}`, `GET /users/1: ${ms(median(reads))}`,
+    ratio(median(logins), median(reads)))
+}
+
+// 1. HTTP throughput and 6. memory: the bundle under plain node, against a bare node:http server.
+
+async function listen(child: ChildProcess): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = ''
+    child.stdout!.on('data', (chunk) => {
+      out += chunk
+      const m = out.match(/on (http:\/\/[\d.:]+)/)
+      if (m) resolve(m[1])
+    })
+    child.on('exit', (code) => reject(new Error(`server exited ${code}: ${out}`)))
+  })
+}
+
+async function throughput(dbPath: string) {
+  log('HTTP throughput…')
+  const api = spawn(process.execPath, ['build/api.mjs'], {
+    env: { ...process.env, DB_LOCATION: 'local', DB_PATH: dbPath, PORT: '0', HOST: '127.0.0.1' },
+    stdio: ['ignore', 'pipe', 'ignore'],
+  })
+  const apiUrl = await listen(api)
+  const paths = ['/animals/5', '/animals?sort=age&limit=100']
+  const bodies = await Promise.all(paths.map((p) => fetch(apiUrl + p).then((r) => r.text())))
+  const bareCode = `
+    const bodies = ${JSON.stringify(Object.fromEntries(paths.map((p, i) => [p, bodies[i]])))}
+    require('node:http').createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }); res.end(bodies[req.url])
+    }).listen(0, '127.0.0.1', function () { console.log('on http://127.0.0.1:' + this.address().port) })`
+  const bare = spawn(process.execPath, ['-e', bareCode], { stdio: ['ignore', 'pipe', 'ignore'] })
+  const bareUrl = await listen(bare)
+  try {
+    for (const path of paths) {
+      const load = (url: string) => autocannon({ url: url + path, connections: 10, duration: 5 })
+      await load(apiUrl) // warm-up
+      const [a, b] = [await load(apiUrl), await load(bareUrl)]
+      const target = path === '/animals/5' ? ' (target ≥ 0.6)' : ''
+      row('HTTP', `GET ${path}: req/s, p50/p99`, `${Math.round(a.requests.average)}/s, ${a.latency.p50}/${a.latency.p99} ms`,
+        `bare node:http: ${Math.round(b.requests.average)}/s, ${b.latency.p50}/${b.latency.p99} ms`,
+        `${ratio(a.requests.average, b.requests.average)}${target}`)
+    }
+    const peak = Number(readFileSync(`/proc/${api.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024
+    const barePeak = Number(readFileSync(`/proc/${bare.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024
+    row('Memory', 'peak RSS of the local server through the HTTP runs', `${peak.toFixed(0)} MB`, `bare server: ${barePeak.toFixed(0)} MB`,
+      'target < 120 MB')
+  } finally {
+    api.kill()
+    bare.kill()
+  }
+}
+
+// Run
+
+let n = 0
+const sqliteFresh = async (): Promise<DbConfig> => ({ kind: 'sqlite', path: join(work, `db-${++n}.db`), onNetworkFs: false })
+try {
+  await packageAndColdStart()
+
+  const samplePath = join(work, 'sample.db')
+  await useDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })
+  const { database } = await import('./db.ts')
+  await seed(await database())
+  await handlerOverhead(await database())
+  await login()
+  await closeDatabase()
+  await throughput(samplePath)
+
+  await sampleSeeding('SQLite', sqliteFresh)
+  await scale('SQLite', sqliteFresh)
+
+  const server = await startPostgres()
+  if (typeof server === 'string') row('PostgreSQL', `skipped: ${server}`, '', '', '')
+  else {
+    try {
+      Object.assign(process.env, server.env, { DB_LOCATION: 'rds', PG_DATABASE: 'postgres' })
+      const admin = await openDatabase(configFromEnv())
+      const pgFresh = async (): Promise<DbConfig> => {
+        const name = `bench_${++n}`
+        await admin.all(`DROP DATABASE IF EXISTS ${name}`)
+        await admin.all(`CREATE DATABASE ${name}`)
+        return { ...(configFromEnv() as Extract<DbConfig, { kind: 'postgres' }>), database: name }
+      }
+      await sampleSeeding('PostgreSQL', pgFresh)
+      await scale('PostgreSQL', pgFresh)
+      await closeDatabase()
+      await admin.close()
+    } finally {
+      server.stop()
+    }
+  }
+} finally {
+  await closeDatabase()
+  rmSync(work, { recursive: true, force: true })
+}
+
+const header = ['area', 'what', 'measured', 'baseline (same run)', 'ratio / target']
+const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
+const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`
+console.log(line(header))
+console.log(line(widths.map((w) => '-'.repeat(w))))
+for (const r of rows) console.log(line(r))
+console.log(`\nQuery plans at 100,000 animals:\n${plans.join('\n')}`)
+console.log(`\n${cpus().length} cores (${cpus()[0]?.model}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; node ${process.version}` +
+  `${node24 ? `, cold start on ${execFileSync(node24, ['--version'], { encoding: 'utf8' }).trim()}` : ''}`)
