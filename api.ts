@@ -90,6 +90,8 @@ const int = (min: number, max: number) =>
 const bool = z.union([z.boolean(), z.enum(['true', 'false']).transform((v) => v === 'true')], {
   error: 'Input should be a valid boolean',
 })
+const pathId = int(0, Number.MAX_SAFE_INTEGER)
+const DIGITS = /^\d{1,15}$/
 const date = z.iso.date({ error: 'Input should be a valid date in the format YYYY-MM-DD' })
 const text = (max: number) => z.string().trim().min(1).max(max)
 
@@ -433,7 +435,8 @@ async function dispatch(req: Request): Promise<Response> {
   const ids: Record<string, number> = {}
   const issues: z.core.$ZodIssue[] = []
   names.forEach((name, i) => {
-    const result = int(0, Number.MAX_SAFE_INTEGER).safeParse(decodeURIComponent(values[i]), { reportInput: true })
+    if (DIGITS.test(values[i])) return void (ids[name] = Number(values[i]))
+    const result = pathId.safeParse(decodeURIComponent(values[i]), { reportInput: true })
     if (result.success) ids[name] = result.data
     else issues.push(...result.error.issues.map((issue) => ({ ...issue, path: [name] })))
   })
@@ -655,7 +658,7 @@ function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
         sourceIp: req.socket.remoteAddress ?? '',
         userAgent: req.headers['user-agent'] ?? '',
       },
-      requestId: randomBytes(8).toString('hex'),
+      requestId: `local-${++requests}`,
       routeKey: '$default',
       stage: '$default',
       time: now.toISOString(),
@@ -667,6 +670,26 @@ function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
 }
 
 const MAX_BODY = 1024 * 1024
+let requests = 0
+
+// One log line per request, written in batches: under load, one write for many lines.
+let pendingLog = ''
+function logLine(line: string) {
+  if (!pendingLog) setImmediate(() => (process.stdout.write(pendingLog), (pendingLog = '')))
+  pendingLog += `${line}\n`
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
+  if (!req.headers['transfer-encoding'] && !Number(req.headers['content-length'])) return Buffer.alloc(0)
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += chunk.length
+    if (size > MAX_BODY) return undefined
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks)
+}
 
 async function serve() {
   const port = Number(process.env.PORT || 8000)
@@ -684,23 +707,17 @@ async function serve() {
 
   const server = createServer(async (req, res) => {
     const started = performance.now()
-    const chunks: Buffer[] = []
-    let size = 0
-    for await (const chunk of req) {
-      size += chunk.length
-      if (size > MAX_BODY) {
-        res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', connection: 'close' })
-        res.end(JSON.stringify({ detail: 'Request body too large' }))
-        return
-      }
-      chunks.push(chunk)
+    const body = await readBody(req)
+    if (!body) {
+      res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', connection: 'close' })
+      res.end(JSON.stringify({ detail: 'Request body too large' }))
+      return
     }
-    const event = toEvent(req, Buffer.concat(chunks))
+    const event = toEvent(req, body)
     const result = await handler(event)
     res.writeHead(result.statusCode, result.headers as Record<string, string>)
     res.end(result.body)
-    const ms = (performance.now() - started).toFixed(1)
-    console.log(`${req.method} ${event.rawPath} ${result.statusCode} ${ms}ms`)
+    logLine(`${req.method} ${event.rawPath} ${result.statusCode} ${(performance.now() - started).toFixed(1)}ms`)
   })
   server.on('error', async (error) => {
     console.error(`Cannot serve on ${host}:${port}: ${error.message}`)
@@ -720,7 +737,9 @@ async function serve() {
   process.once('SIGTERM', stop)
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+// Run as a command (`tsx api.ts`, `node build/api.mjs`), not imported by Lambda or a test.
+const script = process.argv[1] ?? ''
+if (/api\.[mc]?[jt]s$/.test(script) && import.meta.url === pathToFileURL(script).href) {
   await serve().catch(async (error) => {
     console.error(`Cannot start: ${error.message}`)
     await store.closeDatabase()

@@ -128,7 +128,9 @@ export async function handler() {
   }
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+// Run as a command (`tsx seed.ts`, `node seed.mjs`); the name check keeps this out of a bundle that inlines seed.ts.
+const script = process.argv[1] ?? ''
+if (/seed\.[mc]?[jt]s$/.test(script) && import.meta.url === pathToFileURL(script).href) {
   try {
     const db = await database()
     console.log(`${db.label}: ${summarize(await seed(db))}`)

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { SignJWT } from 'jose'
 import type { APIGatewayProxyEvent, APIGatewayProxyEventV2 } from 'aws-lambda'
-import { closeDatabase, database, openDatabase } from '../db.ts'
+import { closeDatabase, database, listAnimals, openDatabase } from '../db.ts'
 import { handler as seedHandler, loadSample, seed, type SampleData } from '../seed.ts'
 import { functionUrlEvent, httpApiEvent, restApiEvent, type Call } from './events.ts'
 import type { Fixture } from './fixtures.ts'
@@ -189,6 +189,8 @@ export function apiSuite(fixture: Fixture) {
         intake_date: today(), adopter_id: null, adoption_date: null,
       })
       assert.deepEqual((await get('/animals/17')).body, body)
+      assert.equal((await get('/animals')).body.meta.count, 17)
+      assert.equal((await get('/animals', `intake_after=${today()}`)).body.meta.count, 1)
     })
 
     it('answers 422 for each kind of bad animal, one entry per problem', async () => {
@@ -259,6 +261,7 @@ export function apiSuite(fixture: Fixture) {
       assert.equal((await get(`/animals/${animalId}`)).status, 404)
       assert.equal((await get(`/users/${fosterer}/fosters`)).body.meta.count, fostersBefore - 1)
       assert.equal((await del(`/animals/${animalId}`, token)).status, 404)
+      assert.equal((await get('/animals')).body.meta.count, 15)
     })
 
     it('needs a bearer token to create, update or delete', async () => {
@@ -536,6 +539,22 @@ export function apiSuite(fixture: Fixture) {
         assert.equal(Number(n), 16)
       } finally {
         await db.close()
+      }
+    })
+
+    it('counts the animals of a database made before the per-day counts existed', async () => {
+      const config = await fixture.empty()
+      const db = await openDatabase(config)
+      await db.all("INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01'), ('b', 2, 'dog', '2024-01-02')")
+      await db.all('DELETE FROM animal_intake_counts')
+      await db.close()
+      const reopened = await openDatabase(config)
+      try {
+        const page = await listAnimals(reopened, { sort: 'name', limit: 1, offset: 0 })
+        assert.equal(page.count, 2)
+        assert.equal((await listAnimals(reopened, { sort: 'name', intake_after: '2024-01-02', limit: 1, offset: 0 })).count, 1)
+      } finally {
+        await reopened.close()
       }
     })
 
