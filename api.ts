@@ -413,18 +413,25 @@ const table = routes.map((r) => ({
   pattern: new RegExp(`^${r.path.replace(/\{\w+\}/g, '([^/]+)')}$`),
 }))
 
+const methodsOf = (path: string) => [...new Set(table.filter((e) => e.pattern.test(path)).map((e) => e.route.method))]
+
 async function dispatch(req: Request): Promise<Response> {
-  const matches = table.flatMap((entry) => {
+  let match: (typeof table)[number] | undefined
+  let values: string[] = []
+  const allowed = new Set<string>()
+  for (const entry of table) {
     const m = entry.pattern.exec(req.path)
-    return m ? [{ ...entry, values: m.slice(1) }] : []
-  })
-  if (!matches.length) throw new HttpError(404, 'Not Found')
-  const match = matches.find((m) => m.route.method === req.method)
-  if (!match) {
-    const allow = [...new Set(matches.map((m) => m.route.method))].join(', ')
-    throw new HttpError(405, 'Method Not Allowed', { allow })
+    if (!m) continue
+    if (entry.route.method === req.method) {
+      match = entry
+      values = m.slice(1)
+      break
+    }
+    allowed.add(entry.route.method)
   }
-  const { route, names, values } = match
+  if (!match && !allowed.size) throw new HttpError(404, 'Not Found')
+  if (!match) throw new HttpError(405, 'Method Not Allowed', { allow: methodsOf(req.path).join(', ') })
+  const { route, names } = match
 
   let conn: Promise<store.Database> | undefined
   const db = () => (conn ??= store.database())

@@ -3,7 +3,7 @@
 // Loopback only, bounded request counts. Needs Node 24 for the cold start (NODE24, or run under 24),
 // and PostgreSQL server binaries (or PG_ENDPOINT) for the PostgreSQL rows.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { cpus, totalmem, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -145,14 +145,16 @@ async function packageAndColdStart() {
 
 // 2. Handler overhead, in process
 
-async function handlerOverhead(db: Database) {
+async function handlerOverhead(db: Database, path: string) {
   log('handler overhead…')
   const viaHandler = await time(3000, () => handler(event('/animals/5')))
-  const raw = await time(3000, async () => {
-    const [a] = await db.all('SELECT id, name, age, kind, fixed, vaccinated, intake_date, adopter_id, adoption_date FROM animals WHERE id = ?', [5])
-    return JSON.stringify({ animal: a })
-  })
-  row('Handler', 'handler(GET /animals/5), in process, SQLite', ms(median(viaHandler)), `raw query + JSON: ${ms(median(raw))}`,
+  // The baseline: the same row straight through the SQLite driver that db.ts uses, and JSON.stringify.
+  const driver: any = await import('node:sqlite').then((m) => new m.DatabaseSync(path), async () => new (await import('better-sqlite3')).default(path))
+  const statement = driver.prepare('SELECT id, name, age, kind, fixed, vaccinated, intake_date, adopter_id, adoption_date FROM animals WHERE id = ?')
+  const raw = await time(3000, async () => JSON.stringify({ animal: statement.all(5)[0] }))
+  driver.close()
+  row('Handler', `handler(GET /animals/5), in process, ${db.label.replace(/.*\(/, 'SQLite (')}`, ms(median(viaHandler)),
+    `same row via the driver + JSON: ${ms(median(raw))}`,
     `${ratio(median(viaHandler), median(raw))} (target ≤ 2×)`)
 }
 
@@ -227,25 +229,27 @@ async function login() {
 
 // 1. HTTP throughput and 6. memory: the bundle under plain node, against a bare node:http server.
 
-async function listen(child: ChildProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let out = ''
-    child.stdout!.on('data', (chunk) => {
-      out += chunk
-      const m = out.match(/on (http:\/\/[\d.:]+)/)
-      if (m) resolve(m[1])
-    })
-    child.on('exit', (code) => reject(new Error(`server exited ${code}: ${out}`)))
-  })
+/** Starts `node args…` with its output in a file (a pipe read by this process would take CPU from the load
+ * generator), and answers the URL it says it listens on. */
+async function listen(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string }> {
+  const out = join(work, `server-${Date.now()}.log`)
+  const fd = openSync(out, 'w')
+  const child = spawn(process.execPath, args, { env, stdio: ['ignore', fd, fd] })
+  closeSync(fd)
+  for (const deadline = Date.now() + 20_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+    const m = readFileSync(out, 'utf8').match(/on (http:\/\/[\d.:]+)/)
+    if (m) return { child, url: m[1] }
+    if (child.exitCode !== null) break
+  }
+  child.kill()
+  throw new Error(`${args.join(' ')} did not start: ${readFileSync(out, 'utf8')}`)
 }
 
 async function throughput(dbPath: string) {
   log('HTTP throughput…')
-  const api = spawn(process.execPath, ['build/api.mjs'], {
-    env: { ...process.env, DB_LOCATION: 'local', DB_PATH: dbPath, PORT: '0', HOST: '127.0.0.1' },
-    stdio: ['ignore', 'pipe', 'ignore'],
+  const { child: api, url: apiUrl } = await listen(['build/api.mjs'], {
+    ...process.env, DB_LOCATION: 'local', DB_PATH: dbPath, PORT: '0', HOST: '127.0.0.1',
   })
-  const apiUrl = await listen(api)
   const paths = ['/animals/5', '/animals?sort=age&limit=100']
   const bodies = await Promise.all(paths.map((p) => fetch(apiUrl + p).then((r) => r.text())))
   const bareCode = `
@@ -253,8 +257,7 @@ async function throughput(dbPath: string) {
     require('node:http').createServer((req, res) => {
       res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }); res.end(bodies[req.url])
     }).listen(0, '127.0.0.1', function () { console.log('on http://127.0.0.1:' + this.address().port) })`
-  const bare = spawn(process.execPath, ['-e', bareCode], { stdio: ['ignore', 'pipe', 'ignore'] })
-  const bareUrl = await listen(bare)
+  const { child: bare, url: bareUrl } = await listen(['-e', bareCode], process.env)
   try {
     for (const path of paths) {
       const load = (url: string) => autocannon({ url: url + path, connections: 10, duration: 5 })
@@ -277,24 +280,33 @@ async function throughput(dbPath: string) {
 
 // Run
 
+// `npm run bench -- http scale` runs only those sections; all by default.
+const SECTIONS = ['package', 'handler', 'login', 'http', 'sqlite', 'postgres']
+const only = process.argv.slice(2)
+const unknown = only.filter((x) => !SECTIONS.includes(x))
+if (unknown.length) throw new Error(`unknown section ${unknown.join(', ')}: choose from ${SECTIONS.join(', ')}`)
+const wanted = (section: string) => !only.length || only.includes(section)
+
 let n = 0
 const sqliteFresh = async (): Promise<DbConfig> => ({ kind: 'sqlite', path: join(work, `db-${++n}.db`), onNetworkFs: false })
 try {
-  await packageAndColdStart()
+  if (wanted('package') || wanted('http')) await packageAndColdStart()
 
   const samplePath = join(work, 'sample.db')
   await useDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })
   const { database } = await import('./db.ts')
   await seed(await database())
-  await handlerOverhead(await database())
-  await login()
+  if (wanted('handler')) await handlerOverhead(await database(), samplePath)
+  if (wanted('login')) await login()
   await closeDatabase()
-  await throughput(samplePath)
+  if (wanted('http')) await throughput(samplePath)
 
-  await sampleSeeding('SQLite', sqliteFresh)
-  await scale('SQLite', sqliteFresh)
+  if (wanted('sqlite')) {
+    await sampleSeeding('SQLite', sqliteFresh)
+    await scale('SQLite', sqliteFresh)
+  }
 
-  const server = await startPostgres()
+  const server = wanted('postgres') ? await startPostgres() : 'not asked for'
   if (typeof server === 'string') row('PostgreSQL', `skipped: ${server}`, '', '', '')
   else {
     try {

@@ -387,8 +387,9 @@ export async function listAnimals(db: Database, q: AnimalQuery): Promise<{ count
   return { count: Number(count), animals: rows.map(toAnimal) }
 }
 
+const GET_ANIMAL = `SELECT ${ANIMAL} FROM animals WHERE id = ?`
 export async function getAnimal(db: Database, id: number): Promise<Animal | undefined> {
-  const [row] = await db.all(`SELECT ${ANIMAL} FROM animals WHERE id = ?`, [id])
+  const [row] = await db.all(GET_ANIMAL, [id])
   return row && toAnimal(row)
 }
 
@@ -424,8 +425,9 @@ export async function listUsers(db: Database): Promise<User[]> {
   return (await db.all(`SELECT ${USER} FROM users ORDER BY id`)).map(toUser)
 }
 
+const GET_USER = `SELECT ${USER} FROM users WHERE id = ?`
 export async function getUser(db: Database, id: number): Promise<User | undefined> {
-  const [row] = await db.all(`SELECT ${USER} FROM users WHERE id = ?`, [id])
+  const [row] = await db.all(GET_USER, [id])
   return row && toUser(row)
 }
 
