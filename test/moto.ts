@@ -2,7 +2,7 @@
 // It records every request it gets, so a test can check what deploy.ts sent and what it did not.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { freePort } from './net.ts'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -22,13 +22,6 @@ export interface Moto {
   stop(): void
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 export async function startMoto(): Promise<Moto | string> {
   try {

@@ -2,7 +2,7 @@
 // Or the server that PG_ENDPOINT (with PG_USERNAME, PG_PASSWORD, PG_PORT) names.
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, appendFileSync } from 'node:fs'
-import { createServer } from 'node:net'
+import { freePort } from './net.ts'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -23,13 +23,6 @@ function findBin(): string | undefined {
   }
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 /** Starts a cluster, or says why it cannot (undefined and a reason). */
 export async function startPostgres(): Promise<PostgresServer | string> {
