@@ -722,7 +722,8 @@ async function serve() {
     }
     const event = toEvent(req, body)
     const result = await handler(event)
-    res.writeHead(result.statusCode, result.headers as Record<string, string>)
+    const length = Buffer.byteLength(result.body ?? '')
+    res.writeHead(result.statusCode, { ...(result.headers as Record<string, string>), 'content-length': length })
     res.end(result.body)
     logLine(`${req.method} ${event.rawPath} ${result.statusCode} ${(performance.now() - started).toFixed(1)}ms`)
   })

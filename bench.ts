@@ -255,7 +255,8 @@ async function throughput(dbPath: string) {
   const bareCode = `
     const bodies = ${JSON.stringify(Object.fromEntries(paths.map((p, i) => [p, bodies[i]])))}
     require('node:http').createServer((req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8' }); res.end(bodies[req.url])
+      const body = bodies[req.url]
+      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) }); res.end(body)
     }).listen(0, '127.0.0.1', function () { console.log('on http://127.0.0.1:' + this.address().port) })`
   const { child: bare, url: bareUrl } = await listen(['-e', bareCode], process.env)
   try {

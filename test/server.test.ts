@@ -30,7 +30,9 @@ describe('the local server', () => {
       const list = await fetch(`${server.url}/animals?sort=age&limit=2`)
       assert.equal(list.status, 200)
       assert.match(list.headers.get('content-type')!, /^application\/json/)
-      const body = await list.json()
+      const text = await list.text()
+      assert.equal(Number(list.headers.get('content-length')), Buffer.byteLength(text), 'a sized body, not chunks')
+      const body = JSON.parse(text)
       assert.deepEqual(body.meta, { count: 16, limit: 2, offset: 0 })
 
       const token = await fetch(`${server.url}/auth/token`, {
