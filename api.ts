@@ -1,7 +1,7 @@
 // The buddy system API: one Lambda handler for API Gateway (REST and HTTP APIs) and Lambda
 // function URLs, routing through a table. `tsx api.ts` serves the same handler on node:http.
 import { randomBytes } from 'node:crypto'
-import { createServer, type IncomingMessage } from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import { pathToFileURL } from 'node:url'
 import type {
   APIGatewayProxyEvent,
@@ -712,6 +712,8 @@ async function serve() {
     }
   }
 
+  // Imported here, not at the top: Lambda never loads node:http for this.
+  const { createServer } = await import('node:http')
   const server = createServer(async (req, res) => {
     const started = performance.now()
     const body = await readBody(req)
