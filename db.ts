@@ -151,20 +151,35 @@ CREATE TRIGGER IF NOT EXISTS animals_recounted AFTER UPDATE OF intake_date ON an
   ON CONFLICT (intake_date) DO UPDATE SET n = n + 1;
 END;
 `
+// PostgreSQL counts once per statement, from its transition tables: a bulk insert costs one upsert per day,
+// not one per animal. https://www.postgresql.org/docs/current/sql-createtrigger.html
 const POSTGRES_COUNT_TRIGGERS = `
 CREATE OR REPLACE FUNCTION count_animal_intake() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF TG_OP IN ('DELETE', 'UPDATE') THEN
-    UPDATE animal_intake_counts SET n = n - 1 WHERE intake_date = OLD.intake_date;
-  END IF;
-  IF TG_OP IN ('INSERT', 'UPDATE') THEN
-    INSERT INTO animal_intake_counts (intake_date, n) VALUES (NEW.intake_date, 1)
-    ON CONFLICT (intake_date) DO UPDATE SET n = animal_intake_counts.n + 1;
+  IF TG_OP = 'UPDATE' THEN -- only animals whose intake date changed move between days
+    UPDATE animal_intake_counts c SET n = c.n - d.n
+      FROM (SELECT o.intake_date, count(*) AS n FROM old_rows o JOIN new_rows m USING (id)
+            WHERE o.intake_date <> m.intake_date GROUP BY o.intake_date) d
+      WHERE c.intake_date = d.intake_date;
+    INSERT INTO animal_intake_counts (intake_date, n)
+      SELECT m.intake_date, count(*) FROM old_rows o JOIN new_rows m USING (id)
+      WHERE o.intake_date <> m.intake_date GROUP BY m.intake_date
+      ON CONFLICT (intake_date) DO UPDATE SET n = animal_intake_counts.n + EXCLUDED.n;
+  ELSIF TG_OP = 'DELETE' THEN
+    UPDATE animal_intake_counts c SET n = c.n - d.n
+      FROM (SELECT intake_date, count(*) AS n FROM old_rows GROUP BY intake_date) d WHERE c.intake_date = d.intake_date;
+  ELSE
+    INSERT INTO animal_intake_counts (intake_date, n) SELECT intake_date, count(*) FROM new_rows GROUP BY intake_date
+      ON CONFLICT (intake_date) DO UPDATE SET n = animal_intake_counts.n + EXCLUDED.n;
   END IF;
   RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER animals_counted AFTER INSERT OR DELETE OR UPDATE OF intake_date ON animals
-  FOR EACH ROW EXECUTE FUNCTION count_animal_intake();
+CREATE OR REPLACE TRIGGER animals_counted_in AFTER INSERT ON animals
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_animal_intake();
+CREATE OR REPLACE TRIGGER animals_counted_out AFTER DELETE ON animals
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION count_animal_intake();
+CREATE OR REPLACE TRIGGER animals_recounted AFTER UPDATE ON animals
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION count_animal_intake();
 `
 
 // The part of node:sqlite's DatabaseSync and better-sqlite3's Database that we use: the same in both.

@@ -558,6 +558,27 @@ export function apiSuite(fixture: Fixture) {
       }
     })
 
+    it('keeps the per-day counts right through bulk inserts, date changes and deletes', async () => {
+      const db = await openDatabase(await fixture.empty())
+      try {
+        await db.all(`INSERT INTO animals (name, age, kind, intake_date) VALUES
+          ('a', 1, 'cat', '2024-01-01'), ('b', 1, 'cat', '2024-01-01'), ('c', 1, 'cat', '2024-01-02'), ('d', 1, 'cat', '2024-01-03')`)
+        await db.all("UPDATE animals SET intake_date = '2024-01-03' WHERE name IN ('a', 'c')")
+        await db.all("UPDATE animals SET age = 2")
+        await db.all("DELETE FROM animals WHERE name = 'd'")
+        const counted = async (from: string, to: string) =>
+          (await listAnimals(db, { sort: 'name', intake_after: from, intake_before: to, limit: 1, offset: 0 })).count
+        const actual = async (from: string, to: string) =>
+          Number((await db.all<{ n: number }>('SELECT count(*) AS n FROM animals WHERE intake_date >= ? AND intake_date <= ?', [from, to]))[0].n)
+        for (const [from, to] of [['2024-01-01', '2024-01-01'], ['2024-01-02', '2024-01-02'], ['2024-01-03', '2024-01-03'], ['2024-01-01', '2024-12-31']]) {
+          assert.equal(await counted(from, to), await actual(from, to), `${from}..${to}`)
+        }
+        assert.equal(await counted('2024-01-01', '2024-12-31'), 3)
+      } finally {
+        await db.close()
+      }
+    })
+
     it('adds nothing at all when the data is broken halfway', async () => {
       const db = await openDatabase(await fixture.empty())
       try {
