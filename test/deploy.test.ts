@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, beforeEach, describe, it } from 'node:test'
 import { unzipSync, zipSync } from 'fflate'
-import { EC2Client, DescribeSecurityGroupsCommand } from '@aws-sdk/client-ec2'
+import { EC2Client, DeleteSubnetCommand, DeleteVpcCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand, DescribeVpcsCommand } from '@aws-sdk/client-ec2'
 import { EFSClient, DescribeAccessPointsCommand, DescribeFileSystemsCommand, DescribeMountTargetsCommand } from '@aws-sdk/client-efs'
 import { IAMClient, CreateRoleCommand, GetRoleCommand, ListAttachedRolePoliciesCommand } from '@aws-sdk/client-iam'
 import { LambdaClient, CreateFunctionCommand, DeleteFunctionCommand, GetFunctionCommand, GetFunctionUrlConfigCommand, GetPolicyCommand, ListFunctionsCommand } from '@aws-sdk/client-lambda'
@@ -262,6 +262,19 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       'POST /2015-03-31/functions/buddy-system/policy',
     ])
     assert.equal(createdFunctions().at(-1).FunctionName, 'buddy-system-db-seeder')
+  })
+
+  it('says which flags to pass where the region has no default VPC', async () => {
+    const { Vpcs = [] } = await ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }))
+    for (const vpc of Vpcs) {
+      const { Subnets = [] } = await ec2.send(new DescribeSubnetsCommand({ Filters: [{ Name: 'vpc-id', Values: [vpc.VpcId!] }] }))
+      for (const subnet of Subnets) await ec2.send(new DeleteSubnetCommand({ SubnetId: subnet.SubnetId }))
+      await ec2.send(new DeleteVpcCommand({ VpcId: vpc.VpcId }))
+    }
+    const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
+    assert.equal(code, 1)
+    assert.match(output, /network failed: this region has no default VPC: pass --subnets \(two or more, in different Availability Zones\)/)
+    assert.deepEqual(changes(moto.requests()).filter((op) => !/^Delete(Subnet|Vpc)$/.test(op)), [])
   })
 
   it('prints the deploy as an AWS CLI script that bash accepts, calling no AWS API', async () => {
