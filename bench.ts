@@ -233,10 +233,10 @@ async function login() {
 
 /** Starts `node args…` with its output in a file (a pipe read by this process would take CPU from the load
  * generator), and answers the URL it says it listens on. */
-async function listen(args: string[], env: NodeJS.ProcessEnv): Promise<{ child: ChildProcess; url: string }> {
+async function listen(args: string[], env: NodeJS.ProcessEnv, node = process.execPath): Promise<{ child: ChildProcess; url: string }> {
   const out = join(work, `server-${Date.now()}.log`)
   const fd = openSync(out, 'w')
-  const child = spawn(process.execPath, args, { env, stdio: ['ignore', fd, fd] })
+  const child = spawn(node, args, { env, stdio: ['ignore', fd, fd] })
   closeSync(fd)
   for (const deadline = Date.now() + 20_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
     const m = readFileSync(out, 'utf8').match(/on (http:\/\/[\d.:]+)/)
@@ -275,6 +275,21 @@ async function throughput(dbPath: string) {
     const barePeak = Number(readFileSync(`/proc/${bare.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024
     row('Memory', 'peak RSS of the local server through the HTTP runs', `${peak.toFixed(0)} MB`, `bare server: ${barePeak.toFixed(0)} MB`,
       'target < 120 MB')
+    // Node 24, which Lambda runs, with node:sqlite instead of better-sqlite3.
+    if (node24 && node24 !== process.execPath) {
+      const { child: api24, url } = await listen(['build/api.mjs'], {
+        ...process.env, DB_LOCATION: 'local', DB_PATH: dbPath, PORT: '0', HOST: '127.0.0.1',
+      }, node24)
+      try {
+        const path = paths[0]
+        await autocannon({ url: url + path, connections: 10, duration: 2 })
+        const [a, b] = [await autocannon({ url: url + path, connections: 10, duration: 5 }), await autocannon({ url: bareUrl + path, connections: 10, duration: 5 })]
+        row('HTTP', `GET ${path} on Node 24 (node:sqlite)`, `${Math.round(a.requests.average)}/s, ${a.latency.p50}/${a.latency.p99} ms`,
+          `bare node:http: ${Math.round(b.requests.average)}/s`, ratio(a.requests.average, b.requests.average))
+      } finally {
+        api24.kill()
+      }
+    }
   } finally {
     api.kill()
     bare.kill()
