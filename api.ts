@@ -82,7 +82,6 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, where: Location): T {
 // version was: its React client sends numbers as strings ("3") and booleans as "true".
 
 const INT = /^\s*-?\d+\s*$/
-const MAX_ID = 2 ** 31 - 1 // ids are PostgreSQL INTEGERs
 const int = (min: number, max: number) =>
   z
     .union([z.int(), z.string().regex(INT).transform(Number)], { error: 'Input should be a valid integer' })
@@ -381,7 +380,7 @@ let dummyHash: string | undefined
 let openApiDocument: object | undefined
 
 async function findUser(db: store.Database, id: number): Promise<store.User> {
-  const user = id <= MAX_ID ? await store.getUser(db, id) : undefined
+  const user = await store.getUser(db, id)
   if (!user) throw notFound('User', id)
   return user
 }
@@ -400,7 +399,7 @@ async function authenticate(req: Request, db: () => Promise<store.Database>): Pr
     throw invalidToken('invalid bearer token')
   }
   const id = /^\d+$/.test(sub ?? '') ? Number(sub) : NaN
-  const user = id <= MAX_ID ? await store.getUser(await db(), id) : undefined
+  const user = Number.isSafeInteger(id) ? await store.getUser(await db(), id) : undefined
   if (!user) throw invalidToken('invalid bearer token')
   return user
 }
@@ -418,19 +417,19 @@ const methodsOf = (path: string) => [...new Set(table.filter((e) => e.pattern.te
 async function dispatch(req: Request): Promise<Response> {
   let match: (typeof table)[number] | undefined
   let values: string[] = []
-  const allowed = new Set<string>()
   for (const entry of table) {
-    const m = entry.pattern.exec(req.path)
-    if (!m) continue
-    if (entry.route.method === req.method) {
+    const m = entry.route.method === req.method && entry.pattern.exec(req.path)
+    if (m) {
       match = entry
       values = m.slice(1)
       break
     }
-    allowed.add(entry.route.method)
   }
-  if (!match && !allowed.size) throw new HttpError(404, 'Not Found')
-  if (!match) throw new HttpError(405, 'Method Not Allowed', { allow: methodsOf(req.path).join(', ') })
+  if (!match) {
+    const allow = methodsOf(req.path)
+    if (!allow.length) throw new HttpError(404, 'Not Found')
+    throw new HttpError(405, 'Method Not Allowed', { allow: allow.join(', ') })
+  }
   const { route, names } = match
 
   let conn: Promise<store.Database> | undefined
@@ -448,10 +447,6 @@ async function dispatch(req: Request): Promise<Response> {
     else issues.push(...result.error.issues.map((issue) => ({ ...issue, path: [name] })))
   })
   if (issues.length) throw invalid('path', issues)
-  if (names.length && Object.values(ids).some((id) => id > MAX_ID)) {
-    const name = names.at(-1)!
-    throw notFound(name.startsWith('animal') ? 'Animal' : 'User', ids[name])
-  }
 
   const query = route.query && parse(route.query, Object.fromEntries(req.query), 'query')
   let body: unknown

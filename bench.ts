@@ -9,7 +9,7 @@ import { cpus, totalmem, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
 import { unzipSync } from 'fflate'
-import { closeDatabase, configFromEnv, hashPassword, openDatabase, type Database, type DbConfig } from './db.ts'
+import { closeDatabase, configFromEnv, database, hashPassword, openDatabase, type Database, type DbConfig } from './db.ts'
 import { seed } from './seed.ts'
 import { startPostgres } from './test/postgres-server.ts'
 
@@ -178,8 +178,7 @@ async function scale(kind: string, fresh: () => Promise<DbConfig>) {
     const db = await openDatabase(config)
     const rate = await loadSynthetic(db, n)
     row('Seeding', `${kind}: synthetic load, ${n} animals`, `${Math.round(rate)} rows/s`, '', '')
-    if (kind === 'SQLite') await db.all('ANALYZE')
-    else await db.all('ANALYZE')
+    await db.all('ANALYZE')
     await db.close()
     await useDatabase(config)
     for (const [query, label] of [...PAGES, [`sort=age&offset=${n / 2}`, `by age, offset ${n / 2}`]]) {
@@ -195,7 +194,6 @@ async function scale(kind: string, fresh: () => Promise<DbConfig>) {
 
 const plans: string[] = []
 async function queryPlan(kind: string) {
-  const { database } = await import('./db.ts')
   const db = await database()
   const sql = "SELECT id FROM animals WHERE intake_date >= '2010-01-01' AND intake_date <= '2014-12-31' ORDER BY name, id LIMIT 100"
   const explain = kind === 'SQLite' ? `EXPLAIN QUERY PLAN ${sql}` : `EXPLAIN ${sql}`
@@ -312,7 +310,6 @@ try {
 
   const samplePath = join(work, 'sample.db')
   await useDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })
-  const { database } = await import('./db.ts')
   await seed(await database())
   if (wanted('handler')) await handlerOverhead(await database(), samplePath)
   if (wanted('login')) await login()

@@ -402,8 +402,11 @@ export async function listAnimals(db: Database, q: AnimalQuery): Promise<{ count
   return { count: Number(count), animals: rows.map(toAnimal) }
 }
 
+// Ids are PostgreSQL INTEGERs: a larger one names no row (and PostgreSQL would refuse to compare it).
+const MAX_ID = 2 ** 31 - 1
 const GET_ANIMAL = `SELECT ${ANIMAL} FROM animals WHERE id = ?`
 export async function getAnimal(db: Database, id: number): Promise<Animal | undefined> {
+  if (id > MAX_ID) return undefined
   const [row] = await db.all(GET_ANIMAL, [id])
   return row && toAnimal(row)
 }
@@ -422,6 +425,7 @@ export type AnimalChanges = Partial<Omit<Animal, 'id' | 'intake_date'>>
 const CHANGEABLE = ['name', 'age', 'kind', 'fixed', 'vaccinated', 'adopter_id', 'adoption_date'] as const
 
 export async function updateAnimal(db: Database, id: number, changes: AnimalChanges): Promise<Animal | undefined> {
+  if (id > MAX_ID) return undefined
   const columns = CHANGEABLE.filter((column) => changes[column] !== undefined)
   if (!columns.length) return getAnimal(db, id)
   const [row] = await db.all(
@@ -433,6 +437,7 @@ export async function updateAnimal(db: Database, id: number, changes: AnimalChan
 
 /** Deletes the animal and its fosters; false when there was no such animal. */
 export async function deleteAnimal(db: Database, id: number): Promise<boolean> {
+  if (id > MAX_ID) return false
   return (await db.all('DELETE FROM animals WHERE id = ? RETURNING id', [id])).length > 0
 }
 
@@ -442,6 +447,7 @@ export async function listUsers(db: Database): Promise<User[]> {
 
 const GET_USER = `SELECT ${USER} FROM users WHERE id = ?`
 export async function getUser(db: Database, id: number): Promise<User | undefined> {
+  if (id > MAX_ID) return undefined
   const [row] = await db.all(GET_USER, [id])
   return row && toUser(row)
 }
