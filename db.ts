@@ -24,6 +24,9 @@ export interface Database {
   /** Where the data is, for people: "SQLite ./buddy_system.db (node:sqlite)", "PostgreSQL db.example:5432/postgres". */
   readonly label: string
   all<T = Row>(sql: string, params?: unknown[]): Promise<T[]>
+  /** The rows as arrays, in the order of the query's columns: the hot paths read entities this way,
+   * as named objects cost SQLite's drivers a property lookup by name for every column. */
+  values(sql: string, params?: unknown[]): Promise<unknown[][]>
   /** Runs `fn` in one transaction: all of it, or none of it. */
   transaction<T>(fn: (tx: Database) => Promise<T>): Promise<T>
   close(): Promise<void>
@@ -183,23 +186,29 @@ CREATE OR REPLACE TRIGGER animals_recounted AFTER UPDATE ON animals
 `
 
 // The part of node:sqlite's DatabaseSync and better-sqlite3's Database that we use: the same in both.
+interface SqliteStatement {
+  all(...params: unknown[]): unknown[]
+  run(...params: unknown[]): unknown
+  /** better-sqlite3 only: false for a statement that returns no rows, which all() refuses. */
+  reader?: boolean
+  /** node:sqlite: rows as arrays. */
+  setReturnArrays?(enabled: boolean): void
+  /** better-sqlite3: rows as arrays. */
+  raw?(enabled: boolean): unknown
+}
 interface SqliteDriver {
-  prepare(sql: string): {
-    all(...params: unknown[]): unknown[]
-    run(...params: unknown[]): unknown
-    /** better-sqlite3 only: false for a statement that returns no rows, which all() refuses. */
-    reader?: boolean
-  }
+  prepare(sql: string): SqliteStatement
   exec(sql: string): void
   close(): void
 }
 
 async function loadSqlite(path: string): Promise<{ driver: SqliteDriver; name: string }> {
-  // node:sqlite ships with Node 22.13+ and the Lambda nodejs24.x runtime; Node 20 needs better-sqlite3.
+  // node:sqlite where its statements can return rows as arrays (setReturnArrays: Node 24, which the
+  // Lambda nodejs24.x runtime has); better-sqlite3 on Node 20, and on a 22 without it.
   const builtin = await import('node:sqlite').catch(() => undefined)
-  if (builtin) return { driver: new builtin.DatabaseSync(path) as unknown as SqliteDriver, name: 'node:sqlite' }
+  if (builtin?.StatementSync.prototype.setReturnArrays) return { driver: new builtin.DatabaseSync(path) as unknown as SqliteDriver, name: 'node:sqlite' }
   const addon = await import('better-sqlite3').catch((cause) => {
-    throw new Error(`SQLite needs Node 22.13+ (node:sqlite) or the better-sqlite3 package (npm install)`, { cause })
+    throw new Error(`SQLite needs Node 24 (node:sqlite) or the better-sqlite3 package (npm install)`, { cause })
   })
   return { driver: new addon.default(path) as unknown as SqliteDriver, name: 'better-sqlite3' }
 }
@@ -219,10 +228,17 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
     ${BACKFILL_COUNTS}
     ${SQLITE_COUNT_TRIGGERS}
     COMMIT;`)
-  const statements = new Map<string, ReturnType<SqliteDriver['prepare']>>()
-  const prepare = (sql: string) => {
-    let statement = statements.get(sql)
-    if (!statement) statements.set(sql, (statement = driver.prepare(sql)))
+  // Each text is prepared once, and once more if its rows are read as arrays.
+  const statements = new Map<string, SqliteStatement>()
+  const prepare = (sql: string, arrays = false) => {
+    const key = arrays ? `[] ${sql}` : sql
+    let statement = statements.get(key)
+    if (!statement) {
+      statement = driver.prepare(sql)
+      // better-sqlite3 takes raw() only on a statement that returns rows.
+      if (arrays) statement.setReturnArrays ? statement.setReturnArrays(true) : statement.reader && statement.raw!(true)
+      statements.set(key, statement)
+    }
     return statement
   }
   // SQLite binds neither booleans nor undefined.
@@ -236,6 +252,11 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
       const statement = prepare(sql)
       if (statement.reader === false) return statement.run(...bind(params)), []
       return statement.all(...bind(params)) as T[]
+    },
+    async values(sql: string, params: unknown[] = []) {
+      const statement = prepare(sql, true)
+      if (statement.reader === false) return statement.run(...bind(params)), []
+      return statement.all(...bind(params)) as unknown[][]
     },
     // Every statement inside runs synchronously, so no other request's statements can
     // interleave with the transaction as long as `fn` awaits only this database.
@@ -302,6 +323,9 @@ async function openPostgres(config: Extract<DbConfig, { kind: 'postgres' }>): Pr
       // A plain array, as SQLite gives: postgres.js's result also carries the statement and more.
       return Array.from(await q.unsafe(placeholders(text), params as ParameterOrJSON<never>[])) as T[]
     },
+    async values(text: string, params: unknown[] = []) {
+      return Array.from(await q.unsafe(placeholders(text), params as ParameterOrJSON<never>[]).values()) as unknown[][]
+    },
     async transaction(fn) {
       if (q !== sql) return fn(wrap(q))
       return (await sql.begin((tx) => fn(wrap(tx)))) as Awaited<ReturnType<typeof fn>>
@@ -357,22 +381,23 @@ export interface Foster {
 const ANIMAL = 'id, name, age, kind, fixed, vaccinated, intake_date, adopter_id, adoption_date'
 const USER = 'id, username, email, created_at'
 
-const toAnimal = (row: Row): Animal => ({
-  id: Number(row.id),
-  name: row.name as string,
-  age: Number(row.age),
-  kind: row.kind as string,
-  fixed: Boolean(row.fixed),
-  vaccinated: Boolean(row.vaccinated),
-  intake_date: row.intake_date as string,
-  adopter_id: row.adopter_id == null ? null : Number(row.adopter_id),
-  adoption_date: (row.adoption_date as string | null) ?? null,
+// Rows come as arrays (Database.values), their columns in the order of ANIMAL and USER.
+const toAnimal = (row: unknown[]): Animal => ({
+  id: Number(row[0]),
+  name: row[1] as string,
+  age: Number(row[2]),
+  kind: row[3] as string,
+  fixed: Boolean(row[4]),
+  vaccinated: Boolean(row[5]),
+  intake_date: row[6] as string,
+  adopter_id: row[7] == null ? null : Number(row[7]),
+  adoption_date: (row[8] as string | null) ?? null,
 })
-const toUser = (row: Row): User => ({
-  id: Number(row.id),
-  username: row.username as string,
-  email: row.email as string,
-  created_at: row.created_at as string,
+const toUser = (row: unknown[]): User => ({
+  id: Number(row[0]),
+  username: row[1] as string,
+  email: row[2] as string,
+  created_at: row[3] as string,
 })
 
 export const ANIMAL_SORTS = ['name', 'age', 'intake_date'] as const
@@ -395,7 +420,7 @@ export async function listAnimals(db: Database, q: AnimalQuery): Promise<{ count
     params,
   )
   // `sort` is one of ANIMAL_SORTS (validated), never text from the request.
-  const rows = await db.all(
+  const rows = await db.values(
     `SELECT ${ANIMAL} FROM animals ${filter} ORDER BY ${q.sort}, id LIMIT ? OFFSET ?`,
     [...params, q.limit, q.offset],
   )
@@ -407,14 +432,14 @@ const MAX_ID = 2 ** 31 - 1
 const GET_ANIMAL = `SELECT ${ANIMAL} FROM animals WHERE id = ?`
 export async function getAnimal(db: Database, id: number): Promise<Animal | undefined> {
   if (id > MAX_ID) return undefined
-  const [row] = await db.all(GET_ANIMAL, [id])
+  const [row] = await db.values(GET_ANIMAL, [id])
   return row && toAnimal(row)
 }
 
 export type NewAnimal = Pick<Animal, 'name' | 'age' | 'kind' | 'fixed' | 'vaccinated' | 'intake_date'>
 
 export async function createAnimal(db: Database, a: NewAnimal): Promise<Animal> {
-  const [row] = await db.all(
+  const [row] = await db.values(
     `INSERT INTO animals (name, age, kind, fixed, vaccinated, intake_date) VALUES (?, ?, ?, ?, ?, ?) RETURNING ${ANIMAL}`,
     [a.name, a.age, a.kind, a.fixed, a.vaccinated, a.intake_date],
   )
@@ -428,7 +453,7 @@ export async function updateAnimal(db: Database, id: number, changes: AnimalChan
   if (id > MAX_ID) return undefined
   const columns = CHANGEABLE.filter((column) => changes[column] !== undefined)
   if (!columns.length) return getAnimal(db, id)
-  const [row] = await db.all(
+  const [row] = await db.values(
     `UPDATE animals SET ${columns.map((c) => `${c} = ?`).join(', ')} WHERE id = ? RETURNING ${ANIMAL}`,
     [...columns.map((c) => changes[c]), id],
   )
@@ -442,20 +467,20 @@ export async function deleteAnimal(db: Database, id: number): Promise<boolean> {
 }
 
 export async function listUsers(db: Database): Promise<User[]> {
-  return (await db.all(`SELECT ${USER} FROM users ORDER BY id`)).map(toUser)
+  return (await db.values(`SELECT ${USER} FROM users ORDER BY id`)).map(toUser)
 }
 
 const GET_USER = `SELECT ${USER} FROM users WHERE id = ?`
 export async function getUser(db: Database, id: number): Promise<User | undefined> {
   if (id > MAX_ID) return undefined
-  const [row] = await db.all(GET_USER, [id])
+  const [row] = await db.values(GET_USER, [id])
   return row && toUser(row)
 }
 
 /** The user and their password hash, for logging in. */
 export async function findLogin(db: Database, username: string): Promise<{ user: User; passwordHash: string } | undefined> {
-  const [row] = await db.all(`SELECT ${USER}, password_hash FROM users WHERE username = ?`, [username])
-  return row && { user: toUser(row), passwordHash: row.password_hash as string }
+  const [row] = await db.values(`SELECT ${USER}, password_hash FROM users WHERE username = ?`, [username])
+  return row && { user: toUser(row), passwordHash: row[4] as string }
 }
 
 export interface NewUser {
@@ -467,7 +492,7 @@ export interface NewUser {
 
 /** Inserts the user; a taken username or email throws a unique violation (see isUniqueViolation). */
 export async function createUser(db: Database, u: NewUser): Promise<User> {
-  const [row] = await db.all(
+  const [row] = await db.values(
     `INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, ?, ?) RETURNING ${USER}`,
     [u.username, u.email, u.passwordHash, u.created_at],
   )
@@ -486,9 +511,9 @@ export async function deleteUser(db: Database, id: number): Promise<boolean> {
 }
 
 export async function listFosters(db: Database, user: User): Promise<Foster[]> {
-  const rows = await db.all(
-    `SELECT f.start_date AS f_start, f.end_date AS f_end, a.id, a.name, a.age, a.kind, a.fixed, a.vaccinated,
-            a.intake_date, a.adopter_id, a.adoption_date
+  const rows = await db.values(
+    `SELECT a.id, a.name, a.age, a.kind, a.fixed, a.vaccinated, a.intake_date, a.adopter_id, a.adoption_date,
+            f.start_date, f.end_date
      FROM fosters f JOIN animals a ON a.id = f.animal_id
      WHERE f.user_id = ? ORDER BY f.start_date, f.id`,
     [user.id],
@@ -496,13 +521,13 @@ export async function listFosters(db: Database, user: User): Promise<Foster[]> {
   return rows.map((row) => ({
     animal: toAnimal(row),
     user,
-    start_date: row.f_start as string,
-    end_date: (row.f_end as string | null) ?? null,
+    start_date: row[9] as string,
+    end_date: (row[10] as string | null) ?? null,
   }))
 }
 
 export async function listPets(db: Database, userId: number): Promise<Animal[]> {
-  const rows = await db.all(`SELECT ${ANIMAL} FROM animals WHERE adopter_id = ? ORDER BY adoption_date, id`, [userId])
+  const rows = await db.values(`SELECT ${ANIMAL} FROM animals WHERE adopter_id = ? ORDER BY adoption_date, id`, [userId])
   return rows.map(toAnimal)
 }
 
