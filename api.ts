@@ -635,17 +635,21 @@ const HOME_PAGE = `<!doctype html>
 // The local server: each request becomes a payload-2.0 event for `handler`, as a function URL sends it.
 
 function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
-  const url = new URL(req.url ?? '/', 'http://localhost')
+  // The path as sent, not normalized, as a function URL's rawPath is.
+  const target = req.url ?? '/'
+  const q = target.indexOf('?')
+  const path = q < 0 ? target : target.slice(0, q)
   const headers: Record<string, string> = {}
-  for (const [name, value] of Object.entries(req.headers)) {
+  for (const name in req.headers) {
+    const value = req.headers[name]
     if (value !== undefined && name !== 'cookie') headers[name] = Array.isArray(value) ? value.join(',') : value
   }
   const now = new Date()
   return {
     version: '2.0',
     routeKey: '$default',
-    rawPath: url.pathname,
-    rawQueryString: url.search.slice(1),
+    rawPath: path,
+    rawQueryString: q < 0 ? '' : target.slice(q + 1),
     cookies: req.headers.cookie?.split(/;\s*/),
     headers,
     requestContext: {
@@ -655,7 +659,7 @@ function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
       domainPrefix: 'local',
       http: {
         method: req.method ?? 'GET',
-        path: url.pathname,
+        path,
         protocol: `HTTP/${req.httpVersion}`,
         sourceIp: req.socket.remoteAddress ?? '',
         userAgent: req.headers['user-agent'] ?? '',
@@ -674,15 +678,21 @@ function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
 const MAX_BODY = 1024 * 1024
 let requests = 0
 
-// One log line per request, written in batches: under load, one write for many lines.
+// One log line per request, written at most every 50 ms: under load, one write for many lines.
 let pendingLog = ''
+const flushLog = () => {
+  if (pendingLog) process.stdout.write(pendingLog)
+  pendingLog = ''
+}
 function logLine(line: string) {
-  if (!pendingLog) setImmediate(() => (process.stdout.write(pendingLog), (pendingLog = '')))
+  if (!pendingLog) setTimeout(flushLog, 50)
   pendingLog += `${line}\n`
 }
 
+const NO_BODY = Buffer.alloc(0)
+const hasBody = (req: IncomingMessage) => Boolean(req.headers['transfer-encoding'] || Number(req.headers['content-length']))
+
 async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
-  if (!req.headers['transfer-encoding'] && !Number(req.headers['content-length'])) return Buffer.alloc(0)
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of req) {
@@ -711,7 +721,7 @@ async function serve() {
   const { createServer } = await import('node:http')
   const server = createServer(async (req, res) => {
     const started = performance.now()
-    const body = await readBody(req)
+    const body = hasBody(req) ? await readBody(req) : NO_BODY
     if (!body) {
       res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', connection: 'close' })
       res.end(JSON.stringify({ detail: 'Request body too large' }))
@@ -734,6 +744,7 @@ async function serve() {
     console.log(`buddy system API on http://${host}:${actual} (${db.label}). Ctrl-C stops it.`)
   })
   const stop = () => {
+    flushLog()
     server.close()
     server.closeAllConnections()
     void store.closeDatabase().then(() => process.exit(0))

@@ -230,14 +230,15 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
     COMMIT;`)
   // Each text is prepared once, and once more if its rows are read as arrays.
   const statements = new Map<string, SqliteStatement>()
+  const arrayStatements = new Map<string, SqliteStatement>()
   const prepare = (sql: string, arrays = false) => {
-    const key = arrays ? `[] ${sql}` : sql
-    let statement = statements.get(key)
+    const cache = arrays ? arrayStatements : statements
+    let statement = cache.get(sql)
     if (!statement) {
       statement = driver.prepare(sql)
       // better-sqlite3 takes raw() only on a statement that returns rows.
       if (arrays) statement.setReturnArrays ? statement.setReturnArrays(true) : statement.reader && statement.raw!(true)
-      statements.set(key, statement)
+      cache.set(sql, statement)
     }
     return statement
   }
