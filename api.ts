@@ -678,15 +678,23 @@ function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
 const MAX_BODY = 1024 * 1024
 let requests = 0
 
-// One log line per request, written at most every 50 ms: under load, one write for many lines.
-let pendingLog = ''
-const flushLog = () => {
-  if (pendingLog) process.stdout.write(pendingLog)
-  pendingLog = ''
+// One log line per request, gathered in a buffer and written at most every 50 ms: under load, one
+// write for many lines, and no string kept alive until then (that would make V8 grow its young heap).
+const logBuffer = Buffer.allocUnsafe(64 * 1024)
+let logged = 0
+let logTimer: NodeJS.Timeout | undefined
+function flushLog() {
+  clearTimeout(logTimer)
+  logTimer = undefined
+  if (logged) process.stdout.write(Buffer.from(logBuffer.subarray(0, logged)))
+  logged = 0
 }
 function logLine(line: string) {
-  if (!pendingLog) setTimeout(flushLog, 50)
-  pendingLog += `${line}\n`
+  const text = `${line}\n`
+  if (logged + Buffer.byteLength(text) > logBuffer.length) flushLog()
+  if (Buffer.byteLength(text) > logBuffer.length) return void process.stdout.write(text)
+  logged += logBuffer.write(text, logged)
+  logTimer ??= setTimeout(flushLog, 50)
 }
 
 const NO_BODY = Buffer.alloc(0)

@@ -79,6 +79,8 @@ describe('the local server', () => {
     } finally {
       await stop(second)
     }
+    // Log lines are written in batches; Ctrl-C right after a request still writes its line.
+    assert.match(second.stdout(), /GET \/animals 200 \d+\.\dms/)
   })
 
   it('refuses to start on an unknown DB_LOCATION, naming it and the allowed ones', async () => {
