@@ -247,50 +247,39 @@ async function listen(args: string[], env: NodeJS.ProcessEnv, node = process.exe
 
 async function throughput(dbPath: string) {
   log('HTTP throughput…')
-  const { child: api, url: apiUrl } = await listen(['build/api.mjs'], {
-    ...process.env, DB_LOCATION: 'local', DB_PATH: dbPath, PORT: '0', HOST: '127.0.0.1',
-  })
-  const paths = ['/animals/5', '/animals?sort=age&limit=100']
-  const bodies = await Promise.all(paths.map((p) => fetch(apiUrl + p).then((r) => r.text())))
-  const bareCode = `
-    const bodies = ${JSON.stringify(Object.fromEntries(paths.map((p, i) => [p, bodies[i]])))}
-    require('node:http').createServer((req, res) => {
-      const body = bodies[req.url]
-      res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) }); res.end(body)
-    }).listen(0, '127.0.0.1', function () { console.log('on http://127.0.0.1:' + this.address().port) })`
-  const { child: bare, url: bareUrl } = await listen(['-e', bareCode], process.env)
-  try {
-    for (const path of paths) {
-      const load = (url: string) => autocannon({ url: url + path, connections: 10, duration: 5 })
-      await load(apiUrl) // warm-up
-      const [a, b] = [await load(apiUrl), await load(bareUrl)]
-      const target = path === '/animals/5' ? ' (target ≥ 0.6)' : ''
-      row('HTTP', `GET ${path}: req/s, p50/p99`, `${Math.round(a.requests.average)}/s, ${a.latency.p50}/${a.latency.p99} ms`,
-        `bare node:http: ${Math.round(b.requests.average)}/s, ${b.latency.p50}/${b.latency.p99} ms`,
-        `${ratio(a.requests.average, b.requests.average)}${target}`)
-    }
-    const peak = Number(readFileSync(`/proc/${api.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024
-    const barePeak = Number(readFileSync(`/proc/${bare.pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024
-    row('Memory', 'peak RSS of the local server through the HTTP runs', `${peak.toFixed(0)} MB`, `bare server: ${barePeak.toFixed(0)} MB`,
-      'target < 120 MB')
-    // Node 24, which Lambda runs, with node:sqlite instead of better-sqlite3.
-    if (node24 && node24 !== process.execPath) {
-      const { child: api24, url } = await listen(['build/api.mjs'], {
-        ...process.env, DB_LOCATION: 'local', DB_PATH: dbPath, PORT: '0', HOST: '127.0.0.1',
-      }, node24)
-      try {
-        const path = paths[0]
-        await autocannon({ url: url + path, connections: 10, duration: 2 })
-        const [a, b] = [await autocannon({ url: url + path, connections: 10, duration: 5 }), await autocannon({ url: bareUrl + path, connections: 10, duration: 5 })]
-        row('HTTP', `GET ${path} on Node 24 (node:sqlite)`, `${Math.round(a.requests.average)}/s, ${a.latency.p50}/${a.latency.p99} ms`,
-          `bare node:http: ${Math.round(b.requests.average)}/s`, ratio(a.requests.average, b.requests.average))
-      } finally {
-        api24.kill()
+  const env = { ...process.env, DB_LOCATION: 'local', DB_PATH: dbPath, PORT: '0', HOST: '127.0.0.1' }
+  const paths = ['/animals/5', '/animals?sort=age&limit=100', '/greet']
+  // Node 24 first: it is what Lambda runs, with node:sqlite. Then this Node (20: better-sqlite3).
+  const runtimes = [...new Set([node24, process.execPath].filter((x): x is string => Boolean(x)))]
+  for (const node of runtimes) {
+    const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim()
+    const { child: api, url: apiUrl } = await listen(['build/api.mjs'], env, node)
+    const bodies = await Promise.all(paths.map((p) => fetch(apiUrl + p).then((r) => r.text())))
+    // The bare server runs on the same Node, and answers each path with the bytes the API sent.
+    const bareCode = `
+      const bodies = ${JSON.stringify(Object.fromEntries(paths.map((p, i) => [p, bodies[i]])))}
+      require('node:http').createServer((req, res) => {
+        const body = bodies[req.url]
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) }); res.end(body)
+      }).listen(0, '127.0.0.1', function () { console.log('on http://127.0.0.1:' + this.address().port) })`
+    const { child: bare, url: bareUrl } = await listen(['-e', bareCode], process.env, node)
+    try {
+      for (const path of paths) {
+        const load = (url: string, duration = 5) => autocannon({ url: url + path, connections: 10, duration })
+        await load(apiUrl, 2) // warm-up
+        const [a, b] = [await load(apiUrl), await load(bareUrl)]
+        const what = path === '/greet' ? 'GET /greet (no database)' : `GET ${path}`
+        row('HTTP', `${what}, node ${version}: req/s, p50/p99`, `${Math.round(a.requests.average)}/s, ${a.latency.p50}/${a.latency.p99} ms`,
+          `bare node:http: ${Math.round(b.requests.average)}/s, ${b.latency.p50}/${b.latency.p99} ms`,
+          `${ratio(a.requests.average, b.requests.average)}${path === '/animals/5' ? ' (target ≥ 0.6)' : ''}`)
       }
+      const peak = (pid?: number) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024
+      row('Memory', `peak RSS of the local server through these runs, node ${version}`, `${peak(api.pid).toFixed(0)} MB`,
+        `bare server: ${peak(bare.pid).toFixed(0)} MB`, 'target < 120 MB')
+    } finally {
+      api.kill()
+      bare.kill()
     }
-  } finally {
-    api.kill()
-    bare.kill()
   }
 }
 
