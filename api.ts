@@ -691,8 +691,9 @@ function flushLog() {
 }
 function logLine(line: string) {
   const text = `${line}\n`
-  if (logged + Buffer.byteLength(text) > logBuffer.length) flushLog()
-  if (Buffer.byteLength(text) > logBuffer.length) return void process.stdout.write(text)
+  const size = Buffer.byteLength(text)
+  if (logged + size > logBuffer.length) flushLog()
+  if (size > logBuffer.length) return void process.stdout.write(text)
   logged += logBuffer.write(text, logged)
   logTimer ??= setTimeout(flushLog, 50)
 }

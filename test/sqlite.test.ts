@@ -13,10 +13,11 @@ describe('on SQLite', () => {
 
   it('uses the SQLite that this Node has: node:sqlite on 24, better-sqlite3 on 20', async () => {
     const major = Number(process.versions.node.split('.')[0])
-    const expected = major >= 24 ? 'node:sqlite' : major <= 20 ? 'better-sqlite3' : 'node:sqlite|better-sqlite3'
+    // Node 22 has node:sqlite, but uses it only where its statements can return arrays.
+    const expected = major >= 24 ? ['node:sqlite'] : major <= 20 ? ['better-sqlite3'] : ['node:sqlite', 'better-sqlite3']
     const dir = mkdtempSync(join(tmpdir(), 'buddy-driver-'))
     const db = await openDatabase({ kind: 'sqlite', path: join(dir, 'x.db'), onNetworkFs: false })
-    assert.match(db.label, new RegExp(`^SQLite ${join(dir, 'x.db')} \\((${expected})\\)$`))
+    assert.ok(expected.map((name) => `SQLite ${join(dir, 'x.db')} (${name})`).includes(db.label), db.label)
     await db.close()
     rmSync(dir, { recursive: true, force: true })
   })
