@@ -245,19 +245,20 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
   // SQLite binds neither booleans nor undefined.
   const bind = (params: unknown[]) =>
     params.map((p) => (p === true ? 1 : p === false ? 0 : p === undefined ? null : p))
+  const query = (sql: string, params: unknown[], arrays: boolean) => {
+    const statement = prepare(sql, arrays)
+    if (statement.reader === false) return statement.run(...bind(params)), []
+    return statement.all(...bind(params))
+  }
   let depth = 0
   const db: Database = {
     kind: 'sqlite',
     label: `SQLite ${config.path} (${name})`,
     async all<T>(sql: string, params: unknown[] = []) {
-      const statement = prepare(sql)
-      if (statement.reader === false) return statement.run(...bind(params)), []
-      return statement.all(...bind(params)) as T[]
+      return query(sql, params, false) as T[]
     },
     async values(sql: string, params: unknown[] = []) {
-      const statement = prepare(sql, true)
-      if (statement.reader === false) return statement.run(...bind(params)), []
-      return statement.all(...bind(params)) as unknown[][]
+      return query(sql, params, true) as unknown[][]
     },
     // Every statement inside runs synchronously, so no other request's statements can
     // interleave with the transaction as long as `fn` awaits only this database.
@@ -317,24 +318,27 @@ async function openPostgres(config: Extract<DbConfig, { kind: 'postgres' }>): Pr
     let n = 0
     return text.replace(/\?/g, () => `$${++n}`)
   }
-  const wrap = (q: Sql | TransactionSql): Database => ({
-    kind: 'postgres',
-    label: `PostgreSQL ${config.host}:${config.port}/${config.database}`,
-    async all<T>(text: string, params: unknown[] = []) {
-      // A plain array, as SQLite gives: postgres.js's result also carries the statement and more.
-      return Array.from(await q.unsafe(placeholders(text), params as ParameterOrJSON<never>[])) as T[]
-    },
-    async values(text: string, params: unknown[] = []) {
-      return Array.from(await q.unsafe(placeholders(text), params as ParameterOrJSON<never>[]).values()) as unknown[][]
-    },
-    async transaction(fn) {
-      if (q !== sql) return fn(wrap(q))
-      return (await sql.begin((tx) => fn(wrap(tx)))) as Awaited<ReturnType<typeof fn>>
-    },
-    async close() {
-      await sql.end({ timeout: 5 })
-    },
-  })
+  const wrap = (q: Sql | TransactionSql): Database => {
+    const query = (text: string, params: unknown[]) => q.unsafe(placeholders(text), params as ParameterOrJSON<never>[])
+    return {
+      kind: 'postgres',
+      label: `PostgreSQL ${config.host}:${config.port}/${config.database}`,
+      // Plain arrays, as SQLite gives: postgres.js's result also carries the statement and more.
+      async all<T>(text: string, params: unknown[] = []) {
+        return Array.from(await query(text, params)) as T[]
+      },
+      async values(text: string, params: unknown[] = []) {
+        return Array.from(await query(text, params).values()) as unknown[][]
+      },
+      async transaction(fn) {
+        if (q !== sql) return fn(wrap(q))
+        return (await sql.begin((tx) => fn(wrap(tx)))) as Awaited<ReturnType<typeof fn>>
+      },
+      async close() {
+        await sql.end({ timeout: 5 })
+      },
+    }
+  }
   // Cold starts of several containers may race to create the schema: one waits for the other.
   await sql.begin(async (tx) => {
     await tx`SELECT pg_advisory_xact_lock(hashtext('buddy_system schema'))`

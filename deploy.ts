@@ -258,8 +258,9 @@ function fail(message: string): never {
   process.exit(1)
 }
 
-// Package: one self-contained ESM file per function, bundled for the nodejs24.x runtime, where
-// SQLite is the built-in node:sqlite: no native module, so the same zip runs on arm64 and x86_64.
+// Package: an ESM entry per function (api.mjs, seed.mjs) and the chunks they share, bundled for the
+// nodejs24.x runtime, where SQLite is the built-in node:sqlite: no native module, so the same zip
+// runs on arm64 and x86_64.
 
 async function packageCode(): Promise<{ zip: Buffer; sha256: string }> {
   const started = Date.now()
@@ -274,7 +275,7 @@ async function packageCode(): Promise<{ zip: Buffer; sha256: string }> {
     format: 'esm',
     minify: true,
     legalComments: 'none',
-    external: ['better-sqlite3'], // db.ts loads it only where node:sqlite is missing (Node 20)
+    external: ['better-sqlite3'], // db.ts loads it only on a Node older than 24, never on Lambda
     // What is imported on demand (PostgreSQL's client, the seeder's code) goes in chunks of its own,
     // so that a cold start loads only what its first request needs.
     splitting: true,
