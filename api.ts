@@ -442,7 +442,7 @@ async function dispatch(req: Request): Promise<Response> {
   const issues: z.core.$ZodIssue[] = []
   names.forEach((name, i) => {
     if (DIGITS.test(values[i])) return void (ids[name] = Number(values[i]))
-    const result = pathId.safeParse(decodeURIComponent(values[i]), { reportInput: true })
+    const result = pathId.safeParse(decodePath(values[i]), { reportInput: true })
     if (result.success) ids[name] = result.data
     else issues.push(...result.error.issues.map((issue) => ({ ...issue, path: [name] })))
   })
@@ -453,6 +453,15 @@ async function dispatch(req: Request): Promise<Response> {
   if (route.body) body = parse(route.body, parseJson(req.body), 'body')
   if (route.form) body = parse(route.form, Object.fromEntries(formFields(req)), 'body')
   return route.run({ ids, body, query, me, db })
+}
+
+/** A path segment decoded; as it came when its percent-encoding is broken, for the 422 to show. */
+function decodePath(segment: string): string {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    return segment
+  }
 }
 
 function parseJson(text: string): unknown {

@@ -180,6 +180,13 @@ export function apiSuite(fixture: Fixture) {
       assert.equal(body.detail[0].input, 'abc')
     })
 
+    it('answers 422, not 500, for an id whose percent-encoding is broken', async () => {
+      const { status, body } = await get('/animals/%E0%A4%A')
+      assert.equal(status, 422)
+      assert.deepEqual(body.detail[0].loc, ['path', 'animal_id'])
+      assert.equal(body.detail[0].input, '%E0%A4%A')
+    })
+
     it('creates an animal taken in today, accepting numbers and booleans as strings', async () => {
       const token = await login()
       const { status, body } = await json('POST', '/animals', { name: 'rex', age: '3', kind: 'dog', fixed: 'true' }, token)
