@@ -1,7 +1,8 @@
-// DB_LOCATION and the PG_* variables: what each value selects, and the errors for bad ones.
+// DB_LOCATION and the PG_* variables: what each value selects, and the errors for bad ones; password hashes.
 import assert from 'node:assert/strict'
+import { scryptSync } from 'node:crypto'
 import { it } from 'node:test'
-import { configFromEnv, EFS_DB_PATH } from '../db.ts'
+import { configFromEnv, EFS_DB_PATH, hashPassword, verifyPassword } from '../db.ts'
 
 const pg = { PG_USERNAME: 'postgres', PG_PASSWORD: 'secret', PG_ENDPOINT: 'db.example', PG_PORT: '5432' }
 
@@ -35,4 +36,21 @@ it('names the bad value and the allowed ones', () => {
 
 it('never puts the password in an error', () => {
   assert.throws(() => configFromEnv({ DB_LOCATION: 'rds', ...pg, PG_PORT: 'x' }), (e: Error) => !e.message.includes('secret'))
+})
+
+it('hashes passwords with scrypt N=2^16, r=8, p=2 and a random salt, and verifies them', async () => {
+  const [first, second] = [await hashPassword('correct horse'), await hashPassword('correct horse')]
+  assert.match(first, /^scrypt\$65536\$8\$2\$[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=$/)
+  assert.notEqual(first, second)
+  assert.equal(await verifyPassword('correct horse', first), true)
+  assert.equal(await verifyPassword('correct horse!', first), false)
+  assert.equal(await verifyPassword('correct horse', 'bcrypt$whatever'), false)
+})
+
+it('still verifies a hash stored with the earlier parameters, N=2^17, r=8, p=1', async () => {
+  const salt = Buffer.from('a salt of 16 b..')
+  const hash = scryptSync('correct horse', salt, 32, { N: 2 ** 17, r: 8, p: 1, maxmem: 160 * 2 ** 20 })
+  const stored = ['scrypt', 2 ** 17, 8, 1, salt.toString('base64'), hash.toString('base64')].join('$')
+  assert.equal(await verifyPassword('correct horse', stored), true)
+  assert.equal(await verifyPassword('wrong horse', stored), false)
 })
