@@ -3,20 +3,26 @@
 // Loopback only, bounded request counts. Needs Node 24 for the cold start and the Node 24 HTTP rows
 // (NODE24, or run under 24), and PostgreSQL server binaries (or PG_ENDPOINT) for the PostgreSQL rows.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { once } from 'node:events'
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { cpus, totalmem, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
 import { unzipSync } from 'fflate'
 import { closeDatabase, configFromEnv, database, hashPassword, openDatabase, type Database, type DbConfig } from './db.ts'
-import { seed } from './seed.ts'
+import { SAMPLE_PASSWORD, seed } from './seed.ts'
 import { startPostgres } from './test/postgres-server.ts'
 
 process.env.JWT_KEY ??= 'bench-key-'.padEnd(64, 'x')
 const { handler } = await import('./api.ts')
 const work = mkdtempSync(join(tmpdir(), 'buddy-bench-'))
+/** The memory the deployed function could run with: measured below, in a cgroup of this size. */
+const FUNCTION_MB = 256
 const node24 = process.env.NODE24 || (Number(process.versions.node.split('.')[0]) >= 24 ? process.execPath : undefined)
+// The password hashing of new hashes, read from one: scrypt takes 128 × N × r bytes (RFC 7914).
+const [, kdfN, kdfR, kdfP] = (await hashPassword('')).split('$').map(Number)
+const KDF = { name: `scrypt N=2^${Math.log2(kdfN)}, r=${kdfR}, p=${kdfP}`, mib: (128 * kdfN * kdfR) / 2 ** 20 }
 const rows: string[][] = []
 const row = (...cells: (string | number)[]) => rows.push(cells.map(String))
 const log = (text: string) => process.stderr.write(`${text}\n`)
@@ -228,25 +234,27 @@ async function sampleSeeding(kind: string, fresh: () => Promise<DbConfig>) {
 
 async function login() {
   log('login…')
-  const body = new URLSearchParams({ username: 'juniper', password: 'password' }).toString()
+  const body = new URLSearchParams({ username: 'juniper', password: SAMPLE_PASSWORD }).toString()
   const headers = { 'content-type': 'application/x-www-form-urlencoded' }
   const logins = await time(20, async () => {
     const r = await handler(event('/auth/token', '', 'POST', body, headers))
     if (r.statusCode !== 200) throw new Error(`login: ${r.statusCode}`)
   })
   const reads = await time(200, () => get('/users/1'))
-  row('Login', 'POST /auth/token (scrypt N=2^17, r=8, p=1)', `p50 ${ms(median(logins))}`, `GET /users/1: ${ms(median(reads))}`,
+  row('Login', `POST /auth/token (${KDF.name})`, `p50 ${ms(median(logins))}`, `GET /users/1: ${ms(median(reads))}`,
     ratio(median(logins), median(reads)))
 }
 
 // 1. HTTP throughput and 6. memory: the bundle under plain node, against a bare node:http server.
 
 /** Starts `node args…` with its output in a file (a pipe read by this process would take CPU from the load
- * generator), and answers the URL it says it listens on. */
-async function listen(args: string[], env: NodeJS.ProcessEnv, node = process.execPath): Promise<{ child: ChildProcess; url: string }> {
+ * generator), and answers the URL it says it listens on. With `cgroup`, the process runs in that memory cgroup. */
+async function listen(args: string[], env: NodeJS.ProcessEnv, node = process.execPath, cgroup?: MemoryCgroup): Promise<{ child: ChildProcess; url: string }> {
   const out = join(work, `server-${Date.now()}.log`)
   const fd = openSync(out, 'w')
-  const child = spawn(node, args, { env, stdio: ['ignore', fd, fd] })
+  // In a cgroup: a shell moves itself in, then becomes node, so node starts inside it and sizes its heap to it.
+  const [command, argv] = cgroup ? ['sh', ['-c', 'echo $$ > "$0" && exec "$@"', cgroup.procs, node, ...args]] : [node, args]
+  const child = spawn(command, argv, { env, stdio: ['ignore', fd, fd] })
   closeSync(fd)
   for (const deadline = Date.now() + 20_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
     const m = readFileSync(out, 'utf8').match(/on (http:\/\/[\d.:]+)/)
@@ -257,15 +265,68 @@ async function listen(args: string[], env: NodeJS.ProcessEnv, node = process.exe
   throw new Error(`${args.join(' ')} did not start: ${readFileSync(out, 'utf8')}`)
 }
 
+/** A memory cgroup under this process's own, limited to `bytes`: a server in it has the memory a Lambda function of
+ * that size has (with no swap, as here and on Lambda). Making one takes root and a writable cgroup file system (v1's
+ * memory controller, or v2 with it enabled); where that fails, the reason. */
+interface MemoryCgroup {
+  procs: string
+  remove(): void
+}
+function memoryCgroup(bytes: number): MemoryCgroup | string {
+  const own = readFileSync('/proc/self/cgroup', 'utf8').split('\n').map((line) => line.split(':'))
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((line) => {
+    const [mount, fs = ''] = line.split(' - ')
+    const [type, , options = ''] = fs.split(' ')
+    return { point: mount.split(' ')[4], type, options: options.split(',') }
+  })
+  const v1 = own.find(([, controllers]) => controllers?.split(',').includes('memory'))?.[2]
+  const v1Mount = mounts.find((m) => m.type === 'cgroup' && m.options.includes('memory'))?.point
+  const v2 = own.find(([id, controllers]) => id === '0' && controllers === '')?.[2]
+  const v2Mount = mounts.find((m) => m.type === 'cgroup2')?.point
+  const tries = [
+    ...(v1 !== undefined && v1Mount ? [{ parent: join(v1Mount, v1), limit: 'memory.limit_in_bytes' }] : []),
+    ...(v2 !== undefined && v2Mount ? [{ parent: join(v2Mount, v2), limit: 'memory.max' }] : []),
+  ]
+  const failures: string[] = []
+  for (const { parent, limit } of tries) {
+    const dir = join(parent, `buddy-bench-${process.pid}`)
+    try {
+      mkdirSync(dir)
+      try {
+        // A v2 cgroup without the memory controller enabled below its parent has no memory.max.
+        if (!existsSync(join(dir, limit))) throw new Error(`${limit} is missing: the memory controller is not enabled there`)
+        writeFileSync(join(dir, limit), String(bytes))
+      } catch (error) {
+        rmdirSync(dir)
+        throw error
+      }
+      return { procs: join(dir, 'cgroup.procs'), remove: () => rmdirSync(dir) }
+    } catch (error) {
+      failures.push(`${parent}: ${(error as Error).message}`)
+    }
+  }
+  return `no memory cgroup could be made (it takes root): ${failures.join('; ') || 'no cgroup file system'}`
+}
+
 async function throughput(dbPath: string) {
   log('HTTP throughput…')
   const env = { ...process.env, DB_LOCATION: 'local', DB_PATH: dbPath, PORT: '0', HOST: '127.0.0.1' }
   const paths = ['/animals/5', '/animals?sort=age&limit=100', '/greet']
-  // Node 24 first: it is what Lambda runs, with node:sqlite. Then this Node (20: better-sqlite3).
-  const runtimes = [...new Set([node24, process.execPath].filter((x): x is string => Boolean(x)))]
-  for (const node of runtimes) {
+  // Node 24 first: it is what Lambda runs, with node:sqlite; then Node 24 with the memory of a 256 MB function
+  // (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html), where Node sizes V8's heap to the
+  // cgroup's limit, not to the machine (https://github.com/nodejs/node/pull/27508). Then this Node (20: better-sqlite3).
+  const runs: { node: string; cgroup?: MemoryCgroup }[] = []
+  if (node24) {
+    runs.push({ node: node24 })
+    const cgroup = memoryCgroup(FUNCTION_MB * 2 ** 20)
+    if (typeof cgroup === 'string') row('HTTP', `node 24 in ${FUNCTION_MB} MB: not measured`, cgroup, '', '')
+    else runs.push({ node: node24, cgroup })
+  }
+  if (process.execPath !== node24) runs.push({ node: process.execPath })
+  for (const { node, cgroup } of runs) {
     const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim()
-    const { child: api, url: apiUrl } = await listen(['build/api.mjs'], env, node)
+    const where = `node ${version}${cgroup ? ` in ${FUNCTION_MB} MB` : ''}`
+    const { child: api, url: apiUrl } = await listen(['build/api.mjs'], env, node, cgroup)
     const bodies = await Promise.all(paths.map((p) => fetch(apiUrl + p).then((r) => r.text())))
     // The bare server runs on the same Node, and answers each path with the bytes the API sent.
     const bareCode = `
@@ -284,16 +345,30 @@ async function throughput(dbPath: string) {
         for (let round = 0; round < 3; round++) rounds[0].push(await load(apiUrl)), rounds[1].push(await load(bareUrl))
         const [a, b] = rounds.map((results) => results.sort((x, y) => x.requests.average - y.requests.average)[1])
         const what = path === '/greet' ? 'GET /greet (no database)' : `GET ${path}`
-        row('HTTP', `${what}, node ${version}: req/s, p50/p99`, `${Math.round(a.requests.average)}/s, ${a.latency.p50}/${a.latency.p99} ms`,
+        row('HTTP', `${what}, ${where}: req/s, p50/p99`, `${Math.round(a.requests.average)}/s, ${a.latency.p50}/${a.latency.p99} ms`,
           `bare node:http: ${Math.round(b.requests.average)}/s, ${b.latency.p50}/${b.latency.p99} ms`,
           `${ratio(a.requests.average, b.requests.average)}${path === '/animals/5' ? ' (target ≥ 0.6)' : ''}`)
       }
       const peak = (pid?: number) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024
-      row('Memory', `peak RSS of the local server through these runs, node ${version}`, `${peak(api.pid).toFixed(0)} MB`,
+      row('Memory', `peak RSS of the local server through these runs, ${where}`, `${peak(api.pid).toFixed(0)} MB`,
         `bare server: ${peak(bare.pid).toFixed(0)} MB`, 'target < 120 MB')
+      if (cgroup) {
+        // A function answers one request at a time, and a login is its largest: scrypt's memory comes on top.
+        const response = await fetch(`${apiUrl}/auth/token`, { method: 'POST', body: new URLSearchParams({ username: 'juniper', password: SAMPLE_PASSWORD }) })
+        const answered = response.ok ? `${peak(api.pid).toFixed(0)} MB` : `failed: ${response.status} ${await response.text()}`
+        row('Memory', `peak RSS after one login too (scrypt: ${KDF.mib} MiB), ${where}`, answered, `limit: ${FUNCTION_MB} MB`, '')
+      }
+    } catch (error) {
+      // The kernel kills a server that outgrows its cgroup: say so in the table rather than lose the other rows.
+      if (!cgroup || api.exitCode === null && api.signalCode === null) throw error
+      row('Memory', `local server, ${where}`, `stopped (${api.signalCode ?? api.exitCode}): out of memory?`, `limit: ${FUNCTION_MB} MB`, '')
     } finally {
       api.kill()
       bare.kill()
+      if (cgroup) {
+        if (api.exitCode === null && api.signalCode === null) await once(api, 'exit')
+        cgroup.remove()
+      }
     }
   }
 }
