@@ -537,11 +537,9 @@ export async function listPets(db: Database, userId: number): Promise<Animal[]> 
 }
 
 // Passwords: scrypt, a slow salted KDF (RFC 7914), stored with its parameters so they can change later.
-// OWASP's Password Storage Cheat Sheet gives five minimum settings of similar strength, trading memory for
-// parallelism: N = 2^16, r = 8, p = 2 is one, and takes 64 MiB a hash where N = 2^17, p = 1 (what this
-// first used, still verified) takes 128 MiB for the same work, so a login fits a 256 MB function with room.
-// A few hundred milliseconds per hash; BENCHMARKS.md has the measured login time and memory.
-// maxmem leaves room to verify the N = 2^17 hashes.
+// N = 2^16, r = 8, p = 2 is one of the minimum settings in OWASP's Password Storage Cheat Sheet: the same
+// work as N = 2^17, p = 1 (used before; those hashes still verify, and maxmem is for them) in half the
+// memory, 64 MiB, so a login fits a 256 MB function with room. BENCHMARKS.md has its time and memory.
 const SCRYPT = { N: 2 ** 16, r: 8, p: 2, maxmem: 160 * 1024 * 1024 }
 const scryptAsync = promisify(scrypt) as (
   password: string,
