@@ -10,7 +10,9 @@ import type {
   APIGatewayProxyStructuredResultV2,
 } from 'aws-lambda'
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose'
-import { z } from 'zod'
+// A namespace import: with `import { z }`, esbuild keeps all of zod's locales, and the bundle is 3.7 times the size
+// (https://github.com/openai/openai-node/pull/1703).
+import * as z from 'zod'
 import * as store from './db.ts'
 
 const CORS_ORIGINS = (process.env.CORS_ORIGINS ?? 'http://localhost:5173')
