@@ -415,21 +415,35 @@ export interface AnimalQuery {
 }
 
 export async function listAnimals(db: Database, q: AnimalQuery): Promise<{ count: number; animals: Animal[] }> {
-  const where: string[] = []
-  const params: unknown[] = []
-  if (q.intake_after) where.push('intake_date >= ?'), params.push(q.intake_after)
-  if (q.intake_before) where.push('intake_date <= ?'), params.push(q.intake_before)
-  const filter = where.length ? `WHERE ${where.join(' AND ')}` : ''
+  const bounds = ([['>=', q.intake_after], ['<=', q.intake_before]] as const).filter(([, date]) => date)
+  const params = bounds.map(([, date]) => date)
+  const window = (column: string) => (bounds.length ? `WHERE ${bounds.map(([op]) => `${column} ${op} ?`).join(' AND ')}` : '')
   const [{ count }] = await db.all<{ count: number }>(
-    `SELECT CAST(COALESCE(SUM(n), 0) AS INTEGER) AS count FROM animal_intake_counts ${filter}`,
+    `SELECT CAST(COALESCE(SUM(n), 0) AS INTEGER) AS count FROM animal_intake_counts ${window('intake_date')}`,
     params,
   )
-  // `sort` is one of ANIMAL_SORTS (validated), never text from the request.
+  const column = (await walkSortIndex(db, q, Number(count))) ? '+intake_date' : 'intake_date'
+  // `sort` is one of ANIMAL_SORTS (validated), never text from the request. The CASTs: SQLite plans a bare
+  // `LIMIT ?` with its bound value as a constant, so every new binding recompiles the statement (it costs
+  // more than the query: 13 µs a page instead of 8 here); a CAST is an expression, planned once.
   const rows = await db.values(
-    `SELECT ${ANIMAL} FROM animals ${filter} ORDER BY ${q.sort}, id LIMIT ? OFFSET ?`,
+    `SELECT ${ANIMAL} FROM animals ${window(column)} ORDER BY ${q.sort}, id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`,
     [...params, q.limit, q.offset],
   )
   return { count: Number(count), animals: rows.map(toAnimal) }
+}
+
+/** Whether SQLite should read a filtered page by walking the index of its sort order, not the intake window.
+ * SQLite cannot tell how many animals a window holds (it can with STAT4 and ANALYZE, which node:sqlite is built
+ * without), so it reads the whole window and sorts it, however large: 14 ms for a page of a window of 20,000
+ * animals. We know how many it holds, `count`: walking the sort order reads about (offset + limit) × animals /
+ * count rows to fill the page, the window `count` rows. When walking is cheaper, a unary + keeps SQLite off the
+ * intake_date index (https://www.sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_).
+ * PostgreSQL keeps statistics of its own, and plans this well. */
+async function walkSortIndex(db: Database, q: AnimalQuery, count: number): Promise<boolean> {
+  if (db.kind !== 'sqlite' || q.sort === 'intake_date' || !(q.intake_after || q.intake_before)) return false
+  const [[top]] = await db.values('SELECT MAX(id) FROM animals') // how many animals, near enough for this
+  return (q.offset + q.limit) * Number(top) < count * count
 }
 
 // Ids are PostgreSQL INTEGERs: a larger one names no row (and PostgreSQL would refuse to compare it).
