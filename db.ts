@@ -424,8 +424,8 @@ export async function listAnimals(db: Database, q: AnimalQuery): Promise<{ count
   )
   const column = (await walkSortIndex(db, q, Number(count))) ? '+intake_date' : 'intake_date'
   // `sort` is one of ANIMAL_SORTS (validated), never text from the request. The CASTs: SQLite plans a bare
-  // `LIMIT ?` with its bound value as a constant, so every new binding recompiles the statement (it costs
-  // more than the query: 13 µs a page instead of 8 here); a CAST is an expression, planned once.
+  // `LIMIT ?` with its bound value as a constant, so every new binding recompiles the statement (13 µs a page
+  // query instead of 8, here); a CAST is an expression, and the statement is compiled once.
   const rows = await db.values(
     `SELECT ${ANIMAL} FROM animals ${window(column)} ORDER BY ${q.sort}, id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`,
     [...params, q.limit, q.offset],
@@ -434,9 +434,9 @@ export async function listAnimals(db: Database, q: AnimalQuery): Promise<{ count
 }
 
 /** Whether SQLite should read a filtered page by walking the index of its sort order, not the intake window.
- * SQLite cannot tell how many animals a window holds (it can with STAT4 and ANALYZE, which node:sqlite is built
- * without), so it reads the whole window and sorts it, however large: 14 ms for a page of a window of 20,000
- * animals. We know how many it holds, `count`: walking the sort order reads about (offset + limit) × animals /
+ * SQLite cannot tell how many animals a window holds (that takes ANALYZE's statistics, which nothing gathers
+ * here, and for a range STAT4, which node:sqlite is built without), so it reads the whole window and sorts it,
+ * however large: 14 ms for a page of a window of 20,000 animals. We know how many it holds, `count`: walking the sort order reads about (offset + limit) × animals /
  * count rows to fill the page, the window `count` rows. When walking is cheaper, a unary + keeps SQLite off the
  * intake_date index (https://www.sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_).
  * PostgreSQL keeps statistics of its own, and plans this well. */
