@@ -1,7 +1,8 @@
 // npm run bench: how fast and how small the API is, each figure beside a baseline measured in the
 // same run (these machines are shared and noisy: ratios, medians and p99s, never one absolute time).
-// Loopback only, bounded request counts. Needs Node 24 for the cold start and the Node 24 HTTP rows
-// (NODE24, or run under 24), and PostgreSQL server binaries (or PG_ENDPOINT) for the PostgreSQL rows.
+// Loopback only, bounded request counts. Needs Node 24 for the cold start and the Node 24 HTTP and node:sqlite
+// rows (NODE24, or run under 24), root for the 256 MB rows, and PostgreSQL server binaries (or PG_ENDPOINT)
+// for the PostgreSQL rows.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
