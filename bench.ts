@@ -21,6 +21,8 @@ const work = mkdtempSync(join(tmpdir(), 'buddy-bench-'))
 /** The memory the deployed function could run with: measured below, in a cgroup of this size. */
 const FUNCTION_MB = 256
 const node24 = process.env.NODE24 || (Number(process.versions.node.split('.')[0]) >= 24 ? process.execPath : undefined)
+/** A sample user's login form. */
+const LOGIN = new URLSearchParams({ username: 'juniper', password: SAMPLE_PASSWORD })
 // The password hashing of new hashes, read from one: scrypt takes 128 × N × r bytes (RFC 7914).
 const [, kdfN, kdfR, kdfP] = (await hashPassword('')).split('$').map(Number)
 const KDF = { name: `scrypt N=2^${Math.log2(kdfN)}, r=${kdfR}, p=${kdfP}`, mib: (128 * kdfN * kdfR) / 2 ** 20 }
@@ -253,7 +255,7 @@ async function sampleSeeding(kind: string, fresh: () => Promise<DbConfig>) {
 
 async function login() {
   log('login…')
-  const body = new URLSearchParams({ username: 'juniper', password: SAMPLE_PASSWORD }).toString()
+  const body = LOGIN.toString()
   const headers = { 'content-type': 'application/x-www-form-urlencoded' }
   const logins = await time(20, async () => {
     const r = await handler(event('/auth/token', '', 'POST', body, headers))
@@ -373,7 +375,7 @@ async function throughput(dbPath: string) {
         `bare server: ${peak(bare.pid).toFixed(0)} MB`, 'target < 120 MB')
       if (cgroup) {
         // A function answers one request at a time, and a login is its largest: scrypt's memory comes on top.
-        const response = await fetch(`${apiUrl}/auth/token`, { method: 'POST', body: new URLSearchParams({ username: 'juniper', password: SAMPLE_PASSWORD }) })
+        const response = await fetch(`${apiUrl}/auth/token`, { method: 'POST', body: LOGIN })
         const answered = response.ok ? `${peak(api.pid).toFixed(0)} MB` : `failed: ${response.status} ${await response.text()}`
         row('Memory', `peak RSS after one login too (scrypt: ${KDF.mib} MiB), ${where}`, answered, `limit: ${FUNCTION_MB} MB`, '')
       }

@@ -436,9 +436,10 @@ export async function listAnimals(db: Database, q: AnimalQuery): Promise<{ count
 /** Whether SQLite should read a filtered page by walking the index of its sort order, not the intake window.
  * SQLite cannot tell how many animals a window holds (that takes ANALYZE's statistics, which nothing gathers
  * here, and for a range STAT4, which node:sqlite is built without), so it reads the whole window and sorts it,
- * however large: 14 ms for a page of a window of 20,000 animals. We know how many it holds, `count`: walking the sort order reads about (offset + limit) × animals /
- * count rows to fill the page, the window `count` rows. When walking is cheaper, a unary + keeps SQLite off the
- * intake_date index (https://www.sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_).
+ * however large: 14 ms for a page of a window of 20,000 animals. We know how many it holds, `count`. Walking
+ * the sort order reads about (offset + limit) × animals / count rows to fill the page; the window, `count`
+ * rows. When walking is cheaper, a unary + keeps SQLite off the intake_date index
+ * (https://www.sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_).
  * PostgreSQL keeps statistics of its own, and plans this well. */
 async function walkSortIndex(db: Database, q: AnimalQuery, count: number): Promise<boolean> {
   if (db.kind !== 'sqlite' || q.sort === 'intake_date' || !(q.intake_after || q.intake_before)) return false
