@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { openDatabase } from '../db.ts'
+import { openDatabase, type Database } from '../db.ts'
 import { freshDatabases } from './fixtures.ts'
 import { apiSuite } from './api-suite.ts'
 
@@ -37,6 +37,64 @@ describe('on SQLite', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
+  })
+
+  // The local server reads in one transaction per turn of the event loop (db.ts says why). `b` is another
+  // process's connection: the seeder, or an sqlite3 shell.
+  const twoConnections = async (onNetworkFs: boolean, test: (a: Database, b: Database) => Promise<void>) => {
+    const dir = mkdtempSync(join(tmpdir(), 'buddy-turn-'))
+    const config = { kind: 'sqlite', path: join(dir, 'turn.db'), onNetworkFs } as const
+    const [a, b] = [await openDatabase(config), await openDatabase(config)]
+    try {
+      await b.all('PRAGMA busy_timeout = 0') // fail at once where a lock is held, instead of waiting 5 s
+      await test(a, b)
+    } finally {
+      await a.close()
+      await b.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+  const INSERT = "INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01') RETURNING id"
+  const count = async (db: Database) => (await db.values('SELECT count(*) FROM animals'))[0][0]
+  const nextTurn = () => new Promise((resolve) => setImmediate(resolve))
+  /** Whether a reader keeps a checkpoint from emptying the WAL: busy, the first column of its one row. */
+  const checkpointBlocked = async (db: Database) => (await db.values('PRAGMA wal_checkpoint(TRUNCATE)'))[0][0] === 1
+
+  it('reads one snapshot from the second read of a turn of the event loop on, and lets go of it when the turn ends', async () => {
+    await twoConnections(false, async (a, b) => {
+      assert.equal(await count(a), 0) // a lone read: no transaction
+      assert.equal(await checkpointBlocked(b), false)
+      await b.values(INSERT)
+      assert.equal(await count(a), 1) // the second: a read transaction, to the end of the turn
+      await b.values(INSERT)
+      assert.equal(await count(a), 1, 'the same turn, the same snapshot')
+      assert.equal(await checkpointBlocked(b), true)
+      await nextTurn()
+      assert.equal(await checkpointBlocked(b), false)
+      assert.equal(await count(a), 2)
+    })
+  })
+
+  it('writes on the latest data after reads in the same turn, its own or another connection\'s', async () => {
+    await twoConnections(false, async (a, b) => {
+      assert.equal(await count(a), 0)
+      assert.equal(await count(a), 0) // the turn's read transaction is open from here
+      await b.values(INSERT)
+      await a.values(INSERT) // not SQLITE_BUSY_SNAPSHOT: the read ended first
+      assert.equal(await count(a), 2) // and opened again
+      await b.values(INSERT)
+      assert.equal(await a.transaction(async (tx) => (await tx.values(INSERT), count(tx))), 4)
+      assert.equal(await count(a), 4)
+    })
+  })
+
+  it('holds no lock after a read with the rollback journal (EFS), where it would keep other containers from writing', async () => {
+    await twoConnections(true, async (a, b) => {
+      assert.equal(await count(a), 0)
+      assert.equal(await count(a), 0) // a second read in the turn, which in WAL mode would open a transaction
+      await b.values(INSERT) // busy_timeout 0: throws SQLITE_BUSY if `a` still holds its shared lock
+      assert.equal(await count(a), 1)
+    })
   })
 
   it('rolls a failed transaction back', async () => {
