@@ -650,7 +650,7 @@ const HOME_PAGE = `<!doctype html>
 
 // The local server: each request becomes a payload-2.0 event for `handler`, as a function URL sends it.
 
-function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
+export function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
   // The path as sent, not normalized, as a function URL's rawPath is.
   const target = req.url ?? '/'
   const q = target.indexOf('?')
@@ -660,7 +660,7 @@ function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
     const value = req.headers[name]
     if (value !== undefined && name !== 'cookie') headers[name] = Array.isArray(value) ? value.join(',') : value
   }
-  const now = new Date()
+  const now = Date.now()
   return {
     version: '2.0',
     routeKey: '$default',
@@ -683,8 +683,8 @@ function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
       requestId: `local-${++requests}`,
       routeKey: '$default',
       stage: '$default',
-      time: now.toISOString(),
-      timeEpoch: now.getTime(),
+      time: requestTime(now),
+      timeEpoch: now,
     },
     body: body.length ? body.toString('base64') : undefined,
     isBase64Encoded: body.length > 0,
@@ -693,6 +693,17 @@ function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
 
 const MAX_BODY = 1024 * 1024
 let requests = 0
+
+// requestContext.time as function URLs write it, "12/Mar/2020:19:03:58 +0000", made once a second.
+let clock = { second: NaN, text: '' }
+function requestTime(ms: number): string {
+  const second = Math.floor(ms / 1000)
+  if (second !== clock.second) {
+    const [, day, month, year, time] = new Date(ms).toUTCString().split(' ') // "Thu, 12 Mar 2020 19:03:58 GMT"
+    clock = { second, text: `${day}/${month}/${year}:${time} +0000` }
+  }
+  return clock.text
+}
 
 // One log line per request, gathered in a buffer and written at most every 50 ms: under load, one
 // write for many lines, and no string kept alive until then (that would make V8 grow its young heap).

@@ -1,6 +1,8 @@
 // `tsx api.ts`: the local server, driven over real HTTP on 127.0.0.1.
 import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -22,6 +24,44 @@ async function stop(server: Awaited<ReturnType<typeof start>>) {
 }
 
 describe('the local server', () => {
+  it('turns each request into the payload-2.0 event that a function URL would send', async () => {
+    process.env.JWT_KEY ??= 'test-key-'.padEnd(64, 'x') // read by api.ts when it loads
+    const { toEvent } = await import('../api.ts')
+    const server = createServer(async (req, res) => {
+      const chunks: Buffer[] = []
+      for await (const chunk of req) chunks.push(chunk)
+      res.end(JSON.stringify(toEvent(req, Buffer.concat(chunks))))
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    try {
+      const { port } = server.address() as AddressInfo
+      const sent = Date.now()
+      const answer = await fetch(`http://127.0.0.1:${port}/animals/5/?a=1&a=2&b=%20`, {
+        method: 'PUT',
+        headers: { cookie: 'x=1; y=2', 'X-Custom': 'v' },
+        body: '{"age": 3}',
+      })
+      const event = await answer.json()
+      const received = Date.now()
+      assert.equal(event.version, '2.0')
+      assert.equal(event.rawPath, '/animals/5/')
+      assert.equal(event.rawQueryString, 'a=1&a=2&b=%20')
+      assert.deepEqual(event.cookies, ['x=1', 'y=2'])
+      assert.equal(event.headers['x-custom'], 'v')
+      assert.equal(event.headers.cookie, undefined)
+      assert.deepEqual(event.requestContext.http, {
+        method: 'PUT', path: '/animals/5/', protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: event.headers['user-agent'],
+      })
+      assert.deepEqual([event.body, event.isBase64Encoded], [Buffer.from('{"age": 3}').toString('base64'), true])
+      const { time, timeEpoch } = event.requestContext
+      assert.ok(timeEpoch >= sent && timeEpoch <= received, `${timeEpoch} between ${sent} and ${received}`)
+      const [, day, month, year, clock] = /^(\d{2})\/([A-Z][a-z]{2})\/(\d{4}):(\d{2}:\d{2}:\d{2}) \+0000$/.exec(time) ?? []
+      assert.equal(Date.parse(`${day} ${month} ${year} ${clock} GMT`), Math.floor(timeEpoch / 1000) * 1000, time)
+    } finally {
+      server.close()
+    }
+  })
+
   it('loads the sample data into an empty database, serves the API over HTTP and logs each request', async () => {
     const server = await start('first.db')
     try {
