@@ -266,7 +266,7 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
     reading = false
     // A read that failed with SQLITE_BUSY or an I/O error may have rolled the transaction back already
     // (https://www.sqlite.org/lang_transaction.html#response_to_errors_within_a_transaction).
-    if (driver.isTransaction ?? driver.inTransaction) prepare('COMMIT').run()
+    if (driver.isTransaction ?? driver.inTransaction ?? true) prepare('COMMIT').run()
   }
   const endTurn = () => {
     turnReads = 0
