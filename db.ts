@@ -252,9 +252,9 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
   const bind = (params: unknown[]) =>
     params.map((p) => (p === true ? 1 : p === false ? 0 : p === undefined ? null : p))
   // Reads share one read transaction from the second read in a turn of the event loop to the turn's end (WAL
-  // only): taking and releasing WAL's read lock costs two fcntl calls a statement, and under load the local
-  // server answers ~9 requests a turn. Requests that came in together read one snapshot, as if read at once.
-  // A lone read costs no BEGIN and COMMIT. A write ends the shared read first: it never tries to write from a
+  // only): taking and releasing WAL's read lock costs two fcntl calls a statement, and under the bench's load
+  // the local server answers ~9 requests a turn. Those reads see one snapshot, as if they were made at once;
+  // a lone read costs no BEGIN and COMMIT. A write ends the shared read first: it never tries to write from a
   // stale snapshot (SQLITE_BUSY_SNAPSHOT, https://www.sqlite.org/rescode.html#busy_snapshot), and the reads
   // after it see it. Not with the rollback journal (EFS): there a read holds a lock that keeps every other
   // container from writing.
