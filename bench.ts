@@ -387,7 +387,7 @@ async function throughput(dbPath: string) {
       }
     } catch (error) {
       // The kernel kills a server that outgrows its cgroup: say so in the table rather than lose the other rows.
-      if (!cgroup || api.exitCode === null && api.signalCode === null) throw error
+      if (!cgroup || (api.exitCode === null && api.signalCode === null)) throw error
       row('Memory', `local server, ${where}`, `stopped (${api.signalCode ?? api.exitCode}): out of memory?`, `limit: ${FUNCTION_MB} MB`, '')
     } finally {
       api.kill()

@@ -259,8 +259,9 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
   // after it see it. Not with the rollback journal (EFS): there a read holds a lock that keeps every other
   // container from writing.
   const shareReads = !config.onNetworkFs
+  let depth = 0 // 1 while transaction() runs
   let turnReads = 0 // reads outside transactions in this turn
-  let reading = false
+  let reading = false // the shared read transaction is open
   const endRead = () => {
     if (!reading) return
     reading = false
@@ -285,7 +286,6 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
     if (statement.reader === false) return statement.run(...bind(params)), []
     return statement.all(...bind(params))
   }
-  let depth = 0
   const db: Database = {
     kind: 'sqlite',
     label: `SQLite ${config.path} (${name})`,
