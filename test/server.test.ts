@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { connect, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -105,6 +105,47 @@ describe('the local server', () => {
       assert.match(server.output(), /POST \/auth\/token 200 \d+\.\dms/)
     } finally {
       assert.equal(await stop(server), 0, 'Ctrl-C stops it cleanly')
+    }
+  })
+
+  it('answers requests that arrive together each with its own answer, in order, whatever the other clients do', { timeout: 30_000 }, async () => {
+    const server = await start('together.db')
+    /** Writes `text` at once on a new connection, then ends or destroys it; resolves with all it received. */
+    const raw = (text: string, then: 'end' | 'destroy' | 'wait') =>
+      new Promise<string>((resolve, reject) => {
+        const { port } = new URL(server.url)
+        const socket = connect(Number(port), '127.0.0.1', () => {
+          socket.write(text)
+          if (then === 'end') socket.end()
+          if (then === 'destroy') socket.destroy()
+        })
+        let received = ''
+        socket.on('data', (chunk) => (received += chunk))
+        socket.on('error', reject)
+        socket.on('close', () => resolve(received))
+      })
+    const get = (id: number, close = false) => `GET /animals/${id} HTTP/1.1\r\nHost: x\r\n${close ? 'Connection: close\r\n' : ''}\r\n`
+    try {
+      const ids = [3, 1, 16, 999, 7, 2, 2, 12, 5, 9]
+      const [pipelined, halfClosed, , ...fetched] = await Promise.all([
+        // Ten requests in one write: the server reads them in one turn of its event loop.
+        raw(ids.map((id, i) => get(id, i === ids.length - 1)).join(''), 'wait'),
+        raw(get(4), 'end'), // a client that stops sending before its answer comes
+        raw(get(6).repeat(5), 'destroy'), // one that leaves before its answers
+        ...ids.map((id) => fetch(`${server.url}/animals/${id}`).then(async (r) => [r.status, await r.json()])),
+      ])
+      const expected = ids.map((id) => (id === 999 ? [404, 'Animal'] : [200, id]))
+      const answers = pipelined.split(/(?=HTTP\/1\.1 )/).map((answer) => {
+        const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))
+        return [Number(answer.slice(9, 12)), body.animal?.id ?? body.detail.entity_name]
+      })
+      assert.deepEqual(answers, expected)
+      assert.deepEqual(fetched.map(([status, body]) => [status, body.animal?.id ?? body.detail.entity_name]), expected)
+      assert.match(halfClosed, /^HTTP\/1\.1 200 OK\r\n[^]*"id":4,/)
+      // The server is still up, and still answers.
+      assert.equal((await fetch(`${server.url}/animals/8`).then((r) => r.json())).animal.id, 8)
+    } finally {
+      assert.equal(await stop(server), 0)
     }
   })
 
