@@ -725,18 +725,21 @@ function logLine(line: string) {
   logTimer ??= setTimeout(flushLog, 50)
 }
 
-// Answers go out together at the end of the event loop's turn. Under load a turn reads several requests; a
-// write for each, as soon as it was ready, woke the waiting client for each, a cost in the kernel that the
-// server pays. Written in one burst, they wake it about once (BENCHMARKS.md). A request alone in its turn
-// waits for nothing.
-let replies: (() => void)[] = []
+// The first answer in a turn of the event loop goes out at once; the ones after it wait for the turn's end
+// and go out together. Under load a turn reads several requests, and a write for each, as soon as it was
+// ready, woke the waiting client for each: a cost in the kernel that the server pays. Written in one burst,
+// they wake it about once (BENCHMARKS.md). A request alone in its turn waits for nothing.
+let replies: (() => void)[] | undefined // the turn's answers after its first, once there was a first
 function reply(send: () => void) {
-  if (replies.push(send) === 1) setImmediate(sendReplies)
+  if (replies) return void replies.push(send)
+  replies = []
+  setImmediate(sendReplies)
+  send()
 }
 function sendReplies() {
-  const batch = replies
-  replies = []
-  for (const send of batch) send()
+  const later = replies ?? []
+  replies = undefined
+  for (const send of later) send()
 }
 
 const NO_BODY = Buffer.alloc(0)
