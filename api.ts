@@ -725,21 +725,27 @@ function logLine(line: string) {
   logTimer ??= setTimeout(flushLog, 50)
 }
 
-// The first answer in a turn of the event loop goes out at once; the ones after it wait for the turn's end
-// and go out together. Under load a turn reads several requests, and a write for each, as soon as it was
-// ready, woke the waiting client for each: a cost in the kernel that the server pays. Written in one burst,
-// they wake it about once (BENCHMARKS.md). A request alone in its turn waits for nothing.
-let replies: (() => void)[] | undefined // the turn's answers after its first, once there was a first
+// Under load a turn of the event loop reads several requests, and a write for each, as soon as it was ready,
+// woke the waiting client for each: a cost in the kernel that the server pays. So after a turn that answered
+// more than one request, a turn's answers wait for its end and go out together, and wake the client about
+// once (BENCHMARKS.md). After a turn that answered one, the first answer goes out at once: a request alone
+// waits for nothing.
+let answered = 0 // answers in this turn so far
+let busy = false // the last turn with answers had more than one
+let later: (() => void)[] = [] // answers waiting for this turn's end
 function reply(send: () => void) {
-  if (replies) return void replies.push(send)
-  replies = []
-  setImmediate(sendReplies)
-  send()
+  if (answered++ === 0) {
+    setImmediate(sendReplies)
+    if (!busy) return send()
+  }
+  later.push(send)
 }
 function sendReplies() {
-  const later = replies ?? []
-  replies = undefined
-  for (const send of later) send()
+  busy = answered > 1
+  answered = 0
+  const waiting = later
+  later = []
+  for (const send of waiting) send()
 }
 
 const NO_BODY = Buffer.alloc(0)
