@@ -110,7 +110,8 @@ describe('the local server', () => {
 
   it('answers requests that arrive together each with its own answer, in order, whatever the other clients do', { timeout: 30_000 }, async () => {
     const server = await start('together.db')
-    /** Writes `text` at once on a new connection, then ends or destroys it; resolves with all it received. */
+    /** Writes `text` at once on a new connection, then ends it, destroys it or waits for the server to close it;
+     * resolves with all it received. */
     const raw = (text: string, then: 'end' | 'destroy' | 'wait') =>
       new Promise<string>((resolve, reject) => {
         const { port } = new URL(server.url)
