@@ -279,7 +279,7 @@ async function login() {
 async function listen(args: string[], env: NodeJS.ProcessEnv, node = process.execPath, cgroup?: MemoryCgroup): Promise<{ child: ChildProcess; url: string }> {
   const out = join(work, `server-${Date.now()}.log`)
   const fd = openSync(out, 'w')
-  // In a cgroup: a shell moves itself in, then becomes node, so node starts inside it and sizes its heap to it.
+  // In a cgroup: a shell moves itself in, then becomes node, so node starts inside it.
   const [command, argv] = cgroup ? ['sh', ['-c', 'echo $$ > "$0" && exec "$@"', cgroup.procs, node, ...args]] : [node, args]
   const child = spawn(command, argv, { env, stdio: ['ignore', fd, fd] })
   closeSync(fd)
@@ -335,13 +335,20 @@ function memoryCgroup(bytes: number): MemoryCgroup | string {
   return `no memory cgroup could be made (it takes root): ${failures.join('; ') || 'no cgroup file system'}`
 }
 
+/** The V8 heap sizes Lambda's Node.js runtime starts a function of `mb` MB with, unless NODE_OPTIONS sets its own:
+ * its bootstrap passes --max-semi-space-size and --max-old-space-size, worked out from AWS_LAMBDA_FUNCTION_MEMORY_SIZE
+ * (https://gist.github.com/davidjb/432ea4e1c89f399ec412270539fe126f, the nodejs20.x bootstrap), as 5% and 90% of it
+ * (lambci's copy of that runtime: https://github.com/lambci/node-custom-lambda/blob/master/v14.x/bootstrap.c).
+ * Without them, Node in a 256 MB cgroup sizes V8's semi-spaces to 1 MB (a heap limit of 259 MB, measured), not 12. */
+const lambdaHeap = (mb: number) => ({ semi: Math.floor((mb * 5) / 100), old: Math.floor((mb * 90) / 100) })
+
 async function throughput(dbPath: string) {
   log('HTTP throughput…')
   const env = { ...process.env, DB_LOCATION: 'local', DB_PATH: dbPath, PORT: '0', HOST: '127.0.0.1' }
   const paths = ['/animals/5', '/animals?sort=age&limit=100', '/greet']
-  // Node 24 first: it is what Lambda runs, with node:sqlite; then Node 24 with the memory of a 256 MB function
-  // (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html), where Node sizes V8's heap to the
-  // cgroup's limit, not to the machine (https://github.com/nodejs/node/pull/27508). Then this Node (20: better-sqlite3).
+  // Node 24 first: it is what Lambda runs, with node:sqlite; then Node 24 as a 256 MB function runs
+  // (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html): in that much memory, and with the heap
+  // sizes Lambda's runtime gives V8 for it (lambdaHeap, above). Then this Node (20: better-sqlite3).
   const runs: { node: string; cgroup?: MemoryCgroup }[] = []
   if (node24) {
     runs.push({ node: node24 })
@@ -352,8 +359,10 @@ async function throughput(dbPath: string) {
   if (process.execPath !== node24) runs.push({ node: process.execPath })
   for (const { node, cgroup } of runs) {
     const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim()
-    const where = `node ${version}${cgroup ? ` in ${FUNCTION_MB} MB` : ''}`
-    const { child: api, url: apiUrl } = await listen(['build/api.mjs'], env, node, cgroup)
+    const heap = lambdaHeap(FUNCTION_MB)
+    const where = `node ${version}${cgroup ? ` in ${FUNCTION_MB} MB, V8 semi/old space ${heap.semi}/${heap.old} MB` : ''}`
+    const flags = cgroup ? [`--max-semi-space-size=${heap.semi}`, `--max-old-space-size=${heap.old}`] : []
+    const { child: api, url: apiUrl } = await listen([...flags, 'build/api.mjs'], env, node, cgroup)
     const bodies = await Promise.all(paths.map((p) => fetch(apiUrl + p).then((r) => r.text())))
     // The bare server runs on the same Node, and answers each path with the bytes the API sent.
     const bareCode = `
