@@ -343,6 +343,25 @@ function memoryCgroup(bytes: number): MemoryCgroup | string {
  * (--trace-gc-nvp's new_space_capacity). */
 const lambdaHeap = (mb: number) => ({ semi: Math.floor((mb * 5) / 100), old: Math.floor((mb * 90) / 100) })
 
+/** Requests a second, and the median and 99th percentile response times in ms, of autocannon on `url`: 10
+ * connections for `seconds`. Its own percentiles are whole milliseconds (0 or 1 for all of these), so the response
+ * times its 'response' event reports, in fractions of one, are kept here. Any answer but a 2xx fails the run. */
+interface Load {
+  rps: number
+  p50: number
+  p99: number
+}
+function load(url: string, seconds = 3): Promise<Load> {
+  const times: number[] = []
+  return new Promise((resolve, reject) => {
+    autocannon({ url, connections: 10, duration: seconds }, (error, result) => {
+      if (error) return reject(error)
+      if (result.non2xx || result.errors) return reject(new Error(`${url}: ${result.non2xx} answers not 2xx, ${result.errors} errors`))
+      resolve({ rps: result.requests.average, p50: quantile(times, 0.5), p99: quantile(times, 0.99) })
+    }).on('response', (_client, _status, _bytes, ms) => times.push(ms))
+  })
+}
+
 async function throughput(dbPath: string) {
   log('HTTP throughput…')
   const env = { ...process.env, DB_LOCATION: 'local', DB_PATH: dbPath, PORT: '0', HOST: '127.0.0.1' }
@@ -375,16 +394,15 @@ async function throughput(dbPath: string) {
     const { child: bare, url: bareUrl } = await listen(['-e', bareCode], process.env, node)
     try {
       for (const path of paths) {
-        const load = (url: string, duration = 3) => autocannon({ url: url + path, connections: 10, duration })
-        await load(apiUrl, 2) // warm-up
+        await load(apiUrl + path, 2) // warm-up
         // Three alternating rounds; each side's median round: a noisy moment weighs on both.
-        const rounds: [autocannon.Result[], autocannon.Result[]] = [[], []]
-        for (let round = 0; round < 3; round++) rounds[0].push(await load(apiUrl)), rounds[1].push(await load(bareUrl))
-        const [a, b] = rounds.map((results) => results.sort((x, y) => x.requests.average - y.requests.average)[1])
+        const rounds: [Load[], Load[]] = [[], []]
+        for (let round = 0; round < 3; round++) rounds[0].push(await load(apiUrl + path)), rounds[1].push(await load(bareUrl + path))
+        const [a, b] = rounds.map((results) => results.sort((x, y) => x.rps - y.rps)[1])
         const what = path === '/greet' ? 'GET /greet (no database)' : `GET ${path}`
-        row('HTTP', `${what}, ${where}: req/s, p50/p99`, `${Math.round(a.requests.average)}/s, ${a.latency.p50}/${a.latency.p99} ms`,
-          `bare node:http: ${Math.round(b.requests.average)}/s, ${b.latency.p50}/${b.latency.p99} ms`,
-          `${ratio(a.requests.average, b.requests.average)}${path === '/animals/5' ? ' (target ≥ 0.6)' : ''}`)
+        const latency = ({ p50, p99 }: Load) => `${Math.round(p50 * 1000)}/${Math.round(p99 * 1000)} µs`
+        row('HTTP', `${what}, ${where}: req/s, p50/p99`, `${Math.round(a.rps)}/s, ${latency(a)}`,
+          `bare node:http: ${Math.round(b.rps)}/s, ${latency(b)}`, `${ratio(a.rps, b.rps)}${path === '/animals/5' ? ' (target ≥ 0.6)' : ''}`)
       }
       const peak = (pid?: number) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024
       row('Memory', `peak RSS of the local server through these runs, ${where}`, `${peak(api.pid).toFixed(0)} MB`,
