@@ -343,14 +343,15 @@ function memoryCgroup(bytes: number): MemoryCgroup | string {
  * (--trace-gc-nvp's new_space_capacity). */
 const lambdaHeap = (mb: number) => ({ semi: Math.floor((mb * 5) / 100), old: Math.floor((mb * 90) / 100) })
 
-/** Requests a second, and the median and 99th percentile response times in ms, of autocannon on `url`: 10
- * connections for `seconds`. Its own percentiles are whole milliseconds (0 or 1 for all of these), so the response
- * times its 'response' event reports, in fractions of one, are kept here. Any answer but a 2xx fails the run. */
+/** Requests a second, and the median and 99th percentile response times in ms. */
 interface Load {
   rps: number
   p50: number
   p99: number
 }
+/** autocannon on `url`, 10 connections for `seconds`. Its own percentiles are whole milliseconds (0 or 1 for all of
+ * these), so the response times its 'response' event reports, in fractions of one, are kept here. Any answer but a
+ * 2xx fails the run. */
 function load(url: string, seconds = 3): Promise<Load> {
   const times: number[] = []
   return new Promise((resolve, reject) => {
