@@ -725,11 +725,11 @@ function logLine(line: string) {
   logTimer ??= setTimeout(flushLog, 50)
 }
 
-// Under load a turn of the event loop reads several requests, and a write for each, as soon as it was ready,
-// woke the waiting client for each: a cost in the kernel that the server pays. So after a turn that answered
-// more than one request, a turn's answers wait for its end and go out together, and wake the client about
-// once (BENCHMARKS.md). After a turn that answered one, the first answer goes out at once: a request alone
-// waits for nothing.
+// Under load one turn of the event loop reads several requests. Writing each answer as soon as it was ready
+// woke the waiting client once per answer: a cost in the kernel that the server pays. So after a turn that
+// answered more than one request, a turn's answers wait for its end and go out together, waking the client
+// about once (BENCHMARKS.md). After a turn that answered one, the first answer goes out at once: a request
+// alone waits for nothing.
 let answered = 0 // answers in this turn so far
 let busy = false // the last turn with answers had more than one
 let later: (() => void)[] = [] // answers waiting for this turn's end
