@@ -1,6 +1,6 @@
 // The buddy system API: one Lambda handler for API Gateway (REST and HTTP APIs) and Lambda
 // function URLs, routing through a table. `tsx api.ts` serves the same handler on node:http.
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { pathToFileURL } from 'node:url'
 import type {
@@ -680,7 +680,10 @@ export function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEven
         sourceIp: req.socket.remoteAddress ?? '',
         userAgent: req.headers['user-agent'] ?? '',
       },
-      requestId: `local-${++requests}`,
+      // A UUID, as Lambda's request IDs are. Not a counter: V8 keeps each number it turns into a string in
+      // a cache, so a new number every request left a string to outlive a young-heap collection: under load,
+      // ~20 KB promoted to the old heap per collection, and the heap grew (BENCHMARKS.md).
+      requestId: randomUUID(),
       routeKey: '$default',
       stage: '$default',
       time: requestTime(now),
@@ -692,7 +695,6 @@ export function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEven
 }
 
 const MAX_BODY = 1024 * 1024
-let requests = 0
 
 // requestContext.time as function URLs write it, "12/Mar/2020:19:03:58 +0000", made once a second.
 let clock = { second: NaN, text: '' }

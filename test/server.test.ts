@@ -57,6 +57,11 @@ describe('the local server', () => {
       assert.ok(timeEpoch >= sent && timeEpoch <= received, `${timeEpoch} between ${sent} and ${received}`)
       const [, day, month, year, clock] = /^(\d{2})\/([A-Z][a-z]{2})\/(\d{4}):(\d{2}:\d{2}:\d{2}) \+0000$/.exec(time) ?? []
       assert.equal(Date.parse(`${day} ${month} ${year} ${clock} GMT`), Math.floor(timeEpoch / 1000) * 1000, time)
+      // Each request its own ID, a UUID as Lambda's are.
+      const next = await fetch(`http://127.0.0.1:${port}/`).then((r) => r.json())
+      const ids = [event.requestContext.requestId, next.requestContext.requestId]
+      for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+      assert.notEqual(ids[0], ids[1])
     } finally {
       server.close()
     }
