@@ -680,9 +680,9 @@ export function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEven
         sourceIp: req.socket.remoteAddress ?? '',
         userAgent: req.headers['user-agent'] ?? '',
       },
-      // A UUID, as Lambda's request IDs are. Not a counter: V8 keeps each number it turns into a string in
-      // a cache, so a new number every request left a string to outlive a young-heap collection: under load,
-      // ~20 KB promoted to the old heap per collection, and the heap grew (BENCHMARKS.md).
+      // A UUID, as Lambda's request IDs are. Not a counter: V8 caches the strings it makes from numbers, so
+      // each request's new number left a string in that cache, alive long enough to be moved to the old heap
+      // (~20 KB for each young-heap collection under load), and the heap grew (BENCHMARKS.md).
       requestId: randomUUID(),
       routeKey: '$default',
       stage: '$default',
