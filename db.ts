@@ -251,16 +251,18 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
   // SQLite binds neither booleans nor undefined.
   const bind = (params: unknown[]) =>
     params.map((p) => (p === true ? 1 : p === false ? 0 : p === undefined ? null : p))
-  // Reads share one read transaction from the second read in a turn of the event loop to the turn's end (WAL
-  // only): taking and releasing WAL's read lock costs two fcntl calls a statement, and under the bench's load
-  // the local server answers ~9 requests a turn. Those reads see one snapshot, as if they were made at once;
-  // a lone read costs no BEGIN and COMMIT. A write ends the shared read first: it never tries to write from a
+  // Reads share one read transaction to the end of their turn of the event loop (WAL only), from the second
+  // read in a turn, or from the first when the turn before read more than once: taking and releasing WAL's
+  // read lock costs two fcntl calls a statement, and under the bench's load the local server answers ~9
+  // requests a turn. Those reads see one snapshot, as if they were made at once; a lone read after a quiet
+  // turn costs no BEGIN and COMMIT. A write ends the shared read first: it never tries to write from a
   // stale snapshot (SQLITE_BUSY_SNAPSHOT, https://www.sqlite.org/rescode.html#busy_snapshot), and the reads
   // after it see it. Not with the rollback journal (EFS): there a read holds a lock that keeps every other
   // container from writing.
   const shareReads = !config.onNetworkFs
   let depth = 0 // 1 while transaction() runs
   let turnReads = 0 // reads outside transactions in this turn
+  let busy = false // the last turn with reads read more than once
   let reading = false // the shared read transaction is open
   const endRead = () => {
     if (!reading) return
@@ -270,6 +272,7 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
     if (driver.isTransaction ?? driver.inTransaction ?? true) prepare('COMMIT').run()
   }
   const endTurn = () => {
+    busy = turnReads > 1
     turnReads = 0
     endRead()
   }
@@ -277,10 +280,12 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
     const statement = prepare(sql, arrays)
     if (shareReads && depth === 0) {
       if (!READ.test(sql)) endRead()
-      else if (turnReads++ === 0) setImmediate(endTurn)
-      else if (!reading) {
-        prepare('BEGIN').run()
-        reading = true
+      else {
+        if (turnReads++ === 0) setImmediate(endTurn)
+        if (!reading && (busy || turnReads > 1)) {
+          prepare('BEGIN').run()
+          reading = true
+        }
       }
     }
     if (statement.reader === false) return statement.run(...bind(params)), []

@@ -75,6 +75,24 @@ describe('on SQLite', () => {
     })
   })
 
+  it('reads one snapshot from the first read of a turn after one that read more than once', async () => {
+    await twoConnections(false, async (a, b) => {
+      await count(a)
+      await count(a) // a busy turn, as under load
+      await nextTurn()
+      assert.equal(await count(a), 0) // the next turn's first read opens the read transaction
+      await b.values(INSERT)
+      assert.equal(await checkpointBlocked(b), true, 'a reads an earlier snapshot')
+      assert.equal(await count(a), 0, 'the same turn, the same snapshot')
+      await nextTurn()
+      assert.equal(await count(a), 1) // one read: a quiet turn
+      await nextTurn()
+      assert.equal(await count(a), 1) // after a quiet turn, a lone read holds nothing
+      await b.values(INSERT)
+      assert.equal(await checkpointBlocked(b), false)
+    })
+  })
+
   it('writes on the latest data after reads in the same turn, its own or another connection\'s', async () => {
     await twoConnections(false, async (a, b) => {
       assert.equal(await count(a), 0)
