@@ -378,12 +378,12 @@ async function throughput(dbPath: string) {
     else runs.push({ node: node24, cgroup })
   }
   if (process.execPath !== node24) runs.push({ node: process.execPath })
+  const heap = lambdaHeap(FUNCTION_MB)
+  const functionFlags = [`--max-semi-space-size=${heap.semi}`, `--max-old-space-size=${heap.old}`]
   for (const { node, cgroup } of runs) {
     const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim()
-    const heap = lambdaHeap(FUNCTION_MB)
     const where = `node ${version}${cgroup ? ` in ${FUNCTION_MB} MB, V8 semi/old space ${heap.semi}/${heap.old} MB` : ''}`
-    const flags = cgroup ? [`--max-semi-space-size=${heap.semi}`, `--max-old-space-size=${heap.old}`] : []
-    const { child: api, url: apiUrl } = await listen([...flags, 'build/api.mjs'], env, node, cgroup)
+    const { child: api, url: apiUrl } = await listen([...(cgroup ? functionFlags : []), 'build/api.mjs'], env, node, cgroup)
     const bodies = await Promise.all(paths.map((p) => fetch(apiUrl + p).then((r) => r.text())))
     // The bare server runs on the same Node, and answers each path with the bytes the API sent.
     const bareCode = `
