@@ -1,8 +1,6 @@
 // The buddy system API: one Lambda handler for API Gateway (REST and HTTP APIs) and Lambda
 // function URLs, routing through a table. `tsx api.ts` serves the same handler on node:http.
-import { randomBytes, randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import { pathToFileURL } from 'node:url'
 import type {
   APIGatewayProxyEvent,
   APIGatewayProxyEventV2,
@@ -16,6 +14,13 @@ import { errors as joseErrors, jwtVerify, SignJWT } from 'jose'
 import { en } from 'zod/locales'
 import * as z from 'zod/mini'
 import * as store from './db.ts'
+
+// Node's built-ins come from process.getBuiltinModule, not `import`: importing one makes an ES module of all
+// its exports, and reading them runs the getters that load code only when asked (crypto.webcrypto, fs.promises,
+// http.WebSocket: all of undici; https://github.com/nodejs/node/issues/57649). Here and in db.ts, that was
+// 4–5 ms of each cold start, and 8–12 MB of the local server's memory (BENCHMARKS.md).
+const { randomBytes, randomUUID } = process.getBuiltinModule('node:crypto')
+const { pathToFileURL } = process.getBuiltinModule('node:url')
 
 z.config(en())
 
@@ -778,8 +783,8 @@ async function serve() {
     }
   }
 
-  // Imported here, not at the top: Lambda never loads node:http for this.
-  const { createServer } = await import('node:http')
+  // Loaded here, not at the top: Lambda never loads node:http for this.
+  const { createServer } = process.getBuiltinModule('node:http')
   const server = createServer(async (req, res) => {
     const started = performance.now()
     const body = hasBody(req) ? await readBody(req) : NO_BODY

@@ -1,10 +1,15 @@
 // The database: DB_LOCATION picks SQLite on a local file (default), SQLite on
 // EFS, or PostgreSQL on RDS. Both speak the same SQL here, written once with `?`
 // placeholders; the schema is created when missing, on first use.
-import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { promisify } from 'node:util'
+import type { ScryptOptions } from 'node:crypto'
 import type { ParameterOrJSON, Sql, TransactionSql } from 'postgres'
+
+// Built-ins from process.getBuiltinModule, not `import`, which would read all of a built-in's exports and so
+// load what their getters keep for later (fs.promises, util's and crypto's web APIs): on Lambda, part of
+// each cold start (api.ts, BENCHMARKS.md).
+const { randomBytes, scrypt, timingSafeEqual } = process.getBuiltinModule('node:crypto')
+const { readFileSync } = process.getBuiltinModule('node:fs')
+const { promisify } = process.getBuiltinModule('node:util')
 
 export type DbConfig =
   | { kind: 'sqlite'; path: string; onNetworkFs: boolean }

@@ -344,6 +344,31 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
     assert.deepEqual(after, { count: 16, limit: 2, offset: 0 })
   })
 
+  // Node modules that built-ins load only when one of their getters is read (http.WebSocket, fs.promises,
+  // crypto.webcrypto, util.parseArgs's neighbours), as an `import` of the built-in reads them all (api.ts).
+  const LAZY = ['internal/deps/undici/undici', 'internal/fs/promises', 'internal/crypto/webcrypto', 'internal/util/parse_args/parse_args']
+  const modulesAfter = (code: string, env: Record<string, string>): string[] => {
+    const out = lambdaRun(`${code}\nconsole.log(JSON.stringify(process.moduleLoadList)); process.exit(0)`, env)
+    return JSON.parse(out.trim().split('\n').at(-1)!)
+  }
+  const lazy = (modules: string[]) => LAZY.filter((name) => modules.includes(`NativeModule ${name}`))
+
+  it("loads none of what Node's built-ins keep for later: not on a cold start, not in the local server", () => {
+    const event = JSON.stringify({
+      version: '2.0', rawPath: '/animals/1', rawQueryString: '', headers: {},
+      requestContext: { http: { method: 'GET', path: '/animals/1' }, stage: '$default' }, isBase64Encoded: false,
+    })
+    const env = { JWT_KEY: 'k'.repeat(64), DB_PATH: join(dir, 'lazy.db') }
+    const coldStart = modulesAfter(`const { handler } = await import('./api.mjs'); await handler(${event})`, env)
+    assert.ok(coldStart.includes('NativeModule internal/crypto/random'), 'the handler ran')
+    assert.deepEqual(lazy(coldStart), [])
+    // `node api.mjs`: serving on a free port once the import is done (seeding the empty file loads the seeder,
+    // which reads fake_db.json through node:fs; that one may load fs.promises).
+    const server = modulesAfter(`process.argv[1] = process.cwd() + '/api.mjs'; await import(process.argv[1])`, { ...env, PORT: '0' })
+    assert.ok(server.includes('NativeModule _http_server'), 'the server started')
+    assert.deepEqual(lazy(server).filter((name) => name !== 'internal/fs/promises'), [])
+  })
+
   it('stops the cold start when JWT_KEY is missing on Lambda', () => {
     assert.throws(() => lambdaRun(`await import('./api.mjs')`, {}), /JWT_KEY is not set/)
   })
