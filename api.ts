@@ -15,10 +15,10 @@ import { en } from 'zod/locales'
 import * as z from 'zod/mini'
 import * as store from './db.ts'
 
-// Node's built-ins come from process.getBuiltinModule, not `import`: importing one makes an ES module of all
-// its exports, and reading them runs the getters that load code only when asked (crypto.webcrypto, fs.promises,
-// http.WebSocket: all of undici; https://github.com/nodejs/node/issues/57649). Here and in db.ts, that was
-// 4–5 ms of each cold start, and 8–12 MB of the local server's memory (BENCHMARKS.md).
+// Node's built-ins come from process.getBuiltinModule, not `import` (here, in db.ts and in seed.ts): importing
+// one makes an ES module of all its exports, and reading them runs the getters that load code only when asked
+// (crypto.webcrypto, fs.promises; http.WebSocket, all of undici: https://github.com/nodejs/node/issues/57649).
+// That was about 4 ms of each cold start, and 8 MB of the local server's memory (BENCHMARKS.md).
 const { randomBytes, randomUUID } = process.getBuiltinModule('node:crypto')
 const { pathToFileURL } = process.getBuiltinModule('node:url')
 

@@ -5,8 +5,7 @@ import type { ScryptOptions } from 'node:crypto'
 import type { ParameterOrJSON, Sql, TransactionSql } from 'postgres'
 
 // Built-ins from process.getBuiltinModule, not `import`, which would read all of a built-in's exports and so
-// load what their getters keep for later (fs.promises, util's and crypto's web APIs): on Lambda, part of
-// each cold start (api.ts, BENCHMARKS.md).
+// load what their getters keep for later (fs.promises, util's and crypto's web APIs), on each cold start (api.ts).
 const { randomBytes, scrypt, timingSafeEqual } = process.getBuiltinModule('node:crypto')
 const { readFileSync } = process.getBuiltinModule('node:fs')
 const { promisify } = process.getBuiltinModule('node:util')

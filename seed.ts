@@ -1,9 +1,11 @@
 // Loads the sample data in fake_db.json into the database, in one transaction, adding only
 // what is not there yet. `tsx seed.ts` seeds the database that DB_LOCATION names; on Lambda,
 // `handler` does the same and returns the counts.
-import { readFileSync } from 'node:fs'
-import { pathToFileURL } from 'node:url'
 import { closeDatabase, database, hashPassword, type Database } from './db.ts'
+
+// Built-ins from process.getBuiltinModule, as in api.ts: an `import` of node:fs would load fs.promises too.
+const { readFileSync } = process.getBuiltinModule('node:fs')
+const { pathToFileURL } = process.getBuiltinModule('node:url')
 
 /** fake_db.json: records keyed by the first version's string ids; a user's id is their username. */
 export interface SampleData {
