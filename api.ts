@@ -18,8 +18,8 @@ import * as store from './db.ts'
 // Node's built-ins come from process.getBuiltinModule, not `import` (here, in db.ts and in seed.ts): importing
 // one makes an ES module of all its exports, and reading them runs the getters that load code only when asked
 // (crypto.webcrypto, fs.promises; http.WebSocket, all of undici: https://github.com/nodejs/node/issues/57649).
-// That was about 4 ms of each cold start, and 8 MB of the local server's memory (BENCHMARKS.md).
-const { randomBytes, randomUUID } = process.getBuiltinModule('node:crypto')
+// That was about 4 ms of each cold start, and 8 MB of the local server's memory (BENCHMARKS.md). node:crypto,
+// 50 modules of its own, only where it is used: a cold start for a read does not load it.
 const { pathToFileURL } = process.getBuiltinModule('node:url')
 
 z.config(en())
@@ -39,7 +39,7 @@ function loadJwtKey(): string {
     throw new Error('JWT_KEY is not set: the function cannot sign or verify tokens without it')
   }
   console.warn('JWT_KEY is not set: signing tokens with a random key, valid until this process stops')
-  return randomBytes(32).toString('hex')
+  return process.getBuiltinModule('node:crypto').randomBytes(32).toString('hex')
 }
 
 // Errors: thrown anywhere behind the handler, turned into a response in one place.
@@ -655,6 +655,9 @@ const HOME_PAGE = `<!doctype html>
 
 // The local server: each request becomes a payload-2.0 event for `handler`, as a function URL sends it.
 
+// node:crypto's randomUUID, taken on the first request rather than when this module loads (see the top).
+let randomUUID: (() => string) | undefined
+
 export function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
   // The path as sent, not normalized, as a function URL's rawPath is.
   const target = req.url ?? '/'
@@ -688,7 +691,7 @@ export function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEven
       // A UUID, as Lambda's request IDs are. Not a counter: V8 caches the strings it makes from numbers, so
       // each request's new number left a string in that cache, alive long enough to be moved to the old heap
       // (~20 KB for each young-heap collection under load), and the heap grew (BENCHMARKS.md).
-      requestId: randomUUID(),
+      requestId: (randomUUID ??= process.getBuiltinModule('node:crypto').randomUUID)(),
       routeKey: '$default',
       stage: '$default',
       time: requestTime(now),

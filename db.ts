@@ -5,10 +5,9 @@ import type { ScryptOptions } from 'node:crypto'
 import type { ParameterOrJSON, Sql, TransactionSql } from 'postgres'
 
 // Built-ins from process.getBuiltinModule, not `import`, which would read all of a built-in's exports and so
-// load what their getters keep for later (fs.promises, util's and crypto's web APIs), on each cold start (api.ts).
-const { randomBytes, scrypt, timingSafeEqual } = process.getBuiltinModule('node:crypto')
+// load what their getters keep for later (fs.promises), on each cold start (api.ts). node:crypto is taken
+// only where a password is hashed or checked (below).
 const { readFileSync } = process.getBuiltinModule('node:fs')
-const { promisify } = process.getBuiltinModule('node:util')
 
 export type DbConfig =
   | { kind: 'sqlite'; path: string; onNetworkFs: boolean }
@@ -602,15 +601,19 @@ export async function listPets(db: Database, userId: number): Promise<Animal[]> 
 // work as N = 2^17, p = 1 (used before; those hashes still verify, and maxmem is for them) in half the
 // memory, 64 MiB, so a login fits a 256 MB function with room. BENCHMARKS.md has its time and memory.
 const SCRYPT = { N: 2 ** 16, r: 8, p: 2, maxmem: 160 * 1024 * 1024 }
-const scryptAsync = promisify(scrypt) as (
-  password: string,
-  salt: Buffer,
-  keylen: number,
-  options: ScryptOptions,
-) => Promise<Buffer>
+
+// node:crypto is loaded here, on the first password, not with this module: it brings 50 of Node's modules, 5–7 ms
+// of a cold start that a request which only reads does not need (BENCHMARKS.md).
+const crypto = () => process.getBuiltinModule('node:crypto')
+
+function scryptAsync(password: string, salt: Buffer, keylen: number, options: ScryptOptions): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    crypto().scrypt(password, salt, keylen, options, (error, key) => (error ? reject(error) : resolve(key)))
+  })
+}
 
 export async function hashPassword(password: string): Promise<string> {
-  const salt = randomBytes(16)
+  const salt = crypto().randomBytes(16)
   const hash = await scryptAsync(password, salt, 32, SCRYPT)
   return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64'), hash.toString('base64')].join('$')
 }
@@ -625,5 +628,5 @@ export async function verifyPassword(password: string, stored: string): Promise<
     p: Number(p),
     maxmem: SCRYPT.maxmem,
   })
-  return timingSafeEqual(actual, expected)
+  return crypto().timingSafeEqual(actual, expected)
 }
