@@ -17,9 +17,9 @@ import * as store from './db.ts'
 
 // Node's built-ins come from process.getBuiltinModule, not `import` (here, in db.ts and in seed.ts): importing
 // one makes an ES module of all its exports, and reading them runs the getters that load code only when asked
-// (crypto.webcrypto, fs.promises; http.WebSocket, all of undici: https://github.com/nodejs/node/issues/57649).
-// That was about 4 ms of each cold start, and 8 MB of the local server's memory (BENCHMARKS.md). node:crypto,
-// 50 modules of its own, only where it is used: a cold start for a read does not load it.
+// (crypto.webcrypto, fs.promises; http.WebSocket, all of undici: https://github.com/nodejs/node/issues/57649):
+// about 4 ms of each cold start, and 8 MB of the local server's memory (BENCHMARKS.md). node:crypto, 50 modules
+// and 5–7 ms of its own, is taken only where it is used, so that a cold start for a read does not load it.
 const { pathToFileURL } = process.getBuiltinModule('node:url')
 
 z.config(en())

@@ -604,16 +604,16 @@ const SCRYPT = { N: 2 ** 16, r: 8, p: 2, maxmem: 160 * 1024 * 1024 }
 
 // node:crypto is loaded here, on the first password, not with this module: it brings 50 of Node's modules, 5–7 ms
 // of a cold start that a request which only reads does not need (BENCHMARKS.md).
-const crypto = () => process.getBuiltinModule('node:crypto')
+const nodeCrypto = () => process.getBuiltinModule('node:crypto')
 
 function scryptAsync(password: string, salt: Buffer, keylen: number, options: ScryptOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    crypto().scrypt(password, salt, keylen, options, (error, key) => (error ? reject(error) : resolve(key)))
+    nodeCrypto().scrypt(password, salt, keylen, options, (error, key) => (error ? reject(error) : resolve(key)))
   })
 }
 
 export async function hashPassword(password: string): Promise<string> {
-  const salt = crypto().randomBytes(16)
+  const salt = nodeCrypto().randomBytes(16)
   const hash = await scryptAsync(password, salt, 32, SCRYPT)
   return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64'), hash.toString('base64')].join('$')
 }
@@ -628,5 +628,5 @@ export async function verifyPassword(password: string, stored: string): Promise<
     p: Number(p),
     maxmem: SCRYPT.maxmem,
   })
-  return crypto().timingSafeEqual(actual, expected)
+  return nodeCrypto().timingSafeEqual(actual, expected)
 }
