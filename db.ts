@@ -5,9 +5,8 @@ import type { ScryptOptions } from 'node:crypto'
 import type { ParameterOrJSON, Sql, TransactionSql } from 'postgres'
 
 // Built-ins from process.getBuiltinModule, not `import`, which would read all of a built-in's exports and so
-// load what their getters keep for later (fs.promises), on each cold start (api.ts). node:crypto is taken
-// only where a password is hashed or checked (below); node:sqlite, which keeps nothing for later, is
-// imported where it may be missing (loadSqlite).
+// load what their getters keep for later (fs.promises), on each cold start (api.ts). node:sqlite, which keeps
+// nothing for later, is imported where it may be missing (loadSqlite).
 const { readFileSync } = process.getBuiltinModule('node:fs')
 
 export type DbConfig =

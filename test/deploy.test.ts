@@ -351,7 +351,7 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
     const out = lambdaRun(`${code}\nconsole.log(JSON.stringify(process.moduleLoadList)); process.exit(0)`, env)
     return JSON.parse(out.trim().split('\n').at(-1)!)
   }
-  const lazy = (modules: string[]) => LAZY.filter((name) => modules.includes(`NativeModule ${name}`))
+  const lazyLoaded = (modules: string[]) => LAZY.filter((name) => modules.includes(`NativeModule ${name}`))
 
   it("loads none of what Node's built-ins keep for later, nor node:crypto for a read: not on a cold start, not in the local server", () => {
     const event = JSON.stringify({
@@ -362,13 +362,13 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
     const answer = `const { handler } = await import('./api.mjs'), { statusCode } = await handler(${event})
       if (statusCode !== 404) throw new Error(\`GET /animals/1 on an empty file: \${statusCode}\`)`
     const coldStart = modulesAfter(answer, env)
-    assert.deepEqual(lazy(coldStart), [])
+    assert.deepEqual(lazyLoaded(coldStart), [])
     // node:crypto (50 modules) is for passwords, tokens and the local server's request IDs, not for a read.
     assert.ok(!coldStart.includes('NativeModule crypto'), 'a cold start for a read loaded node:crypto')
     // `node api.mjs`: serving on a free port once the import is done, after seeding the empty file.
     const server = modulesAfter(`process.argv[1] = process.cwd() + '/api.mjs'; await import(process.argv[1])`, { ...env, PORT: '0' })
     assert.ok(server.includes('NativeModule _http_server'), 'the server started')
-    assert.deepEqual(lazy(server), [])
+    assert.deepEqual(lazyLoaded(server), [])
   })
 
   it('stops the cold start when JWT_KEY is missing on Lambda', () => {
