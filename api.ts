@@ -585,6 +585,10 @@ export async function handler(event: Event): Promise<Result> {
   } catch (error) {
     if (error instanceof HttpError) {
       res = { status: error.status, body: { detail: error.detail }, headers: error.headers }
+    } else if (error instanceof store.SchemaError) {
+      // The schema is deploy.ts's work (its seeder applies the migrations), never a cold start's.
+      console.error(`${req.method} ${req.path}: ${error.message}`)
+      res = { status: 503, body: { detail: error.message }, headers: { 'retry-after': '60' } }
     } else {
       console.error(`${req.method} ${req.path} failed:`, error)
       res = { status: 500, body: { detail: 'Internal Server Error' } }
@@ -775,16 +779,24 @@ async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
 async function serve() {
   const port = Number(process.env.PORT || 8000)
   const host = process.env.HOST || '127.0.0.1'
-  const db = await store.database()
-  const location = process.env.DB_LOCATION?.trim().toLowerCase() || 'local'
-  if (location === 'local') {
-    const [{ count }] = await db.all<{ count: number }>('SELECT (SELECT count(*) FROM animals) + (SELECT count(*) FROM users) AS count')
-    if (Number(count) === 0) {
-      const { seed, summarize, SAMPLE_PASSWORD } = await import('./seed.ts')
-      console.log(`The database is empty: loading the sample data. ${summarize(await seed(db))}`)
-      console.log(`Log in as any sample user (juniper, for one) with the password "${SAMPLE_PASSWORD}".`)
+  // The schema first (as the seeder does at each deploy), and on a new local database the sample data.
+  const { seed, summarize, SAMPLE_PASSWORD } = await import('./seed.ts')
+  const config = store.configFromEnv()
+  const setup = await store.openDatabase(config)
+  try {
+    const schema = await store.migrate(setup)
+    if (schema.applied.length) console.log(`Schema ${schema.from} → ${schema.to}: applied ${schema.applied.join('; ')}.`)
+    if (config.kind === 'sqlite' && !config.onNetworkFs) {
+      const result = await seed(setup)
+      if (result.sample === 'loaded') {
+        console.log(`The database is empty: loading the sample data. ${summarize(result)}`)
+        console.log(`Log in as any sample user (juniper, for one) with the password "${SAMPLE_PASSWORD}".`)
+      }
     }
+  } finally {
+    await setup.close()
   }
+  const db = await store.database()
 
   // Loaded here, not at the top: Lambda never loads node:http for this.
   const { createServer } = process.getBuiltinModule('node:http')

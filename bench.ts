@@ -11,8 +11,8 @@ import { cpus, totalmem, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
 import { unzipSync } from 'fflate'
-import { closeDatabase, configFromEnv, database, hashPassword, listAnimals, openDatabase, type AnimalQuery, type Database, type DbConfig } from './db.ts'
-import { SAMPLE_PASSWORD, seed } from './seed.ts'
+import { closeDatabase, configFromEnv, database, hashPassword, listAnimals, migrate, openDatabase, type AnimalQuery, type Database, type DbConfig } from './db.ts'
+import { SAMPLE_PASSWORD, seed, setUp } from './seed.ts'
 import { startPostgres } from './test/postgres-server.ts'
 
 process.env.JWT_KEY ??= 'bench-key-'.padEnd(64, 'x')
@@ -439,13 +439,22 @@ if (unknown.length) throw new Error(`unknown section ${unknown.join(', ')}: choo
 const wanted = (section: string) => !only.length || only.includes(section)
 
 let n = 0
-const sqliteFresh = async (): Promise<DbConfig> => ({ kind: 'sqlite', path: join(work, `db-${++n}.db`), onNetworkFs: false })
+/** A new database with the schema and no rows. */
+async function migrated(config: DbConfig): Promise<DbConfig> {
+  const db = await openDatabase(config)
+  await migrate(db)
+  await db.close()
+  return config
+}
+const sqliteFresh = () => migrated({ kind: 'sqlite', path: join(work, `db-${++n}.db`), onNetworkFs: false })
 try {
   if (wanted('package') || wanted('http')) await packageAndColdStart()
 
   const samplePath = join(work, 'sample.db')
+  const sample = await openDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })
+  await setUp(sample)
+  await sample.close()
   await useDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })
-  await seed(await database())
   if (wanted('handler')) await handlerOverhead(await database(), samplePath)
   if (wanted('login')) await login()
   await closeDatabase()
@@ -479,7 +488,7 @@ try {
         const name = `bench_${++n}`
         await admin.all(`DROP DATABASE IF EXISTS ${name}`)
         await admin.all(`CREATE DATABASE ${name}`)
-        return { ...(configFromEnv() as Extract<DbConfig, { kind: 'postgres' }>), database: name }
+        return migrated({ ...(configFromEnv() as Extract<DbConfig, { kind: 'postgres' }>), database: name })
       }
       await sampleSeeding('PostgreSQL', pgFresh)
       await scale('PostgreSQL', pgFresh)

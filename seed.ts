@@ -1,7 +1,8 @@
-// Loads the sample data in fake_db.json into the database, in one transaction, adding only
-// what is not there yet. `tsx seed.ts` seeds the database that DB_LOCATION names; on Lambda,
-// `handler` does the same and returns the counts.
-import { closeDatabase, database, hashPassword, type Database } from './db.ts'
+// The database's lifecycle: `migrate` (db.ts) brings its schema up to date, and `seed` loads the sample
+// data in fake_db.json into it, once in its life: into a new database, never again after (a deleted
+// sample animal stays deleted). `tsx seed.ts` does both for the database that DB_LOCATION names; on
+// Lambda, `handler` does the same when deploy.ts invokes the seeder function, and returns the counts.
+import { configFromEnv, hashPassword, migrate, openDatabase, type Database, type MigrationResult } from './db.ts'
 
 // Built-ins from process.getBuiltinModule, as in api.ts: an `import` of node:fs would load fs.promises too.
 const { readFileSync } = process.getBuiltinModule('node:fs')
@@ -16,11 +17,15 @@ export interface SampleData {
 }
 
 export interface SeedResult {
+  /** loaded: by this run; loaded before: by an earlier one; not loaded: the database had rows of its own. */
+  sample: 'loaded' | 'loaded before' | 'not loaded'
+  /** When the sample was loaded (or refused), as recorded in the database. */
+  loaded_at: string
   user_count: number
   animal_count: number
   foster_count: number
   adoption_count: number
-  /** What this run inserted: all zeros when the data was already there. */
+  /** What this run inserted: all zeros but on a database's first run. */
   added: { users: number; animals: number; fosters: number; adoptions: number }
 }
 
@@ -31,115 +36,128 @@ export function loadSample(file = new URL('./fake_db.json', import.meta.url)): S
   return JSON.parse(readFileSync(file, 'utf8'))
 }
 
+/** Loads the sample into a database that has never had it and holds no users or animals, in one
+ * transaction, and records that it did (or that it found rows of its own): every later run adds nothing. */
 export async function seed(db: Database, data: SampleData = loadSample()): Promise<SeedResult> {
-  const usernames = Object.keys(data.users)
-  const existing = new Set<string>()
-  for (const username of usernames) {
-    const [row] = await db.all('SELECT id FROM users WHERE username = ?', [username])
-    if (row) existing.add(username)
+  const counts = {
+    user_count: Object.keys(data.users).length,
+    animal_count: Object.keys(data.animals).length,
+    foster_count: data.fosters.length,
+    adoption_count: data.adoptions.length,
   }
-  // Hashing is slow and asynchronous: do it before the transaction, and only for new users.
+  const none = { users: 0, animals: 0, fosters: 0, adoptions: 0 }
+  const before = await loadRecord(db)
+  if (before) return { sample: 'loaded before', loaded_at: before, ...counts, added: none }
+  // Hashing is slow and asynchronous: do it before the transaction.
   const hashes = new Map<string, string>()
-  for (const username of usernames) {
-    if (!existing.has(username)) hashes.set(username, await hashPassword(SAMPLE_PASSWORD))
-  }
+  for (const username of Object.keys(data.users)) hashes.set(username, await hashPassword(SAMPLE_PASSWORD))
 
   return db.transaction(async (tx) => {
-    const added = { users: 0, animals: 0, fosters: 0, adoptions: 0 }
+    // Another seeder may have loaded it while this one hashed.
+    const loaded = await loadRecord(tx)
+    if (loaded) return { sample: 'loaded before', loaded_at: loaded, ...counts, added: none }
+    const loaded_at = new Date().toISOString().slice(0, 19)
+    const [[rows]] = await tx.values('SELECT (SELECT COUNT(*) FROM users) + (SELECT COUNT(*) FROM animals)')
+    if (Number(rows) > 0) {
+      await tx.all('INSERT INTO sample_loads (loaded_at, added_rows) VALUES (?, 0)', [loaded_at])
+      return { sample: 'not loaded', loaded_at, ...counts, added: none }
+    }
+
     const userIds = new Map<string, number>()
     for (const [username, user] of Object.entries(data.users)) {
-      if (hashes.has(username)) {
-        const inserted = await tx.all(
-          'INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id',
-          [username, user.email, hashes.get(username), user.created_at],
-        )
-        added.users += inserted.length
-      }
-      const [row] = await tx.all<{ id: number }>('SELECT id FROM users WHERE username = ?', [username])
-      if (!row) throw new Error(`cannot add user ${username}: another user has the email ${user.email}`)
+      const [row] = await tx.all<{ id: number }>(
+        'INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, ?, ?) RETURNING id',
+        [username, user.email, hashes.get(username), user.created_at],
+      )
       userIds.set(username, Number(row.id))
     }
-
-    // Animals have no natural key in the sample; one with the same name, kind and intake date is the same animal.
     const animalIds = new Map<string, number>()
     for (const [key, a] of Object.entries(data.animals)) {
-      let [row] = await tx.all<{ id: number }>(
-        'SELECT id FROM animals WHERE name = ? AND kind = ? AND intake_date = ? ORDER BY id LIMIT 1',
-        [a.name, a.kind, a.intake_date],
+      const [row] = await tx.all<{ id: number }>(
+        'INSERT INTO animals (name, age, kind, fixed, vaccinated, intake_date) VALUES (?, ?, ?, ?, ?, ?) RETURNING id',
+        [a.name, a.age, a.kind, a.fixed, a.vaccinated, a.intake_date],
       )
-      if (!row) {
-        ;[row] = await tx.all<{ id: number }>(
-          'INSERT INTO animals (name, age, kind, fixed, vaccinated, intake_date) VALUES (?, ?, ?, ?, ?, ?) RETURNING id',
-          [a.name, a.age, a.kind, a.fixed, a.vaccinated, a.intake_date],
-        )
-        added.animals++
-      }
       animalIds.set(key, Number(row.id))
     }
-
     const idOf = (map: Map<string, number>, what: string, key: string) => {
       const id = map.get(key)
       if (id === undefined) throw new Error(`fake_db.json refers to ${what} ${key}, which it does not define`)
       return id
     }
     for (const adoption of data.adoptions) {
-      const changed = await tx.all(
-        'UPDATE animals SET adopter_id = ?, adoption_date = ? WHERE id = ? AND adopter_id IS NULL RETURNING id',
-        [idOf(userIds, 'user', adoption.user_id), adoption.adoption_date, idOf(animalIds, 'animal', adoption.animal_id)],
-      )
-      added.adoptions += changed.length
+      await tx.all('UPDATE animals SET adopter_id = ?, adoption_date = ? WHERE id = ?', [
+        idOf(userIds, 'user', adoption.user_id),
+        adoption.adoption_date,
+        idOf(animalIds, 'animal', adoption.animal_id),
+      ])
     }
     for (const foster of data.fosters) {
-      const keys = [idOf(animalIds, 'animal', foster.animal_id), idOf(userIds, 'user', foster.user_id), foster.start_date]
-      const [row] = await tx.all('SELECT id FROM fosters WHERE animal_id = ? AND user_id = ? AND start_date = ?', keys)
-      if (!row) {
-        await tx.all('INSERT INTO fosters (animal_id, user_id, start_date, end_date) VALUES (?, ?, ?, ?)', [
-          ...keys,
-          foster.end_date,
-        ])
-        added.fosters++
-      }
+      await tx.all('INSERT INTO fosters (animal_id, user_id, start_date, end_date) VALUES (?, ?, ?, ?)', [
+        idOf(animalIds, 'animal', foster.animal_id),
+        idOf(userIds, 'user', foster.user_id),
+        foster.start_date,
+        foster.end_date,
+      ])
     }
-    return {
-      user_count: userIds.size,
-      animal_count: animalIds.size,
-      foster_count: data.fosters.length,
-      adoption_count: data.adoptions.length,
-      added,
-    }
+    const added = { users: userIds.size, animals: animalIds.size, fosters: data.fosters.length, adoptions: data.adoptions.length }
+    const total = added.users + added.animals + added.fosters
+    await tx.all('INSERT INTO sample_loads (loaded_at, added_rows) VALUES (?, ?)', [loaded_at, total])
+    return { sample: 'loaded', loaded_at, ...counts, added }
   })
+}
+
+async function loadRecord(db: Database): Promise<string | undefined> {
+  const [row] = await db.values('SELECT loaded_at FROM sample_loads ORDER BY loaded_at LIMIT 1')
+  return row && String(row[0]).replace(' ', 'T')
 }
 
 export function summarize(result: SeedResult): string {
   const { users, animals, fosters, adoptions } = result.added
-  const counts = `${result.user_count} users, ${result.animal_count} animals, ${result.foster_count} fosters, ${result.adoption_count} adoptions`
-  return users + animals + fosters + adoptions === 0
-    ? `nothing new was added: the sample's ${counts} are all there already`
-    : `added ${users} users, ${animals} animals, ${fosters} fosters, ${adoptions} adoptions (the sample has ${counts})`
+  if (result.sample === 'loaded') return `added ${users} users, ${animals} animals, ${fosters} fosters, ${adoptions} adoptions`
+  if (result.sample === 'loaded before') return `nothing added: the sample was loaded on ${result.loaded_at}, and is loaded only once`
+  return 'nothing added: the database had users or animals of its own, so the sample was not loaded'
 }
 
-// The seeder function's handler, as in the deployment guide: the counts, or the error.
+/** Migrations, then the sample: what the seeder function, `tsx seed.ts` and the local server do. */
+export async function setUp(db: Database): Promise<{ schema: MigrationResult; seed: SeedResult }> {
+  const schema = await migrate(db)
+  return { schema, seed: await seed(db) }
+}
+
+export function describeSetUp({ schema, seed }: Awaited<ReturnType<typeof setUp>>): string {
+  const migrations = schema.applied.length
+    ? `schema ${schema.from} → ${schema.to} (applied ${schema.applied.join('; ')})`
+    : `schema at version ${schema.to}`
+  return `${migrations}; ${summarize(seed)}`
+}
+
+// The seeder function's handler: it opens its own connection, sets the database up and closes it.
 export async function handler() {
+  let db: Database | undefined
   try {
-    const result = await seed(await database())
-    console.log(summarize(result))
-    return { statusCode: 200, body: JSON.stringify(result) }
+    db = await openDatabase(configFromEnv())
+    const result = await setUp(db)
+    console.log(describeSetUp(result))
+    return { statusCode: 200, body: JSON.stringify({ ...result.seed, schema: result.schema }) }
   } catch (error) {
     console.error('seeding failed:', error)
     return { statusCode: 500, body: JSON.stringify({ error: (error as Error).message }) }
+  } finally {
+    await db?.close()
   }
 }
 
 // Run as a command (`tsx seed.ts`, `node seed.mjs`); the name check keeps this out of a bundle that inlines seed.ts.
 const script = process.argv[1] ?? ''
 if (/seed\.[mc]?[jt]s$/.test(script) && import.meta.url === pathToFileURL(script).href) {
+  let db: Database | undefined
   try {
-    const db = await database()
-    console.log(`${db.label}: ${summarize(await seed(db))}`)
+    db = await openDatabase(configFromEnv())
+    console.log(`${db.label}: ${describeSetUp(await setUp(db))}`)
   } catch (error) {
     console.error(`seeding failed: ${(error as Error).message}`)
     process.exitCode = 1
   } finally {
-    await closeDatabase()
+    await db?.close()
   }
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { SignJWT } from 'jose'
 import type { APIGatewayProxyEvent, APIGatewayProxyEventV2 } from 'aws-lambda'
-import { closeDatabase, database, listAnimals, openDatabase } from '../db.ts'
+import { closeDatabase, database, listAnimals, migrate, openDatabase, SCHEMA_VERSION, type DbConfig } from '../db.ts'
 import { handler as seedHandler, loadSample, seed, type SampleData } from '../seed.ts'
 import { functionUrlEvent, httpApiEvent, restApiEvent, type Call } from './events.ts'
 import type { Fixture } from './fixtures.ts'
@@ -550,12 +550,14 @@ export function apiSuite(fixture: Fixture) {
       const db = await openDatabase(await fixture.empty())
       try {
         const first = await seed(db)
-        assert.deepEqual(first, {
-          user_count: 8, animal_count: 16, foster_count: 8, adoption_count: 7,
+        assert.equal(first.sample, 'loaded')
+        assert.deepEqual({ ...first, loaded_at: undefined }, {
+          sample: 'loaded', loaded_at: undefined, user_count: 8, animal_count: 16, foster_count: 8, adoption_count: 7,
           added: { users: 8, animals: 16, fosters: 8, adoptions: 7 },
         })
+        assert.match(first.loaded_at, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$/)
         const second = await seed(db)
-        assert.deepEqual(second.added, { users: 0, animals: 0, fosters: 0, adoptions: 0 })
+        assert.deepEqual([second.sample, second.loaded_at, second.added], ['loaded before', first.loaded_at, { users: 0, animals: 0, fosters: 0, adoptions: 0 }])
         const [{ n }] = await db.all<{ n: number }>('SELECT CAST(count(*) AS INTEGER) AS n FROM animals')
         assert.equal(Number(n), 16)
       } finally {
@@ -563,20 +565,88 @@ export function apiSuite(fixture: Fixture) {
       }
     })
 
-    it('counts the animals of a database made before the per-day counts existed', async () => {
-      const config = await fixture.empty()
-      const db = await openDatabase(config)
-      await db.all("INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01'), ('b', 2, 'dog', '2024-01-02')")
-      await db.all('DELETE FROM animal_intake_counts')
-      await db.close()
-      const reopened = await openDatabase(config)
+    it('never brings back a sample animal or user that was deleted, nor their fosters', async () => {
+      const db = await openDatabase(await fixture.empty())
       try {
-        const page = await listAnimals(reopened, { sort: 'name', limit: 1, offset: 0 })
-        assert.equal(page.count, 2)
-        assert.equal((await listAnimals(reopened, { sort: 'name', intake_after: '2024-01-02', limit: 1, offset: 0 })).count, 1)
+        await seed(db)
+        await db.all("DELETE FROM users WHERE username = 'juniper'")
+        await db.all('DELETE FROM animals WHERE id = 1')
+        const again = await seed(db)
+        assert.equal(again.sample, 'loaded before')
+        assert.deepEqual(await db.all("SELECT id FROM users WHERE username = 'juniper'"), [])
+        assert.deepEqual(await db.all('SELECT id FROM animals WHERE id = 1'), [])
+        const [[animals]] = await db.values('SELECT count(*) FROM animals')
+        assert.equal(Number(animals), 15)
       } finally {
-        await reopened.close()
+        await db.close()
       }
+    })
+
+    it('loads no sample into a database that holds rows of its own, and says so', async () => {
+      const db = await openDatabase(await fixture.empty())
+      try {
+        await db.all("INSERT INTO animals (name, age, kind, intake_date) VALUES ('Mine', 1, 'cat', '2024-01-01')")
+        const result = await seed(db)
+        assert.deepEqual([result.sample, result.added], ['not loaded', { users: 0, animals: 0, fosters: 0, adoptions: 0 }])
+        await db.all('DELETE FROM animals')
+        assert.equal((await seed(db)).sample, 'loaded before', 'recorded: a later run does not load it either')
+        assert.deepEqual(await db.all('SELECT id FROM animals'), [])
+      } finally {
+        await db.close()
+      }
+    })
+
+    it('applies each migration once, recorded with its version, and adopts a database made before migrations', async () => {
+      const config = await fixture.empty({ schema: false })
+      const db = await openDatabase(config)
+      try {
+        const first = await migrate(db)
+        assert.deepEqual([first.from, first.to, first.applied.length], [0, SCHEMA_VERSION, SCHEMA_VERSION])
+        assert.deepEqual(await migrate(db), { from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [] })
+        const rows = await db.all<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version')
+        assert.deepEqual(rows.map((r) => Number(r.version)), Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1))
+        // A database made by the code before migrations: its tables, animals, no counts, no schema_migrations.
+        await db.all("INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01'), ('b', 2, 'dog', '2024-01-02')")
+        await db.all('DELETE FROM animal_intake_counts')
+        await db.all('DROP TABLE schema_migrations')
+        assert.equal((await migrate(db)).from, 0)
+        const page = await listAnimals(db, { sort: 'name', limit: 1, offset: 0 })
+        assert.equal(page.count, 2, 'the per-day counts were made from the animals already there')
+        assert.equal((await listAnimals(db, { sort: 'name', intake_after: '2024-01-02', limit: 1, offset: 0 })).count, 1)
+      } finally {
+        await db.close()
+      }
+    })
+
+    it('answers 503 with what to do where the schema is missing, creates none, and serves once it is migrated', async (t) => {
+      t.mock.method(console, 'error', () => {})
+      const config = await fixture.empty({ schema: false })
+      pointAt(config)
+      await closeDatabase()
+      for (const attempt of [1, 2]) {
+        const reply = await get('/animals')
+        assert.equal(reply.status, 503, `attempt ${attempt}: ${reply.text}`)
+        assert.equal(reply.headers['retry-after'], '60')
+        assert.match(reply.body.detail, /The database has no schema yet: deploy again \(tsx deploy\.ts efs\|rds\), or run `tsx seed\.ts`/)
+      }
+      const db = await openDatabase(config)
+      try {
+        const tables = db.kind === 'sqlite'
+          ? await db.all("SELECT name FROM sqlite_master WHERE type = 'table'")
+          : await db.all("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+        assert.deepEqual(tables, [], 'the API ran no DDL')
+        await migrate(db)
+        await db.all('DELETE FROM schema_migrations')
+      } finally {
+        await db.close()
+      }
+      assert.equal((await get('/animals')).status, 503, 'a schema_migrations table without the needed version')
+      const again = await openDatabase(config)
+      await migrate(again)
+      await again.close()
+      const served = await get('/animals')
+      assert.equal(served.status, 200, 'the same process serves once the schema is there: no restart')
+      assert.deepEqual(served.body.meta, { count: 0, limit: 100, offset: 0 })
     })
 
     it('keeps the per-day counts right through bulk inserts, date changes and deletes', async () => {
@@ -613,12 +683,13 @@ export function apiSuite(fixture: Fixture) {
       }
     })
 
-    it("answers the seeder function's invocation with the counts, or with the error", async (t) => {
+    it("answers the seeder function's invocation with the migrations and the counts, or with the error", async (t) => {
       t.mock.method(console, 'log', () => {})
       const ok = await seedHandler()
       assert.equal(ok.statusCode, 200)
-      assert.deepEqual(JSON.parse(ok.body).added, { users: 0, animals: 0, fosters: 0, adoptions: 0 })
-      await closeDatabase()
+      const body = JSON.parse(ok.body)
+      assert.deepEqual([body.sample, body.added], ['loaded before', { users: 0, animals: 0, fosters: 0, adoptions: 0 }])
+      assert.deepEqual(body.schema, { from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [] })
       const saved = process.env.DB_LOCATION
       process.env.DB_LOCATION = 'floppy'
       t.mock.method(console, 'error', () => {})
@@ -631,6 +702,12 @@ export function apiSuite(fixture: Fixture) {
       }
     })
   })
+}
+
+/** Points the API (database()) at this database, as the fixture does before each test. */
+function pointAt(config: DbConfig) {
+  if (config.kind === 'sqlite') process.env.DB_PATH = config.path
+  else process.env.PG_DATABASE = config.database
 }
 
 function sampleAdopter(animalId: number): number | null {

@@ -5,16 +5,25 @@ import { copyFileSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import postgres from 'postgres'
-import { closeDatabase, configFromEnv, openDatabase, type DbConfig } from '../db.ts'
-import { seed } from '../seed.ts'
+import { closeDatabase, configFromEnv, migrate, openDatabase, type DbConfig } from '../db.ts'
+import { setUp } from '../seed.ts'
 import type { PostgresServer } from './postgres-server.ts'
 
 // Read by api.ts when it loads: import it only after this module.
 process.env.JWT_KEY ??= 'test-key-'.padEnd(64, 'x')
 
 export interface Fixture {
-  /** A new database with the schema and no rows, for seeding tests. */
-  empty(): Promise<DbConfig>
+  /** A new database with the schema and no rows, for seeding tests; with `schema: false`, not even that. */
+  empty(options?: { schema?: boolean }): Promise<DbConfig>
+}
+
+/** Migrates the database, unless told not to. */
+async function withSchema(config: DbConfig, schema = true): Promise<DbConfig> {
+  if (!schema) return config
+  const db = await openDatabase(config)
+  await migrate(db)
+  await db.close()
+  return config
 }
 
 /** Points the API at a fresh copy of the seeded sample data before each test: SQLite files, or
@@ -29,7 +38,7 @@ function sqlite(): Fixture {
   let n = 0
   before(async () => {
     const db = await openDatabase({ kind: 'sqlite', path: template, onNetworkFs: false })
-    await seed(db)
+    await setUp(db)
     await db.close()
   })
   beforeEach(async () => {
@@ -43,7 +52,9 @@ function sqlite(): Fixture {
     await closeDatabase()
     rmSync(dir, { recursive: true, force: true })
   })
-  return { empty: async () => ({ kind: 'sqlite', path: join(dir, `empty-${++n}.db`), onNetworkFs: false }) }
+  return {
+    empty: async (options = {}) => withSchema({ kind: 'sqlite', path: join(dir, `empty-${++n}.db`), onNetworkFs: false }, options.schema),
+  }
 }
 
 function postgresql(server: PostgresServer): Fixture {
@@ -72,7 +83,7 @@ function postgresql(server: PostgresServer): Fixture {
     await admin`DROP DATABASE IF EXISTS buddy_template`
     await admin`CREATE DATABASE buddy_template`
     const db = await openDatabase(config)
-    await seed(db)
+    await setUp(db)
     await db.close()
   })
   beforeEach(async () => {
@@ -85,5 +96,7 @@ function postgresql(server: PostgresServer): Fixture {
     await admin?.end()
     server.stop()
   })
-  return { empty: async () => ({ ...configFromEnv(), database: await create() }) as DbConfig }
+  return {
+    empty: async (options = {}) => withSchema({ ...configFromEnv(), database: await create() } as DbConfig, options.schema),
+  }
 }

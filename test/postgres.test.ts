@@ -26,10 +26,14 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
   })
 
   it('is refused without TLS, as RDS refuses it', { skip: !server.env.PG_SSLROOTCERT && 'not our own cluster' }, async () => {
-    await assert.rejects(openDatabase({ ...config(), ssl: 'disable' }), /no pg_hba.conf entry|SSL off|no encryption/)
+    const plain = await openDatabase({ ...config(), ssl: 'disable' })
+    await assert.rejects(plain.all('SELECT 1'), /no pg_hba.conf entry|SSL off|no encryption/)
+    await plain.close()
   })
 
   it('refuses a server whose certificate it cannot verify under verify-full', { skip: !server.env.PG_SSLROOTCERT && 'not our own cluster' }, async () => {
-    await assert.rejects(openDatabase({ ...config(), caFile: undefined }), /self[- ]signed|certificate/)
+    const unverified = await openDatabase({ ...config(), caFile: undefined })
+    await assert.rejects(unverified.all('SELECT 1'), /self[- ]signed|certificate/)
+    await unverified.close()
   })
 })

@@ -9,14 +9,14 @@ import { run } from './cli.ts'
 const dir = mkdtempSync(join(tmpdir(), 'buddy-seed-'))
 after(() => rmSync(dir, { recursive: true, force: true }))
 
-it('seeds the local database once, and says that a second run added nothing', async () => {
+it('migrates and seeds the local database once, and says that a second run added nothing', async () => {
   const env = { DB_LOCATION: 'local', DB_PATH: join(dir, 'seed.db') }
   const first = run('seed.ts', env)
   assert.equal(await first.exited, 0, first.output())
-  assert.match(first.output(), /^SQLite .*seed\.db \(.+\): added 8 users, 16 animals, 8 fosters, 7 adoptions/m)
+  assert.match(first.output(), /^SQLite .*seed\.db \(.+\): schema 0 → \d+ \(applied 1 users, animals, fosters, per-day intake counts.*\); added 8 users, 16 animals, 8 fosters, 7 adoptions/m)
   const second = run('seed.ts', env)
   assert.equal(await second.exited, 0, second.output())
-  assert.match(second.output(), /nothing new was added: the sample's 8 users, 16 animals, 8 fosters, 7 adoptions are all there already/)
+  assert.match(second.output(), /: schema at version \d+; nothing added: the sample was loaded on \d{4}-\d\d-\d\dT[\d:]{8}, and is loaded only once/)
 })
 
 it('exits 1 with the reason when it cannot reach the database', async () => {

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { openDatabase, type Database } from '../db.ts'
+import { migrate, openDatabase, type Database } from '../db.ts'
 import { freshDatabases } from './fixtures.ts'
 import { apiSuite } from './api-suite.ts'
 
@@ -45,6 +45,7 @@ describe('on SQLite', () => {
     const dir = mkdtempSync(join(tmpdir(), 'buddy-turn-'))
     const config = { kind: 'sqlite', path: join(dir, 'turn.db'), onNetworkFs } as const
     const [a, b] = [await openDatabase(config), await openDatabase(config)]
+    await migrate(a)
     try {
       await b.all('PRAGMA busy_timeout = 0') // fail at once where a lock is held, instead of waiting 5 s
       await test(a, b)
@@ -123,6 +124,7 @@ describe('on SQLite', () => {
     const dir = mkdtempSync(join(tmpdir(), 'buddy-tx-'))
     try {
       const db = await openDatabase({ kind: 'sqlite', path: join(dir, 'tx.db'), onNetworkFs: false })
+      await migrate(db)
       await assert.rejects(
         db.transaction(async (tx) => {
           await tx.all("INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01')")
