@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict'
 import { execFile, execFileSync } from 'node:child_process'
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { X509Certificate } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, beforeEach, describe, it } from 'node:test'
@@ -22,6 +23,7 @@ import {
 import { RDSClient, DescribeDBInstancesCommand } from '@aws-sdk/client-rds'
 import { root, run } from './cli.ts'
 import { changes, operationOf, startMoto, type Moto } from './moto.ts'
+import { startPostgres } from './postgres-server.ts'
 
 const moto = await startMoto()
 if (typeof moto === 'string' && process.env.CI === 'true') throw new Error(`CI=true and the deploy tests cannot run: ${moto}`)
@@ -531,9 +533,9 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
   after(() => rmSync(dir, { recursive: true, force: true }))
 
   before(async () => {
-    const child = run('deploy.ts', {}, ['package'], work)
+    const child = run('deploy.ts', { AWS_REGION: undefined, AWS_DEFAULT_REGION: undefined }, ['package', '--region', 'us-east-1'], work)
     assert.equal(await child.exited, 0, child.output())
-    assert.match(child.output(), /package: build\.zip \d+\.\d KB/)
+    assert.match(child.output(), /package: build\.zip \d+\.\d KB .*rds-ca\.pem 3 CAs of us-east-1/)
     const zip = readFileSync(join(work, 'build.zip'))
     assert.ok(zip.length < 300 * 1024, `build.zip is ${zip.length} bytes: the target is under 300 KB`)
     const files = unzipSync(zip)
@@ -541,7 +543,7 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
     const locales = /Zeichen|caracteres/.test(new TextDecoder().decode(files['api.mjs']))
     assert.ok(!locales, "api.mjs carries zod's locales: import zod/mini as a namespace, and only `en` from zod/locales")
     const names = Object.keys(files)
-    assert.deepEqual(names.filter((f) => !/^chunk-\w+\.mjs$/.test(f)), ['api.mjs', 'fake_db.json', 'seed.mjs'])
+    assert.deepEqual(names.filter((f) => !/^chunk-\w+\.mjs$/.test(f)), ['api.mjs', 'fake_db.json', 'rds-ca.pem', 'seed.mjs'])
     assert.deepEqual(names, [...names].sort(), 'entries in a fixed order')
     mkdirSync(join(dir, 'task'))
     for (const [name, data] of Object.entries(files)) writeFileSync(join(dir, 'task', name), data)
@@ -555,21 +557,59 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
       stdio: ['ignore', 'pipe', 'pipe'],
     })
 
-  it('answers GET /animals from api.handler, and seeds with seed.handler, on a fresh SQLite file', () => {
+  it('answers 503 on a fresh SQLite file until seed.handler has migrated it, then GET /animals', () => {
     const event = JSON.stringify({
       version: '2.0', rawPath: '/animals', rawQueryString: 'limit=2', headers: {},
       requestContext: { http: { method: 'GET', path: '/animals' }, stage: '$default' }, isBase64Encoded: false,
     })
     const code = `
       const api = await import('./api.mjs'), seed = await import('./seed.mjs')
-      const list = async () => JSON.parse((await api.handler(${event})).body).meta
+      const list = async () => { const r = await api.handler(${event}); return [r.statusCode, JSON.parse(r.body)] }
       console.log(JSON.stringify([await list(), await seed.handler(), await list()]))`
     const out = lambdaRun(code, { JWT_KEY: 'k'.repeat(64) }).trim().split('\n').at(-1)!
-    const [before, seeded, after] = JSON.parse(out)
-    assert.deepEqual(before, { count: 0, limit: 2, offset: 0 })
+    const [[beforeStatus, before], seeded, [afterStatus, after]] = JSON.parse(out)
+    assert.equal(beforeStatus, 503)
+    assert.match(before.detail, /The database has no schema yet: deploy again/)
     assert.equal(seeded.statusCode, 200)
     assert.deepEqual(JSON.parse(seeded.body).added, { users: 8, animals: 16, fosters: 8, adoptions: 7 })
-    assert.deepEqual(after, { count: 16, limit: 2, offset: 0 })
+    assert.equal(afterStatus, 200)
+    assert.deepEqual(after.meta, { count: 16, limit: 2, offset: 0 })
+  })
+
+  it("carries RDS's certificate authorities for the region: the current ones, each naming it", () => {
+    const pem = readFileSync(join(dir, 'task', 'rds-ca.pem'), 'utf8')
+    const certificates = pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n?/g) ?? []
+    const subjects = certificates.map((c) => new X509Certificate(c))
+      .map((c) => [/CN=(.*)/.exec(c.subject)![1], Date.parse(c.validTo) > Date.now(), c.ca])
+    assert.deepEqual(subjects.map(([cn]) => cn).sort(), [
+      'Amazon RDS us-east-1 Root CA ECC384 G1', 'Amazon RDS us-east-1 Root CA RSA2048 G1', 'Amazon RDS us-east-1 Root CA RSA4096 G1',
+    ])
+    assert.ok(subjects.every(([, valid, ca]) => valid && ca), 'valid now, and CAs')
+  })
+
+  it('trusts a PostgreSQL server whose certificate chains to PG_SSLROOTCERT under verify-full, and refuses any other', async (t) => {
+    const server = await startPostgres()
+    if (typeof server === 'string') {
+      if (process.env.CI === 'true') throw new Error(`CI=true and no PostgreSQL server: ${server}`)
+      return t.skip(server)
+    }
+    try {
+      // The test server's CA, in a bundle beside RDS's (a stand-in for an RDS instance's chain, whose key we lack).
+      const rds = readFileSync(join(dir, 'task', 'rds-ca.pem'), 'utf8')
+      writeFileSync(join(dir, 'with-server-ca.pem'), rds + readFileSync(server.env.PG_SSLROOTCERT, 'utf8'))
+      const seedWith = (caFile: string) => {
+        const env = { ...server.env, DB_LOCATION: 'rds', PG_DATABASE: 'postgres', PG_SSLMODE: 'verify-full', PG_SSLROOTCERT: caFile }
+        const out = lambdaRun("const { handler } = await import('./seed.mjs'); console.log(JSON.stringify(await handler()))", env)
+        return JSON.parse(out.trim().split('\n').at(-1)!)
+      }
+      const trusted = seedWith(join(dir, 'with-server-ca.pem'))
+      assert.equal(trusted.statusCode, 200, trusted.body)
+      const refused = seedWith(join(dir, 'task', 'rds-ca.pem'))
+      assert.equal(refused.statusCode, 500)
+      assert.match(JSON.parse(refused.body).error, /self[- ]signed certificate|unable to verify|certificate/)
+    } finally {
+      server.stop()
+    }
   })
 
   // Node modules that built-ins load only when one of their exports is read (http.WebSocket, fs.promises,
@@ -587,13 +627,14 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
       requestContext: { http: { method: 'GET', path: '/animals/1' }, stage: '$default' }, isBase64Encoded: false,
     })
     const env = { JWT_KEY: 'k'.repeat(64), DB_PATH: join(dir, 'lazy.db') }
+    lambdaRun("await (await import('./seed.mjs')).handler()", env) // the deploy's seeder, in a process of its own
     const answer = `const { handler } = await import('./api.mjs'), { statusCode } = await handler(${event})
-      if (statusCode !== 404) throw new Error(\`GET /animals/1 on an empty file: \${statusCode}\`)`
+      if (statusCode !== 200) throw new Error(\`GET /animals/1 on the sample: \${statusCode}\`)`
     const coldStart = modulesAfter(answer, env)
     assert.deepEqual(lazyLoaded(coldStart), [])
     // node:crypto (50 modules) is for passwords, tokens and the local server's request IDs, not for a read.
     assert.ok(!coldStart.includes('NativeModule crypto'), 'a cold start for a read loaded node:crypto')
-    // `node api.mjs`: serving on a free port once the import is done, after seeding the empty file.
+    // `node api.mjs`: serving on a free port once the import is done, on the file seeded above.
     const server = modulesAfter(`process.argv[1] = process.cwd() + '/api.mjs'; await import(process.argv[1])`, { ...env, PORT: '0' })
     assert.ok(server.includes('NativeModule _http_server'), 'the server started')
     assert.deepEqual(lazyLoaded(server), [])
