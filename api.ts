@@ -569,13 +569,26 @@ function toResult(res: Response, extraHeaders: Record<string, string>): Result {
   return { statusCode: res.status, headers, body, isBase64Encoded: false }
 }
 
-export async function handler(event: Event): Promise<Result> {
-  let req: Request
+export async function handler(event: Event, context?: { awsRequestId?: string }): Promise<Result> {
+  const started = performance.now()
+  let req: Request | undefined
+  let result: Result
   try {
     req = toRequest(event)
+    result = await answer(req)
   } catch (error) {
-    return toResult({ status: 400, body: { detail: (error as Error).message } }, {})
+    result = toResult({ status: 400, body: { detail: (error as Error).message } }, {})
   }
+  // On Lambda, a line per request in the function's log (the local server writes its own): what, how it
+  // went, how long it took, and the request ID that Lambda's own lines for this invocation carry.
+  if (process.env.AWS_LAMBDA_FUNCTION_NAME) {
+    const id = context?.awsRequestId ?? (event as { requestContext?: { requestId?: string } }).requestContext?.requestId ?? '-'
+    console.log(`${req?.method ?? '?'} ${req?.path ?? '?'} ${result.statusCode} ${(performance.now() - started).toFixed(1)}ms ${id}`)
+  }
+  return result
+}
+
+async function answer(req: Request): Promise<Result> {
   if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) {
     return toResult(preflight(req), {})
   }

