@@ -1140,7 +1140,7 @@ async function status() {
   const line = (what: string, state: 'present' | 'missing' | 'not ours', detail = '') => {
     if (state !== 'present') missing.push(what)
     const mark = state === 'present' ? chalk.green('✔') : chalk.red('✘')
-    say(`${mark} ${what.padEnd(28)} ${state === 'present' ? detail : chalk.red(state)}${state !== 'present' && detail ? ` ${detail}` : ''}`)
+    say(`${mark} ${what.padEnd(36)} ${state === 'present' ? detail : chalk.red(state)}${state !== 'present' && detail ? ` ${detail}` : ''}`)
   }
   const ours = (tags?: Record<string, string | undefined>) => (tags?.app === name ? 'present' : 'not ours')
   const me = await send('sts', new GetCallerIdentityCommand({}))
@@ -1226,7 +1226,7 @@ async function status() {
     } catch {}
     if (answer?.FunctionError) line('GET /greet', 'missing', `${answer.FunctionError} in ${ms} ms: ${text.slice(0, 200)}`)
     else if (result?.statusCode) line('GET /greet', result.statusCode === 200 ? 'present' : 'missing', `${result.statusCode} in ${ms} ms: ${result.body?.slice(0, 100)}`)
-    else say(`${chalk.yellow('?')} ${'GET /greet'.padEnd(28)} answered in ${ms} ms, not as the API answers: ${text.slice(0, 200)}`)
+    else say(`${chalk.yellow('?')} ${'GET /greet'.padEnd(36)} answered in ${ms} ms, not as the API answers: ${text.slice(0, 200)}`)
   }
 
   say('')
