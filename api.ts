@@ -66,21 +66,32 @@ const invalidToken = (description: string) =>
 
 type Location = 'body' | 'query' | 'path'
 
-/** A 422 in the first version's shape: one entry per problem. Passwords are never echoed. */
+// What a 422 echoes is bounded, so that no error answer is large (a Lambda answer may not pass 6 MB):
+// the first problems, and of each input only a short text, number or boolean, never an object or list.
+const MAX_ISSUES = 20
+const MAX_ECHO = 100
+
+/** A 422 in the first version's shape: one entry per problem. Passwords, and whole bodies, are never echoed. */
 function invalid(where: Location, issues: z.core.$ZodIssue[]): HttpError {
   return new HttpError(
     422,
-    issues.map((issue) => {
+    issues.slice(0, MAX_ISSUES).map((issue) => {
       const missing = issue.input === undefined && issue.path.length > 0
-      const secret = issue.path.length === 0 || issue.path.includes('password')
+      const secret = issue.path.length === 0 || issue.path.some((key) => key === 'password' || key === 'client_secret')
       return {
         type: missing ? 'missing' : issue.code === 'invalid_union' ? 'invalid_value' : issue.code,
-        loc: [where, ...issue.path.map(String)],
+        loc: [where, ...issue.path.slice(0, 5).map((key) => String(key).slice(0, MAX_ECHO))],
         msg: missing ? 'Field required' : issue.message,
-        ...(missing || secret ? {} : { input: issue.input }),
+        ...(missing || secret ? {} : echo(issue.input)),
       }
     }),
   )
+}
+
+function echo(input: unknown): { input?: unknown } {
+  if (typeof input === 'string') return { input: input.length > MAX_ECHO ? `${input.slice(0, MAX_ECHO)}…` : input }
+  if (typeof input === 'number' || typeof input === 'boolean' || input === null) return { input }
+  return {}
 }
 
 function parse<T>(schema: z.ZodMiniType<T>, value: unknown, where: Location): T {
@@ -103,8 +114,14 @@ const bool = z.union([z.boolean(), z.pipe(z.enum(['true', 'false']), z.transform
 })
 const pathId = int(0, Number.MAX_SAFE_INTEGER)
 const DIGITS = /^\d{1,15}$/
+// What both databases can hold: PostgreSQL's text refuses NUL, and its dates year 0 (https://www.postgresql.org/docs/current/datatype-datetime.html);
+// neither keeps a lone UTF-16 surrogate (each would become U+FFFD). SQLite would take all three.
+const HOLDABLE = /\0|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+const holdable = z.refine<string>((s) => !HOLDABLE.test(s), { error: 'Input should not contain NUL characters or unpaired surrogates' })
+const str = () => z.string().check(holdable)
 const date = z.iso.date({ error: 'Input should be a valid date in the format YYYY-MM-DD' })
-const text = (max: number) => z.string().check(z.trim(), z.minLength(1), z.maxLength(max))
+  .check(z.refine((d) => !d.startsWith('0000'), { error: 'Input should be a date from year 1 on' }))
+const text = (max: number) => str().check(z.trim(), z.minLength(1), z.maxLength(max))
 
 const AnimalCreate = z.object({
   name: text(100),
@@ -122,26 +139,29 @@ const AnimalUpdate = z.object({
   adopter_id: z.optional(z.nullable(int(1, Number.MAX_SAFE_INTEGER))),
   adoption_date: z.optional(z.nullable(date)),
 })
+const Page = z.object({
+  limit: z._default(int(1, 1000), 100),
+  offset: z._default(int(0, Number.MAX_SAFE_INTEGER), 0),
+})
 const AnimalList = z.object({
   sort: z._default(z.enum(store.ANIMAL_SORTS), 'name'),
   intake_after: z.optional(date),
   intake_before: z.optional(date),
-  limit: z._default(int(1, 1000), 100),
-  offset: z._default(int(0, Number.MAX_SAFE_INTEGER), 0),
+  ...Page.shape,
 })
 const Registration = z.object({
   username: text(64),
   email: z.email({ error: 'Input should be a valid email address' }).check(z.maxLength(254)),
-  password: z.string().check(z.minLength(8), z.maxLength(1024)),
+  password: str().check(z.minLength(8), z.maxLength(1024)),
 })
 // OAuth2's password grant (RFC 6749 §4.3.2), as FastAPI's OAuth2PasswordRequestForm reads it.
 const TokenForm = z.object({
   grant_type: z.optional(z.literal('password')),
-  username: z.string().check(z.minLength(1)),
-  password: z.string().check(z.minLength(1)),
-  scope: z.optional(z.string()),
-  client_id: z.optional(z.string()),
-  client_secret: z.optional(z.string()),
+  username: str().check(z.minLength(1), z.maxLength(1024)),
+  password: str().check(z.minLength(1), z.maxLength(1024)),
+  scope: z.optional(str()),
+  client_id: z.optional(str()),
+  client_secret: z.optional(str()),
 })
 
 // Response shapes, for /openapi.json only: db.ts builds the values.
@@ -249,10 +269,10 @@ const routes: Route[] = [
     response: z.object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.int() }),
     async run({ body, db }) {
       const login = await store.findLogin(await db(), body.username)
-      // An unknown user costs the same hashing time as a wrong password: timing tells nothing.
-      const valid = await store.verifyPassword(body.password, login?.passwordHash ?? (dummyHash ??= await store.hashPassword('')))
+      // An unknown user costs one hash, as a wrong password does, from the first request on: timing tells nothing.
+      const valid = await store.verifyPassword(body.password, login?.passwordHash ?? store.DUMMY_PASSWORD_HASH)
       if (!login || !valid) {
-        throw new HttpError(401, { error: 'invalid_client', error_description: 'invalid username or password' })
+        throw new HttpError(401, { error: 'invalid_client', error_description: 'invalid username or password' }, NO_STORE)
       }
       const access_token = await new SignJWT()
         .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
@@ -260,17 +280,18 @@ const routes: Route[] = [
         .setIssuedAt()
         .setExpirationTime(`${TOKEN_SECONDS}s`)
         .sign(jwtKey)
-      return ok({ access_token, token_type: 'Bearer', expires_in: TOKEN_SECONDS })
+      return { status: 200, body: { access_token, token_type: 'Bearer', expires_in: TOKEN_SECONDS }, headers: NO_STORE }
     },
   }),
   route({
     method: 'GET',
     path: '/users',
-    summary: 'All users',
-    response: z.object({ meta: Meta, users: z.array(User) }),
-    async run({ db }) {
-      const users = await store.listUsers(await db())
-      return ok({ meta: { count: users.length }, users })
+    summary: 'Users, by id, a page at a time',
+    query: Page,
+    response: z.object({ meta: z.extend(Meta, { limit: z.int(), offset: z.int() }), users: z.array(User) }),
+    async run({ query, db }) {
+      const { count, users } = await store.listUsers(await db(), query)
+      return ok({ meta: { count, limit: query.limit, offset: query.offset }, users })
     },
   }),
   route({
@@ -388,7 +409,8 @@ const routes: Route[] = [
   }),
 ]
 
-let dummyHash: string | undefined
+// A token answer is never cached (RFC 6749 §5.1).
+const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' }
 let openApiDocument: object | undefined
 
 async function findUser(db: store.Database, id: number): Promise<store.User> {
@@ -398,10 +420,11 @@ async function findUser(db: store.Database, id: number): Promise<store.User> {
 }
 
 async function authenticate(req: Request, db: () => Promise<store.Database>): Promise<store.User> {
-  const [scheme, token] = (req.headers.authorization ?? '').split(' ')
-  if (scheme?.toLowerCase() !== 'bearer' || !token) {
-    throw new HttpError(401, 'Not authenticated', { 'www-authenticate': 'Bearer' })
-  }
+  const authorization = req.headers.authorization ?? ''
+  if (!/^bearer\s/i.test(authorization)) throw new HttpError(401, 'Not authenticated', { 'www-authenticate': 'Bearer' })
+  // Exactly one token, as RFC 6750 §2.1 writes it: "Bearer" 1*SP b64token, and nothing after it.
+  const token = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i.exec(authorization)?.[1]
+  if (!token) throw invalidToken('invalid bearer token')
   let sub: string | undefined
   try {
     // Only HS256 with our key: `alg: none` and every other algorithm are refused.
@@ -421,7 +444,8 @@ async function authenticate(req: Request, db: () => Promise<store.Database>): Pr
 const table = routes.map((r) => ({
   route: r,
   names: [...r.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]),
-  pattern: new RegExp(`^${r.path.replace(/\{\w+\}/g, '([^/]+)')}$`),
+  // Each {name} matches one segment; everything else is literal (the `.` of /openapi.json included).
+  pattern: new RegExp(`^${r.path.split(/\{\w+\}/).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('([^/]+)')}$`),
 }))
 
 const methodsOf = (path: string) => [...new Set(table.filter((e) => e.pattern.test(path)).map((e) => e.route.method))]
@@ -481,15 +505,19 @@ function parseJson(text: string): unknown {
   try {
     return JSON.parse(text)
   } catch (error) {
+    // Not V8's message: it quotes the body, which may hold a password. Its position alone, where it gives one.
+    const at = /position (\d+)/.exec((error as Error).message)?.[1]
     throw new HttpError(422, [
-      { type: 'json_invalid', loc: ['body'], msg: `JSON decode error: ${(error as Error).message}` },
+      { type: 'json_invalid', loc: ['body'], msg: `JSON decode error${at ? ` at position ${at}` : ''}` },
     ])
   }
 }
 
+/** The media type of the body, without parameters, in lowercase: media types are case-insensitive (RFC 9110 §8.3.1). */
+const mediaType = (req: Request) => (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()
+
 function formFields(req: Request): URLSearchParams {
-  const type = req.headers['content-type'] ?? ''
-  return type.startsWith('application/x-www-form-urlencoded') ? new URLSearchParams(req.body) : new URLSearchParams()
+  return mediaType(req) === 'application/x-www-form-urlencoded' ? new URLSearchParams(req.body) : new URLSearchParams()
 }
 
 // Events in, results out. Payload 2.0 (HTTP APIs, function URLs) carries requestContext.http;
@@ -498,59 +526,111 @@ function formFields(req: Request): URLSearchParams {
 type Event = APIGatewayProxyEvent | APIGatewayProxyEventV2
 type Result = APIGatewayProxyResult & APIGatewayProxyStructuredResultV2
 
+/** A malformed event: a 400 that says so, never a JavaScript message. */
+const badEvent = (what: string) => new HttpError(400, `Bad Request: not an API Gateway or function URL event (${what})`)
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x)
+const isString = (x: unknown): x is string => typeof x === 'string'
+
+/** A string map of the event (headers, query parameters), checked: null values are left out, others must be strings. */
+function stringMap(value: unknown, what: string): [string, string][] {
+  if (value == null) return []
+  if (!isObject(value)) throw badEvent(`${what} is not an object`)
+  const entries: [string, string][] = []
+  for (const [name, item] of Object.entries(value)) {
+    if (item == null) continue
+    if (!isString(item)) throw badEvent(`${what} ${name.slice(0, 100)} is not a string`)
+    entries.push([name, item])
+  }
+  return entries
+}
+
 function toRequest(event: Event): Request {
+  if (!isObject(event)) throw badEvent('not an object')
+  if (event.body != null && !isString(event.body)) throw badEvent('body is not a string')
   const body = event.body
     ? event.isBase64Encoded
       ? Buffer.from(event.body, 'base64').toString('utf8')
       : event.body
     : ''
   const headers: Record<string, string> = {}
-  if ('requestContext' in event && event.requestContext && 'http' in event.requestContext) {
+  const context = event.requestContext as unknown
+  if (isObject(context) && isObject(context.http)) {
     const v2 = event as APIGatewayProxyEventV2
-    for (const [name, value] of Object.entries(v2.headers ?? {})) headers[name.toLowerCase()] = value ?? ''
-    if (v2.cookies?.length) headers.cookie = v2.cookies.join('; ')
-    // On a named stage an HTTP API's rawPath starts with the stage: /prod/animals.
-    const stage = v2.requestContext.stage
-    let path = v2.rawPath ?? v2.requestContext.http.path
-    if (stage && stage !== '$default' && (path === `/${stage}` || path.startsWith(`/${stage}/`))) {
+    const { method, path: httpPath } = context.http
+    const rawPath = v2.rawPath ?? httpPath
+    if (!isString(method) || !isString(rawPath) || !rawPath.startsWith('/')) throw badEvent('no method or path')
+    if (v2.rawQueryString != null && !isString(v2.rawQueryString)) throw badEvent('rawQueryString is not a string')
+    for (const [name, value] of stringMap(v2.headers, 'header')) headers[name.toLowerCase()] = value
+    if (v2.cookies != null) {
+      if (!Array.isArray(v2.cookies) || !v2.cookies.every(isString)) throw badEvent('cookies are not strings')
+      if (v2.cookies.length) headers.cookie = v2.cookies.join('; ')
+    }
+    // An HTTP API's rawPath starts with its named stage (/prod/animals) on the API's own execute-api domain,
+    // not on a custom domain, whose API mapping takes the stage out: strip it only where it is there.
+    // https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-stages.html
+    const stage = context.stage
+    const onExecuteApi = isString(context.domainName) && /\.execute-api\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$/.test(context.domainName)
+    let path = rawPath
+    if (onExecuteApi && isString(stage) && stage !== '$default' && (path === `/${stage}` || path.startsWith(`/${stage}/`))) {
       path = path.slice(stage.length + 1) || '/'
     }
-    return { method: v2.requestContext.http.method, path: trimSlash(path), query: new URLSearchParams(v2.rawQueryString ?? ''), headers, body }
+    return { method, path: trimSlash(path), query: new URLSearchParams(v2.rawQueryString ?? ''), headers, body }
   }
   const v1 = event as APIGatewayProxyEvent
-  if (!v1.httpMethod || !v1.path) throw new HttpError(400, 'Bad Request: not an API Gateway or function URL event')
-  for (const [name, value] of Object.entries(v1.headers ?? {})) headers[name.toLowerCase()] = value ?? ''
+  if (!isString(v1.httpMethod) || !isString(v1.path) || !v1.path.startsWith('/')) throw badEvent('no method or path')
+  for (const [name, value] of stringMap(v1.headers, 'header')) headers[name.toLowerCase()] = value
+  if (v1.multiValueHeaders != null && !isObject(v1.multiValueHeaders)) throw badEvent('multiValueHeaders is not an object')
   for (const [name, values] of Object.entries(v1.multiValueHeaders ?? {})) {
-    if (values?.length) headers[name.toLowerCase()] = values.join(',')
+    if (values == null) continue
+    if (!Array.isArray(values) || !values.every(isString)) throw badEvent(`header ${name.slice(0, 100)} is not a list of strings`)
+    if (values.length) headers[name.toLowerCase()] = values.join(',')
   }
   const query = new URLSearchParams()
+  if (v1.multiValueQueryStringParameters != null && !isObject(v1.multiValueQueryStringParameters)) {
+    throw badEvent('multiValueQueryStringParameters is not an object')
+  }
   const multi = v1.multiValueQueryStringParameters ?? {}
-  for (const [name, values] of Object.entries(multi)) for (const v of values ?? []) query.append(name, v)
-  for (const [name, value] of Object.entries(v1.queryStringParameters ?? {})) {
-    if (!(name in multi) && value !== undefined) query.append(name, value)
+  for (const [name, values] of Object.entries(multi)) {
+    if (values == null) continue
+    if (!Array.isArray(values) || !values.every(isString)) throw badEvent(`query parameter ${name.slice(0, 100)} is not a list of strings`)
+    for (const v of values) query.append(name, v)
+  }
+  for (const [name, value] of stringMap(v1.queryStringParameters, 'query parameter')) {
+    if (!(name in multi)) query.append(name, value)
   }
   // A REST API's `path` leaves the stage out; requestContext.path has it.
   return { method: v1.httpMethod, path: trimSlash(v1.path), query, headers, body }
 }
 
-const trimSlash = (path: string) => (path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path)
+/** One trailing slash goes (/animals/ is /animals); `//` and the like stay, and match no route. */
+const trimSlash = (path: string) => (path.length > 1 && path.endsWith('/') && !path.endsWith('//') ? path.slice(0, -1) : path)
 
+/** A listed origin is echoed, with credentials; with `*` listed, any other origin gets `*`, without credentials
+ * (https://fetch.spec.whatwg.org/#cors-protocol-and-credentials). What depends on Origin says so in Vary. */
 function corsHeaders(req: Request): Record<string, string> {
   const origin = req.headers.origin
-  if (!origin || !(CORS_ORIGINS.includes(origin) || CORS_ORIGINS.includes('*'))) return {}
-  return { 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true', vary: 'Origin' }
+  if (!origin) return {}
+  const listed = CORS_ORIGINS.some((o) => o !== '*')
+  const vary: Record<string, string> = listed ? { vary: 'Origin' } : {}
+  if (CORS_ORIGINS.includes(origin) && origin !== '*') {
+    return { 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true', ...vary }
+  }
+  if (CORS_ORIGINS.includes('*')) return { 'access-control-allow-origin': '*', ...vary }
+  return vary
 }
 
 /** A CORS preflight, answered without touching the database. */
 function preflight(req: Request): Response {
   const cors = corsHeaders(req)
-  if (!cors['access-control-allow-origin']) return { status: 400, body: { detail: 'Disallowed CORS origin' } }
+  if (!cors['access-control-allow-origin']) return { status: 400, body: { detail: 'Disallowed CORS origin' }, headers: cors }
+  const asked = req.headers['access-control-request-headers']
   return {
     status: 204,
     headers: {
       ...cors,
+      ...(asked ? { vary: [cors.vary, 'Access-Control-Request-Headers'].filter(Boolean).join(', ') } : {}),
       'access-control-allow-methods': 'GET, POST, PUT, DELETE, OPTIONS',
-      'access-control-allow-headers': req.headers['access-control-request-headers'] || '*',
+      'access-control-allow-headers': asked || '*',
       'access-control-max-age': '600',
     },
   }

@@ -1127,7 +1127,7 @@ function describeSeeding(body = ''): string {
     const data = sample === 'loaded'
       ? `sample loaded: ${added.users} users, ${added.animals} animals, ${added.fosters} fosters, ${added.adoptions} adoptions`
       : sample === 'loaded before' ? `sample loaded on ${loaded_at}: nothing added` : 'the database had rows of its own: no sample'
-    return `${migrations}; ${data}`
+    return [`${migrations}; ${data}`, ...(schema.notes ?? []).map((note: string) => chalk.yellow(`  note: ${note}`))].join('\n')
   } catch {
     return `seeded: ${body}`
   }

@@ -2,7 +2,7 @@
 // data in fake_db.json into it, once in its life: into a new database, never again after (a deleted
 // sample animal stays deleted). `tsx seed.ts` does both for the database that DB_LOCATION names; on
 // Lambda, `handler` does the same when deploy.ts invokes the seeder function, and returns the counts.
-import { configFromEnv, hashPassword, migrate, openDatabase, type Database, type MigrationResult } from './db.ts'
+import { configFromEnv, createUser, hashPassword, migrate, openDatabase, type Database, type MigrationResult } from './db.ts'
 
 // Built-ins from process.getBuiltinModule, as in api.ts: an `import` of node:fs would load fs.promises too.
 const { readFileSync } = process.getBuiltinModule('node:fs')
@@ -65,11 +65,8 @@ export async function seed(db: Database, data: SampleData = loadSample()): Promi
 
     const userIds = new Map<string, number>()
     for (const [username, user] of Object.entries(data.users)) {
-      const [row] = await tx.all<{ id: number }>(
-        'INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, ?, ?) RETURNING id',
-        [username, user.email, hashes.get(username), user.created_at],
-      )
-      userIds.set(username, Number(row.id))
+      const { id } = await createUser(tx, { username, email: user.email, passwordHash: hashes.get(username)!, created_at: user.created_at })
+      userIds.set(username, id)
     }
     const animalIds = new Map<string, number>()
     for (const [key, a] of Object.entries(data.animals)) {
@@ -128,7 +125,7 @@ export function describeSetUp({ schema, seed }: Awaited<ReturnType<typeof setUp>
   const migrations = schema.applied.length
     ? `schema ${schema.from} → ${schema.to} (applied ${schema.applied.join('; ')})`
     : `schema at version ${schema.to}`
-  return `${migrations}; ${summarize(seed)}`
+  return [`${migrations}; ${summarize(seed)}`, ...schema.notes.map((note) => `note: ${note}`)].join('\n')
 }
 
 // The seeder function's handler: it opens its own connection, sets the database up and closes it.

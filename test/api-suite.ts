@@ -617,22 +617,51 @@ export function apiSuite(fixture: Fixture) {
     })
 
     it('applies each migration once, recorded with its version, and adopts a database made before migrations', async () => {
-      const config = await fixture.empty({ schema: false })
-      const db = await openDatabase(config)
+      const db = await openDatabase(await fixture.empty({ schema: false }))
       try {
         const first = await migrate(db)
         assert.deepEqual([first.from, first.to, first.applied.length], [0, SCHEMA_VERSION, SCHEMA_VERSION])
-        assert.deepEqual(await migrate(db), { from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [] })
+        assert.deepEqual(await migrate(db), { from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [], notes: [] })
         const rows = await db.all<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version')
         assert.deepEqual(rows.map((r) => Number(r.version)), Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1))
-        // A database made by the code before migrations: its tables, animals, no counts, no schema_migrations.
-        await db.all("INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01'), ('b', 2, 'dog', '2024-01-02')")
-        await db.all('DELETE FROM animal_intake_counts')
-        await db.all('DROP TABLE schema_migrations')
-        assert.equal((await migrate(db)).from, 0)
-        const page = await listAnimals(db, { sort: 'name', limit: 1, offset: 0 })
+      } finally {
+        await db.close()
+      }
+      // A database made by the code before migrations: the first one's tables, animals, no counts, no schema_migrations.
+      const old = await openDatabase(await fixture.empty({ schema: false }))
+      try {
+        await migrate(old, 1)
+        await old.all("INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01'), ('b', 2, 'dog', '2024-01-02')")
+        await old.all('DELETE FROM animal_intake_counts')
+        await old.all('DROP TABLE schema_migrations')
+        const adopted = await migrate(old)
+        assert.deepEqual([adopted.from, adopted.to], [0, SCHEMA_VERSION])
+        const page = await listAnimals(old, { sort: 'name', limit: 1, offset: 0 })
         assert.equal(page.count, 2, 'the per-day counts were made from the animals already there')
-        assert.equal((await listAnimals(db, { sort: 'name', intake_after: '2024-01-02', limit: 1, offset: 0 })).count, 1)
+        assert.equal((await listAnimals(old, { sort: 'name', intake_after: '2024-01-02', limit: 1, offset: 0 })).count, 1)
+      } finally {
+        await old.close()
+      }
+    })
+
+    it('gives users of an older database their keys, and reports the names that clash instead of failing', async () => {
+      const db = await openDatabase(await fixture.empty({ schema: false }))
+      try {
+        await migrate(db, 1)
+        const add = (username: string, email: string) =>
+          db.all("INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, 'x', '2024-01-01T00:00:00')", [username, email])
+        await add('juniper', 'juniper@cool.email')
+        await add('Juniper', 'other@example.com')
+        await add('ｊｕｎｉｐｅｒ', 'JUNIPER@cool.email')
+        await add('marlowe', 'marlowe@example.com')
+        const result = await migrate(db)
+        assert.deepEqual(result.notes, [
+          'user 2\'s username "Juniper" clashes with user 1\'s: it logs in by its exact name only; rename one of them',
+          'user 3\'s username "ｊｕｎｉｐｅｒ" clashes with user 1\'s: it logs in by its exact name only; rename one of them',
+          'user 3\'s email "JUNIPER@cool.email" clashes with user 1\'s: it logs in by its exact email only; rename one of them',
+        ])
+        const keys = await db.values('SELECT id, username_key FROM users ORDER BY id')
+        assert.deepEqual(keys.map(([id, key]) => [Number(id), key]), [[1, 'juniper'], [2, 'juniper#2'], [3, 'juniper#3'], [4, 'marlowe']])
       } finally {
         await db.close()
       }
@@ -656,13 +685,19 @@ export function apiSuite(fixture: Fixture) {
           : await db.all("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
         assert.deepEqual(tables, [], 'the API ran no DDL')
         await migrate(db)
-        await db.all('DELETE FROM schema_migrations')
       } finally {
         await db.close()
       }
-      assert.equal((await get('/animals')).status, 503, 'a schema_migrations table without the needed version')
+      // As a database is when the new release's migration has not run yet: the version before.
+      const older = await openDatabase(config)
+      const [latest] = await older.all('SELECT * FROM schema_migrations WHERE version = ?', [SCHEMA_VERSION])
+      await older.all('DELETE FROM schema_migrations WHERE version = ?', [SCHEMA_VERSION])
+      await older.close()
+      const behind = await get('/animals')
+      assert.equal(behind.status, 503)
+      assert.match(behind.body.detail, new RegExp(`The database schema is at version ${SCHEMA_VERSION - 1} and this release needs ${SCHEMA_VERSION}: deploy again`))
       const again = await openDatabase(config)
-      await migrate(again)
+      await again.all('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', Object.values(latest))
       await again.close()
       const served = await get('/animals')
       assert.equal(served.status, 200, 'the same process serves once the schema is there: no restart')
@@ -709,7 +744,7 @@ export function apiSuite(fixture: Fixture) {
       assert.equal(ok.statusCode, 200)
       const body = JSON.parse(ok.body)
       assert.deepEqual([body.sample, body.added], ['loaded before', { users: 0, animals: 0, fosters: 0, adoptions: 0 }])
-      assert.deepEqual(body.schema, { from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [] })
+      assert.deepEqual(body.schema, { from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [], notes: [] })
       const saved = process.env.DB_LOCATION
       process.env.DB_LOCATION = 'floppy'
       t.mock.method(console, 'error', () => {})
