@@ -24,10 +24,13 @@ const { pathToFileURL } = process.getBuiltinModule('node:url')
 
 z.config(en())
 
-const CORS_ORIGINS = (process.env.CORS_ORIGINS ?? 'http://localhost:5173')
-  .split(',')
-  .map((origin) => origin.trim())
-  .filter(Boolean)
+/** CORS_ORIGINS, read when it changes (a test sets it; on Lambda it is set once). */
+let cors = { text: '', origins: [] as string[] }
+function corsOrigins(): string[] {
+  const text = process.env.CORS_ORIGINS ?? 'http://localhost:5173'
+  if (text !== cors.text) cors = { text, origins: text.split(',').map((origin) => origin.trim()).filter(Boolean) }
+  return cors.origins
+}
 const TOKEN_SECONDS = 3600
 const jwtKey = new TextEncoder().encode(loadJwtKey())
 
@@ -149,8 +152,31 @@ const AnimalList = z.object({
   intake_before: z.optional(date),
   ...Page.shape,
 })
+// Usernames: one in NFKC form and case-folded is taken once (db.ts's identityKey); none may hold a control, format
+// (zero-width, soft hyphen, direction) or private-use character, nor mix scripts the way look-alikes do: UTS #39's
+// "highly restrictive" level, https://www.unicode.org/reports/tr39/#Restriction_Level_Detection. A name in any
+// one script is welcome, and Japanese, Chinese and Korean mixes with Latin too.
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/u
+const SCRIPTS = ['Latin', 'Greek', 'Cyrillic', 'Armenian', 'Georgian', 'Hebrew', 'Arabic', 'Syriac', 'Thaana', 'Devanagari',
+  'Bengali', 'Gurmukhi', 'Gujarati', 'Oriya', 'Tamil', 'Telugu', 'Kannada', 'Malayalam', 'Sinhala', 'Thai', 'Lao', 'Tibetan',
+  'Myanmar', 'Khmer', 'Mongolian', 'Ethiopic', 'Cherokee', 'Hangul', 'Hiragana', 'Katakana', 'Bopomofo', 'Han']
+  .map((name) => [name, new RegExp(`\\p{Script=${name}}`, 'u')] as const)
+const SHARED = /[\p{Script=Common}\p{Script=Inherited}]/u // digits, punctuation, combining marks: any script's
+const MIXES = [['Latin', 'Han', 'Hiragana', 'Katakana'], ['Latin', 'Han', 'Bopomofo'], ['Latin', 'Han', 'Hangul']]
+function oneScript(name: string): boolean {
+  const scripts = new Set<string>()
+  for (const char of name) {
+    if (!SHARED.test(char)) scripts.add(SCRIPTS.find(([, pattern]) => pattern.test(char))?.[0] ?? 'another')
+  }
+  return scripts.size <= 1 || MIXES.some((mix) => [...scripts].every((script) => mix.includes(script)))
+}
+const username = text(64).check(
+  z.refine<string>((u) => !INVISIBLE.test(u.normalize('NFKC')), { error: 'Input should not contain control, invisible or direction characters' }),
+  z.refine<string>((u) => oneScript(u.normalize('NFKC')), { error: 'Input should be written in one script, without look-alike letters of another' }),
+)
+
 const Registration = z.object({
-  username: text(64),
+  username,
   email: z.email({ error: 'Input should be a valid email address' }).check(z.maxLength(254)),
   password: str().check(z.minLength(8), z.maxLength(1024)),
 })
@@ -610,12 +636,13 @@ const trimSlash = (path: string) => (path.length > 1 && path.endsWith('/') && !p
 function corsHeaders(req: Request): Record<string, string> {
   const origin = req.headers.origin
   if (!origin) return {}
-  const listed = CORS_ORIGINS.some((o) => o !== '*')
+  const allowed = corsOrigins()
+  const listed = allowed.some((o) => o !== '*')
   const vary: Record<string, string> = listed ? { vary: 'Origin' } : {}
-  if (CORS_ORIGINS.includes(origin) && origin !== '*') {
+  if (allowed.includes(origin) && origin !== '*') {
     return { 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true', ...vary }
   }
-  if (CORS_ORIGINS.includes('*')) return { 'access-control-allow-origin': '*', ...vary }
+  if (allowed.includes('*')) return { 'access-control-allow-origin': '*', ...vary }
   return vary
 }
 

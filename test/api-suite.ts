@@ -565,6 +565,244 @@ export function apiSuite(fixture: Fixture) {
     })
   })
 
+  describe('hostile input', () => {
+    const count = async (table: 'users' | 'animals') => Number((await (await database()).values(`SELECT COUNT(*) FROM ${table}`))[0][0])
+
+    it('refuses what PostgreSQL cannot hold, on either database: NUL, unpaired surrogates, year 0', async () => {
+      const token = await login()
+      const before = await count('animals')
+      for (const [method, path, body] of [
+        ['POST', '/animals', { name: 'Re\u0000x', age: 1, kind: 'dog' }],
+        ['POST', '/animals', { name: 'Rex', age: 1, kind: 'd\uD800og' }],
+        ['PUT', '/animals/1', { kind: 'c\u0000at' }],
+        ['PUT', '/animals/1', { adoption_date: '0000-01-01' }],
+        ['POST', '/auth/registration', { username: 'nul\u0000l', email: 'n@example.com', password: 'password1' }],
+        ['POST', '/auth/registration', { username: 'nully', email: 'n@example.com', password: 'pass\u0000word' }],
+      ] as const) {
+        const reply = await json(method, path, body, token)
+        assert.equal(reply.status, 422, `${method} ${path} ${JSON.stringify(body)}: ${reply.text}`)
+        assert.ok(!reply.text.includes('pass\\u0000word'), 'no password echoed')
+      }
+      for (const fields of [{ username: 'jun\u0000iper', password: 'password' }, { username: 'juniper', password: 'pass\u0000word' }]) {
+        assert.equal((await form(fields)).status, 422)
+      }
+      assert.equal((await get('/animals', 'intake_after=0000-06-01')).status, 422)
+      assert.equal((await get('/animals', 'intake_before=9999-12-31')).status, 200, 'the last day both hold')
+      assert.equal((await json('PUT', '/animals/1', { adoption_date: '0001-01-01' }, token)).status, 200, 'year 1 is held by both')
+      assert.equal(await count('animals'), before)
+    })
+
+    it('answers 422, never 500, to bodies nested thousands deep, and echoes none of them', async () => {
+      const token = await login()
+      const deep = (n: number, open: string, close: string, inner = '1') => open.repeat(n) + inner + close.repeat(n)
+      for (const body of [
+        `{"name": ${deep(5000, '[', ']')}, "age": 1, "kind": "dog"}`,
+        deep(5000, '[', ']'),
+        deep(5000, '{"a":', '}'),
+        `{"name": "Rex", "age": ${deep(3000, '{"x":', '}')}, "kind": "dog"}`,
+      ]) {
+        const reply = await json('POST', '/animals', body, token)
+        assert.equal(reply.status, 422, reply.text.slice(0, 200))
+        assert.ok(reply.text.length < 2000, `a short answer: ${reply.text.length} characters`)
+      }
+    })
+
+    it('bounds what a 422 echoes, so that no error answer is large', async () => {
+      const token = await login()
+      // 2 MB of bytes that are not UTF-8: each becomes U+FFFD, three bytes of JSON when echoed.
+      const invalid = Buffer.alloc(2 * 1024 * 1024, 0xff).toString('base64')
+      const reply = await send(httpApiEvent({ method: 'POST', path: '/animals', body: invalid, headers: { authorization: `Bearer ${token}` } }))
+      assert.equal(reply.status, 422)
+      const long = await json('POST', '/animals', { name: 'x'.repeat(1_000_000), age: 'y'.repeat(1_000_000), kind: 'z'.repeat(500_000) }, token)
+      assert.equal(long.status, 422)
+      assert.ok(long.text.length < 2000, `${long.text.length} characters`)
+      assert.deepEqual(long.body.detail.map((d: { input: string }) => d.input.length), [101, 101, 101], 'each echo cut to 100 characters and an ellipsis')
+      const query = await get('/animals', `sort=${'s'.repeat(100_000)}&limit=${'9'.repeat(100_000)}`)
+      assert.equal(query.status, 422)
+      assert.ok(query.text.length < 2000)
+    })
+
+    it('never echoes a malformed body that may hold a password', async () => {
+      for (const body of ['{"username": "pat", "email": "p@example.com", "password": "hunter2-secret"', '{"password": hunter2-secret}']) {
+        const reply = await json('POST', '/auth/registration', body)
+        assert.equal(reply.status, 422)
+        assert.equal(reply.body.detail[0].type, 'json_invalid')
+        assert.ok(!reply.text.includes('hunter2'), reply.text)
+      }
+    })
+
+    it('answers a malformed Lambda event with a 400 of its own, never a JavaScript message or a 500', async () => {
+      const v2 = httpApiEvent({ path: '/animals' })
+      for (const event of [
+        {}, [], { requestContext: { http: {} } }, { ...v2, rawPath: 7 }, { ...v2, rawPath: 'animals' },
+        { ...v2, headers: { 'x-count': 5 } }, { ...v2, headers: 'nope' }, { ...v2, body: { a: 1 } }, { ...v2, cookies: 'a=1' },
+        { ...v2, rawQueryString: ['a'] },
+        { httpMethod: 'GET', path: '/animals', headers: { accept: ['a'] } },
+        { httpMethod: 'GET', path: '/animals', multiValueHeaders: { accept: 'a' } },
+        { httpMethod: 'GET', path: '/animals', multiValueQueryStringParameters: { sort: [1] } },
+        { httpMethod: 7, path: '/animals' },
+      ]) {
+        const reply = await send(event as unknown as APIGatewayProxyEventV2)
+        assert.equal(reply.status, 400, JSON.stringify(event).slice(0, 100))
+        assert.match(reply.body.detail, /^Bad Request: not an API Gateway or function URL event \(.+\)$/)
+        assert.doesNotMatch(reply.body.detail, /Cannot read|undefined|TypeError/)
+      }
+      const nulls = await send({ ...v2, headers: { 'x-gone': null } } as unknown as APIGatewayProxyEventV2)
+      assert.equal(nulls.status, 200, 'a null header is only absent')
+    })
+
+    it('accepts exactly one bearer token', async () => {
+      const token = await login()
+      const me = (authorization: string) => get('/users/me', undefined, { authorization })
+      assert.equal((await me(`Bearer ${token}`)).status, 200)
+      assert.equal((await me(`bearer ${token}`)).status, 200, 'the scheme in any case')
+      for (const header of [`Bearer ${token} junk`, `Bearer ${token} ${token}`, `Bearer ${token},x`, `Bearer\t${token}`, `Bearer ${token}\u0000`]) {
+        const reply = await me(header)
+        assert.equal(reply.status, 401, header)
+        assert.deepEqual(reply.body.detail, { error: 'invalid_client', error_description: 'invalid bearer token' })
+      }
+    })
+
+    it('answers /auth/token with Cache-Control: no-store, and reads its form in any case of media type', async () => {
+      const ok = await call({
+        method: 'POST', path: '/auth/token', body: 'username=juniper&password=password',
+        headers: { 'content-type': 'Application/X-WWW-Form-Urlencoded; Charset=UTF-8' },
+      })
+      assert.equal(ok.status, 200, ok.text)
+      assert.equal(ok.headers['cache-control'], 'no-store')
+      assert.equal(ok.headers.pragma, 'no-cache')
+      const refused = await form({ username: 'juniper', password: 'wrong' })
+      assert.equal(refused.status, 401)
+      assert.equal(refused.headers['cache-control'], 'no-store')
+    })
+
+    it('matches route paths literally: no wildcard dots, no empty segments', async () => {
+      for (const path of ['/openapiXjson', '/openapi.jsonX', '//', '//animals', '/animals//', '/animals/1//', '/users/me/']) {
+        const reply = await get(path)
+        assert.equal(reply.status, path === '/users/me/' ? 401 : 404, path)
+      }
+      assert.equal((await get('/openapi.json')).status, 200)
+      assert.equal((await get('/animals/1/')).status, 200, 'one trailing slash is the same path')
+    })
+
+    it('strips the stage only where the path carries it: execute-api, not a custom domain', async () => {
+      const onStage = await send(httpApiEvent({ path: '/animals', query: 'limit=1' }, 'animals'))
+      assert.deepEqual([onStage.status, onStage.body.meta.limit], [200, 1])
+      const root = await send(httpApiEvent({ path: '/' }, 'animals'))
+      assert.match(root.headers['content-type'], /text\/html/)
+      const custom = httpApiEvent({ path: '/animals', query: 'limit=1' })
+      custom.requestContext.stage = 'animals'
+      custom.requestContext.domainName = 'api.shelter.example'
+      const mapped = await send(custom)
+      assert.deepEqual([mapped.status, mapped.body.meta?.limit], [200, 1], 'a custom domain\'s path has no stage in it')
+    })
+
+    it('with CORS_ORIGINS=*, allows any origin without credentials, null included, and varies preflights on what they echo', async () => {
+      const saved = process.env.CORS_ORIGINS
+      try {
+        process.env.CORS_ORIGINS = '*'
+        for (const origin of ['https://evil.example', 'null']) {
+          const reply = await get('/animals/1', undefined, { origin })
+          assert.equal(reply.headers['access-control-allow-origin'], '*', origin)
+          assert.equal(reply.headers['access-control-allow-credentials'], undefined)
+        }
+        const pre = await call({ method: 'OPTIONS', path: '/animals', headers: { origin: 'null', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } })
+        assert.equal(pre.status, 204)
+        assert.equal(pre.headers['access-control-allow-origin'], '*')
+        assert.equal(pre.headers.vary, 'Access-Control-Request-Headers')
+        process.env.CORS_ORIGINS = 'https://shelter.example,*'
+        const listed = await get('/animals/1', undefined, { origin: 'https://shelter.example' })
+        assert.deepEqual([listed.headers['access-control-allow-origin'], listed.headers['access-control-allow-credentials'], listed.headers.vary],
+          ['https://shelter.example', 'true', 'Origin'])
+        const other = await get('/animals/1', undefined, { origin: 'https://other.example' })
+        assert.deepEqual([other.headers['access-control-allow-origin'], other.headers['access-control-allow-credentials'], other.headers.vary], ['*', undefined, 'Origin'])
+        process.env.CORS_ORIGINS = 'https://shelter.example'
+        const pre2 = await call({ method: 'OPTIONS', path: '/animals', headers: { origin: 'https://shelter.example', 'access-control-request-method': 'PUT', 'access-control-request-headers': 'authorization' } })
+        assert.equal(pre2.headers.vary, 'Origin, Access-Control-Request-Headers')
+        const refused = await get('/animals/1', undefined, { origin: 'null' })
+        assert.deepEqual([refused.headers['access-control-allow-origin'], refused.headers.vary], [undefined, 'Origin'])
+      } finally {
+        if (saved === undefined) delete process.env.CORS_ORIGINS
+        else process.env.CORS_ORIGINS = saved
+      }
+    })
+
+    it('pages GET /users as /animals: limit, offset, and the count of all', async () => {
+      const page = await get('/users', 'limit=3&offset=2')
+      assert.equal(page.status, 200)
+      assert.deepEqual(page.body.meta, { count: 8, limit: 3, offset: 2 })
+      assert.deepEqual(page.body.users.map((u: { id: number }) => u.id), [3, 4, 5])
+      assert.deepEqual((await get('/users')).body.meta, { count: 8, limit: 100, offset: 0 })
+      for (const query of ['limit=0', 'limit=1001', 'offset=-1', 'limit=x']) assert.equal((await get('/users', query)).status, 422, query)
+    })
+
+    it('clears adoption_date with adopter_id when the adopter is deleted', async () => {
+      const adopter = sample.adoptions[0].user_id
+      const id = userId(adopter)
+      const pets = (await get(`/users/${id}/pets`)).body.animals as { id: number }[]
+      assert.ok(pets.length > 0)
+      const token = await login(adopter)
+      assert.equal((await del(`/users/${id}`, token)).status, 204)
+      for (const pet of pets) {
+        const { animal } = (await get(`/animals/${pet.id}`)).body
+        assert.deepEqual([animal.adopter_id, animal.adoption_date], [null, null], `animal ${pet.id}`)
+      }
+    })
+  })
+
+  describe('identity', () => {
+    const register = (username: string, email = `${Math.random().toString(36).slice(2)}@example.com`) =>
+      json('POST', '/auth/registration', { username, email, password: 'password1' })
+
+    it('takes a username once whatever its case or Unicode form, and an email whatever its case', async () => {
+      const before = (await get('/users')).body.meta.count
+      for (const name of ['Juniper', 'JUNIPER', 'ｊuniper', 'ｊｕｎｉｐｅｒ', 'JUNİPER'.normalize('NFD') === 'JUNİPER' ? 'juniper' : 'JUNIPER']) {
+        const reply = await register(name)
+        assert.equal(reply.status, 422, name)
+        assert.deepEqual(reply.body.detail, { type: 'duplicate_value', entity_name: 'User', entity_field: 'username', entity_field_value: name })
+      }
+      const email = await register('someone-new', 'JUNIPER@Cool.Email')
+      assert.deepEqual([email.status, email.body.detail.entity_field], [422, 'email'])
+      assert.equal((await get('/users')).body.meta.count, before, 'none registered')
+      assert.equal((await form({ username: 'JUNIPER', password: 'password' })).status, 200, 'logs in as juniper')
+    })
+
+    it('refuses control, invisible and direction characters in a username', async () => {
+      for (const name of ['marlowe\u200b', 'mar\u00adlowe', '\u202emarlowe', 'mar\u2066lowe', 'ma\u0007rlowe', 'mar\ufefflowe', 'mar\ue000lowe', 'mar\u200dlowe']) {
+        const reply = await register(name)
+        assert.equal(reply.status, 422, JSON.stringify(name))
+        assert.match(reply.body.detail[0].msg, /control, invisible or direction characters/)
+      }
+    })
+
+    it('refuses names that mix scripts as look-alikes do, and welcomes a name in any one script, shown as typed', async () => {
+      for (const name of ['juniреr', 'jupiтer', 'pαssword', 'Юпитерx']) {
+        const reply = await register(name)
+        assert.equal(reply.status, 422, name)
+        assert.match(reply.body.detail[0].msg, /one script/)
+      }
+      for (const name of ['Юпитер', 'Ζεύς', '木星', 'ジュピター', '木星ちゃん', '목성', 'Zoë-2', 'José María', 'مشتری', 'Ｍａｒｓ']) {
+        const reply = await register(name)
+        assert.equal(reply.status, 200, `${name}: ${reply.text}`)
+        assert.equal(reply.body.username, name, 'shown as typed')
+      }
+      assert.equal((await register('MARS')).status, 422, 'the fullwidth Ｍａｒｓ took mars')
+    })
+
+    it('costs one hash for an unknown user from the first login on, as for a wrong password', async (t) => {
+      const { default: crypto } = await import('node:crypto')
+      const { DUMMY_PASSWORD_HASH, hashPassword } = await import('../db.ts')
+      assert.equal(DUMMY_PASSWORD_HASH.split('$').slice(0, 4).join('$'), (await hashPassword('x')).split('$').slice(0, 4).join('$'), 'the same parameters as a real hash')
+      const scrypt = t.mock.method(crypto, 'scrypt')
+      assert.equal((await form({ username: `nobody-${Math.random()}`, password: 'password' })).status, 401)
+      assert.equal(scrypt.mock.callCount(), 1, 'an unknown user: one hash, the first time too')
+      assert.equal((await form({ username: 'juniper', password: 'wrong' })).status, 401)
+      assert.equal(scrypt.mock.callCount(), 2, 'a wrong password: one hash')
+      assert.equal(scrypt.mock.calls[0].arguments[2], scrypt.mock.calls[1].arguments[2], 'of the same length')
+      assert.deepEqual(scrypt.mock.calls[0].arguments[3], scrypt.mock.calls[1].arguments[3], 'with the same parameters')
+    })
+  })
+
   describe('seeding', () => {
     it('seeds an empty database in one run and adds nothing on a second', async () => {
       const db = await openDatabase(await fixture.empty())
