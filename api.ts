@@ -885,6 +885,7 @@ function sendReplies() {
 const NO_BODY = Buffer.alloc(0)
 const hasBody = (req: IncomingMessage) => Boolean(req.headers['transfer-encoding'] || Number(req.headers['content-length']))
 
+/** The body, or undefined past MAX_BODY; rejects when the client goes away in the middle of it ('aborted'). */
 async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
   const chunks: Buffer[] = []
   let size = 0
@@ -922,7 +923,13 @@ async function serve() {
   const { createServer } = process.getBuiltinModule('node:http')
   const server = createServer(async (req, res) => {
     const started = performance.now()
-    const body = hasBody(req) ? await readBody(req) : NO_BODY
+    let body: Buffer | undefined
+    try {
+      body = hasBody(req) ? await readBody(req) : NO_BODY
+    } catch {
+      // The client left in the middle of its body: nobody to answer, nothing to do.
+      return void req.socket.destroy()
+    }
     if (!body) {
       res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', connection: 'close' })
       res.end(JSON.stringify({ detail: 'Request body too large' }))

@@ -67,6 +67,32 @@ describe('the local server', () => {
     }
   })
 
+  it('drops a request whose client leaves in the middle of its body, and goes on serving', async () => {
+    const server = await start('left.db')
+    try {
+      const { port } = new URL(server.url)
+      for (let i = 0; i < 5; i++) {
+        await new Promise<void>((resolve, reject) => {
+          const socket = connect(Number(port), '127.0.0.1', () => {
+            socket.write(`POST /animals HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"name": "re`)
+            setTimeout(() => {
+              socket.destroy()
+              resolve()
+            }, 50)
+          })
+          socket.on('error', reject)
+        })
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      assert.equal(server.child.exitCode, null, `the server is still up:\n${server.output()}`)
+      const greet = await fetch(`${server.url}/greet`)
+      assert.equal(greet.status, 200)
+      assert.doesNotMatch(server.output(), /aborted|ECONNRESET|Unhandled/i)
+    } finally {
+      await stop(server)
+    }
+  })
+
   it('loads the sample data into an empty database, serves the API over HTTP and logs each request', async () => {
     const server = await start('first.db')
     try {
