@@ -264,6 +264,12 @@ const routes: Route[] = [
     run: async () => ok((openApiDocument ??= buildOpenApi())),
   }),
   route({
+    method: 'GET',
+    path: '/docs',
+    summary: 'An interactive page for this document (Swagger UI)',
+    run: async () => ({ status: 200, html: DOCS_PAGE }),
+  }),
+  route({
     method: 'POST',
     path: '/auth/registration',
     summary: 'Create a user',
@@ -772,7 +778,27 @@ const HOME_PAGE = `<!doctype html>
 <body>
 <h1>buddy system API</h1>
 <p>API for managing fosters and adoptions.</p>
-<p>Docs: <a href="openapi.json">the OpenAPI document</a> (open it in any OpenAPI viewer).</p>
+<p>Docs: <a href="docs">try the API in your browser</a>, or read <a href="openapi.json">the OpenAPI document</a>.</p>
+</body>
+</html>
+`
+
+// Swagger UI from a CDN, as FastAPI serves its docs, so that the package stays small: a pinned version, and
+// Subresource Integrity, so that the browser runs those exact files or none. The version is the dev dependency
+// swagger-ui-dist's, whose files the browser test serves in the CDN's place (and so checks these hashes).
+// https://developer.mozilla.org/en-US/docs/Web/Security/Subresource_Integrity
+const SWAGGER_UI = 'https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.35.0'
+const DOCS_PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>buddy system API: docs</title>
+<link rel="stylesheet" href="${SWAGGER_UI}/swagger-ui.css" integrity="sha384-WlYgdmXYOOBWL5apwjDEZwN+U3HmXSSu5R6V5aGxEcf7z+KuRNwBhoxKVN1i3D5I" crossorigin="anonymous">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="${SWAGGER_UI}/swagger-ui-bundle.js" integrity="sha384-gjRm0bEPMeTmMh5jT2cHccIwCUZSTd8YC+j0d0sXw0MdGEfScduGpSyF3ZSSLkX9" crossorigin="anonymous"></script>
+<script>SwaggerUIBundle({ url: 'openapi.json', dom_id: '#swagger-ui' })</script>
 </body>
 </html>
 `

@@ -81,6 +81,20 @@ export function apiSuite(fixture: Fixture) {
       assert.match(reply.text, /buddy system API/)
       assert.match(reply.text, /API for managing fosters and adoptions\./)
       assert.match(reply.text, /href="openapi\.json"/)
+      assert.match(reply.text, /href="docs"/)
+    })
+
+    it('serves /docs: Swagger UI at a pinned version, with Subresource Integrity, on the OpenAPI document', async () => {
+      const reply = await get('/docs')
+      assert.equal(reply.status, 200)
+      assert.match(reply.headers['content-type'], /^text\/html/)
+      const tags = reply.text.match(/<(script|link)[^>]+cdn\.jsdelivr\.net[^>]+>/g) ?? []
+      assert.equal(tags.length, 2)
+      for (const tag of tags) {
+        assert.match(tag, /swagger-ui-dist@\d+\.\d+\.\d+\//, 'a pinned version')
+        assert.match(tag, /integrity="sha384-[A-Za-z0-9+/]{64}" crossorigin="anonymous"/)
+      }
+      assert.match(reply.text, /url: 'openapi\.json'/)
     })
 
     it('greets nobody', async () => {
@@ -96,7 +110,7 @@ export function apiSuite(fixture: Fixture) {
       )
       assert.deepEqual(operations.sort(), [
         'DELETE /animals/{animal_id}', 'DELETE /users/{user_id}', 'GET /', 'GET /animals', 'GET /animals/{animal_id}',
-        'GET /greet', 'GET /openapi.json', 'GET /users', 'GET /users/me', 'GET /users/{user_id}',
+        'GET /docs', 'GET /greet', 'GET /openapi.json', 'GET /users', 'GET /users/me', 'GET /users/{user_id}',
         'GET /users/{user_id}/fosters', 'GET /users/{user_id}/pets', 'POST /animals', 'POST /auth/registration',
         'POST /auth/token', 'PUT /animals/{animal_id}',
       ])
