@@ -558,6 +558,25 @@ function formFields(req: Request): URLSearchParams {
 type Event = APIGatewayProxyEvent | APIGatewayProxyEventV2
 type Result = APIGatewayProxyResult & APIGatewayProxyStructuredResultV2
 
+/** The answer to what a route threw: ours (HttpError), the database's state (503), a request PostgreSQL refused
+ * (409, 422), else a bare 500 whose cause goes to the log only. */
+function failure(req: Request, error: unknown): Response {
+  if (error instanceof HttpError) return { status: error.status, body: { detail: error.detail }, headers: error.headers }
+  if (error instanceof store.SchemaError) {
+    // The schema is deploy.ts's work (its seeder applies the migrations), never a cold start's.
+    console.error(`${req.method} ${req.path}: ${error.message}`)
+    return { status: 503, body: { detail: error.message }, headers: { 'retry-after': '60' } }
+  }
+  if (store.isUnavailable(error)) {
+    console.error(`${req.method} ${req.path}: the database is unavailable:`, (error as Error).message)
+    return { status: 503, body: { detail: 'The database is unavailable at the moment: try again shortly' }, headers: { 'retry-after': '5' } }
+  }
+  const fault = store.requestFault(error)
+  if (fault) return { status: fault.status, body: { detail: fault.detail } }
+  console.error(`${req.method} ${req.path} failed:`, error)
+  return { status: 500, body: { detail: 'Internal Server Error' } }
+}
+
 /** A malformed event: a 400 that says so, never a JavaScript message. */
 const badEvent = (what: string) => new HttpError(400, `Bad Request: not an API Gateway or function URL event (${what})`)
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x)
@@ -709,16 +728,7 @@ async function answer(req: Request): Promise<Result> {
   try {
     res = await dispatch(req)
   } catch (error) {
-    if (error instanceof HttpError) {
-      res = { status: error.status, body: { detail: error.detail }, headers: error.headers }
-    } else if (error instanceof store.SchemaError) {
-      // The schema is deploy.ts's work (its seeder applies the migrations), never a cold start's.
-      console.error(`${req.method} ${req.path}: ${error.message}`)
-      res = { status: 503, body: { detail: error.message }, headers: { 'retry-after': '60' } }
-    } else {
-      console.error(`${req.method} ${req.path} failed:`, error)
-      res = { status: 500, body: { detail: 'Internal Server Error' } }
-    }
+    res = failure(req, error)
   }
   return toResult(res, corsHeaders(req))
 }

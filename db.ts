@@ -41,6 +41,42 @@ export interface Database {
 export type Row = Record<string, unknown>
 
 export class ConfigError extends Error {}
+
+/** How long a request waits for the database, at most: to connect, for a statement, for SQLite's lock. Below the
+ * function's timeout, so that a client gets our 503 rather than Lambda's timeout (deploy.ts sets it from --timeout). */
+const WAIT_MS = Number(process.env.DB_WAIT_MS) > 0 ? Number(process.env.DB_WAIT_MS) : 5000
+
+/** Whether an error says the database cannot serve now (down, restarting, full, slow, locked), not that the
+ * request is wrong: the API answers 503 and the next request tries again. */
+export function isUnavailable(error: unknown): boolean {
+  const e = error as { code?: string; errcode?: number; message?: string }
+  const code = String(e?.code ?? '')
+  // postgres.js's own codes, and the operating system's: https://github.com/porsager/postgres#connection-errors
+  if (/^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|EPIPE|CONNECT_TIMEOUT|CONNECTION_CLOSED|CONNECTION_ENDED|CONNECTION_DESTROYED)$/.test(code)) return true
+  // PostgreSQL: connection exceptions (08), too many connections (53300), shutting down or starting (57P01-3),
+  // statement_timeout (57014). https://www.postgresql.org/docs/current/errcodes-appendix.html
+  if (/^(08...|53300|57P01|57P02|57P03|57014)$/.test(code)) return true
+  // SQLite: the lock still held by another connection once busy_timeout ran out.
+  return /^SQLITE_(BUSY|LOCKED)/.test(code) || e?.errcode === 5 || e?.errcode === 6
+}
+
+/** A PostgreSQL error that says the request is at fault: its status (409 a conflict, 422 a value) and what it was. */
+export function requestFault(error: unknown): { status: 409 | 422; detail: string } | undefined {
+  const e = error as { code?: string; errcode?: number }
+  const code = String(e?.code ?? '')
+  // PostgreSQL's SQLSTATEs; SQLite's extended codes, as better-sqlite3 names them and node:sqlite numbers them
+  // (https://www.sqlite.org/rescode.html).
+  if (code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.errcode === 2067) {
+    return { status: 409, detail: 'Conflict: a row with this value exists already' }
+  }
+  if (code === '23503' || code === 'SQLITE_CONSTRAINT_FOREIGNKEY' || e?.errcode === 787) {
+    return { status: 409, detail: 'Conflict: it refers to a row that is gone, or is referred to' }
+  }
+  if (/^22/.test(code) || ['23514', '23502', 'SQLITE_CONSTRAINT_CHECK', 'SQLITE_CONSTRAINT_NOTNULL'].includes(code) || e?.errcode === 275 || e?.errcode === 1299) {
+    return { status: 422, detail: 'A value is outside what the database accepts' }
+  }
+  return undefined
+}
 /** The database has no schema yet, or an older one than this code needs: the API answers 503. */
 export class SchemaError extends Error {}
 
@@ -376,7 +412,7 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
   // on EFS use the rollback journal, and wait for another container's lock instead of failing.
   driver.exec(`
     PRAGMA journal_mode = ${config.onNetworkFs ? 'DELETE' : 'WAL'};
-    PRAGMA busy_timeout = 5000;
+    PRAGMA busy_timeout = ${WAIT_MS};
     PRAGMA foreign_keys = ON;
   `)
   // Each text is prepared once, and once more if its rows are read as arrays.
@@ -493,7 +529,8 @@ async function openPostgres(config: Extract<DbConfig, { kind: 'postgres' }>): Pr
     max: 1,
     idle_timeout: 20,
     max_lifetime: 60 * 30,
-    connect_timeout: 10,
+    connect_timeout: Math.ceil(WAIT_MS / 1000),
+    connection: { statement_timeout: WAIT_MS },
     onnotice: () => {},
     // Dates and timestamps stay ISO strings, as the API sends them: no time zone shifts.
     types: {

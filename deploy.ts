@@ -165,7 +165,9 @@ const NO_EFS_FOR_LAMBDA: Record<string, string> = {
 
 // AWS calls: sent through the SDK, or with --dry-run printed as the equivalent AWS CLI command.
 
-const config = args.region ? { region: args.region } : {}
+// Throttled calls (TooManyRequestsException, Throttling, "Rate exceeded") are retried by the SDK, whose adaptive
+// mode also slows its own rate after one: https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html
+const config = { ...(args.region ? { region: args.region } : {}), retryMode: 'adaptive', maxAttempts: 8 }
 const clients = {
   lambda: new LambdaClient(config),
   iam: new IAMClient(config),
@@ -478,10 +480,13 @@ async function deploy() {
   await step('functions', async () => {
     const jwtKey = keep(current, 'JWT_KEY', 'openssl rand -hex 32', () => randomBytes(32).toString('hex'))
     const cors = corsOrigins ?? current.CORS_ORIGINS
-    const api = { ...environment, JWT_KEY: jwtKey, ...(cors ? { CORS_ORIGINS: cors } : {}) }
+    // A request waits for the database a third of --timeout at most (to connect, for a statement, for SQLite's
+    // lock: db.ts), so that it answers 503 before Lambda ends it; the seeder's migrations may take longer.
+    const wait = (seconds: number) => ({ DB_WAIT_MS: String(Math.floor((seconds * 1000) / 3)) })
+    const api = { ...environment, ...wait(timeout), JWT_KEY: jwtKey, ...(cors ? { CORS_ORIGINS: cors } : {}) }
     const common = { roleArn, network, fileSystem, zip, sha256 }
     await ensureFunction({ ...common, name: names.api, handler: 'api.handler', timeout, environment: api })
-    await ensureFunction({ ...common, name: names.seeder, handler: 'seed.handler', timeout: 60, environment })
+    await ensureFunction({ ...common, name: names.seeder, handler: 'seed.handler', timeout: 60, environment: { ...environment, ...wait(60) } })
     await ensureConcurrency(database?.instance)
   })
   // Migrations first, then the new release: the live one meets the new schema only for the moments between.

@@ -28,6 +28,7 @@ import { RDSClient, DescribeDBInstancesCommand } from '@aws-sdk/client-rds'
 import { root, run } from './cli.ts'
 import { changes, operationOf, startMoto, type Moto } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
+import { SCHEMA_VERSION } from '../db.ts'
 
 const moto = await startMoto()
 if (typeof moto === 'string' && process.env.CI === 'true') throw new Error(`CI=true and the deploy tests cannot run: ${moto}`)
@@ -134,6 +135,8 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const url = await assertCommon(['AWSLambdaBasicExecutionRole', 'AWSLambdaVPCAccessExecutionRole', 'AWSXRayDaemonWriteAccess', 'AmazonElasticFileSystemClientReadWriteAccess'])
     assert.match(output, new RegExp(`The API is at ${url}`))
     await assertFunctions((vars) => assert.equal(vars.DB_LOCATION, 'efs'))
+    const waits = await Promise.all(['buddy-system', 'buddy-system-db-seeder'].map(async (f) => (await fn(f)).Configuration?.Environment?.Variables?.DB_WAIT_MS))
+    assert.deepEqual(waits, ['3333', '20000'], 'a third of each function\'s timeout')
 
     const { FileSystems: [fs] = [] } = await efs.send(new DescribeFileSystemsCommand({ CreationToken: 'buddy-system' }))
     assert.equal(fs.Encrypted, true)
@@ -539,7 +542,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       /✔ access point fsap-\w+ +available/,
       /✔ function buddy-system +nodejs24\.x, arm64, 1024 MB, concurrency 10, \d+\.\d KB, changed \S+/,
       /✔ function buddy-system-db-seeder +nodejs24\.x, arm64, 1024 MB, concurrency unreserved/,
-      /✔ versions +1 \(live\); live: 1, schema 1/,
+      new RegExp(`✔ versions +1 \\(live\\); live: 1, schema ${SCHEMA_VERSION}`),
       new RegExp(`✔ URL +${url}`),
       /✔ GET \/greet +200 in \d+ ms: \{"greeting":"hello to nobody"\}/,
       new RegExp(`All there\\. The API is at ${url}`),
@@ -604,7 +607,8 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const published = async () => ((await lambda.send(new ListVersionsByFunctionCommand({ FunctionName: 'buddy-system' }))).Versions ?? [])
       .filter((v) => v.Version !== '$LATEST').map((v) => [v.Version, v.Description])
     assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
-    assert.deepEqual([await published(), await live()], [[['1', 'schema 1']], '1'])
+    const schema = `schema ${SCHEMA_VERSION}` // each version's description: the schema its code needs
+    assert.deepEqual([await published(), await live()], [[['1', schema]], '1'])
     const qualified = moto.requests().filter((r) => /\/url$|\/policy$/.test(r.path) && r.method === 'POST')
     assert.equal(qualified.length, 3)
     assert.ok(qualified.every((r) => r.query.get('Qualifier') === 'live'), 'the URL and both permissions belong to the alias')
@@ -616,7 +620,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       edit('hello to somebody')
       const second = await deploy(moto.endpoint, 'rds', '--yes')
       assert.equal(second.code, 0, second.output)
-      assert.deepEqual([await published(), await live()], [[['1', 'schema 1'], ['2', 'schema 1']], '2'])
+      assert.deepEqual([await published(), await live()], [[['1', schema], ['2', schema]], '2'])
       assert.match(second.output, /created: version 2/)
       assert.match(second.output, /updated: .*alias live: 1 → 2/)
       const before = moto.requests().length
@@ -625,7 +629,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
 
       const back = await deploy(moto.endpoint, 'rollback', 'rds')
       assert.equal(back.code, 0, back.output)
-      assert.match(back.output, /✔ live: version 2 \(schema 1\) → version 1 \(schema 1\)/)
+      assert.ok(back.output.includes(`✔ live: version 2 (${schema}) → version 1 (${schema})`), back.output)
       assert.equal(await live(), '1')
       const nowhere = await deploy(moto.endpoint, 'rollback', 'rds')
       assert.equal(nowhere.code, 1)
@@ -634,13 +638,13 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal(await live(), '2')
       assert.match((await deploy(moto.endpoint, 'rollback', 'rds', '--to', '7')).output, /there is no version 7 \(versions: 1, 2\)/)
 
-      // A release whose migrations took the database to schema 2: version 1 (schema 1) must not meet it.
+      // A release whose migrations took the database one schema further: version 1 must not meet it.
       await lambda.send(new UpdateFunctionConfigurationCommand({ FunctionName: 'buddy-system', Description: 'by hand' }))
-      const v3 = await lambda.send(new PublishVersionCommand({ FunctionName: 'buddy-system', Description: 'schema 2' }))
+      const v3 = await lambda.send(new PublishVersionCommand({ FunctionName: 'buddy-system', Description: `schema ${SCHEMA_VERSION + 1}` }))
       await lambda.send(new UpdateAliasCommand({ FunctionName: 'buddy-system', Name: 'live', FunctionVersion: v3.Version }))
       const refused = await deploy(moto.endpoint, 'rollback', 'rds', '--to', '1')
       assert.equal(refused.code, 1)
-      assert.match(refused.output, /rollback failed: version 1 was built for schema 1, and the database is at schema 2: it would meet tables it does not know/)
+      assert.ok(refused.output.includes(`rollback failed: version 1 was built for ${schema}, and the database is at schema ${SCHEMA_VERSION + 1}: it would meet tables it does not know`), refused.output)
       assert.equal(await live(), v3.Version)
 
       // The last deploy prunes: moto numbers a new version by the count of versions, so after a deletion it

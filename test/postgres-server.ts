@@ -10,6 +10,9 @@ import { randomBytes } from 'node:crypto'
 export interface PostgresServer {
   env: Record<string, string>
   stop(): void
+  /** Our own cluster only: stops the server (its data kept) and starts it again, as RDS does when it restarts. */
+  halt?(): void
+  resume?(): void
 }
 
 function findBin(): string | undefined {
@@ -81,6 +84,12 @@ export async function startPostgres(): Promise<PostgresServer | string> {
       } finally {
         rmSync(dir, { recursive: true, force: true })
       }
+    },
+    halt() {
+      run('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop'])
+    },
+    resume() {
+      run('pg_ctl', ['-D', data, '-l', join(dir, 'log'), '-w', '-t', '60', 'start'])
     },
   }
 }

@@ -2,11 +2,14 @@
 // With CI=true a missing server is a failure; elsewhere the suite is skipped and says why.
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { configFromEnv, openDatabase, type DbConfig } from '../db.ts'
+import postgres from 'postgres'
+import { closeDatabase, configFromEnv, database, openDatabase, type DbConfig } from '../db.ts'
+import { httpApiEvent } from './events.ts'
 import { freshDatabases } from './fixtures.ts'
 import { startPostgres } from './postgres-server.ts'
 import { apiSuite } from './api-suite.ts'
 
+const { handler } = await import('../api.ts') // after fixtures.ts, which sets the JWT_KEY it reads
 const server = await startPostgres()
 if (typeof server === 'string' && process.env.CI === 'true') {
   throw new Error(`CI=true and the PostgreSQL suite cannot run: ${server}`)
@@ -17,6 +20,88 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
   apiSuite(freshDatabases(server))
 
   const config = () => configFromEnv({ ...server.env, DB_LOCATION: 'rds', PG_DATABASE: 'postgres' }) as Extract<DbConfig, { kind: 'postgres' }>
+
+  const status = async (path = '/animals/1') => {
+    const started = Date.now()
+    const result = await handler(httpApiEvent({ path }))
+    return { status: result.statusCode, retryAfter: result.headers?.['retry-after'], ms: Date.now() - started, body: result.body }
+  }
+
+  it('answers 503 with Retry-After while the server is down, never 500, and serves again once it is back', { timeout: 120_000 }, async (t) => {
+    t.mock.method(console, 'error', () => {})
+    assert.equal((await status()).status, 200)
+    server.halt!()
+    const down: Awaited<ReturnType<typeof status>>[] = []
+    try {
+      for (let i = 0; i < 8; i++) {
+        if (i === 4) await closeDatabase() // a new container too, not only the one whose connection broke
+        down.push(await status(i % 2 ? '/animals' : '/animals/1'))
+      }
+    } finally {
+      server.resume!()
+    }
+    for (const reply of down) {
+      assert.equal(reply.status, 503, reply.body)
+      assert.equal(reply.retryAfter, '5')
+      assert.match(JSON.parse(reply.body).detail, /The database is unavailable/)
+      assert.ok(reply.ms < 15_000, `answered in ${reply.ms} ms, within the wait bound`)
+    }
+    let back = 0
+    for (let i = 0; i < 20 && back !== 200; i++) {
+      back = (await status()).status
+      assert.ok(back === 200 || back === 503, `${back}`)
+      if (back !== 200) await new Promise((resolve) => setTimeout(resolve, 250))
+    }
+    assert.equal(back, 200, 'the same process serves again, with no restart')
+  })
+
+  it('answers 503 when max_connections is used up by other clients, and 200 once they leave', { timeout: 60_000 }, async (t) => {
+    t.mock.method(console, 'error', () => {})
+    await closeDatabase()
+    const cfg = config()
+    const others = postgres({
+      host: cfg.host, port: cfg.port, username: cfg.username, password: cfg.password, database: 'postgres',
+      ssl: 'require', max: 200, onnotice: () => {},
+    })
+    const held: { release(): void }[] = []
+    try {
+      // Take connections until the server refuses one: "sorry, too many clients already" (53300).
+      for (let i = 0; i < 200; i++) {
+        const reserved = await others.reserve().catch((error) => error as Error & { code?: string })
+        if (reserved instanceof Error) {
+          assert.equal(reserved.code, '53300', String(reserved))
+          break
+        }
+        held.push(reserved)
+      }
+      assert.ok(held.length > 10, `${held.length} connections held`)
+      const full = await status()
+      assert.equal(full.status, 503, full.body)
+      assert.equal(full.retryAfter, '5')
+    } finally {
+      for (const connection of held) connection.release()
+      await others.end({ timeout: 5 })
+    }
+    assert.equal((await status()).status, 200)
+  })
+
+  it('answers 409 and 422, not 500, where PostgreSQL refuses a row for what it holds', async () => {
+    const db = await database()
+    await db.exec('CREATE UNIQUE INDEX animals_one_name ON animals (name); ALTER TABLE animals ADD CONSTRAINT animals_young CHECK (age < 50)')
+    const token = JSON.parse((await handler(httpApiEvent({
+      method: 'POST', path: '/auth/token', body: 'username=juniper&password=password',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    }))).body).access_token
+    const post = async (body: object) => handler(httpApiEvent({
+      method: 'POST', path: '/animals', body: JSON.stringify(body),
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    }))
+    const name = (await status('/animals/1')).body && JSON.parse((await status('/animals/1')).body).animal.name
+    const taken = await post({ name, age: 1, kind: 'cat' })
+    assert.deepEqual([taken.statusCode, JSON.parse(taken.body!).detail], [409, 'Conflict: a row with this value exists already'])
+    const old = await post({ name: 'Methuselah', age: 900, kind: 'tortoise' })
+    assert.deepEqual([old.statusCode, JSON.parse(old.body!).detail], [422, 'A value is outside what the database accepts'])
+  })
 
   it('connects over TLS, verifying the server certificate', async () => {
     const db = await openDatabase(config())

@@ -7,9 +7,39 @@ import { describe, it } from 'node:test'
 import { migrate, openDatabase, type Database } from '../db.ts'
 import { freshDatabases } from './fixtures.ts'
 import { apiSuite } from './api-suite.ts'
+import { httpApiEvent } from './events.ts'
 
 describe('on SQLite', () => {
   apiSuite(freshDatabases())
+
+  it('answers 503 with Retry-After when another connection holds the write lock past the busy timeout', { timeout: 30_000 }, async (t) => {
+    t.mock.method(console, 'error', () => {})
+    const { handler } = await import('../api.ts')
+    const login = await handler(httpApiEvent({
+      method: 'POST', path: '/auth/token', body: 'username=juniper&password=password',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    }))
+    const token = JSON.parse(login.body!).access_token
+    const other = await openDatabase({ kind: 'sqlite', path: process.env.DB_PATH!, onNetworkFs: false })
+    await other.exec('BEGIN IMMEDIATE') // another container's write, in the middle
+    try {
+      const result = await handler(httpApiEvent({
+        method: 'POST', path: '/animals', body: '{"name": "Rex", "age": 1, "kind": "dog"}',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      }))
+      assert.equal(result.statusCode, 503, result.body)
+      assert.equal(result.headers?.['retry-after'], '5')
+      assert.equal((await handler(httpApiEvent({ path: '/animals/1' }))).statusCode, 200, 'reads go on (WAL)')
+    } finally {
+      await other.exec('ROLLBACK')
+      await other.close()
+    }
+    const after = await handler(httpApiEvent({
+      method: 'POST', path: '/animals', body: '{"name": "Rex", "age": 1, "kind": "dog"}',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    }))
+    assert.equal(after.statusCode, 200, 'and the write once the lock is gone')
+  })
 
   it('uses the SQLite that this Node has: node:sqlite on 24, better-sqlite3 on 20', async () => {
     const major = Number(process.versions.node.split('.')[0])
