@@ -53,7 +53,9 @@ export async function seed(db: Database, data: SampleData = loadSample()): Promi
   for (const username of Object.keys(data.users)) hashes.set(username, await hashPassword(SAMPLE_PASSWORD))
 
   return db.transaction(async (tx) => {
-    // Another seeder may have loaded it while this one hashed.
+    // Another seeder may have loaded it while this one hashed; two at once take turns (SQLite's transaction
+    // holds the write lock from its start; PostgreSQL's, this lock).
+    if (tx.kind === 'postgres') await tx.all("SELECT pg_advisory_xact_lock(hashtext('buddy_system sample'))")
     const loaded = await loadRecord(tx)
     if (loaded) return { sample: 'loaded before', loaded_at: loaded, ...counts, added: none }
     const loaded_at = new Date().toISOString().slice(0, 19)
