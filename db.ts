@@ -88,7 +88,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): DbConfig {
   if (location === 'local') {
     return { kind: 'sqlite', path: env.DB_PATH || './buddy_system.db', onNetworkFs: false }
   }
-  if (location === 'efs') return { kind: 'sqlite', path: EFS_DB_PATH, onNetworkFs: true }
+  // DB_PATH, for a file system mounted elsewhere than on Lambda (an EC2 host's EFS mount, a test's directory).
+  if (location === 'efs') return { kind: 'sqlite', path: env.DB_PATH || EFS_DB_PATH, onNetworkFs: true }
   if (location !== 'rds') {
     throw new ConfigError(
       `DB_LOCATION=${env.DB_LOCATION} is not a database location; use one of: ${LOCATIONS.join(', ')}`,

@@ -14,13 +14,17 @@ export interface Running {
   /** Resolves with the first match of `pattern` in the output, or rejects after `ms`. */
   waitFor(pattern: RegExp, ms?: number): Promise<RegExpMatchArray>
   exited: Promise<number | null>
+  /** With `group`: sends the signal to the whole process group, tsx and the Node it starts. */
+  killGroup(signal: NodeJS.Signals): void
 }
 
-export function run(file: string, env: Record<string, string | undefined>, args: string[] = [], cwd = root): Running {
+/** Runs `tsx file args`; with `group`, in a process group of its own, for killGroup. */
+export function run(file: string, env: Record<string, string | undefined>, args: string[] = [], cwd = root, group = false): Running {
   const child = spawn(process.execPath, [tsx, file, ...args], {
     cwd,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: group,
   })
   let output = ''
   let stdout = ''
@@ -43,6 +47,14 @@ export function run(file: string, env: Record<string, string | undefined>, args:
     output: () => output,
     stdout: () => stdout,
     exited,
+    killGroup(signal) {
+      if (!group) throw new Error('killGroup needs run(…, group = true)')
+      try {
+        process.kill(-child.pid!, signal)
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error // already gone
+      }
+    },
     waitFor(pattern, ms = 20_000) {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => done(new Error(`no ${pattern} within ${ms} ms in:\n${output}`)), ms)
