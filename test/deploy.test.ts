@@ -2,7 +2,7 @@
 // unzipped and run under Node 24 as the nodejs24.x runtime would. With CI=true nothing is skipped.
 import assert from 'node:assert/strict'
 import { execFile, execFileSync } from 'node:child_process'
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -25,29 +25,17 @@ import {
 } from '@aws-sdk/client-lambda'
 import { DeleteAccessPointCommand } from '@aws-sdk/client-efs'
 import { RDSClient, DescribeDBInstancesCommand } from '@aws-sdk/client-rds'
-import { root, run } from './cli.ts'
+import { run } from './cli.ts'
 import { changes, operationOf, startMoto, type Moto } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
+import { awsEnv, projectCopy, seederAnswer } from './deploying.ts'
 import { SCHEMA_VERSION } from '../db.ts'
 
 const moto = await startMoto()
 if (typeof moto === 'string' && process.env.CI === 'true') throw new Error(`CI=true and the deploy tests cannot run: ${moto}`)
 
-// A copy of the project to deploy from, so that a test may change its source and build/ stays out of the repository.
-const work = mkdtempSync(join(tmpdir(), 'buddy-deploy-'))
-for (const file of ['api.ts', 'db.ts', 'seed.ts', 'deploy.ts', 'fake_db.json', 'package.json']) cpSync(join(root, file), join(work, file))
-symlinkSync(join(root, 'node_modules'), join(work, 'node_modules'))
-after(() => rmSync(work, { recursive: true, force: true }))
-
-const aws = (endpoint: string) => ({
-  AWS_ENDPOINT_URL: endpoint,
-  AWS_ACCESS_KEY_ID: 'testing',
-  AWS_SECRET_ACCESS_KEY: 'testing',
-  AWS_REGION: 'us-east-1',
-  AWS_EC2_METADATA_DISABLED: 'true', // never ask 169.254.169.254 for credentials
-  AWS_PROFILE: undefined,
-  PG_PASSWORD: undefined,
-})
+const work = projectCopy()
+const aws = awsEnv
 
 async function deploy(endpoint: string, ...args: string[]) {
   const child = run('deploy.ts', aws(endpoint), args, work)
@@ -114,14 +102,6 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     return url.FunctionUrl!
   }
 
-  const seederAnswer = (sample = 'loaded') => ({
-    statusCode: 200,
-    body: JSON.stringify({
-      sample, loaded_at: '2026-12-01T10:00:00', user_count: 8, animal_count: 16, foster_count: 8, adoption_count: 7,
-      added: sample === 'loaded' ? { users: 8, animals: 16, fosters: 8, adoptions: 7 } : { users: 0, animals: 0, fosters: 0, adoptions: 0 },
-      schema: sample === 'loaded' ? { from: 0, to: 1, applied: ['1 users, animals, fosters, per-day intake counts'] } : { from: 1, to: 1, applied: [] },
-    }),
-  })
   const logGroup = async (group: string) =>
     (await logs.send(new DescribeLogGroupsCommand({ logGroupNamePrefix: group }))).logGroups?.find((g) => g.logGroupName === group)
   const reserved = async () => (await lambda.send(new GetFunctionConcurrencyCommand({ FunctionName: 'buddy-system' }))).ReservedConcurrentExecutions

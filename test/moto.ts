@@ -3,6 +3,8 @@
 // function code: each invocation answers what a test queued (answerInvocations), else a fixed text.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { freePort } from './net.ts'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -106,4 +108,79 @@ export function changes(requests: Recorded[]): string[] {
   return requests
     .map(operationOf)
     .filter((op) => !/^(Describe|Get|List)|^GET |\/invocations$/.test(op))
+}
+
+/** The AWS operation of a request as it goes by: the same names as operationOf. */
+function operationOfRequest(method: string, path: string, headers: Record<string, string | string[] | undefined>, body: string): string {
+  const target = headers['x-amz-target']
+  if (typeof target === 'string') return target.split('.').at(-1)!
+  const action = headers['content-type']?.includes('x-www-form-urlencoded') ? new URLSearchParams(body).get('Action') : null
+  return action ?? `${method} ${path}`
+}
+
+/** A call that changes something, the seeder's invocation included. */
+export const isWrite = (operation: string) => !/^(Describe|Get|List|Filter)|^(GET|HEAD) /.test(operation)
+
+export interface ProxyOptions {
+  /** Called once moto has answered the n-th write (from 1): true cuts the answer off, the caller never sees it. */
+  afterWrite?(n: number, operation: string): boolean
+  /** Answer this call as AWS does when it throttles, instead of passing it on. */
+  throttle?(operation: string): boolean
+}
+
+export interface Proxy {
+  endpoint: string
+  /** The writes that went through, in order. */
+  writes: string[]
+  /** The calls answered with a throttling error. */
+  throttled: string[]
+  close(): Promise<void>
+}
+
+/** An HTTP proxy in front of moto that sees each AWS call: to cut a deploy off after its k-th write, or to
+ * play AWS's throttling errors (Lambda's 429 TooManyRequestsException, the query APIs' Throttling). */
+export async function startProxy(target: string, options: ProxyOptions = {}): Promise<Proxy> {
+  const writes: string[] = []
+  const throttled: string[] = []
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = []
+    for await (const chunk of req) chunks.push(chunk)
+    const body = Buffer.concat(chunks)
+    const url = new URL(req.url!, target)
+    const operation = operationOfRequest(req.method!, url.pathname, req.headers, body.toString('utf8'))
+    if (options.throttle?.(operation)) {
+      throttled.push(operation)
+      if (req.headers['x-amz-target'] || !req.headers['content-type']?.includes('x-www-form-urlencoded')) {
+        // Lambda: https://docs.aws.amazon.com/lambda/latest/api/API_GetFunction.html#API_GetFunction_Errors
+        res.writeHead(429, { 'content-type': 'application/json', 'x-amzn-errortype': 'TooManyRequestsException' })
+        return void res.end(JSON.stringify({ Type: 'User', message: 'Rate exceeded', Reason: 'CallerRateLimitExceeded' }))
+      }
+      res.writeHead(400, { 'content-type': 'text/xml' })
+      return void res.end('<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>throttled</RequestId></ErrorResponse>')
+    }
+    const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !['host', 'connection', 'expect', 'content-length', 'transfer-encoding'].includes(k))) as Record<string, string>
+    const answer = await fetch(url, { method: req.method, headers, body: body.length ? body : undefined })
+    const payload = Buffer.from(await answer.arrayBuffer())
+    if (isWrite(operation)) {
+      writes.push(operation)
+      if (options.afterWrite?.(writes.length, operation)) return // never answered: the caller is gone
+    }
+    const out: Record<string, string> = {}
+    answer.headers.forEach((value, key) => {
+      if (!['content-encoding', 'content-length', 'transfer-encoding', 'connection'].includes(key)) out[key] = value
+    })
+    res.writeHead(answer.status, { ...out, 'content-length': payload.length })
+    res.end(payload)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    writes,
+    throttled,
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections()
+      server.close(() => resolve())
+    }),
+  }
 }

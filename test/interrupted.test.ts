@@ -1,0 +1,147 @@
+// deploy.ts killed anywhere, finished by a rerun: for each write call of a fresh deploy, a proxy in front of
+// moto lets AWS (moto) apply it, then kills the deploy before it sees the answer; the same command, run again,
+// must end in exactly what an uninterrupted deploy makes, nothing twice. And throttling, retried.
+import assert from 'node:assert/strict'
+import { after, beforeEach, describe, it } from 'node:test'
+import { EC2Client, DescribeSecurityGroupsCommand } from '@aws-sdk/client-ec2'
+import { CloudWatchLogsClient, DescribeLogGroupsCommand } from '@aws-sdk/client-cloudwatch-logs'
+import { EFSClient, DescribeAccessPointsCommand, DescribeFileSystemsCommand, DescribeMountTargetsCommand } from '@aws-sdk/client-efs'
+import { IAMClient, ListAttachedRolePoliciesCommand, ListRolesCommand } from '@aws-sdk/client-iam'
+import {
+  LambdaClient, GetFunctionCommand, GetFunctionConcurrencyCommand, GetFunctionUrlConfigCommand, GetPolicyCommand,
+  ListAliasesCommand, ListFunctionsCommand, ListVersionsByFunctionCommand,
+} from '@aws-sdk/client-lambda'
+import { RDSClient, DescribeDBInstancesCommand, DescribeDBSubnetGroupsCommand } from '@aws-sdk/client-rds'
+import { run } from './cli.ts'
+import { awsEnv, projectCopy, seederAnswer } from './deploying.ts'
+import { operationOf, startMoto, startProxy } from './moto.ts'
+
+const moto = await startMoto()
+if (typeof moto === 'string' && process.env.CI === 'true') throw new Error(`CI=true and the deploy tests cannot run: ${moto}`)
+const work = projectCopy()
+
+async function deploy(endpoint: string, ...args: string[]) {
+  const child = run('deploy.ts', awsEnv(endpoint), args, work)
+  const code = await child.exited
+  return { code, output: child.output() }
+}
+
+describe('deploy.ts interrupted', { skip: typeof moto === 'string' ? moto : false }, () => {
+  if (typeof moto === 'string') return
+  const config = { endpoint: moto.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } }
+  const lambda = new LambdaClient(config)
+  const iam = new IAMClient(config)
+  const efs = new EFSClient(config)
+  const ec2 = new EC2Client(config)
+  const rds = new RDSClient(config)
+  const logs = new CloudWatchLogsClient(config)
+  after(() => moto.stop())
+  beforeEach(async () => {
+    await moto.reset()
+    // The seeder's answers: the first run, and a rerun (a kill may have come before or after the first).
+    await moto.answerInvocations([seederAnswer(), seederAnswer('loaded before')])
+  })
+
+  /** Everything of ours in moto, with AWS's random ids left out and the links between the parts kept. */
+  async function snapshot() {
+    const secrets = new Map<string, string>()
+    const secret = (value: string) => secrets.get(value) ?? (secrets.set(value, `secret ${secrets.size + 1}`), `secret ${secrets.size}`)
+    const { SecurityGroups: groups = [] } = await ec2.send(new DescribeSecurityGroupsCommand({}))
+    const ours = groups.filter((g) => g.GroupName !== 'default')
+    const fileSystems = (await efs.send(new DescribeFileSystemsCommand({}))).FileSystems ?? []
+    const accessPoints = (await efs.send(new DescribeAccessPointsCommand({}))).AccessPoints ?? []
+    const roles = (await iam.send(new ListRolesCommand({}))).Roles?.filter((r) => !r.Path?.startsWith('/aws-')) ?? []
+    const functions = (await lambda.send(new ListFunctionsCommand({}))).Functions ?? []
+    const described = []
+    for (const name of functions.map((f) => f.FunctionName!).sort()) described.push(await describeFunction(name)) // in order: secrets get their labels in it
+    return {
+      roles: await Promise.all(roles.map(async (r) => ({
+        name: r.RoleName,
+        trust: JSON.parse(decodeURIComponent(r.AssumeRolePolicyDocument!)),
+        policies: (await iam.send(new ListAttachedRolePoliciesCommand({ RoleName: r.RoleName }))).AttachedPolicies?.map((p) => p.PolicyName).sort(),
+      }))),
+      securityGroups: ours.map((g) => ({
+        name: g.GroupName,
+        tags: g.Tags,
+        inbound: g.IpPermissions?.map((p) => [p.IpProtocol, p.FromPort, p.ToPort, p.UserIdGroupPairs?.map((u) => u.GroupId === g.GroupId ? 'itself' : u.GroupId)]).sort(),
+      })),
+      fileSystems: await Promise.all(fileSystems.map(async (f) => ({
+        token: f.CreationToken, encrypted: f.Encrypted, tags: f.Tags,
+        mountTargets: ((await efs.send(new DescribeMountTargetsCommand({ FileSystemId: f.FileSystemId }))).MountTargets ?? [])
+          .map((t) => t.AvailabilityZoneName).sort(),
+      }))),
+      accessPoints: accessPoints.map((p) => ({
+        fileSystem: fileSystems.findIndex((f) => f.FileSystemId === p.FileSystemId), user: p.PosixUser, root: p.RootDirectory, tags: p.Tags,
+      })),
+      dbSubnetGroups: ((await rds.send(new DescribeDBSubnetGroupsCommand({}))).DBSubnetGroups ?? []).map((g) => [g.DBSubnetGroupName, g.Subnets?.length]),
+      dbInstances: ((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances ?? []).map((d) => ({
+        id: d.DBInstanceIdentifier, class: d.DBInstanceClass, engine: d.Engine, storage: d.AllocatedStorage, user: d.MasterUsername,
+        public: d.PubliclyAccessible, encrypted: d.StorageEncrypted, tags: d.TagList,
+        groups: d.VpcSecurityGroups?.map((g) => ours.findIndex((o) => o.GroupId === g.VpcSecurityGroupId)),
+      })),
+      logGroups: ((await logs.send(new DescribeLogGroupsCommand({}))).logGroups ?? []).map((g) => [g.logGroupName, g.retentionInDays]),
+      functions: described,
+    }
+
+    async function describeFunction(name: string) {
+      const { Configuration: c, Tags } = await lambda.send(new GetFunctionCommand({ FunctionName: name }))
+      const env = Object.entries(c?.Environment?.Variables ?? {}).sort(([a], [b]) => a.localeCompare(b))
+        .map(([k, v]) => [k, /PASSWORD|KEY/.test(k) ? secret(v) : v])
+      const versions = (await lambda.send(new ListVersionsByFunctionCommand({ FunctionName: name }))).Versions ?? []
+      const url = await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: name, Qualifier: 'live' })).catch(() => undefined)
+      const policy = await lambda.send(new GetPolicyCommand({ FunctionName: name, Qualifier: 'live' })).catch(() => undefined)
+      return {
+        name, tags: Tags, runtime: c?.Runtime, handler: c?.Handler, memory: c?.MemorySize, timeout: c?.Timeout, role: c?.Role,
+        architectures: c?.Architectures, env,
+        subnets: c?.VpcConfig?.SubnetIds?.length,
+        groups: c?.VpcConfig?.SecurityGroupIds?.map((id) => ours.findIndex((o) => o.GroupId === id)),
+        concurrency: (await lambda.send(new GetFunctionConcurrencyCommand({ FunctionName: name }))).ReservedConcurrentExecutions,
+        versions: versions.map((v) => [v.Version, v.Description]),
+        aliases: (await lambda.send(new ListAliasesCommand({ FunctionName: name }))).Aliases?.map((a) => [a.Name, a.FunctionVersion]),
+        url: url?.AuthType,
+        permissions: policy && JSON.parse(policy.Policy!).Statement.map((s: { Sid: string }) => s.Sid).sort(),
+      }
+    }
+  }
+
+  const seederRuns = () => moto.requests().map(operationOf).filter((op) => op === 'POST /2015-03-31/functions/buddy-system-db-seeder/invocations').length
+
+  for (const scenario of ['efs', 'rds']) {
+    it(`finishes a ${scenario} deploy killed after any one of its writes, with nothing made twice`, { timeout: 1_800_000 }, async () => {
+      // The uninterrupted deploy: what to compare with, and its writes, in order.
+      const proxy = await startProxy(moto.endpoint)
+      const whole = await deploy(proxy.endpoint, scenario, '--yes')
+      await proxy.close()
+      assert.equal(whole.code, 0, whole.output)
+      const expected = await snapshot()
+      const writes = [...proxy.writes]
+      assert.ok(writes.length >= 15, writes.join('\n'))
+      const apiCreated = writes.indexOf('POST /2015-03-31/functions') + 1 // the api function holds the password
+
+      for (let k = 1; k <= writes.length; k++) {
+        await moto.reset()
+        await moto.answerInvocations([seederAnswer(), seederAnswer('loaded before')])
+        let child: ReturnType<typeof run> | undefined
+        const cutting = await startProxy(moto.endpoint, {
+          afterWrite: (n) => n === k && (child!.killGroup('SIGKILL'), true),
+        })
+        child = run('deploy.ts', awsEnv(cutting.endpoint), [scenario, '--yes'], work, true)
+        const code = await child.exited
+        await cutting.close()
+        const what = `killed after write ${k} of ${writes.length} (${writes[k - 1]})`
+        assert.equal(code, null, `${what}: the deploy ended by itself:\n${child.output()}`)
+        assert.deepEqual(cutting.writes, writes.slice(0, k), `${what}: the same writes as the uninterrupted deploy`)
+
+        const before = seederRuns()
+        const rerun = await deploy(moto.endpoint, scenario, '--yes')
+        assert.equal(rerun.code, 0, `${what}, then run again:\n${rerun.output}`)
+        assert.deepEqual(await snapshot(), expected, what)
+        assert.equal(seederRuns() - before, 1, `${what}: the rerun runs the seeder`)
+        if (scenario === 'rds' && k < apiCreated) {
+          assert.match(rerun.output, /The database password, shown this once/, `${what}: nobody has seen the password yet`)
+        }
+      }
+      console.log(`${scenario}: killed after each of its ${writes.length} writes (${writes.join(', ')}); each rerun made the same deployment`)
+    })
+  }
+})
