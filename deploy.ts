@@ -167,17 +167,43 @@ const NO_EFS_FOR_LAMBDA: Record<string, string> = {
 
 // Throttled calls (TooManyRequestsException, Throttling, "Rate exceeded") are retried by the SDK, whose adaptive
 // mode also slows its own rate after one: https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html
-const config = { ...(args.region ? { region: args.region } : {}), retryMode: 'adaptive', maxAttempts: 8 }
+// AWS_MAX_ATTEMPTS, the SDKs' own setting, may change the number of attempts.
+const maxAttempts = Number(process.env.AWS_MAX_ATTEMPTS) || 8
+const config = { ...(args.region ? { region: args.region } : {}), retryMode: 'adaptive', maxAttempts }
 const clients = {
-  lambda: new LambdaClient(config),
-  iam: new IAMClient(config),
-  rds: new RDSClient(config),
-  efs: new EFSClient(config),
-  ec2: new EC2Client(config),
-  logs: new CloudWatchLogsClient(config),
-  sts: new STSClient(config),
+  lambda: sayWhenThrottled(new LambdaClient(config)),
+  iam: sayWhenThrottled(new IAMClient(config)),
+  rds: sayWhenThrottled(new RDSClient(config)),
+  efs: sayWhenThrottled(new EFSClient(config)),
+  ec2: sayWhenThrottled(new EC2Client(config)),
+  logs: sayWhenThrottled(new CloudWatchLogsClient(config)),
+  sts: sayWhenThrottled(new STSClient(config)),
 }
 type Service = keyof typeof clients
+
+const THROTTLED = /Throttl|TooManyRequests|RequestLimitExceeded|Rate exceeded/
+
+/** Each retry waits longer than the one before (to 20 s): from a call's second refusal on, say why we wait.
+ * The middleware sits inside the SDK's retries, so it sees each attempt. */
+function sayWhenThrottled<C extends { middlewareStack: { add: Function } }>(client: C): C {
+  const refusals = new WeakMap<object, number>()
+  client.middlewareStack.add((next: (a: { input: object }) => Promise<unknown>, context: { commandName?: string }) =>
+    async (input: { input: object }) => {
+      try {
+        return await next(input)
+      } catch (error) {
+        const e = error as Error
+        const n = (refusals.get(input.input) ?? 0) + 1
+        refusals.set(input.input, n)
+        if (THROTTLED.test(`${e.name} ${e.message}`) && n >= 2 && n < maxAttempts) {
+          const call = context.commandName?.replace(/Command$/, '')
+          say(chalk.yellow(`  AWS is throttling ${call} (${e.message}): ${n} of ${maxAttempts} attempts refused, retrying after a longer wait`))
+        }
+        throw error
+      }
+    }, { step: 'finalizeRequest', priority: 'low', name: 'sayWhenThrottled' })
+  return client
+}
 // Any SDK v3 command: its class name says the operation, `input` its parameters.
 type Command = { input: object; constructor: { name: string } }
 
@@ -216,6 +242,9 @@ function hint(e: Error): string {
   }
   if (/AccessDenied|UnauthorizedOperation|not authorized/.test(text)) {
     return '\nYour credentials lack this permission: ask your account administrator for it, or use a profile that has it.'
+  }
+  if (THROTTLED.test(text)) {
+    return `\nAWS throttled this call ${maxAttempts} times in a row: something else in this account is calling the same API. Wait a minute and run the same command again: it goes on from where it stopped.`
   }
   if (/LimitExceeded|Quota|TooMany/.test(text)) {
     return '\nA quota of your account is reached: remove resources you no longer use, or ask AWS for more (Service Quotas console).'

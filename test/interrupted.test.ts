@@ -21,12 +21,16 @@ if (typeof moto === 'string' && process.env.CI === 'true') throw new Error(`CI=t
 const work = projectCopy()
 
 async function deploy(endpoint: string, ...args: string[]) {
-  const child = run('deploy.ts', awsEnv(endpoint), args, work)
+  return deployWith({}, endpoint, ...args)
+}
+
+async function deployWith(env: Record<string, string>, endpoint: string, ...args: string[]) {
+  const child = run('deploy.ts', { ...awsEnv(endpoint), ...env }, args, work)
   const code = await child.exited
   return { code, output: child.output() }
 }
 
-describe('deploy.ts interrupted', { skip: typeof moto === 'string' ? moto : false }, () => {
+describe('deploy.ts interrupted or throttled', { skip: typeof moto === 'string' ? moto : false }, () => {
   if (typeof moto === 'string') return
   const config = { endpoint: moto.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } }
   const lambda = new LambdaClient(config)
@@ -144,4 +148,34 @@ describe('deploy.ts interrupted', { skip: typeof moto === 'string' ? moto : fals
       console.log(`${scenario}: killed after each of its ${writes.length} writes (${writes.join(', ')}); each rerun made the same deployment`)
     })
   }
+
+  it('retries a throttled call, and says so from its second refusal on', async () => {
+    const refusals: Record<string, number> = { GetFunction: 3, GetRole: 2 } // Lambda's 429 JSON; IAM's query-API XML
+    const proxy = await startProxy(moto.endpoint, {
+      throttle: (operation) => {
+        const call = operation.startsWith('GET /2015-03-31/functions/') && !operation.includes('/versions') ? 'GetFunction' : operation
+        return (refusals[call] ?? 0) > 0 && refusals[call]-- > 0
+      },
+    })
+    const { code, output } = await deploy(proxy.endpoint, 'efs', '--yes')
+    await proxy.close()
+    assert.equal(code, 0, output)
+    assert.deepEqual(proxy.throttled.map((op) => op.replace(/^GET .*/, 'GetFunction')), ['GetFunction', 'GetFunction', 'GetFunction', 'GetRole', 'GetRole'])
+    assert.deepEqual(output.match(/AWS is throttling .*/g), [
+      'AWS is throttling GetFunction (Rate exceeded): 2 of 8 attempts refused, retrying after a longer wait',
+      'AWS is throttling GetFunction (Rate exceeded): 3 of 8 attempts refused, retrying after a longer wait',
+      'AWS is throttling GetRole (Rate exceeded): 2 of 8 attempts refused, retrying after a longer wait',
+    ])
+  })
+
+  it('stops, saying what to do, when AWS throttles a call through every attempt', async () => {
+    const proxy = await startProxy(moto.endpoint, { throttle: (operation) => operation === 'CreateRole' })
+    const { code, output } = await deployWith({ AWS_MAX_ATTEMPTS: '3' }, proxy.endpoint, 'rds', '--yes')
+    await proxy.close()
+    assert.equal(code, 1, output)
+    assert.deepEqual(proxy.throttled, ['CreateRole', 'CreateRole', 'CreateRole'])
+    assert.match(output, /AWS is throttling CreateRole \(Rate exceeded\): 2 of 3 attempts refused/)
+    assert.match(output, /✘ role failed: CreateRole: Throttling: Rate exceeded\nAWS throttled this call 3 times in a row: .* run the same command again/)
+    assert.doesNotMatch(output, /quota/i)
+  })
 })
