@@ -1,6 +1,7 @@
 // The buddy system API: one Lambda handler for API Gateway (REST and HTTP APIs) and Lambda
 // function URLs, routing through a table. `tsx api.ts` serves the same handler on node:http.
 import type { IncomingMessage } from 'node:http'
+import { pathToFileURL } from 'node:url'
 import type {
   APIGatewayProxyEvent,
   APIGatewayProxyEventV2,
@@ -14,13 +15,6 @@ import { errors as joseErrors, jwtVerify, SignJWT } from 'jose'
 import { en } from 'zod/locales'
 import * as z from 'zod/mini'
 import * as store from './db.ts'
-
-// Node's built-ins come from process.getBuiltinModule, not `import` (here, in db.ts and in seed.ts): importing
-// one makes an ES module of all its exports, and reading them runs the getters that load code only when asked
-// (crypto.webcrypto, fs.promises; http.WebSocket, all of undici: https://github.com/nodejs/node/issues/57649):
-// about 4 ms of each cold start, and 8 MB of the local server's memory (BENCHMARKS.md). node:crypto, 50 modules
-// and 5–7 ms of its own, is taken only where it is used, so that a cold start for a read does not load it.
-const { pathToFileURL } = process.getBuiltinModule('node:url')
 
 z.config(en())
 
@@ -42,7 +36,7 @@ function loadJwtKey(): string {
     throw new Error('JWT_KEY is not set: the function cannot sign or verify tokens without it')
   }
   console.warn('JWT_KEY is not set: signing tokens with a random key, valid until this process stops')
-  return process.getBuiltinModule('node:crypto').randomBytes(32).toString('hex')
+  return Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('hex')
 }
 
 // Errors: thrown anywhere behind the handler, turned into a response in one place.
@@ -815,8 +809,6 @@ const DOCS_PAGE = `<!doctype html>
 
 // The local server: each request becomes a payload-2.0 event for `handler`, as a function URL sends it.
 
-// node:crypto's randomUUID, taken on the first request rather than when this module loads (see the top).
-let randomUUID: (() => string) | undefined
 
 export function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
   // The path as sent, not normalized, as a function URL's rawPath is.
@@ -848,10 +840,7 @@ export function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEven
         sourceIp: req.socket.remoteAddress ?? '',
         userAgent: req.headers['user-agent'] ?? '',
       },
-      // A UUID, as Lambda's request IDs are. Not a counter: V8 caches the strings it makes from numbers, so
-      // each request's new number left a string in that cache, alive long enough to be moved to the old heap
-      // (~20 KB for each young-heap collection under load), and the heap grew (BENCHMARKS.md).
-      requestId: (randomUUID ??= process.getBuiltinModule('node:crypto').randomUUID)(),
+      requestId: crypto.randomUUID(), // as Lambda's request IDs are
       routeKey: '$default',
       stage: '$default',
       time: requestTime(now),
@@ -864,58 +853,10 @@ export function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEven
 
 const MAX_BODY = 1024 * 1024
 
-// requestContext.time as function URLs write it, "12/Mar/2020:19:03:58 +0000", made once a second.
-let clock = { second: NaN, text: '' }
+// requestContext.time as function URLs write it: "12/Mar/2020:19:03:58 +0000".
 function requestTime(ms: number): string {
-  const second = Math.floor(ms / 1000)
-  if (second !== clock.second) {
-    const [, day, month, year, time] = new Date(ms).toUTCString().split(' ') // "Thu, 12 Mar 2020 19:03:58 GMT"
-    clock = { second, text: `${day}/${month}/${year}:${time} +0000` }
-  }
-  return clock.text
-}
-
-// One log line per request, gathered in a buffer and written at most every 50 ms: under load, one
-// write for many lines, and no string kept alive until then (that would make V8 grow its young heap).
-const logBuffer = Buffer.allocUnsafe(64 * 1024)
-let logged = 0
-let logTimer: NodeJS.Timeout | undefined
-function flushLog() {
-  clearTimeout(logTimer)
-  logTimer = undefined
-  if (logged) process.stdout.write(Buffer.from(logBuffer.subarray(0, logged)))
-  logged = 0
-}
-function logLine(line: string) {
-  const text = `${line}\n`
-  const size = Buffer.byteLength(text)
-  if (logged + size > logBuffer.length) flushLog()
-  if (size > logBuffer.length) return void process.stdout.write(text)
-  logged += logBuffer.write(text, logged)
-  logTimer ??= setTimeout(flushLog, 50)
-}
-
-// Under load one turn of the event loop reads several requests. Writing each answer as soon as it was ready
-// woke the waiting client once per answer: a cost in the kernel that the server pays. So after a turn that
-// answered more than one request, a turn's answers wait for its end and go out together, waking the client
-// about once (BENCHMARKS.md). After a turn that answered one, the first answer goes out at once: a request
-// alone waits for nothing.
-let answered = 0 // answers in this turn so far
-let busy = false // the last turn with answers had more than one
-let later: (() => void)[] = [] // answers waiting for this turn's end
-function reply(send: () => void) {
-  if (answered++ === 0) {
-    setImmediate(sendReplies)
-    if (!busy) return send()
-  }
-  later.push(send)
-}
-function sendReplies() {
-  busy = answered > 1
-  answered = 0
-  const waiting = later
-  later = []
-  for (const send of waiting) send()
+  const [, day, month, year, time] = new Date(ms).toUTCString().split(' ') // "Thu, 12 Mar 2020 19:03:58 GMT"
+  return `${day}/${month}/${year}:${time} +0000`
 }
 
 const NO_BODY = Buffer.alloc(0)
@@ -955,8 +896,9 @@ async function serve() {
   }
   const db = await store.database()
 
-  // Loaded here, not at the top: Lambda never loads node:http for this.
-  const { createServer } = process.getBuiltinModule('node:http')
+  // Imported here, for the local server alone: at the top it would add ~50 ms to every cold start on Lambda (its
+  // WebSocket export loads all of undici), where this never runs.
+  const { createServer } = await import('node:http')
   const server = createServer(async (req, res) => {
     const started = performance.now()
     let body: Buffer | undefined
@@ -973,12 +915,10 @@ async function serve() {
     }
     const event = toEvent(req, body)
     const result = await handler(event)
-    reply(() => {
-      const length = Buffer.byteLength(result.body ?? '')
-      res.writeHead(result.statusCode, { ...(result.headers as Record<string, string>), 'content-length': length })
-      res.end(result.body)
-      logLine(`${req.method} ${event.rawPath} ${result.statusCode} ${(performance.now() - started).toFixed(1)}ms`)
-    })
+    const length = Buffer.byteLength(result.body ?? '')
+    res.writeHead(result.statusCode, { ...(result.headers as Record<string, string>), 'content-length': length })
+    res.end(result.body)
+    console.log(`${req.method} ${event.rawPath} ${result.statusCode} ${(performance.now() - started).toFixed(1)}ms`)
   })
   server.on('error', async (error) => {
     console.error(`Cannot serve on ${host}:${port}: ${error.message}`)
@@ -990,8 +930,6 @@ async function serve() {
     console.log(`buddy system API on http://${host}:${actual} (${db.label}). Ctrl-C stops it.`)
   })
   const stop = () => {
-    sendReplies()
-    flushLog()
     server.close()
     server.closeAllConnections()
     void store.closeDatabase().then(() => process.exit(0))

@@ -6,11 +6,6 @@
 import type { ScryptOptions } from 'node:crypto'
 import type { ParameterOrJSON, Sql, TransactionSql } from 'postgres'
 
-// Built-ins from process.getBuiltinModule, not `import`, which would read all of a built-in's exports and so
-// load what their getters keep for later (fs.promises), on each cold start (api.ts). node:sqlite, which keeps
-// nothing for later, is imported where it may be missing (loadSqlite).
-const { readFileSync } = process.getBuiltinModule('node:fs')
-
 export type DbConfig =
   | { kind: 'sqlite'; path: string; onNetworkFs: boolean }
   | {
@@ -387,9 +382,6 @@ interface SqliteDriver {
   prepare(sql: string): SqliteStatement
   exec(sql: string): void
   close(): void
-  /** node:sqlite, better-sqlite3: whether a transaction is open. */
-  readonly isTransaction?: boolean
-  readonly inTransaction?: boolean
 }
 
 async function loadSqlite(path: string): Promise<{ driver: SqliteDriver; name: string }> {
@@ -402,9 +394,6 @@ async function loadSqlite(path: string): Promise<{ driver: SqliteDriver; name: s
   })
   return { driver: new addon.default(path) as unknown as SqliteDriver, name: 'better-sqlite3' }
 }
-
-/** A statement that only reads. Anything else (INSERT … RETURNING included) counts as a write. */
-const READ = /^\s*SELECT\b/i
 
 async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promise<Database> {
   const { driver, name } = await loadSqlite(config.path)
@@ -433,43 +422,9 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
   // SQLite binds neither booleans nor undefined.
   const bind = (params: unknown[]) =>
     params.map((p) => (p === true ? 1 : p === false ? 0 : p === undefined ? null : p))
-  // Reads share one read transaction to the end of their turn of the event loop (WAL only), from the second
-  // read in a turn, or from the first when the turn before read more than once: taking and releasing WAL's
-  // read lock costs two fcntl calls a statement, and under the bench's load the local server answers ~9
-  // requests a turn. Those reads see one snapshot, as if they were made at once; a lone read after a quiet
-  // turn costs no BEGIN and COMMIT. A write ends the shared read first: it never tries to write from a
-  // stale snapshot (SQLITE_BUSY_SNAPSHOT, https://www.sqlite.org/rescode.html#busy_snapshot), and the reads
-  // after it see it. Not with the rollback journal (EFS): there a read holds a lock that keeps every other
-  // container from writing.
-  const shareReads = !config.onNetworkFs
   let depth = 0 // 1 while transaction() runs
-  let turnReads = 0 // reads outside transactions in this turn
-  let busy = false // the last turn with reads read more than once
-  let reading = false // the shared read transaction is open
-  const endRead = () => {
-    if (!reading) return
-    reading = false
-    // A read that failed with SQLITE_BUSY or an I/O error may have rolled the transaction back already
-    // (https://www.sqlite.org/lang_transaction.html#response_to_errors_within_a_transaction).
-    if (driver.isTransaction ?? driver.inTransaction ?? true) prepare('COMMIT').run()
-  }
-  const endTurn = () => {
-    busy = turnReads > 1
-    turnReads = 0
-    endRead()
-  }
   const query = (sql: string, params: unknown[], arrays: boolean) => {
     const statement = prepare(sql, arrays)
-    if (shareReads && depth === 0) {
-      if (!READ.test(sql)) endRead()
-      else {
-        if (turnReads++ === 0) setImmediate(endTurn)
-        if (!reading && (busy || turnReads > 1)) {
-          prepare('BEGIN').run()
-          reading = true
-        }
-      }
-    }
     if (statement.reader === false) return statement.run(...bind(params)), []
     return statement.all(...bind(params))
   }
@@ -483,14 +438,12 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
       return query(sql, params, true) as unknown[][]
     },
     async exec(sql: string) {
-      endRead()
       driver.exec(sql)
     },
     // Every statement inside runs synchronously, so no other request's statements can
     // interleave with the transaction as long as `fn` awaits only this database.
     async transaction(fn) {
       if (depth > 0) return fn(db)
-      endRead()
       depth++
       driver.exec('BEGIN IMMEDIATE')
       try {
@@ -505,7 +458,6 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
       }
     },
     async close() {
-      endRead()
       driver.close()
     },
   }
@@ -513,7 +465,9 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
 }
 
 async function openPostgres(config: Extract<DbConfig, { kind: 'postgres' }>): Promise<Database> {
+  // Imported here: node:fs takes ~6 ms to load on Node 24, which a cold start on SQLite does not need to pay.
   const { default: postgres } = await import('postgres')
+  const { readFileSync } = await import('node:fs')
   const sql = postgres({
     host: config.host,
     port: config.port,
@@ -790,13 +744,13 @@ export async function listPets(db: Database, userId: number): Promise<Animal[]> 
 // memory, 64 MiB, so a login fits a 256 MB function with room. BENCHMARKS.md has its time and memory.
 const SCRYPT = { N: 2 ** 16, r: 8, p: 2, maxmem: 160 * 1024 * 1024 }
 
-// node:crypto is loaded here, on the first password, not with this module: it brings 50 of Node's modules, 5–7 ms
-// of a cold start that a request which only reads does not need (BENCHMARKS.md).
-const nodeCrypto = () => process.getBuiltinModule('node:crypto')
+// node:crypto takes ~12 ms to load: imported on the first password, so that a cold start for a read does not pay it.
+const nodeCrypto = async () => (await import('node:crypto')).default
 
-function scryptAsync(password: string, salt: Buffer, keylen: number, options: ScryptOptions): Promise<Buffer> {
+async function scryptAsync(password: string, salt: Buffer, keylen: number, options: ScryptOptions): Promise<Buffer> {
+  const crypto = await nodeCrypto()
   return new Promise((resolve, reject) => {
-    nodeCrypto().scrypt(password, salt, keylen, options, (error, key) => (error ? reject(error) : resolve(key)))
+    crypto.scrypt(password, salt, keylen, options, (error, key) => (error ? reject(error) : resolve(key)))
   })
 }
 
@@ -805,7 +759,7 @@ function scryptAsync(password: string, salt: Buffer, keylen: number, options: Sc
 export const DUMMY_PASSWORD_HASH = 'scrypt$65536$8$2$MR54+x5pK2e32mElOrNIzA==$WZXvdZ6HjFEqXRHqmbO0xFXi9GkCmwyHosprJuBtwmI='
 
 export async function hashPassword(password: string): Promise<string> {
-  const salt = nodeCrypto().randomBytes(16)
+  const salt = (await nodeCrypto()).randomBytes(16)
   const hash = await scryptAsync(password, salt, 32, SCRYPT)
   return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64'), hash.toString('base64')].join('$')
 }
@@ -820,5 +774,5 @@ export async function verifyPassword(password: string, stored: string): Promise<
     p: Number(p),
     maxmem: SCRYPT.maxmem,
   })
-  return nodeCrypto().timingSafeEqual(actual, expected)
+  return (await nodeCrypto()).timingSafeEqual(actual, expected)
 }

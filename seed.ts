@@ -2,11 +2,9 @@
 // data in fake_db.json into it, once in its life: into a new database, never again after (a deleted
 // sample animal stays deleted). `tsx seed.ts` does both for the database that DB_LOCATION names; on
 // Lambda, `handler` does the same when deploy.ts invokes the seeder function, and returns the counts.
+import { readFileSync } from 'node:fs'
+import { pathToFileURL } from 'node:url'
 import { configFromEnv, createUser, hashPassword, migrate, openDatabase, type Database, type MigrationResult } from './db.ts'
-
-// Built-ins from process.getBuiltinModule, as in api.ts: an `import` of node:fs would load fs.promises too.
-const { readFileSync } = process.getBuiltinModule('node:fs')
-const { pathToFileURL } = process.getBuiltinModule('node:url')
 
 /** fake_db.json: records keyed by the first version's string ids; a user's id is their username. */
 export interface SampleData {

@@ -69,11 +69,10 @@ describe('on SQLite', () => {
     }
   })
 
-  // On a local file, the reads of a turn of the event loop share one transaction from the second on (db.ts
-  // says why). `b` stands for another process's connection: the seeder, or an sqlite3 shell.
+  // `b` stands for another process's connection: the seeder, or an sqlite3 shell.
   const twoConnections = async (onNetworkFs: boolean, test: (a: Database, b: Database) => Promise<void>) => {
-    const dir = mkdtempSync(join(tmpdir(), 'buddy-turn-'))
-    const config = { kind: 'sqlite', path: join(dir, 'turn.db'), onNetworkFs } as const
+    const dir = mkdtempSync(join(tmpdir(), 'buddy-two-'))
+    const config = { kind: 'sqlite', path: join(dir, 'two.db'), onNetworkFs } as const
     const [a, b] = [await openDatabase(config), await openDatabase(config)]
     await migrate(a)
     try {
@@ -87,50 +86,26 @@ describe('on SQLite', () => {
   }
   const INSERT = "INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01') RETURNING id"
   const count = async (db: Database) => (await db.values('SELECT count(*) FROM animals'))[0][0]
-  const nextTurn = () => new Promise((resolve) => setImmediate(resolve))
   /** Whether a reader keeps a checkpoint from emptying the WAL: busy, the first column of its one row. */
   const checkpointBlocked = async (db: Database) => (await db.values('PRAGMA wal_checkpoint(TRUNCATE)'))[0][0] === 1
 
-  it('reads one snapshot from the second read of a turn of the event loop on, and lets go of it when the turn ends', async () => {
-    await twoConnections(false, async (a, b) => {
-      assert.equal(await count(a), 0) // a lone read: no transaction
-      assert.equal(await checkpointBlocked(b), false)
-      await b.values(INSERT)
-      assert.equal(await count(a), 1) // the second: a read transaction, to the end of the turn
-      await b.values(INSERT)
-      assert.equal(await count(a), 1, 'the same turn, the same snapshot')
-      assert.equal(await checkpointBlocked(b), true)
-      await nextTurn()
-      assert.equal(await checkpointBlocked(b), false)
-      assert.equal(await count(a), 2)
-    })
-  })
-
-  it('reads one snapshot from the first read of a turn after one that read more than once', async () => {
-    await twoConnections(false, async (a, b) => {
-      await count(a)
-      await count(a) // a busy turn, as under load
-      await nextTurn()
-      assert.equal(await count(a), 0) // the next turn's first read opens the read transaction
-      await b.values(INSERT)
-      assert.equal(await checkpointBlocked(b), true, 'a reads an earlier snapshot')
-      assert.equal(await count(a), 0, 'the same turn, the same snapshot')
-      await nextTurn()
-      assert.equal(await count(a), 1) // one read: a quiet turn
-      await nextTurn()
-      assert.equal(await count(a), 1) // after a quiet turn, a lone read holds nothing
-      await b.values(INSERT)
-      assert.equal(await checkpointBlocked(b), false)
-    })
-  })
-
-  it('writes on the latest data after reads in the same turn, its own or another connection\'s', async () => {
+  it('sees each write of another connection at its next read, and holds no read lock after a read (WAL)', async () => {
     await twoConnections(false, async (a, b) => {
       assert.equal(await count(a), 0)
-      assert.equal(await count(a), 0) // the turn's read transaction is open from here
       await b.values(INSERT)
-      await a.values(INSERT) // not SQLITE_BUSY_SNAPSHOT: the read ended first
-      assert.equal(await count(a), 2) // and opened again
+      assert.equal(await count(a), 1)
+      await b.values(INSERT)
+      assert.equal(await count(a), 2)
+      assert.equal(await checkpointBlocked(b), false)
+    })
+  })
+
+  it('writes on the latest data after its own reads and another connection\'s writes', async () => {
+    await twoConnections(false, async (a, b) => {
+      assert.equal(await count(a), 0)
+      await b.values(INSERT)
+      await a.values(INSERT) // not SQLITE_BUSY_SNAPSHOT
+      assert.equal(await count(a), 2)
       await b.values(INSERT)
       const inside = await a.transaction(async (tx) => {
         await tx.values(INSERT)
@@ -144,7 +119,7 @@ describe('on SQLite', () => {
   it('holds no lock after a read with the rollback journal (EFS), where it would keep other containers from writing', async () => {
     await twoConnections(true, async (a, b) => {
       assert.equal(await count(a), 0)
-      assert.equal(await count(a), 0) // a second read in the turn, which in WAL mode would open a transaction
+      assert.equal(await count(a), 0)
       await b.values(INSERT) // busy_timeout 0: throws SQLITE_BUSY if `a` still holds its shared lock
       assert.equal(await count(a), 1)
     })
