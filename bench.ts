@@ -1,58 +1,41 @@
-// npm run bench: how fast and how small the API is, each figure beside a baseline measured in the
-// same run (these machines are shared and noisy: ratios, medians and p99s, never one absolute time).
-// Loopback only, bounded request counts. Needs Node 24 for the cold start and the Node 24 HTTP and node:sqlite
-// rows (NODE24, or run under 24), root for the 256 MB rows, and PostgreSQL server binaries (or PG_ENDPOINT)
-// for the PostgreSQL rows.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
-import { closeSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:http'
+// npm run bench: what a user of a Lambda deployment pays for, each figure beside a baseline measured in the
+// same run (these machines are shared and noisy: ratios and medians, never one absolute time). Loopback only,
+// bounded request counts. Needs Node 24 for the cold starts and the 256 MB run (NODE24, or run under 24),
+// PostgreSQL server binaries (or PG_ENDPOINT) for the PostgreSQL rows, and moto_server for the deploy rows.
+import { execFile, execFileSync } from 'node:child_process'
+import { promisify } from 'node:util'
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { createServer, connect, type Socket } from 'node:net'
 import { cpus, totalmem, tmpdir } from 'node:os'
 import { join } from 'node:path'
-import autocannon from 'autocannon'
 import { unzipSync } from 'fflate'
-import { closeDatabase, configFromEnv, database, hashPassword, listAnimals, migrate, openDatabase, type AnimalQuery, type Database, type DbConfig } from './db.ts'
-import { SAMPLE_PASSWORD, seed, setUp } from './seed.ts'
-import { startPostgres } from './test/postgres-server.ts'
+import { closeDatabase, configFromEnv, migrate, openDatabase, type Database, type DbConfig } from './db.ts'
+import { SAMPLE_PASSWORD, setUp } from './seed.ts'
+import { startPostgres, type PostgresServer } from './test/postgres-server.ts'
+import { startMoto, startProxy } from './test/moto.ts'
 
 process.env.JWT_KEY ??= 'bench-key-'.padEnd(64, 'x')
 const { handler } = await import('./api.ts')
 const work = mkdtempSync(join(tmpdir(), 'buddy-bench-'))
-/** The memory the deployed function could run with: measured below, in a cgroup of this size. */
-const FUNCTION_MB = 256
 const node24 = process.env.NODE24 || (Number(process.versions.node.split('.')[0]) >= 24 ? process.execPath : undefined)
-/** A sample user's login form. */
-const LOGIN = new URLSearchParams({ username: 'juniper', password: SAMPLE_PASSWORD })
-// The password hashing of new hashes, read from one: scrypt takes 128 × N × r bytes (RFC 7914).
-const [, kdfN, kdfR, kdfP] = (await hashPassword('')).split('$').map(Number)
-const KDF = { name: `scrypt N=2^${Math.log2(kdfN)}, r=${kdfR}, p=${kdfP}`, mib: (128 * kdfN * kdfR) / 2 ** 20 }
+const REGION = 'us-east-1'
 const rows: string[][] = []
 const row = (...cells: (string | number)[]) => rows.push(cells.map(String))
 const log = (text: string) => process.stderr.write(`${text}\n`)
 
 // Measuring
 
-const median = (xs: number[]) => quantile(xs, 0.5)
-function quantile(xs: number[], q: number): number {
-  const sorted = [...xs].sort((a, b) => a - b)
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
-}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const ms = (x: number) => `${x < 1 ? x.toFixed(3) : x < 10 ? x.toFixed(2) : x.toFixed(1)} ms`
 const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`
 
-/** Times `fn` `n` times after a warm-up; answers the durations in milliseconds. Each call has a turn of the
- * event loop to itself, as each invocation on Lambda has, and is timed to the turn's end: on SQLite, calls in
- * one turn share one read transaction, ended when the turn ends (db.ts). */
+/** Times `fn` `n` times after a warm-up; answers the durations in milliseconds. */
 async function time(n: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const turn = async () => {
-    await fn()
-    await new Promise(setImmediate)
-  }
-  for (let i = 0; i < Math.min(20, n); i++) await turn()
+  for (let i = 0; i < Math.min(20, n); i++) await fn()
   const out: number[] = []
   for (let i = 0; i < n; i++) {
     const started = performance.now()
-    await turn()
+    await fn()
     out.push(performance.now() - started)
   }
   return out
@@ -82,366 +65,6 @@ async function useDatabase(config: DbConfig) {
   else Object.assign(process.env, { DB_LOCATION: 'rds', PG_DATABASE: config.database })
 }
 
-// A synthetic shelter of `animals` animals, with users, fosters and adoptions in the sample's
-// proportions (16 animals : 8 users : 8 fosters : 7 adoptions), inserted in one transaction.
-async function loadSynthetic(db: Database, animals: number): Promise<number> {
-  let state = 42
-  const random = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
-  const pick = <T>(xs: T[]) => xs[Math.floor(random() * xs.length)]
-  const day = (from: number, span: number) => new Date(Date.UTC(2000, 0, 1) + Math.floor(from + random() * span) * 86_400_000).toISOString().slice(0, 10)
-  const users = animals / 2
-  const hash = await hashPassword('password') // one hash for all: this is a load, not accounts
-  const started = performance.now()
-  await db.transaction(async (tx) => {
-    const insert = async (table: string, columns: string[], values: unknown[][]) => {
-      for (let i = 0; i < values.length; i += 500) {
-        const chunk = values.slice(i, i + 500)
-        const slots = chunk.map(() => `(${columns.map(() => '?').join(', ')})`).join(', ')
-        await tx.all(`INSERT INTO ${table} (${columns.join(', ')}) VALUES ${slots}`, chunk.flat())
-      }
-    }
-    await insert('users', ['username', 'email', 'password_hash', 'created_at'],
-      Array.from({ length: users }, (_, i) => [`user${i}`, `user${i}@example.com`, hash, `${day(0, 9000)}T12:00:00`]))
-    const names = ['nibbles', 'chompers', 'mr. spock', 'gladys', 'soupsoup', 'bagels', 'garbanzo', 'mothra', 'biscuit', 'pickles']
-    await insert('animals', ['name', 'age', 'kind', 'fixed', 'vaccinated', 'intake_date', 'adopter_id', 'adoption_date'],
-      Array.from({ length: animals }, (_, i) => {
-        const adopted = random() < 7 / 16
-        return [`${pick(names)} ${i}`, Math.floor(random() * 20), pick(['cat', 'dog', 'turtle', 'rabbit']), random() < 0.5,
-          random() < 0.5, day(0, 9000), adopted ? 1 + Math.floor(random() * users) : null, adopted ? day(9000, 100) : null]
-      }))
-    await insert('fosters', ['animal_id', 'user_id', 'start_date', 'end_date'],
-      Array.from({ length: animals / 2 }, () => [1 + Math.floor(random() * animals), 1 + Math.floor(random() * users), day(0, 9000), null]))
-  })
-  const total = animals + users + animals / 2
-  return total / ((performance.now() - started) / 1000)
-}
-
-// 1. Package, and 4. cold start
-
-async function packageAndColdStart() {
-  log('package…')
-  execFileSync(process.execPath, [join('node_modules', 'tsx', 'dist', 'cli.mjs'), 'deploy.ts', 'package'], { stdio: 'ignore' })
-  const zip = statSync('build.zip').size
-  const scripts = readdirSync('build').filter((f) => f.endsWith('.mjs'))
-  const bundle = scripts.reduce((sum, f) => sum + statSync(join('build', f)).size, 0)
-  const api = statSync('build/api.mjs').size
-  row('Package', 'zip (api + seeder + sample data)', `${(zip / 1024).toFixed(1)} KB`, 'target 300 KB', ratio(zip, 300 * 1024))
-  row('Package', `bundle, unzipped (${scripts.length} .mjs files)`, `${(bundle / 1024).toFixed(1)} KB`, `of which api.mjs ${(api / 1024).toFixed(1)} KB`, '')
-
-  if (!node24) return row('Cold start', 'skipped: needs Node 24 (NODE24)', '', '', '')
-  const task = join(work, 'task')
-  mkdirSync(task)
-  for (const [name, data] of Object.entries(unzipSync(readFileSync('build.zip')))) writeFileSync(join(task, name), data)
-  log('cold start…')
-  const first = JSON.stringify(event('/animals/1'))
-  const probe = `const t0 = performance.now(); const { handler } = await import('./api.mjs'); const t1 = performance.now();
-    const r = await handler(${first}); console.log(JSON.stringify({ load: t1 - t0, total: performance.now(), status: r.statusCode }))`
-  const env = { PATH: process.env.PATH, AWS_LAMBDA_FUNCTION_NAME: 'bench', JWT_KEY: process.env.JWT_KEY!, DB_PATH: join(work, 'cold.db') }
-  const run = (args: string[]) => {
-    const started = performance.now()
-    const out = execFileSync(node24, args, { cwd: task, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
-    return { wall: performance.now() - started, out }
-  }
-  const bare: number[] = []
-  const cold: number[] = []
-  const load: number[] = []
-  // The API runs no migration (the seeder does, at deploy): each cold start meets a migrated, empty database.
-  const template = join(work, 'cold-template.db')
-  await migrated({ kind: 'sqlite', path: template, onNetworkFs: false })
-  for (let i = 0; i < 15; i++) {
-    bare.push(run(['-e', '0']).wall)
-    copyFileSync(template, join(work, 'cold.db'))
-    const { wall, out } = run(['--input-type=module', '-e', probe])
-    const result = JSON.parse(out.trim().split('\n').at(-1)!)
-    if (result.status !== 404) throw new Error(`cold start: expected 404 on an empty database, got ${result.status}`)
-    cold.push(wall)
-    load.push(result.load)
-  }
-  const overhead = median(cold) - median(bare)
-  row('Cold start', 'first response to GET /animals/1, fresh node 24 process', ms(median(cold)), `node -e 0: ${ms(median(bare))}`,
-    `+${ms(overhead)} (target +80 ms)`)
-  row('Cold start', 'of which loading api.mjs', ms(median(load)), '', `${Math.round((100 * median(load)) / overhead)}% of the overhead`)
-}
-
-// 2. Handler overhead, in process
-
-async function handlerOverhead(db: Database, path: string) {
-  log('handler overhead…')
-  // The baseline: the same row straight through the SQLite driver that db.ts uses, and JSON.stringify.
-  const driver: any = await import('node:sqlite').then((m) => new m.DatabaseSync(path), async () => new (await import('better-sqlite3')).default(path))
-  const statement = driver.prepare('SELECT id, name, age, kind, fixed, vaccinated, intake_date, adopter_id, adoption_date FROM animals WHERE id = ?')
-  // 3,000 calls each, in alternating rounds of 100 after a warm-up of both (so that the JIT has settled):
-  // a noisy moment of this shared machine weighs on both.
-  const viaHandler: number[] = []
-  const raw: number[] = []
-  const viaHandlerOnce = () => handler(event('/animals/5'))
-  const rawOnce = async () => JSON.stringify({ animal: statement.all(5)[0] })
-  for (let i = 0; i < 2000; i++) {
-    await viaHandlerOnce()
-    await rawOnce()
-  }
-  for (let round = 0; round < 30; round++) {
-    viaHandler.push(...(await time(100, viaHandlerOnce)))
-    raw.push(...(await time(100, rawOnce)))
-  }
-  driver.close()
-  row('Handler', `handler(GET /animals/5), in process, ${db.label.replace(/.*\(/, 'SQLite (')}`, ms(median(viaHandler)),
-    `same row via the driver + JSON: ${ms(median(raw))}`,
-    `${ratio(median(viaHandler), median(raw))} (target ≤ 2×)`)
-}
-
-// 3. Scale and 7. seeding
-
-const PAGES = [
-  ['sort=name', 'first page by name'],
-  ['sort=age', 'first page by age'],
-  ['sort=intake_date', 'first page by intake date'],
-  ['sort=name&intake_after=2010-01-01&intake_before=2014-12-31', 'by name, intake 2010–2014'],
-  ['sort=age&intake_after=2020-01-01', 'by age, intake after 2020'],
-  ['sort=name&intake_after=2020-03-01&intake_before=2020-03-31', 'by name, intake in March 2020'],
-  ['sort=intake_date&intake_after=2020-01-01', 'by intake date, intake after 2020'],
-]
-
-async function scale(kind: string, fresh: () => Promise<DbConfig>) {
-  const p50: Record<string, number> = {}
-  const pages: Record<string, number> = {}
-  for (const n of [1000, 100_000]) {
-    log(`${kind}: ${n} animals…`)
-    const config = await fresh()
-    const db = await openDatabase(config)
-    const rate = await loadSynthetic(db, n)
-    row('Seeding', `${kind}: synthetic load, ${n} animals`, `${Math.round(rate)} rows/s`, '', '')
-    // PostgreSQL's autovacuum analyzes a table after a load like this one (here at once); nothing analyzes SQLite's.
-    if (config.kind === 'postgres') await db.all('ANALYZE')
-    await db.close()
-    await useDatabase(config)
-    for (const [query, label] of [...PAGES, [`sort=age&offset=${n / 2}`, `by age, offset ${n / 2}`]]) {
-      const times = await time(n > 10_000 ? 100 : 300, () => get('/animals', query))
-      const page = JSON.parse((await get('/animals', query)).body).animals.length
-      const key = label.replace(/\d+$/, '')
-      if (n === 1000) [p50[key], pages[key]] = [median(times), page]
-      else {
-        // The target compares the same page at both sizes: a page deep into the list, or of a window that holds
-        // a few animals among 1,000, is not the same page among 100,000.
-        const note = label.startsWith('by age, offset') ? '' : page !== pages[key] ? ` (pages of ${pages[key]} and ${page})` : ' (target ≤ 2×)'
-        row('Scale', `${kind}: ${label}`, `p50 ${ms(median(times))}, p99 ${ms(quantile(times, 0.99))}`,
-          `1,000 animals: p50 ${ms(p50[key])}`, `${ratio(median(times), p50[key])}${note}`)
-      }
-    }
-    if (n === 100_000) await queryPlan(kind)
-  }
-}
-
-/** The plan of each page query that GET /animals sends for a filtered page, as the API sends it: its text and
- * parameters recorded on their way to the database. */
-const plans: string[] = []
-async function queryPlan(kind: string) {
-  const db = await database()
-  for (const [query] of PAGES.filter(([query]) => /intake_(after|before)/.test(query))) {
-    let sent: [string, unknown[]] = ['', []]
-    const recording: Database = { ...db, values: (sql, params = []) => ((sent = [sql, params]), db.values(sql, params)) }
-    const q = Object.fromEntries(new URLSearchParams(query))
-    await listAnimals(recording, { sort: q.sort as AnimalQuery['sort'], intake_after: q.intake_after, intake_before: q.intake_before, limit: 100, offset: 0 })
-    const [sql, params] = sent
-    const explain = db.kind === 'sqlite' ? `EXPLAIN QUERY PLAN ${sql}` : `EXPLAIN ${sql}`
-    const lines = (await db.all<Record<string, unknown>>(explain, params)).map((r) => String(r.detail ?? r['QUERY PLAN']))
-    plans.push(`${kind}, GET /animals?${query}: ${sql.replace(/^SELECT .+? FROM/, 'SELECT … FROM')}\n  ${lines.join('\n  ')}`)
-  }
-}
-
-async function sampleSeeding(kind: string, fresh: () => Promise<DbConfig>) {
-  const db = await openDatabase(await fresh())
-  const started = performance.now()
-  const result = await seed(db)
-  const seconds = (performance.now() - started) / 1000
-  const n = result.user_count + result.animal_count + result.foster_count + result.adoption_count
-  row('Seeding', `${kind}: the sample (${n} rows, ${result.user_count} password hashes)`, `${Math.round(n / seconds)} rows/s`,
-    `${(seconds * 1000).toFixed(0)} ms in all`, '')
-  await db.close()
-}
-
-// 8. Login
-
-async function login() {
-  log('login…')
-  const body = LOGIN.toString()
-  const headers = { 'content-type': 'application/x-www-form-urlencoded' }
-  const logins = await time(20, async () => {
-    const r = await handler(event('/auth/token', '', 'POST', body, headers))
-    if (r.statusCode !== 200) throw new Error(`login: ${r.statusCode}`)
-  })
-  const reads = await time(200, () => get('/users/1'))
-  row('Login', `POST /auth/token (${KDF.name})`, `p50 ${ms(median(logins))}`, `GET /users/1: ${ms(median(reads))}`,
-    ratio(median(logins), median(reads)))
-}
-
-// 1. HTTP throughput and 6. memory: the bundle under plain node, against a bare node:http server.
-
-/** Starts `node args…` with its output in a file (a pipe read by this process would take CPU from the load
- * generator), and answers the URL it says it listens on. With `cgroup`, the process runs in that memory cgroup. */
-async function listen(args: string[], env: NodeJS.ProcessEnv, node = process.execPath, cgroup?: MemoryCgroup): Promise<{ child: ChildProcess; url: string }> {
-  const out = join(work, `server-${Date.now()}.log`)
-  const fd = openSync(out, 'w')
-  // In a cgroup: a shell moves itself in, then becomes node, so node starts inside it.
-  const [command, argv] = cgroup ? ['sh', ['-c', 'echo $$ > "$0" && exec "$@"', cgroup.procs, node, ...args]] : [node, args]
-  const child = spawn(command, argv, { env, stdio: ['ignore', fd, fd] })
-  closeSync(fd)
-  for (const deadline = Date.now() + 20_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
-    const m = readFileSync(out, 'utf8').match(/on (http:\/\/[\d.:]+)/)
-    if (m) return { child, url: m[1] }
-    if (child.exitCode !== null) break
-  }
-  child.kill()
-  throw new Error(`${args.join(' ')} did not start: ${readFileSync(out, 'utf8')}`)
-}
-
-/** A memory cgroup under this process's own, limited to `bytes`: a server in it has the memory a Lambda function of
- * that size has (with no swap, as here and on Lambda). Making one takes root and a writable cgroup file system (v1's
- * memory controller, or v2 with it enabled); where that fails, the reason. */
-interface MemoryCgroup {
-  procs: string
-  remove(): void
-}
-function memoryCgroup(bytes: number): MemoryCgroup | string {
-  const own = readFileSync('/proc/self/cgroup', 'utf8').split('\n').map((line) => line.split(':'))
-  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((line) => {
-    const [mount, fs = ''] = line.split(' - ')
-    const [type, , options = ''] = fs.split(' ')
-    return { point: mount.split(' ')[4], type, options: options.split(',') }
-  })
-  const v1 = own.find(([, controllers]) => controllers?.split(',').includes('memory'))?.[2]
-  const v1Mount = mounts.find((m) => m.type === 'cgroup' && m.options.includes('memory'))?.point
-  const v2 = own.find(([id, controllers]) => id === '0' && controllers === '')?.[2]
-  const v2Mount = mounts.find((m) => m.type === 'cgroup2')?.point
-  const tries = [
-    ...(v1 !== undefined && v1Mount ? [{ parent: join(v1Mount, v1), limit: 'memory.limit_in_bytes' }] : []),
-    ...(v2 !== undefined && v2Mount ? [{ parent: join(v2Mount, v2), limit: 'memory.max' }] : []),
-  ]
-  const failures: string[] = []
-  for (const { parent, limit } of tries) {
-    const dir = join(parent, `buddy-bench-${process.pid}`)
-    try {
-      mkdirSync(dir)
-      try {
-        // A v2 cgroup without the memory controller enabled below its parent has no memory.max.
-        if (!existsSync(join(dir, limit))) throw new Error(`${limit} is missing: the memory controller is not enabled there`)
-        writeFileSync(join(dir, limit), String(bytes))
-      } catch (error) {
-        rmdirSync(dir)
-        throw error
-      }
-      return { procs: join(dir, 'cgroup.procs'), remove: () => rmdirSync(dir) }
-    } catch (error) {
-      failures.push(`${parent}: ${(error as Error).message}`)
-    }
-  }
-  return `no memory cgroup could be made (it takes root): ${failures.join('; ') || 'no cgroup file system'}`
-}
-
-/** The V8 heap sizes Lambda's Node.js runtime starts a function of `mb` MB with, unless NODE_OPTIONS sets its own:
- * its bootstrap passes --max-semi-space-size and --max-old-space-size, worked out from AWS_LAMBDA_FUNCTION_MEMORY_SIZE
- * (https://gist.github.com/davidjb/432ea4e1c89f399ec412270539fe126f, the nodejs20.x bootstrap), as 5% and 90% of it
- * (lambci's copy of that runtime: https://github.com/lambci/node-custom-lambda/blob/master/v14.x/bootstrap.c).
- * Without them, Node 24 in a 256 MB cgroup holds V8's new space to 1 MB; with them it grew to 16 MB under load here
- * (--trace-gc-nvp's new_space_capacity). */
-const lambdaHeap = (mb: number) => ({ semi: Math.floor((mb * 5) / 100), old: Math.floor((mb * 90) / 100) })
-
-/** Requests a second, and the median and 99th percentile response times in ms. */
-interface Load {
-  rps: number
-  p50: number
-  p99: number
-}
-/** autocannon on `url`, 10 connections for `seconds`. Its own percentiles are whole milliseconds (0 or 1 for all of
- * these), so the response times its 'response' event reports, in fractions of one, are kept here. Any answer but a
- * 2xx fails the run. */
-function load(url: string, seconds = 3): Promise<Load> {
-  const times: number[] = []
-  return new Promise((resolve, reject) => {
-    autocannon({ url, connections: 10, duration: seconds }, (error, result) => {
-      if (error) return reject(error)
-      if (result.non2xx || result.errors) return reject(new Error(`${url}: ${result.non2xx} answers not 2xx, ${result.errors} errors`))
-      resolve({ rps: result.requests.average, p50: quantile(times, 0.5), p99: quantile(times, 0.99) })
-    }).on('response', (_client, _status, _bytes, ms) => times.push(ms))
-  })
-}
-
-async function throughput(dbPath: string) {
-  log('HTTP throughput…')
-  const env = { ...process.env, DB_LOCATION: 'local', DB_PATH: dbPath, PORT: '0', HOST: '127.0.0.1' }
-  const paths = ['/animals/5', '/animals?sort=age&limit=100', '/greet']
-  // Node 24 first: it is what Lambda runs, with node:sqlite; then Node 24 as a 256 MB function runs
-  // (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html): in that much memory, and with the heap
-  // sizes Lambda's runtime gives V8 for it (lambdaHeap, above). Then this Node (20: better-sqlite3).
-  const runs: { node: string; cgroup?: MemoryCgroup }[] = []
-  if (node24) {
-    runs.push({ node: node24 })
-    const cgroup = memoryCgroup(FUNCTION_MB * 2 ** 20)
-    if (typeof cgroup === 'string') row('HTTP', `node 24 in ${FUNCTION_MB} MB: not measured`, cgroup, '', '')
-    else runs.push({ node: node24, cgroup })
-  }
-  if (process.execPath !== node24) runs.push({ node: process.execPath })
-  const heap = lambdaHeap(FUNCTION_MB)
-  const functionFlags = [`--max-semi-space-size=${heap.semi}`, `--max-old-space-size=${heap.old}`]
-  for (const { node, cgroup } of runs) {
-    const version = execFileSync(node, ['--version'], { encoding: 'utf8' }).trim()
-    const where = `node ${version}${cgroup ? ` in ${FUNCTION_MB} MB, V8 semi/old space ${heap.semi}/${heap.old} MB` : ''}`
-    const { child: api, url: apiUrl } = await listen([...(cgroup ? functionFlags : []), 'build/api.mjs'], env, node, cgroup)
-    const bodies = await Promise.all(paths.map((p) => fetch(apiUrl + p).then((r) => r.text())))
-    // The bare server runs on the same Node, and answers each path with the bytes the API sent.
-    const bareCode = `
-      const bodies = ${JSON.stringify(Object.fromEntries(paths.map((p, i) => [p, bodies[i]])))}
-      require('node:http').createServer((req, res) => {
-        const body = bodies[req.url]
-        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) }); res.end(body)
-      }).listen(0, '127.0.0.1', function () { console.log('on http://127.0.0.1:' + this.address().port) })`
-    const { child: bare, url: bareUrl } = await listen(['-e', bareCode], process.env, node)
-    try {
-      for (const path of paths) {
-        await load(apiUrl + path, 2) // warm-up
-        // Three alternating rounds; each side's median round: a noisy moment weighs on both.
-        const rounds: [Load[], Load[]] = [[], []]
-        for (let round = 0; round < 3; round++) rounds[0].push(await load(apiUrl + path)), rounds[1].push(await load(bareUrl + path))
-        const [a, b] = rounds.map((results) => results.sort((x, y) => x.rps - y.rps)[1])
-        const what = path === '/greet' ? 'GET /greet (no database)' : `GET ${path}`
-        const latency = ({ p50, p99 }: Load) => `${Math.round(p50 * 1000)}/${Math.round(p99 * 1000)} µs`
-        row('HTTP', `${what}, ${where}: req/s, p50/p99`, `${Math.round(a.rps)}/s, ${latency(a)}`,
-          `bare node:http: ${Math.round(b.rps)}/s, ${latency(b)}`, `${ratio(a.rps, b.rps)}${path === '/animals/5' ? ' (target ≥ 0.6)' : ''}`)
-      }
-      const peak = (pid?: number) => Number(readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmHWM:\s+(\d+)/)![1]) / 1024
-      row('Memory', `peak RSS of the local server through these runs, ${where}`, `${peak(api.pid).toFixed(0)} MB`,
-        `bare server: ${peak(bare.pid).toFixed(0)} MB`, 'target < 120 MB')
-      if (cgroup) {
-        // A function answers one request at a time, and a login is its largest: scrypt's memory comes on top.
-        const response = await fetch(`${apiUrl}/auth/token`, { method: 'POST', body: LOGIN })
-        const answered = response.ok ? `${peak(api.pid).toFixed(0)} MB` : `failed: ${response.status} ${await response.text()}`
-        row('Memory', `peak RSS after one login too (scrypt: ${KDF.mib} MiB), ${where}`, answered, `limit: ${FUNCTION_MB} MB`, '')
-      }
-    } catch (error) {
-      // The kernel kills a server that outgrows its cgroup: say so in the table rather than lose the other rows.
-      if (!cgroup || (api.exitCode === null && api.signalCode === null)) throw error
-      row('Memory', `local server, ${where}`, `stopped (${api.signalCode ?? api.exitCode}): out of memory?`, `limit: ${FUNCTION_MB} MB`, '')
-    } finally {
-      api.kill()
-      bare.kill()
-      if (cgroup) {
-        if (api.exitCode === null && api.signalCode === null) await once(api, 'exit')
-        cgroup.remove()
-      }
-    }
-  }
-}
-
-// Run
-
-// `npm run bench -- http scale` runs only those sections; all by default.
-const SECTIONS = ['package', 'handler', 'login', 'http', 'sqlite', 'postgres']
-const only = process.argv.slice(2)
-const unknown = only.filter((x) => !SECTIONS.includes(x))
-if (unknown.length) throw new Error(`unknown section ${unknown.join(', ')}: choose from ${SECTIONS.join(', ')}`)
-const wanted = (section: string) => !only.length || only.includes(section)
-
-let n = 0
 /** A new database with the schema and no rows. */
 async function migrated(config: DbConfig): Promise<DbConfig> {
   const db = await openDatabase(config)
@@ -449,42 +72,323 @@ async function migrated(config: DbConfig): Promise<DbConfig> {
   await db.close()
   return config
 }
-const sqliteFresh = () => migrated({ kind: 'sqlite', path: join(work, `db-${++n}.db`), onNetworkFs: false })
-try {
-  if (wanted('package') || wanted('http')) await packageAndColdStart()
 
+// A synthetic shelter of `animals` animals, with users and fosters in the sample's proportions
+// (16 animals : 8 users : 8 fosters, 7 of 16 adopted), inserted in one transaction.
+async function loadSynthetic(db: Database, animals: number) {
+  let state = 42
+  const random = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+  const pick = <T>(xs: T[]) => xs[Math.floor(random() * xs.length)]
+  const day = (from: number, span: number) => new Date(Date.UTC(2000, 0, 1) + Math.floor(from + random() * span) * 86_400_000).toISOString().slice(0, 10)
+  const users = animals / 2
+  const hash = 'scrypt$65536$8$2$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=' // a load, not accounts
+  await db.transaction(async (tx) => {
+    const insert = async (table: string, columns: string[], count: number, make: (i: number) => unknown[]) => {
+      for (let i = 0; i < count; i += 500) {
+        const chunk = Array.from({ length: Math.min(500, count - i) }, (_, j) => make(i + j))
+        const slots = chunk.map(() => `(${columns.map(() => '?').join(', ')})`).join(', ')
+        await tx.all(`INSERT INTO ${table} (${columns.join(', ')}) VALUES ${slots}`, chunk.flat())
+      }
+    }
+    await insert('users', ['username', 'username_key', 'email', 'email_key', 'password_hash', 'created_at'], users,
+      (i) => [`user${i}`, `user${i}`, `user${i}@example.com`, `user${i}@example.com`, hash, `${day(0, 9000)}T12:00:00`])
+    const names = ['nibbles', 'chompers', 'mr. spock', 'gladys', 'soupsoup', 'bagels', 'garbanzo', 'mothra', 'biscuit', 'pickles']
+    await insert('animals', ['name', 'age', 'kind', 'fixed', 'vaccinated', 'intake_date', 'adopter_id', 'adoption_date'], animals, (i) => {
+      const adopted = random() < 7 / 16
+      return [`${pick(names)} ${i}`, Math.floor(random() * 20), pick(['cat', 'dog', 'turtle', 'rabbit']), random() < 0.5,
+        random() < 0.5, day(0, 9000), adopted ? 1 + Math.floor(random() * users) : null, adopted ? day(9000, 100) : null]
+    })
+    await insert('fosters', ['animal_id', 'user_id', 'start_date', 'end_date'], animals / 2,
+      () => [1 + Math.floor(random() * animals), 1 + Math.floor(random() * users), day(0, 9000), null])
+  })
+}
+
+// 5. Package: as a deploy to one region builds it, with that region's RDS certificate authorities.
+
+function packageCode(): string {
+  log('package…')
+  execFileSync(process.execPath, [join('node_modules', 'tsx', 'dist', 'cli.mjs'), 'deploy.ts', 'package', '--region', REGION], { stdio: 'ignore' })
+  const zip = statSync('build.zip').size
+  row('Package', `build.zip for ${REGION}: both functions, the sample, the region's RDS CAs`, `${(zip / 1024).toFixed(1)} KB`, '', 'target < 100 KB')
+  const task = join(work, 'task')
+  mkdirSync(task)
+  for (const [name, data] of Object.entries(unzipSync(readFileSync('build.zip')))) writeFileSync(join(task, name), data)
+  return task
+}
+
+// 1. and 2. Cold starts: a fresh Node 24 on the unzipped package answering its first event.
+
+/** Wall time of `node24 args` in `cwd`, and its last line of output. Not execFileSync: the delay proxy for
+ * PostgreSQL runs in this process. */
+async function runNode(args: string[], cwd: string, env: NodeJS.ProcessEnv) {
+  const started = performance.now()
+  const { stdout } = await promisify(execFile)(node24!, args, { cwd, env: { PATH: process.env.PATH, ...env }, encoding: 'utf8' })
+  return { wall: performance.now() - started, last: stdout.trim().split('\n').at(-1) ?? '' }
+}
+
+const firstEvent = (path: string) =>
+  `const { handler } = await import('./api.mjs'); const r = await handler(${JSON.stringify(event(path))}); console.log(r.statusCode); process.exit(0)`
+
+/** Medians of `runs` cold starts against as many `node -e 0`, alternated. */
+async function coldStarts(task: string, env: NodeJS.ProcessEnv, path: string, runs: number, before?: () => void) {
+  const bare: number[] = []
+  const cold: number[] = []
+  for (let i = 0; i < runs; i++) {
+    bare.push((await runNode(['-e', '0'], task, {})).wall)
+    before?.()
+    const { wall, last } = await runNode(['--input-type=module', '-e', firstEvent(path)], task, { AWS_LAMBDA_FUNCTION_NAME: 'bench', JWT_KEY: process.env.JWT_KEY, ...env })
+    if (last !== '404') throw new Error(`cold start: expected 404 from ${path} on an empty database, got ${last}`)
+    cold.push(wall)
+  }
+  return { bare: median(bare), cold: median(cold) }
+}
+
+async function sqliteColdStart(task: string) {
+  log('cold start, SQLite…')
+  const template = join(work, 'cold-template.db')
+  await migrated({ kind: 'sqlite', path: template, onNetworkFs: false })
+  const { bare, cold } = await coldStarts(task, { DB_PATH: join(work, 'cold.db') }, '/animals/1', 21, () => copyFileSync(template, join(work, 'cold.db')))
+  row('Cold start', 'SQLite: first answer to GET /animals/1 (median of 21)', ms(cold), `node -e 0: ${ms(bare)}`, `+${ms(cold - bare)} (target ≤ +25 ms)`)
+}
+
+/** A TCP proxy that delays each chunk `delay` ms each way (and the connection's handshake one round trip), as
+ * inside an AWS region, and counts round trips: a client flight answered by the server. */
+async function delayProxy(port: number, delay: number) {
+  const flights: string[][] = []
+  const server = createServer((client) => {
+    const held: Buffer[] = []
+    let upstream: Socket | undefined
+    let last: 'client' | 'server' | undefined
+    const later = (fn: () => void) => setTimeout(fn, delay)
+    client.on('data', (chunk) => {
+      if (last !== 'client') flights.push([])
+      flights.at(-1)!.push(chunk.toString('latin1'))
+      last = 'client'
+      later(() => (upstream ? upstream.write(chunk) : held.push(chunk)))
+    })
+    setTimeout(() => { // the TCP handshake: one round trip before the first byte goes through
+      upstream = connect(port, '127.0.0.1', () => held.splice(0).forEach((chunk) => upstream!.write(chunk)))
+      upstream.on('data', (chunk) => {
+        last = 'server'
+        later(() => client.write(chunk))
+      })
+      upstream.on('close', () => later(() => client.destroy()))
+      upstream.on('error', () => client.destroy())
+    }, 2 * delay)
+    client.on('close', () => upstream?.destroy())
+    client.on('error', () => upstream?.destroy())
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { port: (server.address() as { port: number }).port, flights, close: () => server.close() }
+}
+
+/** What each round trip of a cold start on PostgreSQL is for, in the order the protocol has them (after TLS
+ * the bytes are encrypted: the order, not the bytes, says which is which). */
+function nameFlights(flights: string[][], queries: string[]): string[] {
+  const first = flights[0]?.join('') ?? ''
+  const sslRequest = first.length === 8 && first.charCodeAt(4) === 0x04 && first.charCodeAt(5) === 0xd2
+  const tls = flights[1]?.[0]?.charCodeAt(0) === 0x16
+  if (!sslRequest || !tls) throw new Error('the cold start did not begin with SSLRequest and a TLS ClientHello')
+  const expected = [
+    'TCP handshake',
+    'SSLRequest → S (the server takes TLS)',
+    'TLS 1.3 handshake: ClientHello → ServerHello … Finished',
+    'client Finished, StartupMessage → AuthenticationSASL (SCRAM-SHA-256)',
+    'SASLInitialResponse → SASLContinue',
+    'SASLResponse → SASLFinal, AuthenticationOk, ReadyForQuery',
+    ...queries,
+  ]
+  return ['TCP handshake', ...flights.map((_, i) => expected[i + 1] ?? `not expected: flight ${i + 1}`)]
+}
+
+async function postgresColdStart(task: string, server: PostgresServer) {
+  log('cold start, PostgreSQL…')
+  const database = 'bench_cold'
+  const admin = await openDatabase({ ...(configFromEnv({ ...server.env, DB_LOCATION: 'rds', PG_DATABASE: 'postgres' }) as Extract<DbConfig, { kind: 'postgres' }>) })
+  await admin.all(`DROP DATABASE IF EXISTS ${database}`)
+  await admin.all(`CREATE DATABASE ${database}`)
+  await admin.close()
+  await migrated(configFromEnv({ ...server.env, DB_LOCATION: 'rds', PG_DATABASE: database }))
+  const delay = 1
+  const proxy = await delayProxy(Number(server.env.PG_PORT), delay)
+  const env = { ...server.env, DB_LOCATION: 'rds', PG_DATABASE: database, PG_PORT: String(proxy.port) }
+  try {
+    const once = await coldStarts(task, env, '/animals/1', 1)
+    const flights = proxy.flights.length
+    const names = nameFlights(proxy.flights, ['the schema check: SELECT MAX(version) FROM schema_migrations', 'the request, 1: Parse, Describe (postgres.js learns the parameter types)', 'the request, 2: Bind, Execute → the row'])
+    proxy.flights.length = 0
+    const { bare, cold } = await coldStarts(task, env, '/animals/1', 11)
+    row('Cold start', `PostgreSQL over TLS, ${delay} ms each way: first answer to GET /animals/1 (median of 11)`, ms(cold), `node -e 0: ${ms(bare)}`,
+      `+${ms(cold - bare)}; first run +${ms(once.cold - once.bare)}`)
+    row('Cold start', 'PostgreSQL: round trips to the database before the first answer', `${names.length}`, `${flights} client flights + the TCP handshake`, 'target ≤ 8')
+    names.forEach((name, i) => row('Cold start', `  round trip ${i + 1}`, name, '', ''))
+  } finally {
+    proxy.close()
+  }
+}
+
+// 3. Warm requests: handler(event) in process, against the same rows through the driver.
+
+async function warm(path: string) {
+  log('warm requests…')
+  const driver: any = await import('node:sqlite').then((m) => new m.DatabaseSync(path), async () => new (await import('better-sqlite3')).default(path))
+  const columns = 'id, name, age, kind, fixed, vaccinated, intake_date, adopter_id, adoption_date'
+  const one = driver.prepare(`SELECT ${columns} FROM animals WHERE id = ?`)
+  const page = driver.prepare(`SELECT ${columns} FROM animals ORDER BY age, id LIMIT 100`)
+  const cases = [
+    ['GET /animals/5', () => get('/animals/5'), async () => JSON.stringify({ animal: one.all(5)[0] })],
+    ['GET /animals?sort=age (16 animals)', () => get('/animals', 'sort=age'), async () => JSON.stringify({ animals: page.all() })],
+  ] as const
+  for (const [what, viaHandler, viaDriver] of cases) {
+    // Alternating rounds of 100 after a warm-up of both: a noisy moment of this shared machine weighs on both.
+    const a: number[] = []
+    const b: number[] = []
+    for (let i = 0; i < 1000; i++) await viaHandler(), await viaDriver()
+    for (let round = 0; round < 30; round++) {
+      a.push(...(await time(100, viaHandler)))
+      b.push(...(await time(100, viaDriver)))
+    }
+    row('Warm', `${what}: handler(event), SQLite`, ms(median(a)), `the rows via the driver + JSON: ${ms(median(b))}`, `${ratio(median(a), median(b))} (target ≤ 2×)`)
+  }
+  driver.close()
+}
+
+// 4. Scale: GET /animals pages at 1,000, 100,000 and 1,000,000 animals.
+
+const FIRST_PAGES = [['sort=name', 'by name'], ['sort=age', 'by age'], ['sort=intake_date', 'by intake date']]
+const SIZES = [1000, 100_000, 1_000_000]
+
+async function scale(kind: string, fresh: () => Promise<DbConfig>) {
+  const first: Record<string, number[]> = {}
+  const deep: number[] = []
+  for (const n of SIZES) {
+    log(`${kind}: ${n} animals…`)
+    const config = await fresh()
+    const db = await openDatabase(config)
+    await loadSynthetic(db, n)
+    // PostgreSQL's autovacuum vacuums and analyzes the tables after a load like this one (here at once: the load's
+    // upserts of the per-day counts leave a dead row for each, which SUM(n) would otherwise read); nothing analyzes SQLite's.
+    if (config.kind === 'postgres') await db.all('VACUUM ANALYZE')
+    await db.close()
+    await useDatabase(config)
+    for (const [query, label] of FIRST_PAGES) (first[label] ??= []).push(median(await time(n > 10_000 ? 100 : 300, () => get('/animals', query))))
+    deep.push(median(await time(n > 100_000 ? 20 : 100, () => get('/animals', `sort=age&offset=${n / 2}`))))
+    await closeDatabase()
+    if (config.kind === 'sqlite') rmSync(config.path, { force: true })
+  }
+  for (const [, label] of FIRST_PAGES) {
+    const [small, , large] = first[label]
+    row('Scale', `${kind}: first page ${label}, 1,000,000 animals`, `p50 ${ms(large)}`, `1,000: ${ms(small)}; 100,000: ${ms(first[label][1])}`,
+      `${ratio(large, small)} (target ≤ 2×)`)
+  }
+  row('Scale', `${kind}: page at offset n/2 by age`, SIZES.map((n, i) => `${n.toLocaleString('en')}: ${ms(deep[i])}`).join('; '), '',
+    'grows with the offset: OFFSET reads every row it skips')
+}
+
+// 6. Deploy: reruns against moto, through a proxy that counts the AWS calls.
+
+async function deployReruns() {
+  const moto = await startMoto()
+  if (typeof moto === 'string') return row('Deploy', `skipped: ${moto}`, '', '', '')
+  log('deploy…')
+  const project = join(work, 'project')
+  mkdirSync(project)
+  for (const file of ['api.ts', 'db.ts', 'seed.ts', 'deploy.ts', 'fake_db.json', 'package.json']) cpSync(file, join(project, file))
+  symlinkSync(join(process.cwd(), 'node_modules'), join(project, 'node_modules'))
+  const deploy = async () => {
+    const proxy = await startProxy(moto.endpoint)
+    const started = performance.now()
+    // Not spawnSync: the proxy runs in this process.
+    await promisify(execFile)(process.execPath, [join('node_modules', 'tsx', 'dist', 'cli.mjs'), 'deploy.ts', 'rds', '--yes'], {
+      cwd: project, encoding: 'utf8',
+      env: { ...process.env, AWS_ENDPOINT_URL: proxy.endpoint, AWS_ACCESS_KEY_ID: 'bench', AWS_SECRET_ACCESS_KEY: 'bench', AWS_REGION: REGION, PG_PASSWORD: '' },
+    })
+    const wall = performance.now() - started
+    await proxy.close()
+    // The seeder's invocation apart: every deploy runs it (the migrations that are due, none on a rerun).
+    const writes = proxy.writes.filter((w) => !w.endsWith('/invocations'))
+    return { wall, reads: proxy.calls.length - proxy.writes.length, writes }
+  }
+  try {
+    const fresh = await deploy()
+    const unchanged = await deploy()
+    writeFileSync(join(project, 'api.ts'), readFileSync(join(project, 'api.ts'), 'utf8').replace("'hello to nobody'", "'hello to everybody'"))
+    const changed = await deploy()
+    const base = `a fresh deploy: ${fresh.reads} reads, ${fresh.writes.length} writes, ${(fresh.wall / 1000).toFixed(1)} s`
+    // Each run also invokes the seeder once, counted in neither.
+    row('Deploy', 'rds, rerun with no change', `${unchanged.reads} reads, ${unchanged.writes.length} writes, ${(unchanged.wall / 1000).toFixed(1)} s`, base,
+      `${ratio(unchanged.wall, fresh.wall)} of the time (target: no write)`)
+    row('Deploy', 'rds, rerun after a one-line change in api.ts', `${changed.reads} reads, ${changed.writes.length} writes, ${(changed.wall / 1000).toFixed(1)} s`, base,
+      `${ratio(changed.wall, fresh.wall)}: ${changed.writes.map((w) => w.replace(/^(\w+) \/[\d-]+\/functions\//, '$1 ')).join(', ')}`)
+  } finally {
+    moto.stop()
+  }
+}
+
+// 7. In 256 MB: the handler under the heap sizes Lambda gives Node for a 256 MB function, after a burst of logins.
+
+/** The V8 heap sizes Lambda's Node.js runtime starts a function of `mb` MB with, unless NODE_OPTIONS sets its own:
+ * its bootstrap passes --max-semi-space-size and --max-old-space-size, worked out from AWS_LAMBDA_FUNCTION_MEMORY_SIZE
+ * (https://gist.github.com/davidjb/432ea4e1c89f399ec412270539fe126f, the nodejs20.x bootstrap), as 5% and 90% of it
+ * (lambci's copy of that runtime: https://github.com/lambci/node-custom-lambda/blob/master/v14.x/bootstrap.c). */
+const lambdaHeap = (mb: number) => [`--max-semi-space-size=${Math.floor((mb * 5) / 100)}`, `--max-old-space-size=${Math.floor((mb * 90) / 100)}`]
+
+async function memory(task: string, samplePath: string) {
+  log('256 MB…')
+  const logins = 20
+  const login = JSON.stringify(event('/auth/token', '', 'POST', new URLSearchParams({ username: 'juniper', password: SAMPLE_PASSWORD }).toString(),
+    { 'content-type': 'application/x-www-form-urlencoded' }))
+  // One container takes one request at a time: the burst comes one login after another, as fast as they go.
+  const script = `const { handler } = await import('./api.mjs');
+    for (let i = 0; i < ${logins}; i++) { const r = await handler(${login}); if (r.statusCode !== 200) throw new Error(r.body) }
+    for (let i = 0; i < 200; i++) await handler(${JSON.stringify(event('/animals', 'sort=age'))});
+    console.log(process.resourceUsage().maxRSS)`
+  const env = { AWS_LAMBDA_FUNCTION_NAME: 'bench', JWT_KEY: process.env.JWT_KEY, DB_PATH: samplePath }
+  const peak = Number((await runNode([...lambdaHeap(256), '--input-type=module', '-e', script], task, env)).last) / 1024
+  const bare = Number((await runNode([...lambdaHeap(256), '-e', 'console.log(process.resourceUsage().maxRSS)'], task, {})).last) / 1024
+  row('In 256 MB', `peak RSS after ${logins} logins (scrypt, 64 MiB each) and 200 GET /animals, ${lambdaHeap(256).join(' ')}`, `${peak.toFixed(0)} MB`,
+    `node -e 0 with the same flags: ${bare.toFixed(0)} MB`, 'target < 200 MB')
+}
+
+// Run
+
+// `npm run bench -- scale deploy` runs only those sections; all by default.
+const SECTIONS = ['package', 'coldstart', 'warm', 'scale', 'deploy', 'memory']
+const only = process.argv.slice(2)
+const unknown = only.filter((x) => !SECTIONS.includes(x))
+if (unknown.length) throw new Error(`unknown section ${unknown.join(', ')}: choose from ${SECTIONS.join(', ')}`)
+const wanted = (section: string) => !only.length || only.includes(section)
+
+let n = 0
+const sqliteFresh = () => migrated({ kind: 'sqlite', path: join(work, `db-${++n}.db`), onNetworkFs: false })
+const server = wanted('coldstart') || wanted('scale') ? await startPostgres() : 'not asked for'
+try {
+  const needsPackage = wanted('package') || wanted('coldstart') || wanted('memory')
+  const task = needsPackage ? packageCode() : ''
   const samplePath = join(work, 'sample.db')
   const sample = await openDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })
   await setUp(sample)
   await sample.close()
-  await useDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })
-  if (wanted('handler')) await handlerOverhead(await database(), samplePath)
-  if (wanted('login')) await login()
-  await closeDatabase()
-  if (wanted('http')) await throughput(samplePath)
 
-  if (wanted('sqlite')) {
-    const probe = await openDatabase(await sqliteFresh())
-    const kind = `SQLite (${probe.label.match(/\(([^)]+)\)$/)![1]})`
-    await probe.close()
-    await sampleSeeding(kind, sqliteFresh)
-    await scale(kind, sqliteFresh)
-    // On Lambda, SQLite is Node 24's node:sqlite, built without STAT4, which plans differently: this section again
-    // under Node 24, in a child running this script, which answers its rows as JSON.
-    if (node24 && node24 !== process.execPath) {
-      log('SQLite on Node 24…')
-      const out = execFileSync(node24, [join('node_modules', 'tsx', 'dist', 'cli.mjs'), 'bench.ts', 'sqlite'],
-        { env: { ...process.env, BENCH_JSON: '1' }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] })
-      const child = JSON.parse(out.trim().split('\n').at(-1)!) as { rows: string[][]; plans: string[] }
-      rows.push(...child.rows.filter(([area]) => area === 'Seeding' || area === 'Scale'))
-      plans.push(...child.plans)
+  if (wanted('coldstart')) {
+    if (!node24) row('Cold start', 'skipped: needs Node 24 (NODE24)', '', '', '')
+    else {
+      await sqliteColdStart(task)
+      if (typeof server === 'string') row('Cold start', `PostgreSQL skipped: ${server}`, '', '', '')
+      else await postgresColdStart(task, server)
     }
   }
-
-  const server = wanted('postgres') ? await startPostgres() : 'not asked for'
-  if (typeof server === 'string') row('PostgreSQL', `skipped: ${server}`, '', '', '')
-  else {
-    try {
+  if (wanted('warm')) {
+    await useDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })
+    await warm(samplePath)
+    await closeDatabase()
+  }
+  if (wanted('scale')) {
+    const probe = await openDatabase(await sqliteFresh())
+    await scale(`SQLite (${probe.label.match(/\(([^)]+)\)$/)![1]})`, sqliteFresh)
+    await probe.close()
+    if (typeof server === 'string') row('Scale', `PostgreSQL skipped: ${server}`, '', '', '')
+    else {
       Object.assign(process.env, server.env, { DB_LOCATION: 'rds', PG_DATABASE: 'postgres' })
       const admin = await openDatabase(configFromEnv())
       const pgFresh = async (): Promise<DbConfig> => {
@@ -493,29 +397,27 @@ try {
         await admin.all(`CREATE DATABASE ${name}`)
         return migrated({ ...(configFromEnv() as Extract<DbConfig, { kind: 'postgres' }>), database: name })
       }
-      await sampleSeeding('PostgreSQL', pgFresh)
       await scale('PostgreSQL', pgFresh)
       await closeDatabase()
       await admin.close()
-    } finally {
-      server.stop()
     }
+  }
+  if (wanted('deploy')) await deployReruns()
+  if (wanted('memory')) {
+    if (!node24) row('In 256 MB', 'skipped: needs Node 24 (NODE24)', '', '', '')
+    else await memory(task, samplePath)
   }
 } finally {
   await closeDatabase()
+  if (typeof server !== 'string') server.stop()
   rmSync(work, { recursive: true, force: true })
 }
 
-if (process.env.BENCH_JSON) {
-  console.log(JSON.stringify({ rows, plans }))
-  process.exit(0)
-}
 const header = ['area', 'what', 'measured', 'baseline (same run)', 'ratio / target']
 const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)))
 const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`
 console.log(line(header))
 console.log(line(widths.map((w) => '-'.repeat(w))))
 for (const r of rows) console.log(line(r))
-console.log(`\nQuery plans at 100,000 animals:\n${plans.join('\n')}`)
 console.log(`\n${cpus().length} cores (${cpus()[0]?.model}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; node ${process.version}` +
-  `${node24 ? `, cold start on ${execFileSync(node24, ['--version'], { encoding: 'utf8' }).trim()}` : ''}`)
+  `${node24 ? `, Node 24 runs: ${execFileSync(node24, ['--version'], { encoding: 'utf8' }).trim()}` : ''}`)

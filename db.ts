@@ -474,12 +474,15 @@ async function openPostgres(config: Extract<DbConfig, { kind: 'postgres' }>): Pr
     username: config.username,
     password: config.password,
     database: config.database,
-    ssl:
-      config.ssl === 'disable'
-        ? false
-        : config.ssl === 'require'
-          ? 'require'
-          : { rejectUnauthorized: true, ca: config.caFile ? readFileSync(config.caFile, 'utf8') : undefined },
+    ssl: config.ssl === 'disable' ? false : {
+      rejectUnauthorized: config.ssl === 'verify-full',
+      ca: config.ssl === 'verify-full' && config.caFile ? readFileSync(config.caFile, 'utf8') : undefined,
+      // PostgreSQL before 18 takes only P-256 (ssl_ecdh_curve = prime256v1); Node offers X25519 first, and the server's
+      // HelloRetryRequest costs a round trip: https://github.com/postgres/postgres/commit/daa02c6bd9262adeb44f4a9ed9d94fa6259afd94
+      ecdhCurve: 'P-256:X25519',
+    },
+    // No lookup of the server's array types at connect (a round trip): the API sends and reads no arrays.
+    fetch_types: false,
     // One connection per Lambda container, closed when idle so a frozen container holds none.
     max: 1,
     idle_timeout: 20,

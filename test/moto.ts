@@ -130,7 +130,8 @@ export interface ProxyOptions {
 
 export interface Proxy {
   endpoint: string
-  /** The writes that went through, in order. */
+  /** Every call that went through, and the writes among them, in order. */
+  calls: string[]
   writes: string[]
   /** The calls answered with a throttling error. */
   throttled: string[]
@@ -140,6 +141,7 @@ export interface Proxy {
 /** An HTTP proxy in front of moto that sees each AWS call: to cut a deploy off after its k-th write, or to
  * play AWS's throttling errors (Lambda's 429 TooManyRequestsException, the query APIs' Throttling). */
 export async function startProxy(target: string, options: ProxyOptions = {}): Promise<Proxy> {
+  const calls: string[] = []
   const writes: string[] = []
   const throttled: string[] = []
   const server = createServer(async (req, res) => {
@@ -161,6 +163,7 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
     const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !['host', 'connection', 'expect', 'content-length', 'transfer-encoding'].includes(k))) as Record<string, string>
     const answer = await fetch(url, { method: req.method, headers, body: body.length ? body : undefined })
     const payload = Buffer.from(await answer.arrayBuffer())
+    calls.push(operation)
     if (isWrite(operation)) {
       writes.push(operation)
       if (options.afterWrite?.(writes.length, operation)) return // never answered: the caller is gone
@@ -176,6 +179,7 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
   const { port } = server.address() as AddressInfo
   return {
     endpoint: `http://127.0.0.1:${port}`,
+    calls,
     writes,
     throttled,
     close: () => new Promise((resolve) => {
