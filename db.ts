@@ -477,7 +477,7 @@ async function openPostgres(config: Extract<DbConfig, { kind: 'postgres' }>): Pr
     ssl: config.ssl === 'disable' ? false : {
       rejectUnauthorized: config.ssl === 'verify-full',
       ca: config.ssl === 'verify-full' && config.caFile ? readFileSync(config.caFile, 'utf8') : undefined,
-      // PostgreSQL before 18 takes only P-256 (ssl_ecdh_curve = prime256v1); Node offers X25519 first, and the server's
+      // PostgreSQL before 18 takes only P-256 (ssl_ecdh_curve = prime256v1); Node offers X25519 (and its ML-KEM hybrid) first, and the server's
       // HelloRetryRequest costs a round trip: https://github.com/postgres/postgres/commit/daa02c6bd9262adeb44f4a9ed9d94fa6259afd94
       ecdhCurve: 'P-256:X25519',
     },
@@ -744,7 +744,7 @@ export async function listPets(db: Database, userId: number): Promise<Animal[]> 
 // Passwords: scrypt, a slow salted KDF (RFC 7914), stored with its parameters so they can change later.
 // N = 2^16, r = 8, p = 2 is one of the minimum settings in OWASP's Password Storage Cheat Sheet: the same
 // work as N = 2^17, p = 1 (used before; those hashes still verify, and maxmem is for them) in half the
-// memory, 64 MiB, so a login fits a 256 MB function with room. BENCHMARKS.md has its time and memory.
+// memory, 64 MiB, so a login fits a 256 MB function with room (BENCHMARKS.md: peak memory in 256 MB).
 const SCRYPT = { N: 2 ** 16, r: 8, p: 2, maxmem: 160 * 1024 * 1024 }
 
 // node:crypto takes ~12 ms to load: imported on the first password, so that a cold start for a read does not pay it.

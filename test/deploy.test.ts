@@ -9,26 +9,26 @@ import { join } from 'node:path'
 import { after, before, beforeEach, describe, it } from 'node:test'
 import { unzipSync, zipSync } from 'fflate'
 import {
-  EC2Client, AuthorizeSecurityGroupIngressCommand, CreateNetworkInterfaceCommand, CreateSecurityGroupCommand, CreateSubnetCommand,
+  AuthorizeSecurityGroupIngressCommand, CreateNetworkInterfaceCommand, CreateSecurityGroupCommand, CreateSubnetCommand,
   DeleteNetworkInterfaceCommand, DeleteSubnetCommand, DeleteVpcCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand,
   DescribeVpcsCommand, RevokeSecurityGroupIngressCommand,
 } from '@aws-sdk/client-ec2'
 import {
-  CloudWatchLogsClient, CreateLogStreamCommand, DescribeLogGroupsCommand, ListTagsForResourceCommand, PutLogEventsCommand,
+  CreateLogStreamCommand, DescribeLogGroupsCommand, ListTagsForResourceCommand, PutLogEventsCommand,
 } from '@aws-sdk/client-cloudwatch-logs'
-import { EFSClient, DescribeAccessPointsCommand, DescribeFileSystemsCommand, DescribeMountTargetsCommand } from '@aws-sdk/client-efs'
-import { IAMClient, CreateRoleCommand, GetRoleCommand, ListAttachedRolePoliciesCommand } from '@aws-sdk/client-iam'
+import { DescribeAccessPointsCommand, DescribeFileSystemsCommand, DescribeMountTargetsCommand } from '@aws-sdk/client-efs'
+import { CreateRoleCommand, GetRoleCommand, ListAttachedRolePoliciesCommand } from '@aws-sdk/client-iam'
 import {
-  LambdaClient, CreateFunctionCommand, DeleteFunctionCommand, GetAliasCommand, GetFunctionCommand, GetFunctionConcurrencyCommand,
+  CreateFunctionCommand, DeleteFunctionCommand, GetAliasCommand, GetFunctionCommand, GetFunctionConcurrencyCommand,
   GetFunctionUrlConfigCommand, GetPolicyCommand, ListFunctionsCommand, ListVersionsByFunctionCommand, PublishVersionCommand,
   UpdateAliasCommand, UpdateFunctionConfigurationCommand,
 } from '@aws-sdk/client-lambda'
 import { DeleteAccessPointCommand } from '@aws-sdk/client-efs'
-import { RDSClient, DescribeDBInstancesCommand } from '@aws-sdk/client-rds'
+import { DescribeDBInstancesCommand } from '@aws-sdk/client-rds'
 import { run } from './cli.ts'
 import { changes, operationOf, startMoto, type Moto } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
-import { awsEnv, projectCopy, seederAnswer } from './deploying.ts'
+import { awsClients, awsEnv, projectCopy, seederAnswer } from './deploying.ts'
 import { SCHEMA_VERSION } from '../db.ts'
 
 const moto = await startMoto()
@@ -45,13 +45,7 @@ async function deploy(endpoint: string, ...args: string[]) {
 
 describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : false }, () => {
   if (typeof moto === 'string') return
-  const config = { endpoint: moto.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } }
-  const lambda = new LambdaClient(config)
-  const iam = new IAMClient(config)
-  const efs = new EFSClient(config)
-  const ec2 = new EC2Client(config)
-  const rds = new RDSClient(config)
-  const logs = new CloudWatchLogsClient(config)
+  const { lambda, iam, efs, ec2, rds, logs } = awsClients(moto.endpoint)
   after(() => moto.stop())
   beforeEach(() => moto.reset())
 

@@ -4,6 +4,12 @@ import { cpSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after } from 'node:test'
+import { CloudWatchLogsClient } from '@aws-sdk/client-cloudwatch-logs'
+import { EC2Client } from '@aws-sdk/client-ec2'
+import { EFSClient } from '@aws-sdk/client-efs'
+import { IAMClient } from '@aws-sdk/client-iam'
+import { LambdaClient } from '@aws-sdk/client-lambda'
+import { RDSClient } from '@aws-sdk/client-rds'
 import { root } from './cli.ts'
 
 /** A copy of the project, so that a test may change its source and build/ stays out of the repository. */
@@ -25,6 +31,15 @@ export const awsEnv = (endpoint: string) => ({
   AWS_PROFILE: undefined,
   PG_PASSWORD: undefined,
 })
+
+/** The SDK clients a test reads moto's state with. */
+export function awsClients(endpoint: string) {
+  const config = { endpoint, region: 'us-east-1', credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } }
+  return {
+    lambda: new LambdaClient(config), iam: new IAMClient(config), efs: new EFSClient(config),
+    ec2: new EC2Client(config), rds: new RDSClient(config), logs: new CloudWatchLogsClient(config),
+  }
+}
 
 /** seed.handler's answer, on a new database ('loaded') or on one seeded before. */
 export const seederAnswer = (sample = 'loaded') => ({

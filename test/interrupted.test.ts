@@ -3,17 +3,17 @@
 // must end in exactly what an uninterrupted deploy makes, nothing twice. And throttling, retried.
 import assert from 'node:assert/strict'
 import { after, beforeEach, describe, it } from 'node:test'
-import { EC2Client, DescribeSecurityGroupsCommand } from '@aws-sdk/client-ec2'
-import { CloudWatchLogsClient, DescribeLogGroupsCommand } from '@aws-sdk/client-cloudwatch-logs'
-import { EFSClient, DescribeAccessPointsCommand, DescribeFileSystemsCommand, DescribeMountTargetsCommand } from '@aws-sdk/client-efs'
-import { IAMClient, ListAttachedRolePoliciesCommand, ListRolesCommand } from '@aws-sdk/client-iam'
+import { DescribeSecurityGroupsCommand } from '@aws-sdk/client-ec2'
+import { DescribeLogGroupsCommand } from '@aws-sdk/client-cloudwatch-logs'
+import { DescribeAccessPointsCommand, DescribeFileSystemsCommand, DescribeMountTargetsCommand } from '@aws-sdk/client-efs'
+import { ListAttachedRolePoliciesCommand, ListRolesCommand } from '@aws-sdk/client-iam'
 import {
-  LambdaClient, GetFunctionCommand, GetFunctionConcurrencyCommand, GetFunctionUrlConfigCommand, GetPolicyCommand,
+  GetFunctionCommand, GetFunctionConcurrencyCommand, GetFunctionUrlConfigCommand, GetPolicyCommand,
   ListAliasesCommand, ListFunctionsCommand, ListVersionsByFunctionCommand,
 } from '@aws-sdk/client-lambda'
-import { RDSClient, DescribeDBInstancesCommand, DescribeDBSubnetGroupsCommand } from '@aws-sdk/client-rds'
+import { DescribeDBInstancesCommand, DescribeDBSubnetGroupsCommand } from '@aws-sdk/client-rds'
 import { run } from './cli.ts'
-import { awsEnv, projectCopy, seederAnswer } from './deploying.ts'
+import { awsClients, awsEnv, projectCopy, seederAnswer } from './deploying.ts'
 import { operationOf, startMoto, startProxy } from './moto.ts'
 
 const moto = await startMoto()
@@ -32,13 +32,7 @@ async function deployWith(env: Record<string, string>, endpoint: string, ...args
 
 describe('deploy.ts interrupted or throttled', { skip: typeof moto === 'string' ? moto : false }, () => {
   if (typeof moto === 'string') return
-  const config = { endpoint: moto.endpoint, region: 'us-east-1', credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } }
-  const lambda = new LambdaClient(config)
-  const iam = new IAMClient(config)
-  const efs = new EFSClient(config)
-  const ec2 = new EC2Client(config)
-  const rds = new RDSClient(config)
-  const logs = new CloudWatchLogsClient(config)
+  const { lambda, iam, efs, ec2, rds, logs } = awsClients(moto.endpoint)
   after(() => moto.stop())
   beforeEach(async () => {
     await moto.reset()
