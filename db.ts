@@ -400,9 +400,11 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
   // WAL keeps its index in shared memory, which a network file system cannot share between
   // Lambda containers (https://www.sqlite.org/wal.html#sometimes_queries_return_sqlite_busy_in_wal_mode):
   // on EFS use the rollback journal, and wait for another container's lock instead of failing.
+  // The wait comes first: node:sqlite opens with none (better-sqlite3 with 5 s), and setting journal_mode
+  // reads the file, which fails at once while another container holds a write lock.
   driver.exec(`
-    PRAGMA journal_mode = ${config.onNetworkFs ? 'DELETE' : 'WAL'};
     PRAGMA busy_timeout = ${WAIT_MS};
+    PRAGMA journal_mode = ${config.onNetworkFs ? 'DELETE' : 'WAL'};
     PRAGMA foreign_keys = ON;
   `)
   // Each text is prepared once, and once more if its rows are read as arrays.

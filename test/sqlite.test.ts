@@ -8,6 +8,7 @@ import { migrate, openDatabase, type Database } from '../db.ts'
 import { freshDatabases } from './fixtures.ts'
 import { apiSuite } from './api-suite.ts'
 import { httpApiEvent } from './events.ts'
+import { run } from './cli.ts'
 
 describe('on SQLite', () => {
   apiSuite(freshDatabases())
@@ -64,6 +65,31 @@ describe('on SQLite', () => {
       const local = await openDatabase({ kind: 'sqlite', path: join(dir, 'local.db'), onNetworkFs: false })
       assert.equal(Object.values((await local.all('PRAGMA journal_mode'))[0])[0], 'wal')
       await local.close()
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('opens a file whose write lock another process holds by waiting for it, as a container starting during another one\'s write on EFS', { timeout: 30_000 }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'buddy-open-'))
+    const config = { kind: 'sqlite', path: join(dir, 'efs.db'), onNetworkFs: true } as const
+    try {
+      const db = await openDatabase(config)
+      await migrate(db)
+      await db.close()
+      const holder = run('-e', {}, [`(async () => {
+        const { openDatabase } = await import('./db.ts')
+        const db = await openDatabase(${JSON.stringify(config)})
+        await db.exec('BEGIN EXCLUSIVE')
+        await db.exec("INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01')")
+        console.log('locked')
+        setTimeout(async () => { await db.exec('COMMIT'); await db.close() }, 500)
+      })()`])
+      await holder.waitFor(/locked/)
+      const opened = await openDatabase(config) // SQLITE_BUSY at once if it sets journal_mode before busy_timeout
+      assert.deepEqual(await opened.values('SELECT count(*) FROM animals'), [[1]], 'opened after the commit')
+      await opened.close()
+      assert.equal(await holder.exited, 0, holder.output())
     } finally {
       rmSync(dir, { recursive: true, force: true })
     }
