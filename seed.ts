@@ -2,9 +2,12 @@
 // data in fake_db.json into it, once in its life: into a new database, never again after (a deleted
 // sample animal stays deleted). `tsx seed.ts` does both for the database that DB_LOCATION names; on
 // Lambda, `handler` does the same when deploy.ts invokes the seeder function, and returns the counts.
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
-import { configFromEnv, createUser, hashPassword, migrate, openDatabase, type Database, type MigrationResult } from './db.ts'
+import { parseArgs } from 'node:util'
+import {
+  configFromEnv, createUser, hashPassword, migrate, openDatabase, type Database, type DbConfig, type MigrationResult,
+} from './db.ts'
 
 /** fake_db.json: records keyed by the first version's string ids; a user's id is their username. */
 export interface SampleData {
@@ -128,33 +131,162 @@ export function describeSetUp({ schema, seed }: Awaited<ReturnType<typeof setUp>
   return [`${migrations}; ${summarize(seed)}`, ...schema.notes.map((note) => `note: ${note}`)].join('\n')
 }
 
-// The seeder function's handler: it opens its own connection, sets the database up and closes it.
-export async function handler() {
-  let db: Database | undefined
+// Copies: a whole database into another (the EFS file into RDS, a local file into PostgreSQL), keeping every id.
+
+/** The tables a copy moves, parents first, and what each column holds: both sides are read into the same values,
+ * to be compared (SQLite has 0 and 1 for booleans, PostgreSQL true and false). */
+const COPIED = {
+  users: { id: 'int', username: 'text', username_key: 'text', email: 'text', email_key: 'text', password_hash: 'text', created_at: 'time' },
+  animals: {
+    id: 'int', name: 'text', age: 'int', kind: 'text', fixed: 'bool', vaccinated: 'bool', intake_date: 'time',
+    adopter_id: 'int', adoption_date: 'time',
+  },
+  fosters: { id: 'int', animal_id: 'int', user_id: 'int', start_date: 'time', end_date: 'time' },
+  sample_loads: { loaded_at: 'time', added_rows: 'int' },
+} as const
+type Table = keyof typeof COPIED
+const WITH_IDS = ['users', 'animals', 'fosters'] as const
+
+export interface CopyResult {
+  /** copied: by this run; copied before: the target held exactly these rows already (an earlier copy). */
+  status: 'copied' | 'copied before'
+  counts: { users: number; animals: number; fosters: number }
+}
+
+/** The target holds rows of its own: nothing was copied. */
+export class CopyRefused extends Error {}
+
+async function rowsOf(db: Database, table: Table): Promise<unknown[][]> {
+  const columns = COPIED[table]
+  const names = Object.keys(columns)
+  const rows = await db.values(`SELECT ${names.join(', ')} FROM ${table} ORDER BY ${'id' in columns ? 'id' : names.join(', ')}`)
+  const kinds = Object.values(columns)
+  return rows.map((row) => row.map((value, i) => {
+    if (value === null) return null
+    if (kinds[i] === 'int') return Number(value)
+    if (kinds[i] === 'bool') return Boolean(value)
+    return kinds[i] === 'time' ? String(value).replace(' ', 'T') : String(value)
+  }))
+}
+
+async function insertAll(tx: Database, table: Table, rows: unknown[][]) {
+  const names = Object.keys(COPIED[table])
+  const perStatement = Math.floor(999 / names.length) // SQLite before 3.32 binds 999 values at most
+  for (let i = 0; i < rows.length; i += perStatement) {
+    const chunk = rows.slice(i, i + perStatement)
+    const values = chunk.map(() => `(${names.map(() => '?').join(', ')})`).join(', ')
+    await tx.all(`INSERT INTO ${table} (${names.join(', ')}) VALUES ${values}`, chunk.flat())
+  }
+}
+
+/** Copies every user, animal and foster (and the record of the sample's load) from one database into another that
+ * holds none, in one transaction, keeping their ids: a failure leaves the target as it was. Both are migrated first.
+ * A target that holds exactly the source's rows is an earlier copy: nothing is done; one with other rows is refused. */
+export async function copyDatabase(from: Database, to: Database): Promise<CopyResult> {
+  const isOurs = await from.values('SELECT COUNT(*) FROM animals').then(() => true, () => false)
+  if (!isOurs) throw new CopyRefused(`${from.label} is not a buddy system database (it has no animals): nothing was copied`)
+  await migrate(from)
+  await migrate(to)
+  const source = {} as Record<Table, unknown[][]>
+  for (const table of Object.keys(COPIED) as Table[]) source[table] = await rowsOf(from, table)
+  const counts = { users: source.users.length, animals: source.animals.length, fosters: source.fosters.length }
+  const countsOf = async (db: Database) => {
+    const [[users, animals, fosters]] = await db.values('SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM animals), (SELECT COUNT(*) FROM fosters)')
+    return { users: Number(users), animals: Number(animals), fosters: Number(fosters) }
+  }
+  return to.transaction(async (tx) => {
+    // Two copies at once take turns (SQLite's transaction holds the write lock from its start; PostgreSQL's, this lock).
+    if (tx.kind === 'postgres') await tx.all("SELECT pg_advisory_xact_lock(hashtext('buddy_system copy'))")
+    const held = await countsOf(tx)
+    if (held.users + held.animals + held.fosters > 0) {
+      for (const table of WITH_IDS) {
+        if (JSON.stringify(await rowsOf(tx, table)) !== JSON.stringify(source[table])) {
+          throw new CopyRefused(`${to.label} holds ${held.users} users, ${held.animals} animals and ${held.fosters} fosters ` +
+            `that are not ${from.label}'s: nothing was copied. Copy into an empty database.`)
+        }
+      }
+      return { status: 'copied before', counts }
+    }
+    for (const table of Object.keys(COPIED) as Table[]) await insertAll(tx, table, source[table])
+    // The ids came with the rows, not from PostgreSQL's identity sequences: move each past its largest id, so
+    // that the next insert does not collide. (SQLite's AUTOINCREMENT follows the largest id by itself.)
+    if (tx.kind === 'postgres') {
+      for (const table of WITH_IDS) {
+        await tx.all(`SELECT setval(pg_get_serial_sequence('${table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM ${table}`)
+      }
+    }
+    const copied = await countsOf(tx)
+    if (JSON.stringify(copied) !== JSON.stringify(counts)) {
+      throw new Error(`the copy holds ${JSON.stringify(copied)}, the source ${JSON.stringify(counts)}: nothing was copied`)
+    }
+    return { status: 'copied', counts }
+  })
+}
+
+type SqliteConfig = Extract<DbConfig, { kind: 'sqlite' }>
+
+/** The SQLite file to copy from: one that is there (SQLite would make an empty one, and the copy be of nothing). */
+async function openSource(config: SqliteConfig): Promise<Database> {
+  if (!existsSync(config.path)) throw new CopyRefused(`${config.path}: no such file, so nothing to copy`)
+  return openDatabase(config)
+}
+
+export function describeCopy({ status, counts }: CopyResult, from: string, to: string): string {
+  const what = `${counts.users} users, ${counts.animals} animals and ${counts.fosters} fosters`
+  return status === 'copied' ? `copied ${what} from ${from} into ${to}, with their ids` : `nothing copied: ${to} holds ${from}'s ${what} already (an earlier copy)`
+}
+
+// The seeder function's handler: it opens its own connection, sets the database up and closes it. Invoked with
+// {"from": "efs"} (deploy.ts rds --from-efs), it copies the file on EFS into the database instead of seeding it.
+export async function handler(event?: { from?: string }) {
+  const dbs: Database[] = []
   try {
-    db = await openDatabase(configFromEnv())
+    const db = await openDatabase(configFromEnv())
+    dbs.push(db)
+    if (event?.from !== undefined) {
+      if (event.from !== 'efs') throw new Error(`{"from": ${JSON.stringify(event.from)}}: the seeder copies from "efs" only`)
+      const source = await openSource(configFromEnv({ ...process.env, DB_LOCATION: 'efs' }) as SqliteConfig)
+      dbs.push(source)
+      const result = await copyDatabase(source, db)
+      console.log(describeCopy(result, source.label, db.label))
+      return { statusCode: 200, body: JSON.stringify(result) }
+    }
     const result = await setUp(db)
     console.log(describeSetUp(result))
     return { statusCode: 200, body: JSON.stringify({ ...result.seed, schema: result.schema }) }
   } catch (error) {
-    console.error('seeding failed:', error)
-    return { statusCode: 500, body: JSON.stringify({ error: (error as Error).message }) }
+    console.error(event?.from ? 'copying failed:' : 'seeding failed:', error)
+    return { statusCode: error instanceof CopyRefused ? 409 : 500, body: JSON.stringify({ error: (error as Error).message }) }
   } finally {
-    await db?.close()
+    for (const db of dbs) await db.close()
   }
 }
 
 // Run as a command (`tsx seed.ts`, `node seed.mjs`); the name check keeps this out of a bundle that inlines seed.ts.
 const script = process.argv[1] ?? ''
 if (/seed\.[mc]?[jt]s$/.test(script) && import.meta.url === pathToFileURL(script).href) {
-  let db: Database | undefined
+  // `tsx seed.ts --from ./buddy_system.db`: a copy of that SQLite file instead of the sample.
+  const { values } = (() => {
+    try {
+      return parseArgs({ options: { from: { type: 'string' } } })
+    } catch (error) {
+      console.error(`${(error as Error).message}\nusage: tsx seed.ts [--from ./buddy_system.db]`)
+      process.exit(2)
+    }
+  })()
+  const dbs: Database[] = []
   try {
-    db = await openDatabase(configFromEnv())
-    console.log(`${db.label}: ${describeSetUp(await setUp(db))}`)
+    const db = await openDatabase(configFromEnv())
+    dbs.push(db)
+    if (values.from !== undefined) {
+      const source = await openSource({ kind: 'sqlite', path: values.from, onNetworkFs: false })
+      dbs.push(source)
+      console.log(describeCopy(await copyDatabase(source, db), source.label, db.label))
+    } else console.log(`${db.label}: ${describeSetUp(await setUp(db))}`)
   } catch (error) {
-    console.error(`seeding failed: ${(error as Error).message}`)
+    console.error(`${values.from ? 'copying' : 'seeding'} failed: ${(error as Error).message}`)
     process.exitCode = 1
   } finally {
-    await db?.close()
+    for (const db of dbs) await db.close()
   }
 }
