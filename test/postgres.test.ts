@@ -129,6 +129,46 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
     assert.deepEqual([old.statusCode, JSON.parse(old.body!).detail], [422, 'A value is outside what the database accepts'])
   })
 
+  it('connects with PG_AUTH=iam as its user, the RDS signer\'s token for the endpoint, port, user and region as password', async (t) => {
+    // A local server cannot check an RDS token: the role's password is the token the signer gives for these four
+    // values at a fixed moment (Date is mocked), so only that token logs in.
+    t.mock.timers.enable({ apis: ['Date'], now: Date.parse('2026-12-01T12:00:00Z') })
+    const credentials = { AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret-for-the-test', AWS_SESSION_TOKEN: undefined, AWS_PROFILE: undefined }
+    const saved = Object.fromEntries(Object.keys(credentials).map((k) => [k, process.env[k]]))
+    const setEnv = (values: Record<string, string | undefined>) => {
+      for (const [k, v] of Object.entries(values)) v === undefined ? delete process.env[k] : (process.env[k] = v)
+    }
+    setEnv(credentials)
+    const { host, port } = config()
+    const user = `buddy_iam_${process.pid}`
+    const iam = (region: string) => configFromEnv({
+      ...server.env, DB_LOCATION: 'rds', PG_AUTH: 'iam', PG_USERNAME: user, PG_PASSWORD: undefined, PG_DATABASE: 'postgres', AWS_REGION: region,
+    })
+    const { Signer } = await import('@aws-sdk/rds-signer')
+    const token = await new Signer({
+      hostname: host, port, username: user, region: 'eu-west-3',
+      credentials: { accessKeyId: credentials.AWS_ACCESS_KEY_ID, secretAccessKey: credentials.AWS_SECRET_ACCESS_KEY },
+    }).getAuthToken()
+    assert.match(token, new RegExp(`^${host}:${port}/\\?Action=connect&DBUser=${user}&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20261201%2Feu-west-3%2Frds-db%2Faws4_request&X-Amz-Date=20261201T120000Z&X-Amz-Expires=900&`))
+    const admin = await openDatabase(config())
+    await admin.exec(`CREATE ROLE ${user} LOGIN PASSWORD '${token}'`)
+    try {
+      assert.equal(iam('eu-west-3').kind === 'postgres' && (iam('eu-west-3') as { password: string }).password, '', 'no password in the configuration')
+      const db = await openDatabase(iam('eu-west-3'))
+      assert.deepEqual(await db.values('SELECT current_user'), [[user]])
+      await db.close()
+      const elsewhere = await openDatabase(iam('eu-west-1')) // another region signs another token
+      await assert.rejects(elsewhere.values('SELECT 1'), /password authentication failed/)
+      await elsewhere.close()
+      assert.throws(() => configFromEnv({ ...server.env, DB_LOCATION: 'rds', PG_AUTH: 'iam', AWS_REGION: '', AWS_DEFAULT_REGION: '' }), /PG_AUTH=iam needs AWS_REGION/)
+      assert.throws(() => configFromEnv({ ...server.env, DB_LOCATION: 'rds', PG_AUTH: 'kerberos' }), /PG_AUTH=kerberos is not supported/)
+    } finally {
+      await admin.exec(`DROP ROLE ${user}`)
+      await admin.close()
+      setEnv(saved)
+    }
+  })
+
   it('connects over TLS, verifying the server certificate', async () => {
     const db = await openDatabase(config())
     const [{ ssl }] = await db.all<{ ssl: boolean }>('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')
