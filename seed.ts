@@ -236,14 +236,59 @@ export function describeCopy({ status, counts }: CopyResult, from: string, to: s
   return status === 'copied' ? `copied ${what} from ${from} into ${to}, with their ids` : `nothing copied: ${to} holds ${from}'s ${what} already (an earlier copy)`
 }
 
+// IAM database authentication (deploy.ts rds): the functions log in with a token as the API's own role, never with
+// a password. https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.DBAccounts.html
+
+/** Creates `role`, the one the functions log in as (RDS takes IAM tokens from members of rds_iam), lets it create
+ * tables, and hands it what the master user made in the schema before (a deployment that used the password), so that
+ * its migrations can change them. Run as the master user. */
+export async function createApiRole(master: Database, role: string): Promise<void> {
+  if (!/^[a-z_][a-z0-9_]*$/.test(role)) throw new Error(`${role}: an API role's name is lowercase letters, digits and _`)
+  await master.exec(`
+    DO $$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${role}') THEN CREATE ROLE ${role} LOGIN; END IF;
+    END $$;
+    GRANT rds_iam TO ${role};
+    GRANT USAGE, CREATE ON SCHEMA public TO ${role};
+    GRANT ${role} TO CURRENT_USER; -- from PostgreSQL 16 on, a role's creator hands it objects only as its member
+    DO $$ DECLARE object record; me oid := (SELECT oid FROM pg_roles WHERE rolname = current_user); BEGIN
+      FOR object IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v') AND c.relowner = me LOOP
+        EXECUTE format('ALTER TABLE public.%I OWNER TO ${role}', object.relname); -- with its identity sequences
+      END LOOP;
+      FOR object IN SELECT p.oid::regprocedure AS signature FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE n.nspname = 'public' AND p.proowner = me LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO ${role}', object.signature);
+      END LOOP;
+    END $$;
+  `)
+}
+
+/** PostgreSQL refused the login: no such role, or a token or password it does not take. */
+const loginRefused = (error: unknown) => ['28000', '28P01'].includes(String((error as { code?: string })?.code))
+
+/** What deploy.ts sends the seeder function: nothing (migrations and the sample), the copy of the EFS file, and with
+ * either, once, the master user's password, to create the API role first. It is never stored, nor logged. */
+export interface SeederEvent {
+  from?: string
+  master?: { username: string; password: string }
+}
+
 // The seeder function's handler: it opens its own connection, sets the database up and closes it. Invoked with
 // {"from": "efs"} (deploy.ts rds --from-efs), it copies the file on EFS into the database instead of seeding it.
-export async function handler(event?: { from?: string }) {
+export async function handler(event: SeederEvent = {}) {
   const dbs: Database[] = []
   try {
-    const db = await openDatabase(configFromEnv())
+    const config = configFromEnv()
+    if (event.master) {
+      if (config.kind !== 'postgres') throw new Error('{"master"} is for PostgreSQL: DB_LOCATION is not rds')
+      const master = await openDatabase({ ...config, username: event.master.username, password: event.master.password, iamRegion: undefined })
+      dbs.push(master)
+      await createApiRole(master, config.username)
+    }
+    const db = await openDatabase(config)
     dbs.push(db)
-    if (event?.from !== undefined) {
+    if (event.from !== undefined) {
       if (event.from !== 'efs') throw new Error(`{"from": ${JSON.stringify(event.from)}}: the seeder copies from "efs" only`)
       const source = await openSource(configFromEnv({ ...process.env, DB_LOCATION: 'efs' }) as SqliteConfig)
       dbs.push(source)
@@ -255,7 +300,9 @@ export async function handler(event?: { from?: string }) {
     console.log(describeSetUp(result))
     return { statusCode: 200, body: JSON.stringify({ ...result.seed, schema: result.schema }) }
   } catch (error) {
-    console.error(event?.from ? 'copying failed:' : 'seeding failed:', error)
+    console.error(event.from ? 'copying failed:' : 'seeding failed:', error)
+    // No API role yet (or the master's password is wrong): deploy.ts invokes again with the master's password.
+    if (loginRefused(error)) return { statusCode: 401, body: JSON.stringify({ error: (error as Error).message, needs: 'master' }) }
     return { statusCode: error instanceof CopyRefused ? 409 : 500, body: JSON.stringify({ error: (error as Error).message }) }
   } finally {
     for (const db of dbs) await db.close()

@@ -7,6 +7,7 @@ import { closeDatabase, configFromEnv, database, openDatabase, type DbConfig } f
 import { httpApiEvent } from './events.ts'
 import { freshDatabases } from './fixtures.ts'
 import { startPostgres } from './postgres-server.ts'
+import { handler as seeder, setUp } from '../seed.ts'
 import { apiSuite } from './api-suite.ts'
 
 const { handler } = await import('../api.ts') // after fixtures.ts, which sets the JWT_KEY it reads
@@ -166,6 +167,63 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
       await admin.exec(`DROP ROLE ${user}`)
       await admin.close()
       setEnv(saved)
+    }
+  })
+
+  it('the seeder creates the API role with the master password of its invocation, hands it the tables, and logs in as it with IAM', async (t) => {
+    t.mock.method(console, 'error', () => {})
+    t.mock.timers.enable({ apis: ['Date'], now: Date.parse('2026-12-01T12:00:00Z') })
+    const saved = { ...process.env }
+    const admin = await openDatabase(config())
+    const role = `buddy_api_${process.pid}`
+    const database = `buddy_role_${process.pid}`
+    try {
+      await admin.exec(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rds_iam') THEN CREATE ROLE rds_iam; END IF; END $$`) // as RDS has it
+      await admin.exec(`CREATE DATABASE ${database}`)
+      // A deployment that used the master's password: its tables are the master's.
+      const before = await openDatabase({ ...config(), database })
+      await setUp(before)
+      await before.close()
+      Object.assign(process.env, server.env, {
+        DB_LOCATION: 'rds', PG_AUTH: 'iam', PG_USERNAME: role, PG_DATABASE: database, AWS_REGION: 'eu-west-3',
+        AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret-for-the-test',
+      })
+      delete process.env.PG_PASSWORD
+      delete process.env.AWS_SESSION_TOKEN
+      delete process.env.AWS_PROFILE
+      // No API role yet: the seeder says it needs the master's password.
+      const refused = await seeder()
+      assert.equal(refused.statusCode, 401, refused.body)
+      assert.equal(JSON.parse(refused.body).needs, 'master')
+
+      // The token login that RDS would check, played by a password equal to the signer's token (as above).
+      const { Signer } = await import('@aws-sdk/rds-signer')
+      const { host, port } = config()
+      const token = await new Signer({ hostname: host, port, username: role, region: 'eu-west-3' }).getAuthToken()
+      await admin.exec(`CREATE ROLE ${role} LOGIN PASSWORD '${token}'`)
+      const master = { username: server.env.PG_USERNAME, password: server.env.PG_PASSWORD }
+      const done = await seeder({ master })
+      assert.equal(done.statusCode, 200, done.body)
+      assert.equal(JSON.parse(done.body).sample, 'loaded before')
+      const check = await openDatabase({ ...config(), database })
+      const owners = await check.values("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
+      assert.deepEqual(owners, [[role]], 'every table is the API role\'s')
+      const [[functionOwner]] = await check.values("SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'count_animal_intake'")
+      assert.equal(functionOwner, role)
+      assert.deepEqual(await check.values(`SELECT pg_has_role('${role}', 'rds_iam', 'member')`), [[true]])
+      await check.close()
+      // It owns what it migrates: a change of schema as the API role, and the seeder again, without the master.
+      const api = await openDatabase(configFromEnv())
+      await api.exec('ALTER TABLE animals ADD COLUMN microchip TEXT; ALTER TABLE animals DROP COLUMN microchip')
+      await api.close()
+      assert.equal((await seeder()).statusCode, 200)
+      assert.equal(process.env.PG_PASSWORD, undefined)
+    } finally {
+      for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key]
+      Object.assign(process.env, saved)
+      await admin.exec(`DROP DATABASE IF EXISTS ${database}`)
+      await admin.exec(`DROP ROLE IF EXISTS ${role}`)
+      await admin.close()
     }
   })
 
