@@ -15,8 +15,9 @@ import {
   UpdateFunctionConfigurationCommand, type FunctionConfiguration,
 } from '@aws-sdk/client-lambda'
 import {
-  AttachRolePolicyCommand, CreateRoleCommand, DeleteRoleCommand, DetachRolePolicyCommand, GetRoleCommand,
-  IAMClient, ListAttachedRolePoliciesCommand,
+  AttachRolePolicyCommand, CreateRoleCommand, DeleteRoleCommand, DeleteRolePolicyCommand, DetachRolePolicyCommand,
+  GetRoleCommand, GetRolePolicyCommand, IAMClient, ListAttachedRolePoliciesCommand, ListRolePoliciesCommand,
+  PutRolePolicyCommand,
 } from '@aws-sdk/client-iam'
 import {
   CreateDBInstanceCommand, CreateDBSubnetGroupCommand, DeleteDBInstanceCommand, DeleteDBSubnetGroupCommand,
@@ -555,7 +556,7 @@ async function deploy() {
 
   if (dryRun) {
     script(`\necho "The API: $(aws lambda get-function-url-config --function-name ${names.api} --qualifier ${ALIAS} --query FunctionUrl --output text)"`)
-    if (scenario === 'rds') script('echo "The database password (keep it in a password manager): $PG_PASSWORD"')
+    if (scenario === 'rds') script('echo "The master password of the database (keep it in a password manager): $PG_PASSWORD"')
     process.stdout.write(`${scriptLines.join('\n')}\n`)
     return
   }
@@ -563,8 +564,9 @@ async function deploy() {
   for (const [what, list] of Object.entries(summary)) if (list.length) say(`${what}: ${list.join(', ')}`)
   say(chalk.bold(`The API is at ${url}`))
   if (generatedPassword) {
-    say(chalk.yellow(`The database password, shown this once: ${generatedPassword}`))
-    say('Keep it in a password manager: the functions have it, and a later deploy reads it back from them.')
+    say(chalk.yellow(`The master password of the database, shown this once: ${generatedPassword}`))
+    say(`Keep it in a password manager (for psql, as ${MASTER_USERNAME}): no function holds it, as they log in as ${API_ROLE} with IAM`)
+    say('tokens, and a later deploy does not need it.')
   }
 }
 
@@ -805,13 +807,27 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
 const untilShell = (query: string, value: string) =>
   `until [ "$(${query})" = ${value} ]; do sleep 5; done`
 
+/** The master user's password: generated for a new instance (or reset), PG_PASSWORD, or what the functions of a
+ * deployment from before IAM authentication held. In memory only: passed once to the seeder, shown once. */
+let masterPassword: string | undefined
 let generatedPassword: string | undefined
+const MASTER_USERNAME = 'postgres'
+/** The role the functions log in as, with IAM tokens: the seeder makes it (seed.ts, createApiRole). */
+const API_ROLE = 'buddy_api'
 
 interface Database {
   environment: Record<string, string>
   /** Undefined under --dry-run. */
   instance?: DBInstance
 }
+
+const instanceAvailable = (status: string) =>
+  waitFor(`DB instance ${names.db} to be ${status}`, async () => {
+    const { DBInstances } = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }))
+    const db: DBInstance | undefined = DBInstances?.[0]
+    const pending = db?.PendingModifiedValues
+    return db?.DBInstanceStatus === 'available' && !pending?.MasterUserPassword && !pending?.IAMDatabaseAuthenticationEnabled ? db : undefined
+  }, 40 * MINUTE, `aws rds wait db-instance-available --db-instance-identifier ${names.db}`)
 
 async function ensureDatabase(network: Network, current: Record<string, string>): Promise<Database> {
   const groups = await send('rds', new DescribeDBSubnetGroupsCommand({ DBSubnetGroupName: name }), {
@@ -832,22 +848,22 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
     lookup: true, missing: ['DBInstanceNotFoundFault'],
   })
   let instance: DBInstance | undefined = found?.DBInstances?.[0]
-  // The password: PG_PASSWORD, else the one the functions already have, else a new one.
-  let password = dryRun
-    ? keep(current, 'PG_PASSWORD', "openssl rand -base64 24 | tr -d '/+='", () => '')
+  masterPassword = dryRun
+    ? keep({}, 'PG_PASSWORD', "openssl rand -base64 24 | tr -d '/+='", () => '')
     : process.env.PG_PASSWORD || current.PG_PASSWORD
   if (instance) {
     ensureOurs(`DB instance ${names.db}`, tagMap(instance.TagList))
     summary.reused.push(`DB instance ${names.db}`)
   } else {
-    password ||= generatedPassword = randomBytes(18).toString('base64url')
+    masterPassword ||= generatedPassword = randomBytes(18).toString('base64url')
     await send('rds', new CreateDBInstanceCommand({
       DBInstanceIdentifier: names.db,
       Engine: 'postgres',
       DBInstanceClass: 'db.t4g.micro',
       AllocatedStorage: 20,
-      MasterUsername: 'postgres',
-      MasterUserPassword: password,
+      MasterUsername: MASTER_USERNAME,
+      MasterUserPassword: masterPassword,
+      EnableIAMDatabaseAuthentication: true,
       DBSubnetGroupName: name,
       VpcSecurityGroupIds: [network.securityGroupId],
       PubliclyAccessible: false,
@@ -856,40 +872,64 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
     }))
     summary.created.push(`DB instance ${names.db}`)
   }
-  const available = (status: string) =>
-    waitFor(`DB instance ${names.db} to be ${status}`, async () => {
-      const { DBInstances } = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }))
-      const db = DBInstances?.[0]
-      return db?.DBInstanceStatus === 'available' && !db.PendingModifiedValues?.MasterUserPassword ? db : undefined
-    }, 40 * MINUTE, `aws rds wait db-instance-available --db-instance-identifier ${names.db}`)
-  instance = await available('available (new instances take 5 to 15 minutes)')
-  if (!password) {
-    // The instance exists, and nobody has its password: an earlier deploy stopped after CreateDBInstance and
-    // before the functions (which keep it) were made. A new master password, applied at once, finishes the job.
-    // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.ResetPassword.html
-    password = generatedPassword = randomBytes(18).toString('base64url')
-    say(chalk.yellow(`  no function holds the password of DB instance ${names.db} (an earlier deploy stopped halfway): resetting its master password`))
-    await send('rds', new ModifyDBInstanceCommand({ DBInstanceIdentifier: names.db, MasterUserPassword: password, ApplyImmediately: true }))
-    summary.updated.push(`DB instance ${names.db} (a new master password)`)
-    instance = await available('done with the new password')
+  instance = await instanceAvailable('available (new instances take 5 to 15 minutes)')
+  if (!dryRun && !instance!.IAMDatabaseAuthenticationEnabled) {
+    // An instance from before IAM authentication: turned on at once (no restart).
+    await send('rds', new ModifyDBInstanceCommand({ DBInstanceIdentifier: names.db, EnableIAMDatabaseAuthentication: true, ApplyImmediately: true }))
+    summary.updated.push(`DB instance ${names.db} (IAM database authentication)`)
+    instance = await instanceAvailable('done with IAM authentication')
   }
   const endpoint = dryRun
     ? (await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
         lookup: true, capture: { variable: 'PG_ENDPOINT', query: 'DBInstances[0].Endpoint.Address' },
       })).DBInstances[0].Endpoint.Address
     : instance!.Endpoint!.Address!
+  await ensureConnectPolicy(instance)
   return {
     instance: dryRun ? undefined : instance,
     environment: {
       DB_LOCATION: 'rds',
-      PG_USERNAME: 'postgres',
-      PG_PASSWORD: password,
+      PG_AUTH: 'iam', // no password in any function: see ensureConnectPolicy
+      PG_USERNAME: API_ROLE,
+      PG_DATABASE: 'postgres',
       PG_ENDPOINT: endpoint,
       PG_PORT: String(instance?.Endpoint?.Port ?? 5432),
       PG_SSLMODE: 'verify-full',
       PG_SSLROOTCERT: RDS_CA_FILE, // in the package: see rdsCertificates
     },
   }
+}
+
+/** The execution role may connect as the API role to this instance, and as nothing else: rds-db:connect on
+ * arn:aws:rds-db:<region>:<account>:dbuser:<DbiResourceId>/<user>.
+ * https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.IAMPolicy.html */
+const CONNECT_POLICY = 'rds-db-connect'
+async function ensureConnectPolicy(instance?: DBInstance) {
+  const policy = (resource: string) => JSON.stringify({
+    Version: '2012-10-17',
+    Statement: [{ Effect: 'Allow', Action: 'rds-db:connect', Resource: resource }],
+  })
+  if (dryRun) {
+    await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
+      lookup: true, capture: { variable: 'DBI_RESOURCE_ID', query: 'DBInstances[0].DbiResourceId' },
+    })
+    await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
+      lookup: true, capture: { variable: 'DB_ARN', query: 'DBInstances[0].DBInstanceArn' },
+    })
+    script(`DB_USER_ARN="\${DB_ARN%:db:*}:dbuser:$DBI_RESOURCE_ID/${API_ROLE}"; DB_USER_ARN="\${DB_USER_ARN/:rds:/:rds-db:}"`)
+    return void script(`aws iam put-role-policy --role-name ${names.role} --policy-name ${CONNECT_POLICY} --policy-document "${policy('$DB_USER_ARN').replace(/"/g, '\\"')}"`)
+  }
+  // The instance's ARN, arn:aws:rds:<region>:<account>:db:<name>, names the partition, region and account.
+  const [, partition, , region, account] = instance!.DBInstanceArn!.split(':')
+  const wanted = policy(`arn:${partition}:rds-db:${region}:${account}:dbuser:${instance!.DbiResourceId}/${API_ROLE}`)
+  const found = await send('iam', new GetRolePolicyCommand({ RoleName: names.role, PolicyName: CONNECT_POLICY }), {
+    lookup: true, missing: ['NoSuchEntityException'],
+  })
+  if (found && JSON.stringify(JSON.parse(decodeURIComponent(found.PolicyDocument))) === wanted) {
+    return void summary.reused.push(`role policy ${CONNECT_POLICY}`)
+  }
+  await send('iam', new PutRolePolicyCommand({ RoleName: names.role, PolicyName: CONNECT_POLICY, PolicyDocument: wanted }))
+  summary[found ? 'updated' : 'created'].push(`role policy ${CONNECT_POLICY}`)
 }
 
 interface FunctionSpec {
@@ -1119,14 +1159,17 @@ async function release() {
   await pruneVersions(published, newest.Version!)
 }
 
-/** Deletes the versions older than the last --keep that no alias points at. */
+/** Deletes the versions older than the last --keep that no alias points at, and any that holds the database
+ * password in its environment (from before IAM authentication: a version's configuration never changes). */
 async function pruneVersions(published: FunctionConfiguration[], live: string) {
   const aliases = await send('lambda', new ListAliasesCommand({ FunctionName: names.api }))
   const pointed = new Set([live, ...(aliases.Aliases ?? []).map((a: { FunctionVersion: string }) => a.FunctionVersion)])
-  for (const old of published.slice(0, -keepVersions)) {
-    if (pointed.has(old.Version!)) continue
-    await send('lambda', new DeleteFunctionCommand({ FunctionName: names.api, Qualifier: old.Version }))
-    summary.removed.push(`version ${old.Version}`)
+  const holdsPassword = (v: FunctionConfiguration) => v.Environment?.Variables?.PG_PASSWORD !== undefined
+  const old = new Set(published.slice(0, -keepVersions))
+  for (const version of published) {
+    if (pointed.has(version.Version!) || !(old.has(version) || holdsPassword(version))) continue
+    await send('lambda', new DeleteFunctionCommand({ FunctionName: names.api, Qualifier: version.Version }))
+    summary.removed.push(`version ${version.Version}${holdsPassword(version) ? ' (it held the database password)' : ''}`)
   }
 }
 
@@ -1193,7 +1236,11 @@ async function moveFromEfs(api: FunctionSpec) {
 /** The seeder applies the missing migrations, and loads the sample into a new database. */
 async function seedDatabase() {
   if (dryRun) {
-    script(`FUNCTION_ERROR=$(aws lambda invoke --function-name ${names.seeder} --query FunctionError --output text seed-answer.json)`)
+    // For a fresh account: the new instance's master password comes along, for the seeder to make the API role.
+    // fileb:// sends the bytes as they are in the AWS CLI v1 and v2 alike, and <(…) keeps them off the disk.
+    if (scenario === 'rds') script(`SEED_PAYLOAD="{\\"master\\": {\\"username\\": \\"${MASTER_USERNAME}\\", \\"password\\": \\"$PG_PASSWORD\\"}}"`)
+    const payload = scenario === 'rds' ? ` --payload fileb://<(printf '%s' "$SEED_PAYLOAD")` : ''
+    script(`FUNCTION_ERROR=$(aws lambda invoke --function-name ${names.seeder}${payload} --query FunctionError --output text seed-answer.json)`)
     script(`if [ "$FUNCTION_ERROR" != None ] || ! grep -q '"statusCode": *200' seed-answer.json; then`)
     script('  echo "the seeder failed: $(cat seed-answer.json)" >&2; exit 1')
     script('fi')
@@ -1204,20 +1251,37 @@ async function seedDatabase() {
   say(answer ? `  ${describeSeeding(JSON.stringify(answer))}` : chalk.yellow('  the seeder answered something else than its counts'))
 }
 
-/** Invokes the seeder function with `payload`: the body of its 200 (undefined where it is not JSON), else a StepError. */
-async function invokeSeeder(payload?: object): Promise<any> {
-  const result = await send('lambda', new InvokeCommand({ FunctionName: names.seeder, Payload: payload && JSON.stringify(payload) }))
-  const text = Buffer.from(result.Payload ?? []).toString('utf8')
-  if (result.FunctionError) throw new StepError(`the seeder failed (${result.FunctionError}): ${text}`)
-  let answer: { statusCode?: number; body?: string } | undefined
+/** Invokes the seeder function with `payload`, and for rds the master password where this deploy holds it (the seeder
+ * then makes the API role first): the body of its 200 (undefined where it is not JSON), else a StepError. Where the
+ * API role cannot log in and nobody holds the master password (a first deploy stopped halfway), it resets that
+ * password and invokes again. */
+async function invokeSeeder(payload: object = {}): Promise<any> {
+  const invoke = async () => {
+    const master = scenario === 'rds' && masterPassword ? { master: { username: MASTER_USERNAME, password: masterPassword } } : {}
+    const result = await send('lambda', new InvokeCommand({ FunctionName: names.seeder, Payload: JSON.stringify({ ...payload, ...master }) }))
+    const text = Buffer.from(result.Payload ?? []).toString('utf8')
+    if (result.FunctionError) throw new StepError(`the seeder failed (${result.FunctionError}): ${text}`)
+    try {
+      return { text, ...JSON.parse(text) } as { text: string; statusCode?: number; body?: string }
+    } catch {
+      return { text }
+    }
+  }
+  let answer = await invoke()
+  if (answer.statusCode === 401 && scenario === 'rds' && !masterPassword) {
+    // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.ResetPassword.html
+    say(chalk.yellow(`  the API role cannot log in yet, and nobody holds the master password (an earlier deploy stopped halfway): resetting it`))
+    masterPassword = generatedPassword = randomBytes(18).toString('base64url')
+    await send('rds', new ModifyDBInstanceCommand({ DBInstanceIdentifier: names.db, MasterUserPassword: masterPassword, ApplyImmediately: true }))
+    summary.updated.push(`DB instance ${names.db} (a new master password)`)
+    await instanceAvailable('done with the new password')
+    answer = await invoke()
+  }
+  if (answer.statusCode && answer.statusCode !== 200) throw new StepError(`the seeder answered ${answer.statusCode}: ${answer.body}`)
   try {
-    answer = JSON.parse(text)
-  } catch {}
-  if (answer?.statusCode && answer.statusCode !== 200) throw new StepError(`the seeder answered ${answer.statusCode}: ${answer.body}`)
-  try {
-    return JSON.parse(answer!.body!)
+    return JSON.parse(answer.body!)
   } catch {
-    if (payload) throw new StepError(`the seeder answered something else than its counts: ${text}`)
+    if (Object.keys(payload).length) throw new StepError(`the seeder answered something else than its counts: ${answer.text}`)
     return undefined
   }
 }
@@ -1484,6 +1548,8 @@ async function destroyRole() {
   for (const { PolicyArn } of AttachedPolicies ?? []) {
     await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn }))
   }
+  const { PolicyNames } = await send('iam', new ListRolePoliciesCommand({ RoleName: names.role }))
+  for (const PolicyName of PolicyNames ?? []) await send('iam', new DeleteRolePolicyCommand({ RoleName: names.role, PolicyName }))
   await send('iam', new DeleteRoleCommand({ RoleName: names.role }))
   summary.removed.push(`role ${names.role}`)
 }

@@ -17,7 +17,7 @@ import {
   CreateLogStreamCommand, DescribeLogGroupsCommand, ListTagsForResourceCommand, PutLogEventsCommand,
 } from '@aws-sdk/client-cloudwatch-logs'
 import { DescribeAccessPointsCommand, DescribeFileSystemsCommand, DescribeMountTargetsCommand } from '@aws-sdk/client-efs'
-import { CreateRoleCommand, GetRoleCommand, ListAttachedRolePoliciesCommand } from '@aws-sdk/client-iam'
+import { CreateRoleCommand, GetRoleCommand, GetRolePolicyCommand, ListAttachedRolePoliciesCommand } from '@aws-sdk/client-iam'
 import {
   CreateFunctionCommand, DeleteFunctionCommand, GetAliasCommand, GetFunctionCommand, GetFunctionConcurrencyCommand,
   GetFunctionUrlConfigCommand, GetPolicyCommand, ListFunctionsCommand, ListVersionsByFunctionCommand, PublishVersionCommand,
@@ -187,7 +187,11 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     }
   })
 
-  it('deploys the rds scenario: a private PostgreSQL instance, its password printed once', async () => {
+  /** The seeder's invocations since `from`: their payloads. */
+  const invocations = (from = 0) => moto.requests().slice(from)
+    .filter((r) => operationOf(r).endsWith('/functions/buddy-system-db-seeder/invocations')).map((r) => JSON.parse(r.body || '{}'))
+
+  it('deploys the rds scenario: a private PostgreSQL instance with IAM authentication, no password in any function', async () => {
     const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
     assert.equal(code, 0, output)
     await assertCommon(['AWSLambdaBasicExecutionRole', 'AWSLambdaVPCAccessExecutionRole', 'AWSXRayDaemonWriteAccess'])
@@ -197,28 +201,88 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(db.AllocatedStorage, 20)
     assert.equal(db.MasterUsername, 'postgres')
     assert.equal(db.PubliclyAccessible, false)
+    assert.equal(db.IAMDatabaseAuthenticationEnabled, true)
     assert.deepEqual(db.VpcSecurityGroups?.map((g) => g.VpcSecurityGroupId), [(await securityGroup())[0].GroupId])
     assert.deepEqual(db.TagList, [{ Key: 'app', Value: 'buddy-system' }])
-    let password = ''
     await assertFunctions((vars) => {
       assert.equal(vars.DB_LOCATION, 'rds')
-      assert.equal(vars.PG_USERNAME, 'postgres')
+      assert.equal(vars.PG_AUTH, 'iam')
+      assert.equal(vars.PG_USERNAME, 'buddy_api')
+      assert.equal(vars.PG_DATABASE, 'postgres')
       assert.equal(vars.PG_ENDPOINT, db.Endpoint?.Address)
       assert.equal(vars.PG_PORT, '5432')
       assert.equal(vars.PG_SSLMODE, 'verify-full')
       assert.equal(vars.PG_SSLROOTCERT, '/var/task/rds-ca.pem', 'the RDS CAs in the package, not the runtime\'s bundle')
       assert.equal(vars.NODE_EXTRA_CA_CERTS, undefined)
-      password = vars.PG_PASSWORD
+      assert.equal(vars.PG_PASSWORD, undefined, 'no password in a function')
     })
+    // The execution role connects as buddy_api to this instance, and as nothing else.
+    const { PolicyDocument } = await iam.send(new GetRolePolicyCommand({ RoleName: 'buddy-system-lambda-execution-role', PolicyName: 'rds-db-connect' }))
+    assert.deepEqual(JSON.parse(decodeURIComponent(PolicyDocument!)).Statement, [{
+      Effect: 'Allow', Action: 'rds-db:connect', Resource: `arn:aws:rds-db:us-east-1:123456789012:dbuser:${db.DbiResourceId}/buddy_api`,
+    }])
     // db.t4g.micro: about 95 connections, less 10 for RDS's own, the seeder and a person's psql.
     assert.equal(await reserved(), 85)
+    // The master password: sent once, to the seeder in its invocation (to make the API role), and printed once.
+    const [invoked] = invocations()
+    const password = invoked.master.password as string
+    assert.equal(invoked.master.username, 'postgres')
     assert.ok(password.length >= 20)
     assert.equal(output.split(password).length - 1, 1, 'the password is printed exactly once')
-    assert.match(output, /password manager/)
+    assert.match(output, /password manager \(for psql, as postgres\): no function holds it/)
+    const created = moto.requests().filter((r) => operationOf(r) === 'CreateDBInstance').map((r) => new URLSearchParams(r.body))
+    assert.equal(created[0].get('MasterUserPassword'), password)
+    assert.equal(created[0].get('EnableIAMDatabaseAuthentication'), 'true')
+
+    const before = moto.requests().length
+    await moto.answerInvocations([seederAnswer('loaded before')])
     const again = await deploy(moto.endpoint, 'rds', '--yes')
     assert.equal(again.code, 0, again.output)
     assert.ok(!again.output.includes(password), 'a rerun does not print the password')
-    assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.PG_PASSWORD, password)
+    assert.deepEqual(invocations(before), [{}], 'a rerun does not need the master password')
+    assert.deepEqual(changes(moto.requests().slice(before)), [], 'and changes nothing')
+  })
+
+  it('moves a deployment from before IAM authentication to it: the old password makes the API role, then goes', async () => {
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+    // As an older deploy left it: the functions log in as the master user with PG_PASSWORD, and so does version 1.
+    const old = { DB_LOCATION: 'rds', PG_USERNAME: 'postgres', PG_PASSWORD: 'the-old-password', JWT_KEY: 'k'.repeat(64) }
+    for (const name of ['buddy-system', 'buddy-system-db-seeder']) {
+      const vars = (await fn(name)).Configuration?.Environment?.Variables ?? {}
+      const { PG_AUTH, PG_DATABASE, ...rest } = vars
+      await lambda.send(new UpdateFunctionConfigurationCommand({ FunctionName: name, Environment: { Variables: { ...rest, ...old } } }))
+    }
+    const { Version } = await lambda.send(new PublishVersionCommand({ FunctionName: 'buddy-system', Description: `schema ${SCHEMA_VERSION}` }))
+    await lambda.send(new UpdateAliasCommand({ FunctionName: 'buddy-system', Name: 'live', FunctionVersion: Version }))
+    const before = moto.requests().length
+    const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
+    assert.equal(code, 0, output)
+    assert.deepEqual(invocations(before), [{ master: { username: 'postgres', password: 'the-old-password' } }])
+    assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.PG_PASSWORD, undefined)
+    assert.match(output, new RegExp(`version ${Version} \\(it held the database password\\)`))
+    await assert.rejects(lambda.send(new GetFunctionCommand({ FunctionName: 'buddy-system', Qualifier: Version })), /not found|ResourceNotFound/i)
+    assert.ok(!output.includes('the-old-password'), 'the password is never printed')
+  })
+
+  it('resets the master password where the API role cannot log in and nobody holds that password, and says so', async () => {
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+    // A first deploy stopped after CreateDBInstance and before the seeder made the API role: the seeder answers 401.
+    const before = moto.requests().length
+    await moto.answerInvocations([
+      { statusCode: 401, body: JSON.stringify({ error: 'password authentication failed for user "buddy_api"', needs: 'master' }) },
+      seederAnswer('loaded before'),
+    ])
+    const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
+    assert.equal(code, 0, output)
+    assert.match(output, /the API role cannot log in yet, and nobody holds the master password \(an earlier deploy stopped halfway\): resetting it/)
+    const modify = moto.requests().slice(before).filter((r) => operationOf(r) === 'ModifyDBInstance').map((r) => new URLSearchParams(r.body))
+    assert.equal(modify.length, 1)
+    assert.equal(modify[0].get('ApplyImmediately'), 'true')
+    const password = modify[0].get('MasterUserPassword')!
+    assert.ok(password.length >= 20)
+    assert.deepEqual(invocations(before), [{}, { master: { username: 'postgres', password } }])
+    assert.equal(output.split(password).length - 1, 1, 'the new password is printed once')
+    assert.equal(changes(moto.requests().slice(before)).filter((op) => op === 'CreateDBInstance').length, 0)
   })
 
   it('moves an efs deployment to RDS: writes stopped, the copy, the switch, concurrency back; a failed copy leaves it on EFS', { timeout: 120_000 }, async () => {
@@ -234,7 +298,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       const op = operationOf(r)
       if (op === 'PUT /2017-10-31/functions/buddy-system/concurrency') return [`concurrency ${JSON.parse(r.body).ReservedConcurrentExecutions}`]
       if (op === 'DELETE /2017-10-31/functions/buddy-system/concurrency') return ['concurrency unreserved']
-      if (op.endsWith('/functions/buddy-system-db-seeder/invocations')) return [`invoke ${r.body || '{}'}`]
+      if (op.endsWith('/functions/buddy-system-db-seeder/invocations')) {
+        const { master, ...rest } = JSON.parse(r.body || '{}')
+        return [`invoke ${JSON.stringify(rest)}${master ? ' with the master password' : ''}`]
+      }
       const configured = /^PUT \/2015-03-31\/functions\/([\w-]+)\/configuration$/.exec(op)
       if (configured) {
         const { Environment, FileSystemConfigs } = JSON.parse(r.body)
@@ -250,7 +317,8 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const failed = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
     assert.equal(failed.code, 1, failed.output)
     assert.match(failed.output, /the seeder answered 500: .*nothing was copied.*\n.*The API stays on EFS, and serves again/)
-    assert.deepEqual(steps(failing), ['buddy-system-db-seeder on rds with EFS', 'concurrency 0', 'invoke {"from":"efs"}', 'concurrency 10'])
+    // The instance is new: the master password comes along, for the seeder to make the API role.
+    assert.deepEqual(steps(failing), ['buddy-system-db-seeder on rds with EFS', 'concurrency 0', 'invoke {"from":"efs"} with the master password', 'concurrency 10'])
     assert.equal((await liveEnvironment()).DB_LOCATION, 'efs')
     assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.DB_LOCATION, 'efs')
     assert.equal(await reserved(), 10)
@@ -317,7 +385,8 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.match(output, /removed: function buddy-system, function buddy-system-db-seeder, log group \/aws\/lambda\/buddy-system, log group \/aws\/lambda\/buddy-system-db-seeder, .*security group sg-\w+, role buddy-system-lambda-execution-role/)
       // The role goes last: Lambda deletes the functions' network interfaces with it, and only then can the group go.
       const order: string[] = changes(moto.requests().slice(before)).filter((op) => /DeleteSecurityGroup|DeleteRole|DELETE \/2015-03-31\/functions/.test(op))
-      assert.deepEqual(order, ['DELETE /2015-03-31/functions/buddy-system', 'DELETE /2015-03-31/functions/buddy-system-db-seeder', 'DeleteSecurityGroup', 'DeleteRole'])
+      assert.deepEqual(order, ['DELETE /2015-03-31/functions/buddy-system', 'DELETE /2015-03-31/functions/buddy-system-db-seeder', 'DeleteSecurityGroup',
+        ...(scenario === 'rds' ? ['DeleteRolePolicy'] : []), 'DeleteRole'])
       assert.ok(sent(/^DescribeNetworkInterfaces$/).length > 0, 'it looked for the interfaces before deleting the group')
       assert.equal(await logGroup('/aws/lambda/buddy-system'), undefined)
       assert.deepEqual((await lambda.send(new ListFunctionsCommand({}))).Functions, [])
@@ -417,7 +486,13 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
 
   it("runs that script on a fresh account, refuses to run it twice, and fails where the seeder does", { timeout: 240_000 }, async () => {
     const script = join(work, 'deploy-efs.sh')
-    const awsEnv = { ...process.env, ...aws(moto.endpoint), AWS_DEFAULT_REGION: 'us-east-1' } as NodeJS.ProcessEnv
+    // The AWS CLI v1 of this machine sends rds commands to rds.amazonaws.com whatever AWS_ENDPOINT_URL says: an
+    // `aws` first on PATH passes moto's endpoint as --endpoint-url, which every version takes.
+    const bin = join(work, 'bin')
+    mkdirSync(bin, { recursive: true })
+    const realAws = execFileSync('sh', ['-c', 'command -v aws'], { encoding: 'utf8' }).trim()
+    writeFileSync(join(bin, 'aws'), `#!/bin/sh\nexec ${realAws} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n`, { mode: 0o755 })
+    const awsEnv = { ...process.env, ...aws(moto.endpoint), AWS_DEFAULT_REGION: 'us-east-1', PATH: `${bin}:${process.env.PATH}` } as NodeJS.ProcessEnv
     const bash = (file: string) => new Promise<{ code: number | null; output: string }>((resolve) => {
       execFile('bash', [file], { cwd: work, env: awsEnv, timeout: 120_000 }, (error, stdout, stderr) =>
         resolve({ code: error ? (error as { code?: number }).code ?? 1 : 0, output: stdout + stderr }))
@@ -442,6 +517,22 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(failed.code, 1, failed.output)
     assert.match(failed.output, /the seeder failed: \{"statusCode": ?500/)
     assert.doesNotMatch(failed.output, /The API:/)
+
+    // rds: IAM authentication, the role's connect policy, the master password to the seeder once.
+    await moto.reset()
+    await moto.answerInvocations([seederAnswer()])
+    const onRds = await bash(join(work, 'deploy-rds.sh'))
+    assert.equal(onRds.code, 0, onRds.output)
+    const { DBInstances: [db] = [] } = await rds.send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: 'buddy-system' }))
+    assert.equal(db.IAMDatabaseAuthenticationEnabled, true)
+    const { PolicyDocument } = await iam.send(new GetRolePolicyCommand({ RoleName: 'buddy-system-lambda-execution-role', PolicyName: 'rds-db-connect' }))
+    assert.equal(JSON.parse(decodeURIComponent(PolicyDocument!)).Statement[0].Resource, `arn:aws:rds-db:us-east-1:123456789012:dbuser:${db.DbiResourceId}/buddy_api`)
+    const vars = (await fn('buddy-system')).Configuration?.Environment?.Variables ?? {}
+    assert.deepEqual([vars.PG_AUTH, vars.PG_USERNAME, vars.PG_PASSWORD], ['iam', 'buddy_api', undefined])
+    const [invoked] = invocations()
+    const created = moto.requests().filter((r) => operationOf(r) === 'CreateDBInstance').map((r) => new URLSearchParams(r.body))
+    assert.deepEqual(invoked.master, { username: 'postgres', password: created[0].get('MasterUserPassword') })
+    assert.match(onRds.output, new RegExp(`The master password of the database \\(keep it in a password manager\\): ${invoked.master.password}`))
   })
 
   it('puts one mount target in each Availability Zone of --subnets, and wants two zones at least', async () => {
@@ -466,25 +557,6 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const rerun = await deploy(moto.endpoint, 'efs', '--yes', '--subnets', subnets)
     assert.equal(rerun.code, 0, rerun.output)
     assert.equal(sent(/^POST \/2015-02-01\/mount-targets$/).length, 2, 'no mount target made twice')
-  })
-
-  it('resets the master password when a deploy stopped after creating the DB instance, and says so', async () => {
-    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
-    const first = (await fn('buddy-system')).Configuration?.Environment?.Variables?.PG_PASSWORD
-    // What a deploy interrupted between CreateDBInstance and the functions leaves: an instance whose password nobody has.
-    for (const name of ['buddy-system', 'buddy-system-db-seeder']) await lambda.send(new DeleteFunctionCommand({ FunctionName: name }))
-    const before = moto.requests().length
-    const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
-    assert.equal(code, 0, output)
-    assert.match(output, /no function holds the password of DB instance buddy-system \(an earlier deploy stopped halfway\): resetting its master password/)
-    const modify = moto.requests().slice(before).filter((r) => operationOf(r) === 'ModifyDBInstance').map((r) => new URLSearchParams(r.body))
-    assert.equal(modify.length, 1)
-    assert.equal(modify[0].get('ApplyImmediately'), 'true')
-    const password = modify[0].get('MasterUserPassword')!
-    assert.ok(password.length >= 20 && password !== first)
-    assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.PG_PASSWORD, password)
-    assert.equal(output.split(password).length - 1, 1, 'the new password is printed once')
-    assert.equal(changes(moto.requests().slice(before)).filter((op) => op === 'CreateDBInstance').length, 0)
   })
 
   it('reserves --concurrency, keeps a reservation on a rerun, and goes on where the account cannot reserve it', async () => {
