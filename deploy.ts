@@ -413,6 +413,9 @@ async function packageCode(region?: string): Promise<{ zip: Buffer; sha256: stri
     minify: true,
     legalComments: 'none',
     external: ['better-sqlite3'], // db.ts loads it only on a Node older than 24, never on Lambda
+    // ES modules first: a package whose `main` is CommonJS (the AWS SDK's, @aws-sdk/rds-signer) would come in as
+    // one, and `await import()` of it names no exports (Signer undefined). https://esbuild.github.io/api/#main-fields
+    mainFields: ['module', 'main'],
     // What is imported on demand (PostgreSQL's client, the seeder's code) goes in chunks of its own,
     // so that a cold start loads only what its first request needs.
     splitting: true,

@@ -881,6 +881,18 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
       const refused = seedWith(join(dir, 'task', 'rds-ca.pem'))
       assert.equal(refused.statusCode, 500)
       assert.match(JSON.parse(refused.body).error, /self[- ]signed certificate|unable to verify|certificate/)
+
+      // PG_AUTH=iam, as deployed: the bundled signer makes a token, which this server (no RDS) refuses as a
+      // password; the seeder then asks for the master password (401). A signer that failed to load would be a 500.
+      const env = {
+        ...server.env, DB_LOCATION: 'rds', PG_AUTH: 'iam', PG_USERNAME: 'buddy_api', PG_PASSWORD: '', PG_DATABASE: 'postgres',
+        PG_SSLMODE: 'verify-full', PG_SSLROOTCERT: join(dir, 'with-server-ca.pem'),
+        AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret-for-the-test',
+      }
+      const out = lambdaRun("const { handler } = await import('./seed.mjs'); console.log(JSON.stringify(await handler()))", env)
+      const withToken = JSON.parse(out.trim().split('\n').at(-1)!)
+      assert.equal(withToken.statusCode, 401, withToken.body)
+      assert.match(JSON.parse(withToken.body).error, /password authentication failed for user "buddy_api"/)
     } finally {
       server.stop()
     }
