@@ -1213,7 +1213,9 @@ async function ensureFunctionUrl(): Promise<string> {
  * the seeder copies the file into the instance, the api function switches to RDS and is released, and its
  * concurrency comes back. A failure before the release leaves the alias on the EFS version, serving again. */
 async function moveFromEfs(api: FunctionSpec) {
-  const { ReservedConcurrentExecutions: before } = await send('lambda', new GetFunctionConcurrencyCommand({ FunctionName: names.api }))
+  const { ReservedConcurrentExecutions: found } = await send('lambda', new GetFunctionConcurrencyCommand({ FunctionName: names.api }))
+  // 0 is what a move stopped halfway left: the API's own value is then the one a deploy of efs reserves.
+  const before = found === 0 ? EFS_CONCURRENCY : found
   const restore = async () => {
     if (before === undefined) await send('lambda', new DeleteFunctionConcurrencyCommand({ FunctionName: names.api }))
     else await send('lambda', new PutFunctionConcurrencyCommand({ FunctionName: names.api, ReservedConcurrentExecutions: before }))

@@ -21,6 +21,7 @@ import { CreateRoleCommand, GetRoleCommand, GetRolePolicyCommand, ListAttachedRo
 import {
   CreateFunctionCommand, DeleteFunctionCommand, GetAliasCommand, GetFunctionCommand, GetFunctionConcurrencyCommand,
   GetFunctionUrlConfigCommand, GetPolicyCommand, ListFunctionsCommand, ListVersionsByFunctionCommand, PublishVersionCommand,
+  PutFunctionConcurrencyCommand,
   UpdateAliasCommand, UpdateFunctionConfigurationCommand,
 } from '@aws-sdk/client-lambda'
 import { DeleteAccessPointCommand } from '@aws-sdk/client-efs'
@@ -323,7 +324,9 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.DB_LOCATION, 'efs')
     assert.equal(await reserved(), 10)
 
-    // The copy succeeds: the switch comes after it, and the concurrency after the release.
+    // The copy succeeds: the switch comes after it, and the concurrency after the release. Before it, the
+    // concurrency is 0, as a move stopped after it stopped writes leaves it: the API gets efs's 10 back, not 0.
+    await lambda.send(new PutFunctionConcurrencyCommand({ FunctionName: 'buddy-system', ReservedConcurrentExecutions: 0 }))
     const moving = moto.requests().length
     await moto.answerInvocations([
       { statusCode: 200, body: JSON.stringify({ status: 'copied', counts: { users: 8, animals: 16, fosters: 8 } }) },
