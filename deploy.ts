@@ -152,13 +152,14 @@ const names = {
 }
 const TAGS = { app: name }
 const tagList = Object.entries(TAGS).map(([Key, Value]) => ({ Key, Value }))
+const EFS_CLIENT_POLICY = 'AmazonElasticFileSystemClientReadWriteAccess'
 /** The role's policies; `moving` is read when the role is made, once deploy() knows whether a move is on. */
 const managedPolicies = () => [
   'service-role/AWSLambdaBasicExecutionRole',
   'service-role/AWSLambdaVPCAccessExecutionRole',
   'AWSXRayDaemonWriteAccess',
   // The move from EFS to RDS has the seeder read the file system, until `destroy efs`.
-  ...(scenario === 'efs' || moving ? ['AmazonElasticFileSystemClientReadWriteAccess'] : []),
+  ...(scenario === 'efs' || moving ? [EFS_CLIENT_POLICY] : []),
 ]
 const MINUTE = 60_000
 
@@ -553,7 +554,7 @@ async function deploy() {
     })
   }
   // Migrations first, then the new release: the live one meets the new schema only for the moments between.
-  await step('database schema and sample data', () => seedDatabase())
+  await step('database schema and sample data', seedDatabase)
   await step('release', release)
   const url = await step('URL', ensureFunctionUrl)
 
@@ -1266,11 +1267,11 @@ async function invokeSeeder(payload: object = {}): Promise<any> {
     const result = await send('lambda', new InvokeCommand({ FunctionName: names.seeder, Payload: JSON.stringify({ ...payload, ...master }) }))
     const text = Buffer.from(result.Payload ?? []).toString('utf8')
     if (result.FunctionError) throw new StepError(`the seeder failed (${result.FunctionError}): ${text}`)
+    let answer: { statusCode?: number; body?: string } | undefined
     try {
-      return { text, ...JSON.parse(text) } as { text: string; statusCode?: number; body?: string }
-    } catch {
-      return { text }
-    }
+      answer = JSON.parse(text)
+    } catch {}
+    return { text, statusCode: answer?.statusCode, body: answer?.body }
   }
   let answer = await invoke()
   if (answer.statusCode === 401 && scenario === 'rds' && !masterPassword) {
@@ -1501,11 +1502,11 @@ async function destroy() {
   if (moved) {
     await step('file system', destroyFileSystem)
     await step('role', async () => {
-      const policyArn = `arn:${String(me.Arn).split(':')[1]}:iam::aws:policy/AmazonElasticFileSystemClientReadWriteAccess`
+      const policyArn = `arn:${String(me.Arn).split(':')[1]}:iam::aws:policy/${EFS_CLIENT_POLICY}`
       const { AttachedPolicies } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }), { missing: ['NoSuchEntityException'] }) ?? {}
       if (!AttachedPolicies?.some((p: { PolicyArn: string }) => p.PolicyArn === policyArn)) return
       await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn: policyArn }))
-      summary.removed.push(`role ${names.role}: AmazonElasticFileSystemClientReadWriteAccess`)
+      summary.removed.push(`role ${names.role}: ${EFS_CLIENT_POLICY}`)
     })
     say('')
     say(summary.removed.length ? `removed: ${summary.removed.join(', ')}; the RDS deployment is untouched` : 'nothing to remove: the file system was gone already')

@@ -130,16 +130,23 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
     assert.deepEqual([old.statusCode, JSON.parse(old.body!).detail], [422, 'A value is outside what the database accepts'])
   })
 
+  /** Sets these variables in process.env (undefined unsets one); what it returns puts back what was there. */
+  const setEnv = (values: Record<string, string | undefined>) => {
+    const apply = (from: Record<string, string | undefined>) => {
+      for (const [k, v] of Object.entries(from)) v === undefined ? delete process.env[k] : (process.env[k] = v)
+    }
+    const saved = Object.fromEntries(Object.keys(values).map((k) => [k, process.env[k]]))
+    apply(values)
+    return () => apply(saved)
+  }
+  /** AWS credentials of the tests that sign RDS tokens: the signer reads them from the environment first. */
+  const credentials = { AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret-for-the-test', AWS_SESSION_TOKEN: undefined, AWS_PROFILE: undefined }
+
   it('connects with PG_AUTH=iam as its user, the RDS signer\'s token for the endpoint, port, user and region as password', async (t) => {
     // A local server cannot check an RDS token: the role's password is the token the signer gives for these four
     // values at a fixed moment (Date is mocked), so only that token logs in.
     t.mock.timers.enable({ apis: ['Date'], now: Date.parse('2026-12-01T12:00:00Z') })
-    const credentials = { AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret-for-the-test', AWS_SESSION_TOKEN: undefined, AWS_PROFILE: undefined }
-    const saved = Object.fromEntries(Object.keys(credentials).map((k) => [k, process.env[k]]))
-    const setEnv = (values: Record<string, string | undefined>) => {
-      for (const [k, v] of Object.entries(values)) v === undefined ? delete process.env[k] : (process.env[k] = v)
-    }
-    setEnv(credentials)
+    const restoreEnv = setEnv(credentials)
     const { host, port } = config()
     const user = `buddy_iam_${process.pid}`
     const iam = (region: string) => configFromEnv({
@@ -166,14 +173,14 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
     } finally {
       await admin.exec(`DROP ROLE ${user}`)
       await admin.close()
-      setEnv(saved)
+      restoreEnv()
     }
   })
 
   it('the seeder creates the API role with the master password of its invocation, hands it the tables, and logs in as it with IAM', async (t) => {
     t.mock.method(console, 'error', () => {})
     t.mock.timers.enable({ apis: ['Date'], now: Date.parse('2026-12-01T12:00:00Z') })
-    const saved = { ...process.env }
+    let restoreEnv = () => {}
     const admin = await openDatabase(config())
     const role = `buddy_api_${process.pid}`
     const database = `buddy_role_${process.pid}`
@@ -184,13 +191,10 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
       const before = await openDatabase({ ...config(), database })
       await setUp(before)
       await before.close()
-      Object.assign(process.env, server.env, {
-        DB_LOCATION: 'rds', PG_AUTH: 'iam', PG_USERNAME: role, PG_DATABASE: database, AWS_REGION: 'eu-west-3',
-        AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret-for-the-test',
+      restoreEnv = setEnv({
+        ...server.env, ...credentials,
+        DB_LOCATION: 'rds', PG_AUTH: 'iam', PG_USERNAME: role, PG_PASSWORD: undefined, PG_DATABASE: database, AWS_REGION: 'eu-west-3',
       })
-      delete process.env.PG_PASSWORD
-      delete process.env.AWS_SESSION_TOKEN
-      delete process.env.AWS_PROFILE
       // No API role yet: the seeder says it needs the master's password.
       const refused = await seeder()
       assert.equal(refused.statusCode, 401, refused.body)
@@ -219,8 +223,7 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
       assert.equal((await seeder()).statusCode, 200)
       assert.equal(process.env.PG_PASSWORD, undefined)
     } finally {
-      for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key]
-      Object.assign(process.env, saved)
+      restoreEnv()
       await admin.exec(`DROP DATABASE IF EXISTS ${database}`)
       await admin.exec(`DROP ROLE IF EXISTS ${role}`)
       await admin.close()
