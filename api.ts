@@ -74,7 +74,7 @@ function invalid(where: Location, issues: z.core.$ZodIssue[]): HttpError {
     422,
     issues.slice(0, MAX_ISSUES).map((issue) => {
       const missing = issue.input === undefined && issue.path.length > 0
-      const secret = issue.path.length === 0 || issue.path.some((key) => key === 'password' || key === 'client_secret')
+      const secret = issue.path.length === 0 || issue.path.some((key) => SECRETS.includes(String(key)))
       return {
         type: missing ? 'missing' : issue.code === 'invalid_union' ? 'invalid_value' : issue.code,
         loc: [where, ...issue.path.slice(0, 5).map((key) => String(key).slice(0, MAX_ECHO))],
@@ -84,6 +84,8 @@ function invalid(where: Location, issues: z.core.$ZodIssue[]): HttpError {
     }),
   )
 }
+
+const SECRETS = ['password', 'current_password', 'new_password', 'client_secret']
 
 function echo(input: unknown): { input?: unknown } {
   if (typeof input === 'string') return { input: input.length > MAX_ECHO ? `${input.slice(0, MAX_ECHO)}…` : input }
@@ -169,10 +171,16 @@ const username = text(64).check(
   z.refine<string>((u) => oneScript(u.normalize('NFKC')), { error: 'Input should be written in one script, without look-alike letters of another' }),
 )
 
+// Passwords: 8 to 256 characters, and none of the most common (refuseCommon, after the schema).
+const newPassword = () => str().check(z.minLength(8), z.maxLength(256))
 const Registration = z.object({
   username,
   email: z.email({ error: 'Input should be a valid email address' }).check(z.maxLength(254)),
-  password: str().check(z.minLength(8), z.maxLength(1024)),
+  password: newPassword(),
+})
+const PasswordChange = z.object({
+  current_password: str().check(z.minLength(1), z.maxLength(1024)),
+  new_password: newPassword(),
 })
 // OAuth2's password grant (RFC 6749 §4.3.2), as FastAPI's OAuth2PasswordRequestForm reads it.
 const TokenForm = z.object({
@@ -196,7 +204,7 @@ const Animal = z.object({
   adopter_id: z.nullable(z.int()),
   adoption_date: z.nullable(z.iso.date()),
 })
-const User = z.object({ id: z.int(), username: z.string(), email: z.string(), created_at: z.string() })
+const User = z.object({ id: z.int(), username: z.string(), email: z.string(), created_at: z.string(), is_staff: z.boolean() })
 const Meta = z.object({ count: z.int() })
 
 // Routes
@@ -218,15 +226,24 @@ interface Context<B, Q> {
   ids: Record<string, number>
   body: B
   query: Q
-  /** The user of the request's bearer token; throws a 401 without a valid one. */
+  /** The user of the request's bearer token, on a route that needs one. */
   me(): Promise<store.User>
   db(): Promise<store.Database>
+}
+/** Who may call a route (API.md, Access): anyone; any user with a valid bearer token; the user that the path's
+ * {user_id} names, or staff; staff only. Checked before the route runs: 401 without a token, 403 with the wrong one. */
+type Access = 'anyone' | 'user' | 'self' | 'staff'
+const ACCESS: Record<Access, string> = {
+  anyone: 'Anyone, without a token.',
+  user: 'Any user, with their bearer token.',
+  self: 'The user that user_id names, or staff.',
+  staff: 'Staff only.',
 }
 interface Route<B = any, Q = any> {
   method: 'GET' | 'POST' | 'PUT' | 'DELETE'
   path: string
   summary: string
-  auth?: boolean
+  access: Access
   body?: z.ZodMiniType<B>
   form?: z.ZodMiniType<B>
   query?: z.ZodMiniObject & z.ZodMiniType<Q>
@@ -241,12 +258,14 @@ const routes: Route[] = [
   route({
     method: 'GET',
     path: '/',
+    access: 'anyone',
     summary: 'A page about this API',
     run: async () => ({ status: 200, html: HOME_PAGE }),
   }),
   route({
     method: 'GET',
     path: '/greet',
+    access: 'anyone',
     summary: 'A greeting',
     response: z.object({ greeting: z.string() }),
     run: async () => ok({ greeting: 'hello to nobody' }),
@@ -254,22 +273,26 @@ const routes: Route[] = [
   route({
     method: 'GET',
     path: '/openapi.json',
+    access: 'anyone',
     summary: 'This document',
     run: async () => ok((openApiDocument ??= buildOpenApi())),
   }),
   route({
     method: 'GET',
     path: '/docs',
+    access: 'anyone',
     summary: 'An interactive page for this document (Swagger UI)',
     run: async () => ({ status: 200, html: DOCS_PAGE }),
   }),
   route({
     method: 'POST',
     path: '/auth/registration',
+    access: 'anyone',
     summary: 'Create a user',
     body: Registration,
     response: User,
     async run({ body, db }) {
+      await refuseCommon(body.password, 'password')
       const conn = await db()
       const passwordHash = await store.hashPassword(body.password)
       const created_at = new Date().toISOString().slice(0, 19)
@@ -290,6 +313,7 @@ const routes: Route[] = [
   route({
     method: 'POST',
     path: '/auth/token',
+    access: 'anyone',
     summary: 'Log in: trade a username and password for a bearer token',
     form: TokenForm,
     response: z.object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.int() }),
@@ -300,8 +324,10 @@ const routes: Route[] = [
       if (!login || !valid) {
         throw new HttpError(401, { error: 'invalid_client', error_description: 'invalid username or password' }, NO_STORE)
       }
-      const access_token = await new SignJWT()
-        .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+      const access_token = await new SignJWT({ [PASSWORD_VERSION]: login.passwordVersion })
+        .setProtectedHeader({ alg: 'HS256', typ: TOKEN.typ })
+        .setIssuer(TOKEN.issuer)
+        .setAudience(TOKEN.audience)
         .setSubject(String(login.user.id))
         .setIssuedAt()
         .setExpirationTime(`${TOKEN_SECONDS}s`)
@@ -312,6 +338,7 @@ const routes: Route[] = [
   route({
     method: 'GET',
     path: '/users',
+    access: 'staff',
     summary: 'Users, by id, a page at a time',
     query: Page,
     response: z.object({ meta: z.extend(Meta, { limit: z.int(), offset: z.int() }), users: z.array(User) }),
@@ -321,16 +348,34 @@ const routes: Route[] = [
     },
   }),
   route({
+    method: 'PUT',
+    path: '/users/me/password',
+    access: 'user',
+    summary: 'Change your password: every token issued before is refused from then on',
+    body: PasswordChange,
+    async run({ body, me, db }) {
+      const conn = await db()
+      const account = await store.getAccount(conn, (await me()).id)
+      if (!account || !(await store.verifyPassword(body.current_password, account.passwordHash))) {
+        throw new HttpError(403, 'Forbidden')
+      }
+      await refuseCommon(body.new_password, 'new_password')
+      await store.changePassword(conn, account.user.id, await store.hashPassword(body.new_password))
+      return noContent
+    },
+  }),
+  route({
     method: 'GET',
     path: '/users/me',
+    access: 'user',
     summary: 'The user of the bearer token',
-    auth: true,
     response: z.object({ user: User }),
     run: async ({ me }) => ok({ user: await me() }),
   }),
   route({
     method: 'GET',
     path: '/users/{user_id}',
+    access: 'self',
     summary: 'One user',
     response: z.object({ user: User }),
     async run({ ids, db }) {
@@ -340,17 +385,17 @@ const routes: Route[] = [
   route({
     method: 'DELETE',
     path: '/users/{user_id}',
-    summary: 'Delete your own user, with your fosters; your pets lose their adopter',
-    auth: true,
-    async run({ ids, me, db }) {
-      if ((await me()).id !== ids.user_id) throw new HttpError(403, 'Forbidden')
-      await store.deleteUser(await db(), ids.user_id)
+    access: 'self',
+    summary: 'Delete a user, with their fosters; their pets lose their adopter',
+    async run({ ids, db }) {
+      if (!(await store.deleteUser(await db(), ids.user_id))) throw notFound('User', ids.user_id)
       return noContent
     },
   }),
   route({
     method: 'GET',
     path: '/users/{user_id}/fosters',
+    access: 'self',
     summary: "A user's fosters",
     response: z.object({
       meta: Meta,
@@ -365,6 +410,7 @@ const routes: Route[] = [
   route({
     method: 'GET',
     path: '/users/{user_id}/pets',
+    access: 'self',
     summary: 'The animals a user adopted',
     response: z.object({ meta: Meta, animals: z.array(Animal) }),
     async run({ ids, db }) {
@@ -377,6 +423,7 @@ const routes: Route[] = [
   route({
     method: 'GET',
     path: '/animals',
+    access: 'anyone',
     summary: 'Animals, sorted and filtered by intake date, a page at a time',
     query: AnimalList,
     response: z.object({ meta: z.extend(Meta, { limit: z.int(), offset: z.int() }), animals: z.array(Animal) }),
@@ -388,8 +435,8 @@ const routes: Route[] = [
   route({
     method: 'POST',
     path: '/animals',
+    access: 'staff',
     summary: 'Take in an animal: its intake date is today',
-    auth: true,
     body: AnimalCreate,
     response: z.object({ animal: Animal }),
     async run({ body, db }) {
@@ -400,6 +447,7 @@ const routes: Route[] = [
   route({
     method: 'GET',
     path: '/animals/{animal_id}',
+    access: 'anyone',
     summary: 'One animal',
     response: z.object({ animal: Animal }),
     async run({ ids, db }) {
@@ -411,8 +459,8 @@ const routes: Route[] = [
   route({
     method: 'PUT',
     path: '/animals/{animal_id}',
+    access: 'staff',
     summary: 'Change some of an animal\'s fields; the others stay as they are',
-    auth: true,
     body: AnimalUpdate,
     response: z.object({ animal: Animal }),
     async run({ ids, body, db }) {
@@ -426,8 +474,8 @@ const routes: Route[] = [
   route({
     method: 'DELETE',
     path: '/animals/{animal_id}',
+    access: 'staff',
     summary: 'Delete an animal and its fosters',
-    auth: true,
     async run({ ids, db }) {
       if (!(await store.deleteAnimal(await db(), ids.animal_id))) throw notFound('Animal', ids.animal_id)
       return noContent
@@ -445,24 +493,52 @@ async function findUser(db: store.Database, id: number): Promise<store.User> {
   return user
 }
 
+/** A password among the most commonly used ones is refused (422), as NIST SP 800-63B §3.1.1.2 asks of a verifier.
+ * The list is zxcvbn-ts's (its most frequent passwords, from leaks), loaded on the first password that needs it: the
+ * routes that take none do not pay for it on a cold start. Compared in lowercase, as the list is written. */
+let commonPasswords: Promise<Set<string>> | undefined
+async function refuseCommon(password: string, field: string): Promise<void> {
+  commonPasswords ??= import('@zxcvbn-ts/language-common').then(({ dictionary }) => new Set(dictionary['passwords-common']))
+  if (!(await commonPasswords).has(password.toLowerCase())) return
+  throw new HttpError(422, [
+    { type: 'password_too_common', loc: ['body', field], msg: 'This password is among the most commonly used: choose another' },
+  ])
+}
+
+// Tokens: HS256 JWTs that name their user (sub), this API (issuer, audience, type) and the version of the user's
+// password they were issued under, which a change of password moves on (db.ts).
+const TOKEN = { issuer: 'buddy-system', audience: 'buddy-system-api', typ: 'at+jwt' } // RFC 9068's access token type
+const PASSWORD_VERSION = 'pwv'
+// A JWT's three parts in base64url without padding (RFC 7515 §2), each in its one canonical form: a string with other
+// bits in its last character decodes to the same bytes, and is refused, so that a token has one spelling only.
+const JWT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
+const canonical = (token: string) => token.split('.').every((part) => Buffer.from(part, 'base64url').toString('base64url') === part)
+
 async function authenticate(req: Request, db: () => Promise<store.Database>): Promise<store.User> {
   const authorization = req.headers.authorization ?? ''
   if (!/^bearer\s/i.test(authorization)) throw new HttpError(401, 'Not authenticated', { 'www-authenticate': 'Bearer' })
   // Exactly one token, as RFC 6750 §2.1 writes it: "Bearer" 1*SP b64token, and nothing after it.
-  const token = /^bearer +([A-Za-z0-9\-._~+/]+=*)$/i.exec(authorization)?.[1]
-  if (!token) throw invalidToken('invalid bearer token')
-  let sub: string | undefined
+  const token = /^bearer +(\S+)$/i.exec(authorization)?.[1]
+  if (!token || !JWT.test(token) || !canonical(token)) throw invalidToken('invalid bearer token')
+  let payload: { sub?: string; [PASSWORD_VERSION]?: unknown }
   try {
-    // Only HS256 with our key: `alg: none` and every other algorithm are refused.
-    ;({ payload: { sub } } = await jwtVerify(token, jwtKey, { algorithms: ['HS256'], requiredClaims: ['sub', 'exp'] }))
+    // Only HS256 with our key (`alg: none` and every other algorithm are refused), issued by and for this API, at most
+    // an hour ago whatever its exp says.
+    ;({ payload } = await jwtVerify(token, jwtKey, {
+      algorithms: ['HS256'],
+      ...TOKEN,
+      maxTokenAge: TOKEN_SECONDS,
+      requiredClaims: ['sub', 'exp', 'iat', PASSWORD_VERSION],
+    }))
   } catch (error) {
     if (error instanceof joseErrors.JWTExpired) throw invalidToken('expired bearer token')
     throw invalidToken('invalid bearer token')
   }
-  const id = /^\d+$/.test(sub ?? '') ? Number(sub) : NaN
-  const user = Number.isSafeInteger(id) ? await store.getUser(await db(), id) : undefined
-  if (!user) throw invalidToken('invalid bearer token')
-  return user
+  const id = /^\d+$/.test(payload.sub ?? '') ? Number(payload.sub) : NaN
+  const account = Number.isSafeInteger(id) ? await store.getAccount(await db(), id) : undefined
+  // A user who is gone, or who changed their password after this token was issued.
+  if (!account || payload[PASSWORD_VERSION] !== account.passwordVersion) throw invalidToken('invalid bearer token')
+  return account.user
 }
 
 // Routing: the table compiled once into patterns; a known path with another method is a 405.
@@ -496,9 +572,8 @@ async function dispatch(req: Request): Promise<Response> {
 
   let conn: Promise<store.Database> | undefined
   const db = () => (conn ??= store.database())
-  let user: Promise<store.User> | undefined
-  const me = () => (user ??= authenticate(req, db))
-  if (route.auth) await me()
+  const user = route.access === 'anyone' ? undefined : await authenticate(req, db)
+  const me = async () => user!
 
   const ids: Record<string, number> = {}
   const issues: z.core.$ZodIssue[] = []
@@ -509,6 +584,9 @@ async function dispatch(req: Request): Promise<Response> {
     else issues.push(...result.error.issues.map((issue) => ({ ...issue, path: [name] })))
   })
   if (issues.length) throw invalid('path', issues)
+  if (user && !user.is_staff && (route.access === 'staff' || (route.access === 'self' && ids.user_id !== user.id))) {
+    throw new HttpError(403, 'Forbidden')
+  }
 
   const query = route.query && parse(route.query, Object.fromEntries(req.query), 'query')
   let body: unknown
@@ -757,13 +835,18 @@ function buildOpenApi(): object {
         summary: r.summary,
         ...(parameters.length ? { parameters } : {}),
         ...(requestBody ? { requestBody } : {}),
-        ...(r.auth ? { security: [{ bearer: [] }] } : {}),
+        description: `Who may call it: ${ACCESS[r.access]}`,
+        'x-access': r.access,
+        ...(r.access !== 'anyone' ? { security: [{ bearer: [] }] } : {}),
         responses: {
           [success]: r.response
             ? { description: 'OK', content: { 'application/json': { schema: schema(r.response, 'output') } } }
             : { description: r.path === '/' ? 'An HTML page' : 'Done' },
           ...(parameters.length || requestBody ? { '422': { description: 'The request failed validation' } } : {}),
-          ...(r.auth ? { '401': { description: 'No valid bearer token' } } : {}),
+          ...(r.access !== 'anyone' ? { '401': { description: 'No valid bearer token' } } : {}),
+          ...(r.access === 'staff' || r.access === 'self' || r.path === '/users/me/password'
+            ? { '403': { description: r.access === 'user' ? 'The current password is wrong' : 'The token\'s user may not call it' } }
+            : {}),
         },
       },
     }
@@ -878,17 +961,18 @@ async function serve() {
   const port = Number(process.env.PORT || 8000)
   const host = process.env.HOST || '127.0.0.1'
   // The schema first (as the seeder does at each deploy), and on a new local database the sample data.
-  const { seed, summarize, SAMPLE_PASSWORD } = await import('./seed.ts')
+  const { seed, summarize, SAMPLE_PASSWORD, SAMPLE_STAFF } = await import('./seed.ts')
   const config = store.configFromEnv()
   const setup = await store.openDatabase(config)
   try {
     const schema = await store.migrate(setup)
     if (schema.applied.length) console.log(`Schema ${schema.from} → ${schema.to}: applied ${schema.applied.join('; ')}.`)
     if (config.kind === 'sqlite' && !config.onNetworkFs) {
-      const result = await seed(setup)
+      // A person's own machine: the sample's users get SAMPLE_PASSWORD, and SAMPLE_STAFF is staff (seed.ts).
+      const result = await seed(setup, 'local')
       if (result.sample === 'loaded') {
         console.log(`The database is empty: loading the sample data. ${summarize(result)}`)
-        console.log(`Log in as any sample user (juniper, for one) with the password "${SAMPLE_PASSWORD}".`)
+        console.log(`Log in as ${SAMPLE_STAFF} (staff) or any sample user with the password "${SAMPLE_PASSWORD}".`)
       }
     }
   } finally {

@@ -368,7 +368,7 @@ try {
   const task = needsPackage ? packageCode() : ''
   const samplePath = join(work, 'sample.db')
   const sample = await openDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })
-  await setUp(sample)
+  await setUp(sample, 'local')
   await sample.close()
 
   if (wanted('coldstart')) {

@@ -297,6 +297,13 @@ async function fillIdentityKeys(tx: Database): Promise<string[]> {
   return notes
 }
 
+// Staff manage animals and adoptions (API.md, Access); every user made before is public. A token carries the
+// password_version of its user at login, and a password change moves it on: older tokens no longer match.
+const ACCESS_COLUMNS = `
+ALTER TABLE users ADD COLUMN is_staff BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE users ADD COLUMN password_version INTEGER NOT NULL DEFAULT 1;
+`
+
 interface Migration {
   version: number
   name: string
@@ -323,6 +330,12 @@ const MIGRATIONS: Migration[] = [
     sqlite: IDENTITY_COLUMNS,
     postgres: IDENTITY_COLUMNS,
     run: fillIdentityKeys,
+  },
+  {
+    version: 3,
+    name: 'staff, and a password version that tokens carry',
+    sqlite: ACCESS_COLUMNS,
+    postgres: ACCESS_COLUMNS,
   },
 ]
 
@@ -581,6 +594,7 @@ export interface User {
   username: string
   email: string
   created_at: string
+  is_staff: boolean
 }
 export interface Foster {
   animal: Animal
@@ -590,7 +604,7 @@ export interface Foster {
 }
 
 const ANIMAL = 'id, name, age, kind, fixed, vaccinated, intake_date, adopter_id, adoption_date'
-const USER = 'id, username, email, created_at'
+const USER = 'id, username, email, created_at, is_staff'
 
 // Rows come as arrays (Database.values), their columns in the order of ANIMAL and USER.
 const toAnimal = (row: unknown[]): Animal => ({
@@ -609,6 +623,7 @@ const toUser = (row: unknown[]): User => ({
   username: row[1] as string,
   email: row[2] as string,
   created_at: row[3] as string,
+  is_staff: Boolean(row[4]),
 })
 
 export const ANIMAL_SORTS = ['name', 'age', 'intake_date'] as const
@@ -705,13 +720,51 @@ export async function getUser(db: Database, id: number): Promise<User | undefine
   return row && toUser(row)
 }
 
-/** The user and their password hash, for logging in: by the name's key (JUNIPER is juniper), or its exact text. */
-export async function findLogin(db: Database, username: string): Promise<{ user: User; passwordHash: string } | undefined> {
+/** A user with what logging in and tokens need: their password hash, and the version of their password that a
+ * token must carry (it moves on with each change of password). */
+export interface Account {
+  user: User
+  passwordHash: string
+  passwordVersion: number
+}
+const ACCOUNT = `${USER}, password_hash, password_version`
+const toAccount = (row: unknown[]): Account => ({ user: toUser(row), passwordHash: row[5] as string, passwordVersion: Number(row[6]) })
+
+/** The account to log in to: by the name's key (JUNIPER is juniper), or its exact text. */
+export async function findLogin(db: Database, username: string): Promise<Account | undefined> {
   const [row] = await db.values(
-    `SELECT ${USER}, password_hash FROM users WHERE username_key = ? OR username = ? ORDER BY username = ? DESC, id LIMIT 1`,
+    `SELECT ${ACCOUNT} FROM users WHERE username_key = ? OR username = ? ORDER BY username = ? DESC, id LIMIT 1`,
     [identityKey(username), username, username],
   )
-  return row && { user: toUser(row), passwordHash: row[4] as string }
+  return row && toAccount(row)
+}
+
+const GET_ACCOUNT = `SELECT ${ACCOUNT} FROM users WHERE id = ?`
+/** The account of a token's user, by id. */
+export async function getAccount(db: Database, id: number): Promise<Account | undefined> {
+  if (id > MAX_ID) return undefined
+  const [row] = await db.values(GET_ACCOUNT, [id])
+  return row && toAccount(row)
+}
+
+/** Stores a new password hash and moves the password version on, so that every token issued before is refused. */
+export async function changePassword(db: Database, id: number, passwordHash: string): Promise<void> {
+  await db.all('UPDATE users SET password_hash = ?, password_version = password_version + 1 WHERE id = ?', [passwordHash, id])
+}
+
+/** Makes the user of that name staff (or public, with `staff` false): the user, and whether anything changed;
+ * undefined for an unknown name. The name is found as at login. */
+export async function setStaff(db: Database, username: string, staff: boolean): Promise<{ user: User; changed: boolean } | undefined> {
+  const account = await findLogin(db, username)
+  if (!account) return undefined
+  if (account.user.is_staff === staff) return { user: account.user, changed: false }
+  await db.all('UPDATE users SET is_staff = ? WHERE id = ?', [staff, account.user.id])
+  return { user: { ...account.user, is_staff: staff }, changed: true }
+}
+
+/** The usernames of the staff, by id. */
+export async function staffNames(db: Database): Promise<string[]> {
+  return (await db.values('SELECT username FROM users WHERE is_staff ORDER BY id')).map((row) => row[0] as string)
 }
 
 export interface NewUser {
@@ -793,9 +846,13 @@ export async function hashPassword(password: string): Promise<string> {
   return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64'), hash.toString('base64')].join('$')
 }
 
+/** What a user with no usable password has (the sample's users on a deployment): no password verifies against it. */
+export const NO_PASSWORD = 'none'
+
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   const [scheme, N, r, p, salt, hash] = stored.split('$')
-  if (scheme !== 'scrypt' || !hash) return false
+  // No usable password: the same cost as a wrong one, so that timing does not tell it either.
+  if (scheme !== 'scrypt' || !hash) return verifyPassword(password, DUMMY_PASSWORD_HASH).then(() => false)
   const expected = Buffer.from(hash, 'base64')
   const actual = await scryptAsync(password, Buffer.from(salt, 'base64'), expected.length, {
     N: Number(N),

@@ -38,6 +38,7 @@ import {
   PutRetentionPolicyCommand, type FilteredLogEvent,
 } from '@aws-sdk/client-cloudwatch-logs'
 import { SCHEMA_VERSION } from './db.ts'
+import { describeStaffChange, type StaffChange } from './seed.ts'
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts'
 
 // Options
@@ -55,6 +56,8 @@ const USAGE = `usage:
                                     the API function's (or the seeder's) log
   tsx deploy.ts rollback efs|rds [--to N]
                                     point the URL at the release before the live one (or at N)
+  tsx deploy.ts staff efs|rds USERNAME [--revoke]
+                                    make a registered user staff (they manage animals), or public again
   tsx deploy.ts destroy efs|rds [--wait-minutes 45] [--yes]
                                     remove it all
   tsx deploy.ts package [--region R]
@@ -68,13 +71,13 @@ const say = (text: string) => (dryRun ? console.error(text) : echo(text))
 const args = minimist(argv, {
   string: ['region', 'name', 'arch', 'memory', 'timeout', 'subnets', 'security-group', 'concurrency', 'log-retention',
     'cors-origins', 'wait-minutes', 'keep', 'since', 'to'],
-  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs'],
+  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke'],
   alias: { h: 'help', y: 'yes' },
   unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
 })
 const [command, target] = args._ as string[]
 /** The commands that name a scenario after them; the others are the scenario. */
-const ACTIONS = ['destroy', 'status', 'logs', 'rollback']
+const ACTIONS = ['destroy', 'status', 'logs', 'rollback', 'staff']
 const action = ACTIONS.includes(command) ? command : command === 'package' ? 'package' : 'deploy'
 const scenario = action === 'deploy' ? command : target
 const name = args.name ?? 'buddy-system'
@@ -85,14 +88,16 @@ const yes = args.yes as boolean
 
 if (args.help) echo(USAGE), process.exit(0)
 const packageOnly = action === 'package' && args._.length === 1
-if (!packageOnly && (!['efs', 'rds'].includes(scenario) || args._.length !== (action === 'deploy' ? 1 : 2))) {
-  const expected = `efs, rds, ${ACTIONS.map((a) => `${a} efs|rds`).join(', ')} or package`
+const positional = action === 'deploy' ? 1 : action === 'staff' ? 3 : 2
+if (!packageOnly && (!['efs', 'rds'].includes(scenario) || args._.length !== positional)) {
+  const expected = `efs, rds, ${ACTIONS.map((a) => `${a} efs|rds${a === 'staff' ? ' USERNAME' : ''}`).join(', ')} or package`
   fail(`expected ${expected}; got: ${args._.join(' ') || 'nothing'}\n\n${USAGE}`)
 }
 // The longest derived name, "<name>-lambda-execution-role", must fit IAM's 64 characters; RDS wants a letter first.
 if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(name) || name.length > 40) {
   fail(`--name ${name}: use up to 40 lowercase letters, digits and single hyphens, starting with a letter`)
 }
+if (args.revoke && action !== 'staff') fail('--revoke goes with `tsx deploy.ts staff efs|rds USERNAME --revoke`')
 if (!['arm64', 'x86_64'].includes(arch)) fail(`--arch ${arch}: use arm64 or x86_64`)
 /** `rds --from-efs`: the move of an efs deployment (until deploy() finds it done). */
 let moving = Boolean(args['from-efs'])
@@ -554,7 +559,7 @@ async function deploy() {
     })
   }
   // Migrations first, then the new release: the live one meets the new schema only for the moments between.
-  await step('database schema and sample data', seedDatabase)
+  const seeded = await step('database schema and sample data', seedDatabase)
   await step('release', release)
   const url = await step('URL', ensureFunctionUrl)
 
@@ -567,6 +572,11 @@ async function deploy() {
   say('')
   for (const [what, list] of Object.entries(summary)) if (list.length) say(`${what}: ${list.join(', ')}`)
   say(chalk.bold(`The API is at ${url}`))
+  // No route makes anyone staff (API.md, Access): whoever holds the AWS credentials does, through the seeder.
+  if (Array.isArray(seeded?.staff) && !seeded.staff.length) {
+    say(chalk.yellow(`There is no staff yet: nobody can add or change animals. Once someone has registered (POST /auth/registration),`))
+    say(chalk.yellow(`make them staff: tsx deploy.ts staff ${scenario} USERNAME`))
+  }
   if (generatedPassword) {
     say(chalk.yellow(`The master password of the database, shown this once: ${generatedPassword}`))
     say(`Keep it in a password manager (for psql, as ${MASTER_USERNAME}): no function holds it, as they log in as ${API_ROLE} with IAM`)
@@ -1255,6 +1265,18 @@ async function seedDatabase() {
   }
   const answer = await invokeSeeder()
   say(answer ? `  ${describeSeeding(JSON.stringify(answer))}` : chalk.yellow('  the seeder answered something else than its counts'))
+  return answer as { staff?: string[] } | undefined
+}
+
+// Staff: the seeder changes the user's row (the caller's AWS credentials, which may invoke it, are the proof).
+
+async function changeStaff() {
+  const username = String(args._[2])
+  const found = await send('lambda', new GetFunctionCommand({ FunctionName: names.seeder }), { missing: ['ResourceNotFoundException'] })
+  if (!found) throw new StepError(`function ${names.seeder} does not exist: deploy first (tsx deploy.ts ${scenario})`)
+  const answer: StaffChange = await invokeSeeder({ staff: { username, revoke: Boolean(args.revoke) } })
+  if (!Array.isArray(answer?.staff) || !answer.change) throw new StepError(`the seeder answered something else than a change of staff: ${JSON.stringify(answer)}`)
+  say(describeStaffChange(answer))
 }
 
 /** Invokes the seeder function with `payload`, and for rds the master password where this deploy holds it (the seeder
@@ -1274,7 +1296,7 @@ async function invokeSeeder(payload: object = {}): Promise<any> {
     return { text, statusCode: answer?.statusCode, body: answer?.body }
   }
   let answer = await invoke()
-  if (answer.statusCode === 401 && scenario === 'rds' && !masterPassword) {
+  if (answer.statusCode === 401 && scenario === 'rds' && !masterPassword && action === 'deploy') {
     // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.ResetPassword.html
     say(chalk.yellow(`  the API role cannot log in yet, and nobody holds the master password (an earlier deploy stopped halfway): resetting it`))
     masterPassword = generatedPassword = randomBytes(18).toString('base64url')
@@ -1283,7 +1305,14 @@ async function invokeSeeder(payload: object = {}): Promise<any> {
     await instanceAvailable('done with the new password')
     answer = await invoke()
   }
-  if (answer.statusCode && answer.statusCode !== 200) throw new StepError(`the seeder answered ${answer.statusCode}: ${answer.body}`)
+  if (answer.statusCode && answer.statusCode !== 200) {
+    const error = (() => {
+      try {
+        return JSON.parse(answer.body!).error
+      } catch {}
+    })()
+    throw new StepError(`the seeder answered ${answer.statusCode}: ${error ?? answer.body}`)
+  }
   try {
     return JSON.parse(answer.body!)
   } catch {
@@ -1399,6 +1428,18 @@ async function status() {
     if (answer?.FunctionError) line('GET /greet', 'missing', `${answer.FunctionError} in ${ms} ms: ${text.slice(0, 200)}`)
     else if (result?.statusCode) line('GET /greet', result.statusCode === 200 ? 'present' : 'missing', `${result.statusCode} in ${ms} ms: ${result.body?.slice(0, 100)}`)
     else say(`${chalk.yellow('?')} ${'GET /greet'.padEnd(36)} answered in ${ms} ms, not as the API answers: ${text.slice(0, 200)}`)
+  }
+
+  if (fns.get(names.seeder)) {
+    // Who is staff, as the seeder reads it from the database (it changes nothing without a username).
+    try {
+      const { staff } = await invokeSeeder({ staff: {} })
+      if (!Array.isArray(staff)) throw new StepError(`no list of staff in its answer`)
+      if (staff.length) line('staff', 'present', `${staff.length}: ${staff.join(', ')}`)
+      else say(`${chalk.yellow('!')} ${'staff'.padEnd(36)} none yet: nobody can add or change animals (tsx deploy.ts staff ${scenario} USERNAME)`)
+    } catch (error) {
+      say(`${chalk.yellow('?')} ${'staff'.padEnd(36)} the seeder did not say: ${(error as Error).message.slice(0, 200)}`)
+    }
   }
 
   say('')
@@ -1660,6 +1701,7 @@ try {
   else if (action === 'status') await status()
   else if (action === 'logs') await showLogs()
   else if (action === 'rollback') await rollback()
+  else if (action === 'staff') await step(`staff of ${name} (${scenario})`, changeStaff)
   else await deploy()
 } catch (error) {
   if (!(error instanceof StepError)) throw error

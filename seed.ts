@@ -6,7 +6,8 @@ import { existsSync, readFileSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import {
-  configFromEnv, createUser, hashPassword, migrate, openDatabase, type Database, type DbConfig, type MigrationResult,
+  configFromEnv, createUser, hashPassword, migrate, NO_PASSWORD, openDatabase, setStaff, staffNames, type Database, type DbConfig,
+  type MigrationResult,
 } from './db.ts'
 
 /** fake_db.json: records keyed by the first version's string ids; a user's id is their username. */
@@ -30,8 +31,15 @@ export interface SeedResult {
   added: { users: number; animals: number; fosters: number; adoptions: number }
 }
 
-/** Every seeded user's password, as in the first version. */
+/** Every seeded user's password on a person's own machine, as in the first version; and the sample user made staff
+ * there, so that the first version's React client can add animals. */
 export const SAMPLE_PASSWORD = 'password'
+export const SAMPLE_STAFF = 'juniper'
+
+/** Where the sample goes. `local`: a person's own machine (`npm start`, `tsx seed.ts`, whatever DB_LOCATION says),
+ * where its users log in with SAMPLE_PASSWORD and SAMPLE_STAFF is staff. `deployed`: a database behind a public URL
+ * (the seeder function on Lambda), where its users have no usable password and nobody is staff. */
+export type SampleUse = 'local' | 'deployed'
 
 export function loadSample(file = new URL('./fake_db.json', import.meta.url)): SampleData {
   return JSON.parse(readFileSync(file, 'utf8'))
@@ -39,7 +47,7 @@ export function loadSample(file = new URL('./fake_db.json', import.meta.url)): S
 
 /** Loads the sample into a database that has never had it and holds no users or animals, in one
  * transaction, and records that it did (or that it found rows of its own): every later run adds nothing. */
-export async function seed(db: Database, data: SampleData = loadSample()): Promise<SeedResult> {
+export async function seed(db: Database, use: SampleUse, data: SampleData = loadSample()): Promise<SeedResult> {
   const counts = {
     user_count: Object.keys(data.users).length,
     animal_count: Object.keys(data.animals).length,
@@ -51,7 +59,9 @@ export async function seed(db: Database, data: SampleData = loadSample()): Promi
   if (before) return { sample: 'loaded before', loaded_at: before, ...counts, added: none }
   // Hashing is slow and asynchronous: do it before the transaction.
   const hashes = new Map<string, string>()
-  for (const username of Object.keys(data.users)) hashes.set(username, await hashPassword(SAMPLE_PASSWORD))
+  for (const username of Object.keys(data.users)) {
+    hashes.set(username, use === 'local' ? await hashPassword(SAMPLE_PASSWORD) : NO_PASSWORD)
+  }
 
   return db.transaction(async (tx) => {
     // Another seeder may have loaded it while this one hashed; two at once take turns (SQLite's transaction
@@ -99,6 +109,7 @@ export async function seed(db: Database, data: SampleData = loadSample()): Promi
         foster.end_date,
       ])
     }
+    if (use === 'local' && userIds.has(SAMPLE_STAFF)) await setStaff(tx, SAMPLE_STAFF, true)
     const added = { users: userIds.size, animals: animalIds.size, fosters: data.fosters.length, adoptions: data.adoptions.length }
     const total = added.users + added.animals + added.fosters
     await tx.all('INSERT INTO sample_loads (loaded_at, added_rows) VALUES (?, ?)', [loaded_at, total])
@@ -118,17 +129,58 @@ export function summarize(result: SeedResult): string {
   return 'nothing added: the database had users or animals of its own, so the sample was not loaded'
 }
 
-/** Migrations, then the sample: what the seeder function, `tsx seed.ts` and the local server do. */
-export async function setUp(db: Database): Promise<{ schema: MigrationResult; seed: SeedResult }> {
-  const schema = await migrate(db)
-  return { schema, seed: await seed(db) }
+export interface SetUpResult {
+  schema: MigrationResult
+  seed: SeedResult
+  /** The usernames of the staff. */
+  staff: string[]
 }
 
-export function describeSetUp({ schema, seed }: Awaited<ReturnType<typeof setUp>>): string {
+/** Migrations, then the sample: what the seeder function, `tsx seed.ts` and the local server do. */
+export async function setUp(db: Database, use: SampleUse): Promise<SetUpResult> {
+  const schema = await migrate(db)
+  return { schema, seed: await seed(db, use), staff: await staffNames(db) }
+}
+
+export function describeSetUp({ schema, seed, staff }: SetUpResult): string {
   const migrations = schema.applied.length
     ? `schema ${schema.from} → ${schema.to} (applied ${schema.applied.join('; ')})`
     : `schema at version ${schema.to}`
-  return [`${migrations}; ${summarize(seed)}`, ...schema.notes.map((note) => `note: ${note}`)].join('\n')
+  return [`${migrations}; ${summarize(seed)}; ${describeStaff(staff)}`, ...schema.notes.map((note) => `note: ${note}`)].join('\n')
+}
+
+export const describeStaff = (staff: string[]) =>
+  staff.length ? `staff: ${staff.join(', ')}` : 'no staff yet: nobody can change animals'
+
+// Staff: no route makes a user staff, so that no user can raise themself; whoever holds the database does, by name.
+
+/** There is no user of that name. */
+export class UnknownUser extends Error {}
+
+export interface StaffChange {
+  username: string
+  /** What was done: `unchanged` where the user was so already. */
+  change: 'granted' | 'revoked' | 'unchanged'
+  /** The usernames of the staff, after it. */
+  staff: string[]
+}
+
+/** Makes the user of that name staff, or public again (`revoke`), after bringing the schema up to date. */
+export async function changeStaff(db: Database, username: string, revoke = false): Promise<StaffChange> {
+  await migrate(db)
+  const result = await setStaff(db, username, !revoke)
+  if (!result) throw new UnknownUser(`there is no user named ${JSON.stringify(username)} in ${db.label}: nothing changed`)
+  const change = !result.changed ? 'unchanged' : revoke ? 'revoked' : 'granted'
+  return { username: result.user.username, change, staff: await staffNames(db) }
+}
+
+export function describeStaffChange({ username, change, staff }: StaffChange): string {
+  const what = {
+    granted: `${username} is staff now`,
+    revoked: `${username} is no longer staff`,
+    unchanged: staff.includes(username) ? `${username} was staff already` : `${username} was not staff: nothing changed`,
+  }
+  return `${what[change]}; ${describeStaff(staff)}`
 }
 
 // Copies: a whole database into another (the EFS file into RDS, a local file into PostgreSQL), keeping every id.
@@ -136,7 +188,10 @@ export function describeSetUp({ schema, seed }: Awaited<ReturnType<typeof setUp>
 /** The tables a copy moves, parents first, and what each column holds: both sides are read into the same values,
  * to be compared (SQLite has 0 and 1 for booleans, PostgreSQL true and false). */
 const COPIED = {
-  users: { id: 'int', username: 'text', username_key: 'text', email: 'text', email_key: 'text', password_hash: 'text', created_at: 'time' },
+  users: {
+    id: 'int', username: 'text', username_key: 'text', email: 'text', email_key: 'text', password_hash: 'text', created_at: 'time',
+    is_staff: 'bool', password_version: 'int',
+  },
   animals: {
     id: 'int', name: 'text', age: 'int', kind: 'text', fixed: 'bool', vaccinated: 'bool', intake_date: 'time',
     adopter_id: 'int', adoption_date: 'time',
@@ -169,6 +224,35 @@ async function rowsOf(db: Database, table: Table): Promise<unknown[][]> {
   }))
 }
 
+/** The largest id each table ever gave, deleted rows' included: SQLite's AUTOINCREMENT keeps it in sqlite_sequence,
+ * PostgreSQL in the identity's sequence. A copy goes on from there, so that no id is given twice (an old token, or
+ * a link, would otherwise name whoever gets a deleted user's id). https://www.sqlite.org/autoinc.html */
+async function lastIds(db: Database): Promise<Record<(typeof WITH_IDS)[number], number>> {
+  const last = { users: 0, animals: 0, fosters: 0 }
+  for (const table of WITH_IDS) {
+    const [[given, largest]] = await db.values(db.kind === 'sqlite'
+      ? `SELECT (SELECT seq FROM sqlite_sequence WHERE name = '${table}'), (SELECT MAX(id) FROM ${table})`
+      : `SELECT pg_sequence_last_value(pg_get_serial_sequence('${table}', 'id')), (SELECT MAX(id) FROM ${table})`)
+    last[table] = Math.max(Number(given ?? 0), Number(largest ?? 0))
+  }
+  return last
+}
+
+/** Has each table's next id follow `last`, as if the target had given those ids itself. */
+async function continueIds(tx: Database, last: Record<(typeof WITH_IDS)[number], number>) {
+  for (const table of WITH_IDS) {
+    if (tx.kind === 'postgres') {
+      await tx.all(`SELECT setval(pg_get_serial_sequence('${table}', 'id'), CAST(? AS BIGINT), CAST(? AS BOOLEAN))`, [
+        Math.max(last[table], 1),
+        last[table] > 0,
+      ])
+    } else {
+      await tx.all('DELETE FROM sqlite_sequence WHERE name = ?', [table])
+      await tx.all('INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)', [table, last[table]])
+    }
+  }
+}
+
 async function insertAll(tx: Database, table: Table, rows: unknown[][]) {
   const names = Object.keys(COPIED[table])
   const perStatement = Math.floor(999 / names.length) // SQLite before 3.32 binds 999 values at most
@@ -189,6 +273,7 @@ export async function copyDatabase(from: Database, to: Database): Promise<CopyRe
   await migrate(to)
   const source = {} as Record<Table, unknown[][]>
   for (const table of Object.keys(COPIED) as Table[]) source[table] = await rowsOf(from, table)
+  const last = await lastIds(from)
   const counts = { users: source.users.length, animals: source.animals.length, fosters: source.fosters.length }
   const countsOf = async (db: Database) => {
     const [[users, animals, fosters]] = await db.values('SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM animals), (SELECT COUNT(*) FROM fosters)')
@@ -208,13 +293,7 @@ export async function copyDatabase(from: Database, to: Database): Promise<CopyRe
       return { status: 'copied before', counts }
     }
     for (const table of Object.keys(COPIED) as Table[]) await insertAll(tx, table, source[table])
-    // The ids came with the rows, not from PostgreSQL's identity sequences: move each past its largest id, so
-    // that the next insert does not collide. (SQLite's AUTOINCREMENT follows the largest id by itself.)
-    if (tx.kind === 'postgres') {
-      for (const table of WITH_IDS) {
-        await tx.all(`SELECT setval(pg_get_serial_sequence('${table}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM ${table}`)
-      }
-    }
+    await continueIds(tx, last)
     const copied = await countsOf(tx)
     if (JSON.stringify(copied) !== JSON.stringify(counts)) {
       throw new Error(`the copy holds ${JSON.stringify(copied)}, the source ${JSON.stringify(counts)}: nothing was copied`)
@@ -272,6 +351,9 @@ const loginRefused = (error: unknown) => ['28000', '28P01'].includes(String((err
 export interface SeederEvent {
   from?: string
   master?: { username: string; password: string }
+  /** `deploy.ts staff`: make the user of that name staff, or public again with `revoke`; without a username
+   * (`deploy.ts status`), only say who is staff. */
+  staff?: { username?: string; revoke?: boolean }
 }
 
 // The seeder function's handler: it opens its own connection, sets the database up and closes it. Invoked with
@@ -288,6 +370,14 @@ export async function handler(event: SeederEvent = {}) {
     }
     const db = await openDatabase(config)
     dbs.push(db)
+    if (event.staff !== undefined) {
+      const { username, revoke } = event.staff ?? {}
+      if (username === undefined) return { statusCode: 200, body: JSON.stringify({ staff: await staffNames(db) }) }
+      if (typeof username !== 'string' || !username) throw new Error('{"staff": {"username"}}: the username is missing')
+      const result = await changeStaff(db, username, revoke === true)
+      console.log(describeStaffChange(result))
+      return { statusCode: 200, body: JSON.stringify(result) }
+    }
     if (event.from !== undefined) {
       if (event.from !== 'efs') throw new Error(`{"from": ${JSON.stringify(event.from)}}: the seeder copies from "efs" only`)
       const source = await openSource(configFromEnv({ ...process.env, DB_LOCATION: 'efs' }) as SqliteConfig)
@@ -296,14 +386,16 @@ export async function handler(event: SeederEvent = {}) {
       console.log(describeCopy(result, source.label, db.label))
       return { statusCode: 200, body: JSON.stringify(result) }
     }
-    const result = await setUp(db)
+    // The seeder function serves a deployment, whose URL is public: its sample users get no usable password.
+    const result = await setUp(db, 'deployed')
     console.log(describeSetUp(result))
-    return { statusCode: 200, body: JSON.stringify({ ...result.seed, schema: result.schema }) }
+    return { statusCode: 200, body: JSON.stringify({ ...result.seed, schema: result.schema, staff: result.staff }) }
   } catch (error) {
-    console.error(event.from ? 'copying failed:' : 'seeding failed:', error)
+    console.error(event.from ? 'copying failed:' : event.staff ? 'changing staff failed:' : 'seeding failed:', error)
     // No API role yet (or the master's password is wrong): deploy.ts invokes again with the master's password.
     if (loginRefused(error)) return { statusCode: 401, body: JSON.stringify({ error: (error as Error).message, needs: 'master' }) }
-    return { statusCode: error instanceof CopyRefused ? 409 : 500, body: JSON.stringify({ error: (error as Error).message }) }
+    const statusCode = error instanceof CopyRefused ? 409 : error instanceof UnknownUser ? 404 : 500
+    return { statusCode, body: JSON.stringify({ error: (error as Error).message }) }
   } finally {
     for (const db of dbs) await db.close()
   }
@@ -313,11 +405,16 @@ export async function handler(event: SeederEvent = {}) {
 const script = process.argv[1] ?? ''
 if (/seed\.[mc]?[jt]s$/.test(script) && import.meta.url === pathToFileURL(script).href) {
   // `tsx seed.ts --from ./buddy_system.db`: a copy of that SQLite file instead of the sample.
+  // `tsx seed.ts --staff USERNAME [--revoke]`: make that user staff, or public again.
+  const usage = 'usage: tsx seed.ts [--from ./buddy_system.db | --staff USERNAME [--revoke]]'
   const { values } = (() => {
     try {
-      return parseArgs({ options: { from: { type: 'string' } } })
+      const parsed = parseArgs({ options: { from: { type: 'string' }, staff: { type: 'string' }, revoke: { type: 'boolean' } } })
+      if (parsed.values.from !== undefined && parsed.values.staff !== undefined) throw new Error('--from and --staff go separately')
+      if (parsed.values.revoke && parsed.values.staff === undefined) throw new Error('--revoke goes with --staff USERNAME')
+      return parsed
     } catch (error) {
-      console.error(`${(error as Error).message}\nusage: tsx seed.ts [--from ./buddy_system.db]`)
+      console.error(`${(error as Error).message}\n${usage}`)
       process.exit(2)
     }
   })()
@@ -325,13 +422,20 @@ if (/seed\.[mc]?[jt]s$/.test(script) && import.meta.url === pathToFileURL(script
   try {
     const db = await openDatabase(configFromEnv())
     dbs.push(db)
-    if (values.from !== undefined) {
+    if (values.staff !== undefined) {
+      console.log(`${db.label}: ${describeStaffChange(await changeStaff(db, values.staff, values.revoke))}`)
+    } else if (values.from !== undefined) {
       const source = await openSource({ kind: 'sqlite', path: values.from, onNetworkFs: false })
       dbs.push(source)
       console.log(describeCopy(await copyDatabase(source, db), source.label, db.label))
-    } else console.log(`${db.label}: ${describeSetUp(await setUp(db))}`)
+    } else {
+      // A person's own machine: the sample's users log in with SAMPLE_PASSWORD, and SAMPLE_STAFF is staff.
+      const result = await setUp(db, 'local')
+      console.log(`${db.label}: ${describeSetUp(result)}`)
+      if (result.seed.sample === 'loaded') console.log(`Log in as ${SAMPLE_STAFF} (staff) or any sample user with the password "${SAMPLE_PASSWORD}".`)
+    }
   } catch (error) {
-    console.error(`${values.from ? 'copying' : 'seeding'} failed: ${(error as Error).message}`)
+    console.error(`${values.from ? 'copying' : values.staff !== undefined ? 'changing staff' : 'seeding'} failed: ${(error as Error).message}`)
     process.exitCode = 1
   } finally {
     for (const db of dbs) await db.close()

@@ -6,6 +6,7 @@ import type { APIGatewayProxyEvent, APIGatewayProxyEventV2 } from 'aws-lambda'
 import { closeDatabase, database, listAnimals, migrate, openDatabase, SCHEMA_VERSION, type DbConfig } from '../db.ts'
 import { handler as seedHandler, loadSample, seed, type SampleData } from '../seed.ts'
 import { functionUrlEvent, httpApiEvent, restApiEvent, type Call } from './events.ts'
+import { accessMatrix, RULES } from './access.ts'
 import type { Fixture } from './fixtures.ts'
 
 const { handler } = await import('../api.ts')
@@ -44,6 +45,9 @@ const json = (method: string, path: string, body: unknown, token?: string) =>
   })
 const del = (path: string, token?: string) =>
   call({ method: 'DELETE', path, headers: token ? { authorization: `Bearer ${token}` } : {} })
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` })
+/** A GET as the token's user. */
+const getAs = (token: string, path: string, query?: string) => get(path, query, bearer(token))
 
 function form(fields: Record<string, string>) {
   return call({
@@ -52,6 +56,15 @@ function form(fields: Record<string, string>) {
     body: new URLSearchParams(fields).toString(),
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
   })
+}
+
+/** A token as /auth/token issues it for user 1 (juniper, password version 1), with `claims` changed: undefined leaves one out. */
+const TOKEN_CLAIMS = { iss: 'buddy-system', aud: 'buddy-system-api' }
+async function token(claims: Record<string, unknown> = {}, key = process.env.JWT_KEY!): Promise<string> {
+  const now = Math.floor(Date.now() / 1000)
+  const { typ = 'at+jwt', ...rest } = { ...TOKEN_CLAIMS, sub: '1', pwv: 1, iat: now, exp: now + 3600, ...claims }
+  const payload = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined))
+  return new SignJWT(payload).setProtectedHeader({ alg: 'HS256', typ: typ as string }).sign(new TextEncoder().encode(key))
 }
 
 async function login(username = 'juniper', password = 'password'): Promise<string> {
@@ -112,8 +125,16 @@ export function apiSuite(fixture: Fixture) {
         'DELETE /animals/{animal_id}', 'DELETE /users/{user_id}', 'GET /', 'GET /animals', 'GET /animals/{animal_id}',
         'GET /docs', 'GET /greet', 'GET /openapi.json', 'GET /users', 'GET /users/me', 'GET /users/{user_id}',
         'GET /users/{user_id}/fosters', 'GET /users/{user_id}/pets', 'POST /animals', 'POST /auth/registration',
-        'POST /auth/token', 'PUT /animals/{animal_id}',
+        'POST /auth/token', 'PUT /animals/{animal_id}', 'PUT /users/me/password',
       ])
+      // Each operation says who may call it, as API.md's Access table does (the same table the access test runs).
+      for (const rule of RULES) {
+        const path = rule.path.replace(/\/(1|16)$/, '/{animal_id}')
+        const operation = body.paths[path][rule.method.toLowerCase()]
+        assert.equal(operation['x-access'], rule.access, `${rule.method} ${path}`)
+        assert.match(operation.description, /^Who may call it: /)
+        assert.equal(Boolean(operation.security), rule.access !== 'anyone', `${rule.method} ${path} needs a token`)
+      }
       const create = body.paths['/animals'].post
       const schema = create.requestBody.content['application/json'].schema
       assert.deepEqual(schema.required.sort(), ['age', 'kind', 'name'])
@@ -266,7 +287,7 @@ export function apiSuite(fixture: Fixture) {
       assert.deepEqual(body.animal, { ...before, age: 7, vaccinated: false })
       const adopted = await json('PUT', '/animals/3', { adopter_id: 2, adoption_date: '2024-02-29' }, token)
       assert.deepEqual([adopted.body.animal.adopter_id, adopted.body.animal.adoption_date], [2, '2024-02-29'])
-      assert.ok((await get('/users/2/pets')).body.animals.some((a: any) => a.id === 3))
+      assert.ok((await getAs(token, '/users/2/pets')).body.animals.some((a: any) => a.id === 3))
       const returned = await json('PUT', '/animals/3', { adopter_id: null, adoption_date: null }, token)
       assert.deepEqual([returned.body.animal.adopter_id, returned.body.animal.adoption_date], [null, null])
       assert.deepEqual((await json('PUT', '/animals/3', {}, token)).body.animal, returned.body.animal)
@@ -289,12 +310,12 @@ export function apiSuite(fixture: Fixture) {
       const foster = sample.fosters[0]
       const animalId = Object.keys(sample.animals).indexOf(foster.animal_id) + 1
       const fosterer = userId(foster.user_id)
-      const fostersBefore = (await get(`/users/${fosterer}/fosters`)).body.meta.count
+      const fostersBefore = (await getAs(token, `/users/${fosterer}/fosters`)).body.meta.count
       const reply = await del(`/animals/${animalId}`, token)
       assert.equal(reply.status, 204)
       assert.equal(reply.text, '')
       assert.equal((await get(`/animals/${animalId}`)).status, 404)
-      assert.equal((await get(`/users/${fosterer}/fosters`)).body.meta.count, fostersBefore - 1)
+      assert.equal((await getAs(token, `/users/${fosterer}/fosters`)).body.meta.count, fostersBefore - 1)
       assert.equal((await del(`/animals/${animalId}`, token)).status, 404)
       assert.equal((await get('/animals')).body.meta.count, 15)
     })
@@ -314,27 +335,69 @@ export function apiSuite(fixture: Fixture) {
     })
   })
 
+  describe('access', () => {
+    it("answers every route as API.md's Access table says, for nobody, a public user, the user themself and staff", async () => {
+      const lines = await accessMatrix(call, login)
+      assert.deepEqual(lines.filter((line) => line.includes('should be')), [], lines.join('\n'))
+      assert.equal(lines.length, 58)
+    })
+
+    it('changes nothing for a caller it refuses', async () => {
+      const { body: { id } } = await json('POST', '/auth/registration', { username: 'pat', email: 'pat@example.com', password: 'kestrel harbour' })
+      const pat = await login('pat', 'kestrel harbour')
+      const before = (await get('/animals')).body
+      assert.equal((await json('POST', '/animals', { name: 'rex', age: 3, kind: 'dog' }, pat)).status, 403)
+      assert.equal((await json('PUT', '/animals/3', { adopter_id: id, adoption_date: '2024-01-02' }, pat)).status, 403, 'no adopting a pet for oneself')
+      assert.equal((await del('/animals/3', pat)).status, 403)
+      assert.equal((await del('/users/1', pat)).status, 403)
+      assert.deepEqual((await get('/animals')).body, before)
+      assert.equal((await getAs(await login(), '/users/1')).status, 200, 'juniper is still there')
+    })
+
+    it("shows a user's email only to that user and to staff, fosters' embedded users included", async () => {
+      const digby = userId('digby')
+      const email = sample.users.digby.email
+      const own = await login('digby')
+      assert.equal((await getAs(own, `/users/${digby}`)).body.user.email, email)
+      assert.ok((await getAs(own, `/users/${digby}/fosters`)).body.fosters.every((f: any) => f.user.email === email))
+      const other = await login('reggie')
+      for (const path of [`/users/${digby}`, `/users/${digby}/fosters`, `/users/${digby}/pets`, '/users']) {
+        const reply = await getAs(other, path)
+        assert.equal(reply.status, 403, path)
+        assert.ok(!reply.text.includes(email), path)
+      }
+      const emails = Object.values(sample.users).map((u) => u.email)
+      for (const path of ['/animals', '/animals/1', '/openapi.json']) {
+        const { text } = await get(path)
+        assert.deepEqual(emails.filter((e) => text.includes(e)), [], `${path} names no email`)
+      }
+    })
+  })
+
   describe('users', () => {
-    it('lists every user without passwords', async () => {
-      const { body } = await get('/users')
+    it('lists every user without passwords, to staff', async () => {
+      const { body } = await getAs(await login(), '/users')
       assert.equal(body.meta.count, 8)
       assert.deepEqual(body.users.map((u: any) => u.username), sampleUsers)
       assert.deepEqual(body.users[0], {
         id: 1, username: sampleUsers[0], email: sample.users[sampleUsers[0]].email,
-        created_at: sample.users[sampleUsers[0]].created_at,
+        created_at: sample.users[sampleUsers[0]].created_at, is_staff: true,
       })
+      assert.deepEqual(body.users.filter((u: any) => u.is_staff).map((u: any) => u.username), ['juniper'], 'the sample\'s staff: juniper alone')
     })
 
     it('reads one user, and answers 404 for a missing one', async () => {
-      assert.equal((await get('/users/2')).body.user.username, sampleUsers[1])
-      const missing = await get('/users/999')
+      const token = await login()
+      assert.equal((await getAs(token, '/users/2')).body.user.username, sampleUsers[1])
+      const missing = await getAs(token, '/users/999')
       assert.deepEqual([missing.status, missing.body], [404, { detail: { type: 'entity_not_found', entity_name: 'User', entity_id: 999 } }])
     })
 
     it('registers a user who then logs in and reads /users/me', async () => {
       const reg = await json('POST', '/auth/registration', { username: 'pat', email: 'pat@example.com', password: 'correct horse' })
       assert.equal(reg.status, 200)
-      assert.deepEqual(Object.keys(reg.body).sort(), ['created_at', 'email', 'id', 'username'])
+      assert.deepEqual(Object.keys(reg.body).sort(), ['created_at', 'email', 'id', 'is_staff', 'username'])
+      assert.equal(reg.body.is_staff, false, 'a new user is public')
       assert.match(reg.body.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$/)
       const token = await form({ grant_type: 'password', username: 'pat', password: 'correct horse', scope: '' })
       assert.equal(token.status, 200)
@@ -351,14 +414,14 @@ export function apiSuite(fixture: Fixture) {
     })
 
     it('refuses a taken username or email with a duplicate_value body', async () => {
-      const taken = await json('POST', '/auth/registration', { username: 'juniper', email: 'new@example.com', password: 'password1' })
+      const taken = await json('POST', '/auth/registration', { username: 'juniper', email: 'new@example.com', password: 'kestrel harbour' })
       assert.deepEqual([taken.status, taken.body.detail], [422, {
         type: 'duplicate_value', entity_name: 'User', entity_field: 'username', entity_field_value: 'juniper',
       }])
       const email = sample.users.juniper.email
-      const dup = await json('POST', '/auth/registration', { username: 'someone', email, password: 'password1' })
+      const dup = await json('POST', '/auth/registration', { username: 'someone', email, password: 'kestrel harbour' })
       assert.deepEqual([dup.status, dup.body.detail.entity_field, dup.body.detail.entity_field_value], [422, 'email', email])
-      assert.equal((await get('/users')).body.meta.count, 8)
+      assert.equal((await getAs(await login(), '/users')).body.meta.count, 8)
     })
 
     it('refuses a bad registration without echoing the password', async () => {
@@ -381,46 +444,102 @@ export function apiSuite(fixture: Fixture) {
       assert.equal(asJson.status, 422, 'the token route reads a form, not JSON')
     })
 
-    it('refuses expired, forged, alg:none and malformed tokens', async () => {
-      const key = new TextEncoder().encode(process.env.JWT_KEY)
+    it('refuses expired, forged, alg:none, malformed and foreign tokens: issuer, audience, type and age checked', async () => {
       const now = Math.floor(Date.now() / 1000)
-      const expired = await new SignJWT().setProtectedHeader({ alg: 'HS256' }).setSubject('1')
-        .setIssuedAt(now - 7200).setExpirationTime(now - 3600).sign(key)
-      const forged = await new SignJWT().setProtectedHeader({ alg: 'HS256' }).setSubject('1')
-        .setExpirationTime('1h').sign(new TextEncoder().encode('another key'.padEnd(64, '!')))
       const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url')
-      const none = `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ sub: '1', exp: now + 3600 })}.`
-      const noExp = await new SignJWT().setProtectedHeader({ alg: 'HS256' }).setSubject('1').sign(key)
-      const cases = [[expired, 'expired bearer token'], [forged, 'invalid bearer token'], [none, 'invalid bearer token'],
-        [noExp, 'invalid bearer token'], ['not.a.token', 'invalid bearer token']]
-      for (const [token, description] of cases) {
-        const reply = await get('/users/me', '', { authorization: `Bearer ${token}` })
-        assert.equal(reply.status, 401, description)
-        assert.deepEqual(reply.body, { detail: { error: 'invalid_client', error_description: description } })
+      const none = `${b64({ alg: 'none', typ: 'at+jwt' })}.${b64({ ...TOKEN_CLAIMS, sub: '1', pwv: 1, iat: now, exp: now + 3600 })}.`
+      const good = await token()
+      const [header, payload, signature] = good.split('.')
+      // The signature's last character carries 4 bits that decoding drops: a neighbour spells the same bytes.
+      const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+      const twin = `${header}.${payload}.${signature.slice(0, -1)}${alphabet[alphabet.indexOf(signature.at(-1)!) ^ 1]}`
+      assert.deepEqual(Buffer.from(twin.split('.')[2], 'base64url'), Buffer.from(signature, 'base64url'), 'the same signature bytes')
+      const cases: [string, string, string][] = [
+        ['expired', await token({ iat: now - 3700, exp: now - 100 }), 'expired bearer token'],
+        ['issued over an hour ago, though its exp is later', await token({ iat: now - 3700, exp: now + 3600 }), 'expired bearer token'],
+        ['forged', await token({}, 'another key'.padEnd(64, '!')), 'invalid bearer token'],
+        ['alg none', none, 'invalid bearer token'],
+        ['no exp', await token({ exp: undefined }), 'invalid bearer token'],
+        ['another issuer', await token({ iss: 'someone-else' }), 'invalid bearer token'],
+        ['another audience', await token({ aud: 'another-api' }), 'invalid bearer token'],
+        ['another type', await token({ typ: 'JWT' }), 'invalid bearer token'],
+        ['no password version', await token({ pwv: undefined }), 'invalid bearer token'],
+        ['an old password version', await token({ pwv: 0 }), 'invalid bearer token'],
+        ['a second spelling', twin, 'invalid bearer token'],
+        ['padded', `${good}=`, 'invalid bearer token'],
+        ['malformed', 'not.a.token', 'invalid bearer token'],
+      ]
+      assert.equal((await get('/users/me', '', bearer(good))).status, 200, 'the token all these differ from is good')
+      for (const [what, bad, description] of cases) {
+        const reply = await get('/users/me', '', bearer(bad))
+        assert.equal(reply.status, 401, what)
+        assert.deepEqual(reply.body, { detail: { error: 'invalid_client', error_description: description } }, what)
       }
+    })
+
+    it("refuses a token issued before its user's last password change, and one whose user is gone", async () => {
+      const { body: user } = await json('POST', '/auth/registration', { username: 'pat', email: 'pat@example.com', password: 'kestrel harbour' })
+      const old = await login('pat', 'kestrel harbour')
+      const change = (token: string, current: string, next: string) =>
+        call({ method: 'PUT', path: '/users/me/password', body: JSON.stringify({ current_password: current, new_password: next }),
+          headers: { 'content-type': 'application/json', ...bearer(token) } })
+      const wrong = await change(old, 'not my password', 'osprey lighthouse')
+      assert.deepEqual([wrong.status, wrong.body], [403, { detail: 'Forbidden' }])
+      assert.equal((await get('/users/me', '', bearer(old))).status, 200, 'a refused change revokes nothing')
+      const done = await change(old, 'kestrel harbour', 'osprey lighthouse')
+      assert.deepEqual([done.status, done.text], [204, ''])
+      assert.equal((await get('/users/me', '', bearer(old))).status, 401, 'the token from before the change')
+      assert.equal((await form({ username: 'pat', password: 'kestrel harbour' })).status, 401, 'the old password')
+      const fresh = await login('pat', 'osprey lighthouse')
+      assert.equal((await get('/users/me', '', bearer(fresh))).body.user.id, user.id, 'a token issued after it, in the same second too')
+      assert.equal((await del(`/users/${user.id}`, fresh)).status, 204)
+      const gone = await get('/users/me', '', bearer(fresh))
+      assert.deepEqual([gone.status, gone.body.detail.error_description], [401, 'invalid bearer token'])
+    })
+
+    it('takes new passwords of 8 to 256 characters that are not among the most common, at registration and at a change', async () => {
+      const register = (password: string) =>
+        json('POST', '/auth/registration', { username: `u${Math.random().toString(36).slice(2, 10)}`, email: `${Math.random().toString(36).slice(2)}@example.com`, password })
+      for (const common of ['password', 'iloveyou', 'qwertyuiop', 'Password1', 'sunshine']) {
+        const reply = await register(common)
+        assert.equal(reply.status, 422, common)
+        // Exactly these keys: no `input`, so the password is not echoed.
+        assert.deepEqual(reply.body.detail, [{ type: 'password_too_common', loc: ['body', 'password'], msg: reply.body.detail[0].msg }], common)
+      }
+      for (const [password, ok] of [['x'.repeat(7), false], ['kestrel1', true], ['k'.repeat(255) + 'x', true], ['k'.repeat(256) + 'x', false]] as const) {
+        assert.equal((await register(password)).status, ok ? 200 : 422, `${password.length} characters`)
+      }
+      const token = await login()
+      const change = await call({ method: 'PUT', path: '/users/me/password', body: JSON.stringify({ current_password: 'password', new_password: 'letmein123' }),
+        headers: { 'content-type': 'application/json', ...bearer(token) } })
+      assert.equal(change.status, 422)
+      assert.deepEqual(change.body.detail.map((d: any) => [d.type, d.loc.join('.')]), [['password_too_common', 'body.new_password']])
+      assert.equal((await get('/users/me', '', bearer(token))).status, 200, 'nothing changed')
     })
 
     it("lists a user's fosters with the animal and the user", async () => {
       const fosterer = sample.fosters[0].user_id
       const expected = sample.fosters.filter((f) => f.user_id === fosterer)
-      const { status, body } = await get(`/users/${userId(fosterer)}/fosters`)
+      const token = await login()
+      const { status, body } = await getAs(token, `/users/${userId(fosterer)}/fosters`)
       assert.equal(status, 200)
       assert.equal(body.meta.count, expected.length)
       const first = body.fosters.find((f: any) => f.start_date === expected[0].start_date)
       assert.equal(first.end_date, expected[0].end_date)
       assert.equal(first.user.username, fosterer)
       assert.equal(first.animal.name, sample.animals[expected[0].animal_id].name)
-      assert.equal((await get('/users/999/fosters')).status, 404)
+      assert.equal((await getAs(token, '/users/999/fosters')).status, 404)
     })
 
     it("lists a user's pets", async () => {
       const adopter = sample.adoptions[0].user_id
       const expected = sample.adoptions.filter((a) => a.user_id === adopter).map((a) => sample.animals[a.animal_id].name)
-      const { body } = await get(`/users/${userId(adopter)}/pets`)
+      const token = await login(adopter)
+      const { body } = await getAs(token, `/users/${userId(adopter)}/pets`)
       assert.equal(body.meta.count, expected.length)
       assert.deepEqual(body.animals.map((a: any) => a.name).sort(), expected.sort())
       for (const a of body.animals) assert.equal(a.adopter_id, userId(adopter))
-      assert.equal((await get('/users/999/pets')).status, 404)
+      assert.equal((await getAs(await login(), '/users/999/pets')).status, 404)
     })
 
     it('lets a user delete only themself: fosters go, pets lose their adopter, the token stops working', async () => {
@@ -429,10 +548,10 @@ export function apiSuite(fixture: Fixture) {
       const token = await login(adopter)
       const other = await del(`/users/${id === 1 ? 2 : 1}`, token)
       assert.deepEqual([other.status, other.body], [403, { detail: 'Forbidden' }])
-      const pets = (await get(`/users/${id}/pets`)).body.animals
+      const pets = (await getAs(token, `/users/${id}/pets`)).body.animals
       const reply = await del(`/users/${id}`, token)
       assert.deepEqual([reply.status, reply.text], [204, ''])
-      assert.equal((await get(`/users/${id}`)).status, 404)
+      assert.equal((await getAs(await login(), `/users/${id}`)).status, 404)
       for (const pet of pets) assert.equal((await get(`/animals/${pet.id}`)).body.animal.adopter_id, null)
       const gone = await get('/users/me', '', { authorization: `Bearer ${token}` })
       assert.deepEqual(gone.body, { detail: { error: 'invalid_client', error_description: 'invalid bearer token' } })
@@ -452,7 +571,8 @@ export function apiSuite(fixture: Fixture) {
       const db = await database()
       await db.all('DROP TABLE fosters')
       const logged = t.mock.method(console, 'error', () => {})
-      const reply = await get('/users/1/fosters')
+      const token = await login()
+      const reply = await getAs(token, '/users/1/fosters')
       assert.deepEqual([reply.status, reply.body], [500, { detail: 'Internal Server Error' }])
       assert.equal(logged.mock.callCount(), 1)
       assert.match(String(logged.mock.calls[0].arguments[1]), /fosters/)
@@ -590,7 +710,7 @@ export function apiSuite(fixture: Fixture) {
         ['POST', '/animals', { name: 'Rex', age: 1, kind: 'd\uD800og' }],
         ['PUT', '/animals/1', { kind: 'c\u0000at' }],
         ['PUT', '/animals/1', { adoption_date: '0000-01-01' }],
-        ['POST', '/auth/registration', { username: 'nul\u0000l', email: 'n@example.com', password: 'password1' }],
+        ['POST', '/auth/registration', { username: 'nul\u0000l', email: 'n@example.com', password: 'kestrel harbour' }],
         ['POST', '/auth/registration', { username: 'nully', email: 'n@example.com', password: 'pass\u0000word' }],
       ] as const) {
         const reply = await json(method, path, body, token)
@@ -742,20 +862,21 @@ export function apiSuite(fixture: Fixture) {
     })
 
     it('pages GET /users as /animals: limit, offset, and the count of all', async () => {
-      const page = await get('/users', 'limit=3&offset=2')
+      const token = await login()
+      const page = await getAs(token, '/users', 'limit=3&offset=2')
       assert.equal(page.status, 200)
       assert.deepEqual(page.body.meta, { count: 8, limit: 3, offset: 2 })
       assert.deepEqual(page.body.users.map((u: { id: number }) => u.id), [3, 4, 5])
-      assert.deepEqual((await get('/users')).body.meta, { count: 8, limit: 100, offset: 0 })
-      for (const query of ['limit=0', 'limit=1001', 'offset=-1', 'limit=x']) assert.equal((await get('/users', query)).status, 422, query)
+      assert.deepEqual((await getAs(token, '/users')).body.meta, { count: 8, limit: 100, offset: 0 })
+      for (const query of ['limit=0', 'limit=1001', 'offset=-1', 'limit=x']) assert.equal((await getAs(token, '/users', query)).status, 422, query)
     })
 
     it('clears adoption_date with adopter_id when the adopter is deleted', async () => {
       const adopter = sample.adoptions[0].user_id
       const id = userId(adopter)
-      const pets = (await get(`/users/${id}/pets`)).body.animals as { id: number }[]
-      assert.ok(pets.length > 0)
       const token = await login(adopter)
+      const pets = (await getAs(token, `/users/${id}/pets`)).body.animals as { id: number }[]
+      assert.ok(pets.length > 0)
       assert.equal((await del(`/users/${id}`, token)).status, 204)
       for (const pet of pets) {
         const { animal } = (await get(`/animals/${pet.id}`)).body
@@ -766,10 +887,11 @@ export function apiSuite(fixture: Fixture) {
 
   describe('identity', () => {
     const register = (username: string, email = `${Math.random().toString(36).slice(2)}@example.com`) =>
-      json('POST', '/auth/registration', { username, email, password: 'password1' })
+      json('POST', '/auth/registration', { username, email, password: 'kestrel harbour' })
 
     it('takes a username once whatever its case or Unicode form, and an email whatever its case', async () => {
-      const before = (await get('/users')).body.meta.count
+      const staff = await login()
+      const before = (await getAs(staff, '/users')).body.meta.count
       for (const name of ['Juniper', 'JUNIPER', 'ｊuniper', 'ｊｕｎｉｐｅｒ', 'JUNİPER'.normalize('NFD') === 'JUNİPER' ? 'juniper' : 'JUNIPER']) {
         const reply = await register(name)
         assert.equal(reply.status, 422, name)
@@ -777,7 +899,7 @@ export function apiSuite(fixture: Fixture) {
       }
       const email = await register('someone-new', 'JUNIPER@Cool.Email')
       assert.deepEqual([email.status, email.body.detail.entity_field], [422, 'email'])
-      assert.equal((await get('/users')).body.meta.count, before, 'none registered')
+      assert.equal((await getAs(staff, '/users')).body.meta.count, before, 'none registered')
       assert.equal((await form({ username: 'JUNIPER', password: 'password' })).status, 200, 'logs in as juniper')
     })
 
@@ -821,14 +943,14 @@ export function apiSuite(fixture: Fixture) {
     it('seeds an empty database in one run and adds nothing on a second', async () => {
       const db = await openDatabase(await fixture.empty())
       try {
-        const first = await seed(db)
+        const first = await seed(db, 'local')
         assert.equal(first.sample, 'loaded')
         assert.deepEqual({ ...first, loaded_at: undefined }, {
           sample: 'loaded', loaded_at: undefined, user_count: 8, animal_count: 16, foster_count: 8, adoption_count: 7,
           added: { users: 8, animals: 16, fosters: 8, adoptions: 7 },
         })
         assert.match(first.loaded_at, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$/)
-        const second = await seed(db)
+        const second = await seed(db, 'local')
         assert.deepEqual([second.sample, second.loaded_at, second.added], ['loaded before', first.loaded_at, { users: 0, animals: 0, fosters: 0, adoptions: 0 }])
         const [{ n }] = await db.all<{ n: number }>('SELECT CAST(count(*) AS INTEGER) AS n FROM animals')
         assert.equal(Number(n), 16)
@@ -840,10 +962,10 @@ export function apiSuite(fixture: Fixture) {
     it('never brings back a sample animal or user that was deleted, nor their fosters', async () => {
       const db = await openDatabase(await fixture.empty())
       try {
-        await seed(db)
+        await seed(db, 'local')
         await db.all("DELETE FROM users WHERE username = 'juniper'")
         await db.all('DELETE FROM animals WHERE id = 1')
-        const again = await seed(db)
+        const again = await seed(db, 'local')
         assert.equal(again.sample, 'loaded before')
         assert.deepEqual(await db.all("SELECT id FROM users WHERE username = 'juniper'"), [])
         assert.deepEqual(await db.all('SELECT id FROM animals WHERE id = 1'), [])
@@ -858,10 +980,10 @@ export function apiSuite(fixture: Fixture) {
       const db = await openDatabase(await fixture.empty())
       try {
         await db.all("INSERT INTO animals (name, age, kind, intake_date) VALUES ('Mine', 1, 'cat', '2024-01-01')")
-        const result = await seed(db)
+        const result = await seed(db, 'local')
         assert.deepEqual([result.sample, result.added], ['not loaded', { users: 0, animals: 0, fosters: 0, adoptions: 0 }])
         await db.all('DELETE FROM animals')
-        assert.equal((await seed(db)).sample, 'loaded before', 'recorded: a later run does not load it either')
+        assert.equal((await seed(db, 'local')).sample, 'loaded before', 'recorded: a later run does not load it either')
         assert.deepEqual(await db.all('SELECT id FROM animals'), [])
       } finally {
         await db.close()
@@ -982,12 +1104,56 @@ export function apiSuite(fixture: Fixture) {
       try {
         const broken = structuredClone(sample)
         broken.fosters.push({ user_id: 'juniper', animal_id: 'no-such-animal', start_date: '2024-01-01', end_date: null })
-        await assert.rejects(seed(db, broken), /fake_db.json refers to animal no-such-animal/)
+        await assert.rejects(seed(db, 'local', broken), /fake_db.json refers to animal no-such-animal/)
         assert.deepEqual(await db.all('SELECT id FROM users'), [])
         assert.deepEqual(await db.all('SELECT id FROM animals'), [])
       } finally {
         await db.close()
       }
+    })
+
+    it('gives the sample\'s users no usable password where the seeder function seeds a deployment, and makes nobody staff', async (t) => {
+      t.mock.method(console, 'log', () => {})
+      pointAt(await fixture.empty({ schema: false }))
+      await closeDatabase()
+      const seeded = await seedHandler()
+      assert.equal(seeded.statusCode, 200, seeded.body)
+      assert.deepEqual([JSON.parse(seeded.body).sample, JSON.parse(seeded.body).staff], ['loaded', []])
+      const { default: crypto } = await import('node:crypto')
+      const scrypt = t.mock.method(crypto, 'scrypt')
+      for (const username of sampleUsers) {
+        for (const password of ['password', 'none', `${username}`]) {
+          const reply = await form({ username, password })
+          assert.equal(reply.status, 401, `${username} with ${password}`)
+        }
+      }
+      assert.equal(scrypt.mock.callCount(), sampleUsers.length * 3, 'each refusal costs one hash, as a wrong password does')
+      const [[usable]] = await (await database()).values("SELECT COUNT(*) FROM users WHERE password_hash LIKE 'scrypt$%'")
+      assert.equal(Number(usable), 0, 'no user has a password hash at all')
+    })
+
+    it('grants and revokes staff through the seeder function, by name, saying what it did; an unknown name changes nothing', async (t) => {
+      t.mock.method(console, 'log', () => {})
+      t.mock.method(console, 'error', () => {})
+      const reggie = await login('reggie')
+      const create = () => json('POST', '/animals', { name: 'rex', age: 3, kind: 'dog' }, reggie)
+      assert.equal((await create()).status, 403)
+      const granted = await seedHandler({ staff: { username: 'REGGIE' } })
+      assert.deepEqual([granted.statusCode, JSON.parse(granted.body)], [200, { username: 'reggie', change: 'granted', staff: ['juniper', 'reggie'] }])
+      assert.equal((await create()).status, 200, 'the same token, staff now')
+      const again = await seedHandler({ staff: { username: 'reggie' } })
+      assert.equal(JSON.parse(again.body).change, 'unchanged')
+      const revoked = await seedHandler({ staff: { username: 'reggie', revoke: true } })
+      assert.deepEqual(JSON.parse(revoked.body), { username: 'reggie', change: 'revoked', staff: ['juniper'] })
+      assert.equal((await create()).status, 403, 'checked on every request, not kept in the token')
+      const unknown = await seedHandler({ staff: { username: 'nobody' } })
+      assert.equal(unknown.statusCode, 404)
+      assert.match(JSON.parse(unknown.body).error, /there is no user named "nobody" in .*: nothing changed/)
+      const empty = await seedHandler({ staff: { username: '' } })
+      assert.equal(empty.statusCode, 500)
+      assert.match(JSON.parse(empty.body).error, /the username is missing/)
+      const listed = await seedHandler({ staff: {} })
+      assert.deepEqual(JSON.parse(listed.body), { staff: ['juniper'] }, 'without a username: who is staff, and no change')
     })
 
     it("answers the seeder function's invocation with the migrations and the counts, or with the error", async (t) => {

@@ -73,7 +73,8 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     const { users } = listed.body
     const perUser = []
     for (const user of users) {
-      perUser.push({ id: user.id, fosters: (await call('GET', `/users/${user.id}/fosters`)).body, pets: (await call('GET', `/users/${user.id}/pets`)).body })
+      const [fosters, pets] = [await call('GET', `/users/${user.id}/fosters`, undefined, token), await call('GET', `/users/${user.id}/pets`, undefined, token)]
+      perUser.push({ id: user.id, fosters: fosters.body, pets: pets.body })
     }
     return { animals, users, perUser }
   }
@@ -82,7 +83,7 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
   const shelter = async () => {
     const config: DbConfig = { kind: 'sqlite', path: join(dir, `shelter-${++n}.db`), onNetworkFs: false }
     const db = await openDatabase(config)
-    await setUp(db)
+    await setUp(db, 'local')
     await db.close()
     await use(config)
     const registered = await call('POST', '/auth/registration', { username: 'rosalind', email: 'rosalind@example.com', password: 'a long password' })
@@ -100,12 +101,16 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     const felix = await login('felix')
     const me = (await call('GET', '/users/me', undefined, felix)).body.user
     assert.equal((await call('DELETE', `/users/${me.id}`, undefined, felix)).status, 204) // a hole in the users' ids too
+    // The user with the largest id ever given leaves: their id must never come back, nor their token to life.
+    const leaving = await call('POST', '/auth/registration', { username: 'tobias', email: 'tobias@example.com', password: 'a long password' })
+    const leftToken = await login('tobias', 'a long password')
+    assert.equal((await call('DELETE', `/users/${leaving.body.id}`, undefined, leftToken)).status, 204)
     await closeDatabase()
-    return { config, largestAnimal: created[2] }
+    return { config, largestAnimal: created[3], largestUser: leaving.body.id as number, leftToken }
   }
 
   it('copies every user, animal, foster and adoption with its id, holes kept, and a new animal gets a fresh id', async () => {
-    const { config: sqlite, largestAnimal } = await shelter()
+    const { config: sqlite, largestAnimal, largestUser, leftToken } = await shelter()
     await use(sqlite)
     const before = await everything()
     assert.ok(before.perUser.some((u) => u.fosters.fosters.length > 0) && before.perUser.some((u) => u.pets.animals.length > 0))
@@ -122,9 +127,10 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     const copied = await everything()
     assert.deepEqual(copied, before)
     assert.ok(!copied.animals.some((a: { id: number }) => [2, 7].includes(a.id)), 'the holes are kept')
-    const token = await login('rosalind', 'a long password') // the password hashes came along
+    await login('rosalind', 'a long password') // the password hashes came along
+    const token = await login('juniper') // and who is staff
     const { body } = await call('POST', '/animals', { name: 'Newt', age: 1, kind: 'newt' }, token)
-    assert.equal(body.animal.id, largestAnimal + 1, 'past the largest id copied')
+    assert.equal(body.animal.id, largestAnimal + 1, 'past the largest id the source ever gave, a deleted one included')
 
     // Once more: the target holds the copy already, and nothing is done.
     const [again, into] = [await openDatabase(sqlite), await openDatabase(target)]
@@ -135,13 +141,16 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
       await again.close()
       await into.close()
     }
+    const newcomer = await call('POST', '/auth/registration', { username: 'una', email: 'una@example.com', password: 'a long password' })
+    assert.equal(newcomer.body.id, largestUser + 1, "a deleted user's id is not given again")
+    assert.equal((await call('GET', '/users/me', undefined, leftToken)).status, 401, "and the deleted user's token names nobody")
   })
 
   it('refuses a database with rows of its own and changes nothing in it', async () => {
     const { config: sqlite } = await shelter()
     const target = await emptyPostgres()
     const seeded = await openDatabase(target)
-    await setUp(seeded) // the sample, as a fresh rds deploy would have loaded it
+    await setUp(seeded, 'local') // the sample: rows of its own
     await seeded.all("UPDATE animals SET name = 'Renamed' WHERE id = 1")
     await seeded.close()
     await use(target)
@@ -203,7 +212,7 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     assert.equal(JSON.parse(done.body).status, 'copied before')
     const other = await emptyPostgres()
     const seeded = await openDatabase(other)
-    await setUp(seeded)
+    await setUp(seeded, 'deployed')
     await seeded.close()
     process.env.PG_DATABASE = (other as Extract<DbConfig, { kind: 'postgres' }>).database
     const refused = await seeder({ from: 'efs' })

@@ -29,7 +29,7 @@ import { DescribeDBInstancesCommand } from '@aws-sdk/client-rds'
 import { run } from './cli.ts'
 import { changes, operationOf, startMoto, type Moto } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
-import { awsClients, awsEnv, projectCopy, seederAnswer } from './deploying.ts'
+import { awsClients, awsEnv, projectCopy, realSeederAnswers, seederAnswer } from './deploying.ts'
 import { SCHEMA_VERSION } from '../db.ts'
 
 const moto = await startMoto()
@@ -657,11 +657,45 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     }
   })
 
+  it('staff: a first deploy says there is no staff; the seeder makes a registered user staff, takes it back, and names an unknown user', async () => {
+    await moto.answerInvocations([seederAnswer()])
+    const first = await deploy(moto.endpoint, 'efs', '--yes')
+    assert.equal(first.code, 0, first.output)
+    assert.match(first.output, /There is no staff yet: nobody can add or change animals\. .*\n.*make them staff: tsx deploy\.ts staff efs USERNAME/)
+    await moto.answerInvocations(await realSeederAnswers([
+      { staff: { username: 'reggie', revoke: false } },
+      { staff: { username: 'reggie', revoke: true } },
+      { staff: { username: 'nobody', revoke: false } },
+    ]))
+    const before = changes(moto.requests()).length
+    const invoked = () => moto.requests().filter((r) => /\/functions\/buddy-system-db-seeder\/invocations$/.test(r.path)).map((r) => JSON.parse(r.body))
+    const granted = await deploy(moto.endpoint, 'staff', 'efs', 'reggie')
+    assert.equal(granted.code, 0, granted.output)
+    assert.match(granted.output, /^reggie is staff now; staff: reggie$/m)
+    const revoked = await deploy(moto.endpoint, 'staff', 'efs', 'reggie', '--revoke')
+    assert.equal(revoked.code, 0, revoked.output)
+    assert.match(revoked.output, /^reggie is no longer staff; no staff yet: nobody can change animals$/m)
+    const unknown = await deploy(moto.endpoint, 'staff', 'efs', 'nobody')
+    assert.equal(unknown.code, 1)
+    assert.match(unknown.output, /staff of buddy-system \(efs\) failed: the seeder answered 404: there is no user named "nobody" in SQLite .*: nothing changed/)
+    assert.deepEqual(invoked().slice(-3), [
+      { staff: { username: 'reggie', revoke: false } }, { staff: { username: 'reggie', revoke: true } }, { staff: { username: 'nobody', revoke: false } },
+    ])
+    assert.equal(changes(moto.requests()).length, before, 'no AWS resource changes: only the invocations')
+    const usage = await deploy(moto.endpoint, 'staff', 'efs')
+    assert.equal(usage.code, 1)
+    assert.match(usage.output, /expected .*staff efs\|rds USERNAME/)
+    assert.match((await deploy(moto.endpoint, 'status', 'efs', '--revoke')).output, /--revoke goes with `tsx deploy\.ts staff/)
+    assert.equal((await deploy(moto.endpoint, 'destroy', 'efs', '--yes')).code, 0)
+    const gone = await deploy(moto.endpoint, 'staff', 'efs', 'reggie')
+    assert.match(gone.output, /function buddy-system-db-seeder does not exist: deploy first/)
+  })
+
   it('status: every resource and the health check after a deploy (exit 0), what is missing after a removal or destroy (exit 1)', async () => {
     await moto.answerInvocations([seederAnswer()])
     assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
     const url = (await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system' }))).FunctionUrl!
-    await moto.answerInvocations([{ statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' }])
+    await moto.answerInvocations([{ statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' }, ...await realSeederAnswers([{ staff: {} }])])
     const before = changes(moto.requests()).length
     const ok = await deploy(moto.endpoint, 'status', 'efs')
     assert.equal(ok.code, 0, ok.output)
@@ -676,6 +710,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       new RegExp(`✔ versions +1 \\(live\\); live: 1, schema ${SCHEMA_VERSION}`),
       new RegExp(`✔ URL +${url}`),
       /✔ GET \/greet +200 in \d+ ms: \{"greeting":"hello to nobody"\}/,
+      /! staff +none yet: nobody can add or change animals \(tsx deploy\.ts staff efs USERNAME\)/,
       new RegExp(`All there\\. The API is at ${url}`),
     ]) assert.match(ok.output, line)
     assert.equal(changes(moto.requests()).length, before, 'status changes nothing')
@@ -690,6 +725,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.match(gone.output, /✘ access point buddy-system-lambda +missing/)
     // moto runs no code: with no answer queued, it sends the event back. Status shows what came.
     assert.match(gone.output, /GET \/greet +answered in \d+ ms, not as the API answers: \{"version":"2\.0","routeKey":"\$default","rawPath":"\/greet"/)
+    assert.match(gone.output, /\? staff +the seeder did not say: the seeder answered something else than its counts/)
     assert.match(gone.output, /Not all there: access point buddy-system-lambda\. `tsx deploy\.ts efs` makes what is missing\./)
 
     assert.equal((await deploy(moto.endpoint, 'destroy', 'efs', '--yes')).code, 0)

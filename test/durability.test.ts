@@ -17,7 +17,7 @@ const dir = mkdtempSync(join(tmpdir(), 'buddy-durability-'))
 const template = join(dir, 'template.db')
 before(async () => {
   const db = await openDatabase({ kind: 'sqlite', path: template, onNetworkFs: false })
-  await setUp(db)
+  await setUp(db, 'local')
   await db.close()
 })
 after(() => rmSync(dir, { recursive: true, force: true }))

@@ -38,7 +38,7 @@ function sqlite(): Fixture {
   let n = 0
   before(async () => {
     const db = await openDatabase({ kind: 'sqlite', path: template, onNetworkFs: false })
-    await setUp(db)
+    await setUp(db, 'local')
     await db.close()
   })
   beforeEach(async () => {
@@ -89,7 +89,7 @@ function postgresql(server: PostgresServer): Fixture {
     await admin`DROP DATABASE IF EXISTS buddy_template`
     await admin`CREATE DATABASE buddy_template`
     const db = await openDatabase(config)
-    await setUp(db)
+    await setUp(db, 'local')
     await db.close()
   })
   beforeEach(async () => {

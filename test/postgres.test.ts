@@ -189,7 +189,7 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
       await admin.exec(`CREATE DATABASE ${database}`)
       // A deployment that used the master's password: its tables are the master's.
       const before = await openDatabase({ ...config(), database })
-      await setUp(before)
+      await setUp(before, 'deployed')
       await before.close()
       restoreEnv = setEnv({
         ...server.env, ...credentials,

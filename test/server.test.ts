@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { run } from './cli.ts'
+import { accessMatrix, type Send } from './access.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'buddy-server-'))
 after(() => rmSync(dir, { recursive: true, force: true }))
@@ -178,6 +179,59 @@ describe('the local server', () => {
       assert.equal((await fetch(`${server.url}/animals/8`).then((r) => r.json())).animal.id, 8)
     } finally {
       assert.equal(await stop(server), 0)
+    }
+  })
+
+  it("keeps the first version's React client working on the local sample: register, log in, list, and add an animal as juniper", async () => {
+    const server = await start('react.db')
+    const origin = { origin: 'http://localhost:5173' } // the client's development server, allowed by default
+    const logIn = async (username: string, password: string) => {
+      const answer = await fetch(`${server.url}/auth/token`, { method: 'POST', headers: origin, body: new URLSearchParams({ username, password }) })
+      assert.equal(answer.status, 200, username)
+      return (await answer.json()).access_token as string
+    }
+    try {
+      assert.match(server.output(), /Log in as juniper \(staff\) or any sample user with the password "password"/)
+      const registered = await fetch(`${server.url}/auth/registration`, {
+        method: 'POST',
+        headers: { ...origin, 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'newcomer', email: 'newcomer@example.com', password: 'kestrel harbour' }),
+      })
+      assert.equal(registered.status, 200)
+      assert.equal(registered.headers.get('access-control-allow-origin'), origin.origin)
+      const newcomer = await logIn('newcomer', 'kestrel harbour')
+      const list = await fetch(`${server.url}/animals`, { headers: origin }).then((r) => r.json())
+      assert.equal(list.meta.count, 16)
+      const add = (token: string) => fetch(`${server.url}/animals`, {
+        method: 'POST',
+        headers: { ...origin, authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'rex', age: '3', kind: 'dog', fixed: 'true' }), // as its form sends them
+      })
+      assert.equal((await add(newcomer)).status, 403, 'a public user may not')
+      const added = await add(await logIn('juniper', 'password'))
+      assert.equal(added.status, 200)
+      assert.equal((await added.json()).animal.name, 'rex')
+    } finally {
+      await stop(server)
+    }
+  })
+
+  it("answers every route over HTTP as API.md's Access table says", { timeout: 60_000 }, async () => {
+    const server = await start('access.db')
+    try {
+      const send: Send = async ({ method = 'GET', path, headers, body }) => {
+        const answer = await fetch(`${server.url}${path}`, { method, headers, body })
+        return { status: answer.status, text: await answer.text() }
+      }
+      const login = async (username: string, password: string) => {
+        const { text } = await send({ method: 'POST', path: '/auth/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ username, password }).toString() })
+        return JSON.parse(text).access_token as string
+      }
+      const lines = await accessMatrix(send, login)
+      assert.deepEqual(lines.filter((line) => line.includes('should be')), [], lines.join('\n'))
+      assert.equal(lines.length, 58)
+    } finally {
+      await stop(server)
     }
   })
 
