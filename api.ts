@@ -172,7 +172,7 @@ const username = text(64).check(
 )
 
 // Passwords: 8 to 256 characters, and none of the most common (refuseCommon, after the schema).
-const newPassword = () => str().check(z.minLength(8), z.maxLength(256))
+const newPassword = () => str().check(z.minLength(store.PASSWORD_LENGTH.min), z.maxLength(store.PASSWORD_LENGTH.max))
 const Registration = z.object({
   username,
   email: z.email({ error: 'Input should be a valid email address' }).check(z.maxLength(254)),

@@ -4,7 +4,8 @@
 // PostgreSQL server binaries (or PG_ENDPOINT) for the PostgreSQL rows, and moto_server for the deploy rows.
 import { execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { deflateRawSync } from 'node:zlib'
 import { createServer, connect, type Socket } from 'node:net'
 import { cpus, totalmem, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -351,10 +352,44 @@ async function memory(task: string, samplePath: string) {
     `node -e 0 with the same flags: ${bare.toFixed(0)} MB`, 'target < 200 MB')
 }
 
+// 7. The common-password check: what its list weighs in the package, and what it adds to a container's first
+// new password (a cold start for a read never loads it: the package test shows it).
+
+async function commonPasswords(task: string) {
+  log('common passwords…')
+  const chunk = readdirSync(task).find((f) => readFileSync(join(task, f), 'utf8').includes('"iloveyou'))
+  if (!chunk) throw new Error('no chunk holds the common-password list')
+  const text = readFileSync(join(task, chunk), 'utf8')
+  const count = JSON.parse(text.match(/\[".*"\]/s)![0]).length
+  row('Common passwords', `the list's chunk in build.zip (${count} passwords of 8+ characters)`, `${(deflateRawSync(text, { level: 9 }).length / 1024).toFixed(1)} KB`,
+    `build.zip: ${(statSync('build.zip').size / 1024).toFixed(1)} KB`, 'loaded by a new password only')
+  const template = join(work, 'registration.db')
+  await migrated({ kind: 'sqlite', path: template, onNetworkFs: false })
+  const registration = (n: number) => JSON.stringify(event('/auth/registration', '', 'POST',
+    JSON.stringify({ username: `user${n}`, email: `user${n}@example.com`, password: 'kestrel harbour' }), { 'content-type': 'application/json' }))
+  const script = `const { handler } = await import('./api.mjs'); const times = []
+    for (const e of [${registration(1)}, ${registration(2)}]) {
+      const started = performance.now(); const r = await handler(e); times.push(performance.now() - started)
+      if (r.statusCode !== 200) throw new Error(r.body)
+    }
+    console.log(JSON.stringify(times))`
+  const first: number[] = []
+  const second: number[] = []
+  for (let i = 0; i < 9; i++) {
+    copyFileSync(template, join(work, 'registration-run.db'))
+    const { last } = await runNode(['--input-type=module', '-e', script], task, { AWS_LAMBDA_FUNCTION_NAME: 'bench', JWT_KEY: process.env.JWT_KEY, DB_PATH: join(work, 'registration-run.db') })
+    const [a, b] = JSON.parse(last)
+    first.push(a)
+    second.push(b)
+  }
+  row('Registration', "a container's first POST /auth/registration: loads the list, hashes (median of 9)", ms(median(first)),
+    `its second: ${ms(median(second))}`, `+${ms(median(first) - median(second))}`)
+}
+
 // Run
 
 // `npm run bench -- scale deploy` runs only those sections; all by default.
-const SECTIONS = ['package', 'coldstart', 'warm', 'scale', 'deploy', 'memory']
+const SECTIONS = ['package', 'coldstart', 'passwords', 'warm', 'scale', 'deploy', 'memory']
 const only = process.argv.slice(2)
 const unknown = only.filter((x) => !SECTIONS.includes(x))
 if (unknown.length) throw new Error(`unknown section ${unknown.join(', ')}: choose from ${SECTIONS.join(', ')}`)
@@ -364,7 +399,7 @@ let n = 0
 const sqliteFresh = () => migrated({ kind: 'sqlite', path: join(work, `db-${++n}.db`), onNetworkFs: false })
 const server = wanted('coldstart') || wanted('scale') ? await startPostgres() : 'not asked for'
 try {
-  const needsPackage = wanted('package') || wanted('coldstart') || wanted('memory')
+  const needsPackage = wanted('package') || wanted('coldstart') || wanted('passwords') || wanted('memory')
   const task = needsPackage ? packageCode() : ''
   const samplePath = join(work, 'sample.db')
   const sample = await openDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })
@@ -378,6 +413,10 @@ try {
       if (typeof server === 'string') row('Cold start', `PostgreSQL skipped: ${server}`, '', '', '')
       else await postgresColdStart(task, server)
     }
+  }
+  if (wanted('passwords')) {
+    if (!node24) row('Common passwords', 'skipped: needs Node 24 (NODE24)', '', '', '')
+    else await commonPasswords(task)
   }
   if (wanted('warm')) {
     await useDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })

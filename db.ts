@@ -820,6 +820,9 @@ export async function listPets(db: Database, userId: number): Promise<Animal[]> 
   return rows.map(toAnimal)
 }
 
+/** How long a new password may be, in characters (API.md). */
+export const PASSWORD_LENGTH = { min: 8, max: 256 }
+
 // Passwords: scrypt, a slow salted KDF (RFC 7914), stored with its parameters so they can change later.
 // N = 2^16, r = 8, p = 2 is one of the minimum settings in OWASP's Password Storage Cheat Sheet: the same
 // work as N = 2^17, p = 1 (used before; those hashes still verify, and maxmem is for them) in half the

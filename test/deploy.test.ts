@@ -2,7 +2,7 @@
 // unzipped and run under Node 24 as the nodejs24.x runtime would. With CI=true nothing is skipped.
 import assert from 'node:assert/strict'
 import { execFile, execFileSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -961,6 +961,34 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
     assert.deepEqual(lazyLoaded(coldStart), [])
     // node:crypto (50 modules) is for passwords, tokens and the local server's request IDs, not for a read.
     assert.ok(!coldStart.includes('NativeModule crypto'), 'a cold start for a read loaded node:crypto')
+  })
+
+  it('refuses a common password from the bundled list, which only a new password loads: a read answers without it', () => {
+    const env = { JWT_KEY: 'k'.repeat(64), DB_PATH: join(dir, 'common.db') }
+    lambdaRun("await (await import('./seed.mjs')).handler()", env)
+    const event = (method: string, path: string, body?: object) => JSON.stringify({
+      version: '2.0', rawPath: path, rawQueryString: '', headers: { 'content-type': 'application/json' },
+      requestContext: { http: { method, path, sourceIp: '192.0.2.1' }, stage: '$default' }, isBase64Encoded: false,
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    })
+    const register = (password: string) => event('POST', '/auth/registration', { username: `u${password.length}`, email: `u${password.length}@example.com`, password })
+    const statuses = (cwd: string) => JSON.parse(execFileSync(node24!, ['--input-type=module', '-e', `
+      const { handler } = await import('./api.mjs')
+      const statuses = []
+      for (const e of [${event('GET', '/animals/1')}, ${register('sunshine')}, ${register('kestrel harbour')}]) statuses.push((await handler(e)).statusCode)
+      console.log(JSON.stringify(statuses))`], {
+      cwd, env: { PATH: process.env.PATH, AWS_LAMBDA_FUNCTION_NAME: 'buddy-system', ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim().split('\n').at(-1)!)
+    assert.deepEqual(statuses(join(dir, 'task')), [200, 422, 200], 'a read; a common password refused; another taken')
+    // The same package without the list's chunk: the read does not need it; a registration does.
+    const task = join(dir, 'task-without-list')
+    cpSync(join(dir, 'task'), task, { recursive: true })
+    const chunk = readdirSync(task).filter((f) => readFileSync(join(task, f), 'utf8').includes('"iloveyou'))
+    assert.equal(chunk.length, 1, 'the list is in a chunk of its own')
+    rmSync(join(task, chunk[0]))
+    const lengths = JSON.parse(readFileSync(join(dir, 'task', chunk[0]), 'utf8').match(/\[".*"\]/s)![0]).map((p: string) => p.length)
+    assert.ok(Math.min(...lengths) >= 8, 'only passwords the API could be sent: 8 characters or more')
+    assert.deepEqual(statuses(task).slice(0, 1), [200])
   })
 
   it('stops the cold start when JWT_KEY is missing on Lambda', () => {
