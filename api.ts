@@ -18,10 +18,11 @@ import * as store from './db.ts'
 
 z.config(en())
 
-/** CORS_ORIGINS, read when it changes (a test sets it; on Lambda it is set once). */
+/** CORS_ORIGINS, read when it changes (a test sets it; on Lambda it is set once). By default the React client's
+ * development server on a person's machine, and on Lambda no origin at all: a deployment trusts only what it was told. */
 let cors = { text: '', origins: [] as string[] }
 function corsOrigins(): string[] {
-  const text = process.env.CORS_ORIGINS ?? 'http://localhost:5173'
+  const text = process.env.CORS_ORIGINS ?? (process.env.AWS_LAMBDA_FUNCTION_NAME ? '' : 'http://localhost:5173')
   if (text !== cors.text) cors = { text, origins: text.split(',').map((origin) => origin.trim()).filter(Boolean) }
   return cors.origins
 }
@@ -30,7 +31,10 @@ const jwtKey = new TextEncoder().encode(loadJwtKey())
 
 function loadJwtKey(): string {
   const key = process.env.JWT_KEY
-  if (key && key.length >= 32) return key
+  // A key of few distinct characters is one a person typed, not one generated: `openssl rand -hex 32` gives 64
+  // characters of 16 kinds, and fewer than 10 kinds among them happens about once in 10^13 keys.
+  if (key && key.length >= 32 && new Set(key).size >= 10) return key
+  if (key && key.length >= 32) throw new Error('JWT_KEY is too weak (too few distinct characters): generate one with `openssl rand -hex 32`')
   if (key) throw new Error('JWT_KEY must be at least 32 characters: generate one with `openssl rand -hex 32`')
   if (process.env.AWS_LAMBDA_FUNCTION_NAME) {
     throw new Error('JWT_KEY is not set: the function cannot sign or verify tokens without it')
@@ -120,19 +124,30 @@ const holdable = z.refine<string>((s) => !HOLDABLE.test(s), { error: 'Input shou
 const str = () => z.string().check(holdable)
 const date = z.iso.date({ error: 'Input should be a valid date in the format YYYY-MM-DD' })
   .check(z.refine((d) => !d.startsWith('0000'), { error: 'Input should be a date from year 1 on' }))
-const text = (max: number) => str().check(z.trim(), z.minLength(1), z.maxLength(max))
+// A length that fails stops the checks after it (abort): a name of megabytes costs its length check only.
+const text = (max: number) => z.string().check(z.trim(), z.minLength(1, { abort: true }), z.maxLength(max, { abort: true }), holdable)
+
+// Control, format (zero-width, soft hyphen, direction) and private-use characters: none in text a person reads
+// (usernames, animals' names and kinds), where they hide or reorder what is shown.
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/u
+/** Text a person reads (usernames, animals' names and kinds): no control, invisible or direction character. */
+function visibleText(max: number) {
+  return text(max).check(
+    z.refine<string>((u) => !INVISIBLE.test(u.normalize('NFKC')), { error: 'Input should not contain control, invisible or direction characters' }),
+  )
+}
 
 const AnimalCreate = z.object({
-  name: text(100),
+  name: visibleText(100),
   age: int(0, 1000),
-  kind: text(50),
+  kind: visibleText(50),
   fixed: z._default(bool, false),
   vaccinated: z._default(bool, false),
 })
 const AnimalUpdate = z.object({
-  name: z.optional(text(100)),
+  name: z.optional(visibleText(100)),
   age: z.optional(int(0, 1000)),
-  kind: z.optional(text(50)),
+  kind: z.optional(visibleText(50)),
   fixed: z.optional(bool),
   vaccinated: z.optional(bool),
   adopter_id: z.optional(z.nullable(int(1, Number.MAX_SAFE_INTEGER))),
@@ -152,7 +167,6 @@ const AnimalList = z.object({
 // (zero-width, soft hyphen, direction) or private-use character, nor mix scripts the way look-alikes do: UTS #39's
 // "highly restrictive" level, https://www.unicode.org/reports/tr39/#Restriction_Level_Detection. A name in any
 // one script is welcome, and Japanese, Chinese and Korean mixes with Latin too.
-const INVISIBLE = /[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/u
 const SCRIPTS = ['Latin', 'Greek', 'Cyrillic', 'Armenian', 'Georgian', 'Hebrew', 'Arabic', 'Syriac', 'Thaana', 'Devanagari',
   'Bengali', 'Gurmukhi', 'Gujarati', 'Oriya', 'Tamil', 'Telugu', 'Kannada', 'Malayalam', 'Sinhala', 'Thai', 'Lao', 'Tibetan',
   'Myanmar', 'Khmer', 'Mongolian', 'Ethiopic', 'Cherokee', 'Hangul', 'Hiragana', 'Katakana', 'Bopomofo', 'Han']
@@ -166,13 +180,13 @@ function oneScript(name: string): boolean {
   }
   return scripts.size <= 1 || MIXES.some((mix) => [...scripts].every((script) => mix.includes(script)))
 }
-const username = text(64).check(
-  z.refine<string>((u) => !INVISIBLE.test(u.normalize('NFKC')), { error: 'Input should not contain control, invisible or direction characters' }),
+const username = visibleText(64).check(
   z.refine<string>((u) => oneScript(u.normalize('NFKC')), { error: 'Input should be written in one script, without look-alike letters of another' }),
 )
 
 // Passwords: 8 to 256 characters, and none of the most common (refuseCommon, after the schema).
-const newPassword = () => str().check(z.minLength(store.PASSWORD_LENGTH.min), z.maxLength(store.PASSWORD_LENGTH.max))
+const { min, max } = store.PASSWORD_LENGTH
+const newPassword = () => z.string().check(z.minLength(min, { abort: true }), z.maxLength(max, { abort: true }), holdable)
 const Registration = z.object({
   username,
   email: z.email({ error: 'Input should be a valid email address' }).check(z.maxLength(254)),
@@ -205,7 +219,7 @@ const Animal = z.object({
   adoption_date: z.nullable(z.iso.date()),
 })
 const User = z.object({ id: z.int(), username: z.string(), email: z.string(), created_at: z.string(), is_staff: z.boolean() })
-const Meta = z.object({ count: z.int() })
+const PageMeta = z.object({ count: z.int(), limit: z.int(), offset: z.int() })
 
 // Routes
 
@@ -215,6 +229,8 @@ interface Request {
   query: URLSearchParams
   headers: Record<string, string>
   body: string
+  /** The client's address as API Gateway or the function URL saw it (the socket's, locally): never a header. */
+  sourceIp: string
 }
 interface Response {
   status: number
@@ -223,6 +239,8 @@ interface Response {
   headers?: Record<string, string>
 }
 interface Context<B, Q> {
+  /** The client's address (Request.sourceIp), for the limits per address. */
+  sourceIp: string
   ids: Record<string, number>
   body: B
   query: Q
@@ -291,9 +309,12 @@ const routes: Route[] = [
     summary: 'Create a user',
     body: Registration,
     response: User,
-    async run({ body, db }) {
-      await refuseCommon(body.password, 'password')
+    async run({ body, sourceIp, db }) {
       const conn = await db()
+      const wait = await store.addressWait(conn, sourceIp, 'registration')
+      if (wait) throw tooMany('too many registrations: try again later', wait)
+      await refuseCommon(body.password, 'password')
+      await store.recordAddressEvent(conn, sourceIp, 'registration')
       const passwordHash = await store.hashPassword(body.password)
       const created_at = new Date().toISOString().slice(0, 19)
       try {
@@ -317,13 +338,17 @@ const routes: Route[] = [
     summary: 'Log in: trade a username and password for a bearer token',
     form: TokenForm,
     response: z.object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.int() }),
-    async run({ body, db }) {
-      const login = await store.findLogin(await db(), body.username)
+    async run({ body, sourceIp, db }) {
+      const conn = await db()
+      await refuseWhileWaiting(conn, sourceIp, body.username)
+      const login = await store.findLogin(conn, body.username)
       // An unknown user costs one hash, as a wrong password does, from the first request on: timing tells nothing.
       const valid = await store.verifyPassword(body.password, login?.passwordHash ?? store.DUMMY_PASSWORD_HASH)
       if (!login || !valid) {
+        await countFailedLogin(conn, sourceIp, body.username)
         throw new HttpError(401, { error: 'invalid_client', error_description: 'invalid username or password' }, NO_STORE)
       }
+      await store.clearLoginFailures(conn, body.username)
       const access_token = await new SignJWT({ [PASSWORD_VERSION]: login.passwordVersion })
         .setProtectedHeader({ alg: 'HS256', typ: TOKEN.typ })
         .setIssuer(TOKEN.issuer)
@@ -341,7 +366,7 @@ const routes: Route[] = [
     access: 'staff',
     summary: 'Users, by id, a page at a time',
     query: Page,
-    response: z.object({ meta: z.extend(Meta, { limit: z.int(), offset: z.int() }), users: z.array(User) }),
+    response: z.object({ meta: PageMeta, users: z.array(User) }),
     async run({ query, db }) {
       const { count, users } = await store.listUsers(await db(), query)
       return ok({ meta: { count, limit: query.limit, offset: query.offset }, users })
@@ -353,10 +378,14 @@ const routes: Route[] = [
     access: 'user',
     summary: 'Change your password: every token issued before is refused from then on',
     body: PasswordChange,
-    async run({ body, me, db }) {
+    async run({ body, sourceIp, me, db }) {
       const conn = await db()
-      const account = await store.getAccount(conn, (await me()).id)
+      const { id, username } = await me()
+      // A wrong current password is a failed login: the same limits, the same count.
+      await refuseWhileWaiting(conn, sourceIp, username)
+      const account = await store.getAccount(conn, id)
       if (!account || !(await store.verifyPassword(body.current_password, account.passwordHash))) {
+        await countFailedLogin(conn, sourceIp, username)
         throw new HttpError(403, 'Forbidden')
       }
       await refuseCommon(body.new_password, 'new_password')
@@ -397,14 +426,15 @@ const routes: Route[] = [
     path: '/users/{user_id}/fosters',
     access: 'self',
     summary: "A user's fosters",
+    query: Page,
     response: z.object({
-      meta: Meta,
+      meta: PageMeta,
       fosters: z.array(z.object({ animal: Animal, user: User, start_date: z.iso.date(), end_date: z.nullable(z.iso.date()) })),
     }),
-    async run({ ids, db }) {
+    async run({ ids, query, db }) {
       const conn = await db()
-      const fosters = await store.listFosters(conn, await findUser(conn, ids.user_id))
-      return ok({ meta: { count: fosters.length }, fosters })
+      const { count, fosters } = await store.listFosters(conn, await findUser(conn, ids.user_id), query)
+      return ok({ meta: { count, ...query }, fosters })
     },
   }),
   route({
@@ -412,12 +442,13 @@ const routes: Route[] = [
     path: '/users/{user_id}/pets',
     access: 'self',
     summary: 'The animals a user adopted',
-    response: z.object({ meta: Meta, animals: z.array(Animal) }),
-    async run({ ids, db }) {
+    query: Page,
+    response: z.object({ meta: PageMeta, animals: z.array(Animal) }),
+    async run({ ids, query, db }) {
       const conn = await db()
       await findUser(conn, ids.user_id)
-      const animals = await store.listPets(conn, ids.user_id)
-      return ok({ meta: { count: animals.length }, animals })
+      const { count, animals } = await store.listPets(conn, ids.user_id, query)
+      return ok({ meta: { count, ...query }, animals })
     },
   }),
   route({
@@ -426,7 +457,7 @@ const routes: Route[] = [
     access: 'anyone',
     summary: 'Animals, sorted and filtered by intake date, a page at a time',
     query: AnimalList,
-    response: z.object({ meta: z.extend(Meta, { limit: z.int(), offset: z.int() }), animals: z.array(Animal) }),
+    response: z.object({ meta: PageMeta, animals: z.array(Animal) }),
     async run({ query, db }) {
       const { count, animals } = await store.listAnimals(await db(), query)
       return ok({ meta: { count, limit: query.limit, offset: query.offset }, animals })
@@ -465,8 +496,13 @@ const routes: Route[] = [
     response: z.object({ animal: Animal }),
     async run({ ids, body, db }) {
       const conn = await db()
+      const current = await store.getAnimal(conn, ids.animal_id)
+      if (!current) throw notFound('Animal', ids.animal_id)
       if (body.adopter_id != null) await findUser(conn, body.adopter_id)
-      const animal = await store.updateAnimal(conn, ids.animal_id, body)
+      // Clearing the adopter clears the date; then the two must go together, and the date make sense.
+      const changes = body.adopter_id === null ? { ...body, adoption_date: null } : body
+      checkAdoption(current, { ...current, ...definedOf(changes) })
+      const animal = await store.updateAnimal(conn, ids.animal_id, changes)
       if (!animal) throw notFound('Animal', ids.animal_id)
       return ok({ animal })
     },
@@ -483,9 +519,39 @@ const routes: Route[] = [
   }),
 ]
 
+// Limits (API.md): a 429 costs no password hash, so it comes before one.
+
+const tooMany = (detail: string, waitMs: number) => new HttpError(429, detail, { 'retry-after': String(Math.ceil(waitMs / 1000)) })
+
+/** 429 while the account (after its free failures) or the source address (past its limit) must wait. */
+async function refuseWhileWaiting(db: store.Database, sourceIp: string, username: string): Promise<void> {
+  const wait = Math.max(await store.loginWait(db, username), await store.addressWait(db, sourceIp, 'failed_login'))
+  if (wait) throw tooMany('too many failed logins: try again later', wait)
+}
+
+/** Counts a failed login for the account and the address, and logs it: who was tried, from where (never the password). */
+async function countFailedLogin(db: store.Database, sourceIp: string, username: string): Promise<void> {
+  await store.recordLoginFailure(db, username)
+  await store.recordAddressEvent(db, sourceIp, 'failed_login')
+  console.warn(`failed login for ${JSON.stringify(username.slice(0, 100))} from ${sourceIp || 'an unknown address'}`)
+}
+
 // A token answer is never cached (RFC 6749 §5.1).
 const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' }
 let openApiDocument: object | undefined
+
+/** An adoption that makes sense (API.md, Limits): adopter and date together, the date from the intake to today (UTC). */
+function checkAdoption(before: store.Animal, after: store.Animal) {
+  const problem = (field: string, msg: string) => new HttpError(422, [{ type: 'adoption_invalid', loc: ['body', field], msg }])
+  if ((after.adopter_id === null) !== (after.adoption_date === null)) {
+    throw problem(after.adopter_id === null ? 'adopter_id' : 'adoption_date', 'adopter_id and adoption_date go together: set both, or set adopter_id to null')
+  }
+  const date = after.adoption_date
+  if (date !== null && date < before.intake_date) throw problem('adoption_date', `The adoption date is before the intake date, ${before.intake_date}`)
+  if (date !== null && date > new Date().toISOString().slice(0, 10)) throw problem('adoption_date', 'The adoption date is after today (UTC)')
+}
+
+const definedOf = <T extends object>(o: T) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
 
 async function findUser(db: store.Database, id: number): Promise<store.User> {
   const user = await store.getUser(db, id)
@@ -550,13 +616,19 @@ const table = routes.map((r) => ({
   pattern: new RegExp(`^${r.path.split(/\{\w+\}/).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('([^/]+)')}$`),
 }))
 
-const methodsOf = (path: string) => [...new Set(table.filter((e) => e.pattern.test(path)).map((e) => e.route.method))]
+/** The methods a path answers: HEAD wherever GET is (RFC 9110 §9.3.2). */
+function methodsOf(path: string): string[] {
+  const methods = new Set(table.filter((e) => e.pattern.test(path)).map((e) => e.route.method as string))
+  if (methods.has('GET')) methods.add('HEAD')
+  return [...methods]
+}
 
 async function dispatch(req: Request): Promise<Response> {
   let match: (typeof table)[number] | undefined
   let values: string[] = []
+  const method = req.method === 'HEAD' ? 'GET' : req.method // HEAD answers as GET does; answer() drops the body
   for (const entry of table) {
-    const m = entry.route.method === req.method && entry.pattern.exec(req.path)
+    const m = entry.route.method === method && entry.pattern.exec(req.path)
     if (m) {
       match = entry
       values = m.slice(1)
@@ -589,10 +661,13 @@ async function dispatch(req: Request): Promise<Response> {
   }
 
   const query = route.query && parse(route.query, Object.fromEntries(req.query), 'query')
+  // Only the media type a route reads: another site's plain HTML form cannot post to a JSON route.
+  const type = route.body ? 'application/json' : route.form ? 'application/x-www-form-urlencoded' : undefined
+  if (type && mediaType(req) !== type) throw new HttpError(415, 'Unsupported Media Type')
   let body: unknown
   if (route.body) body = parse(route.body, parseJson(req.body), 'body')
-  if (route.form) body = parse(route.form, Object.fromEntries(formFields(req)), 'body')
-  return route.run({ ids, body, query, me, db })
+  if (route.form) body = parse(route.form, Object.fromEntries(new URLSearchParams(req.body)), 'body')
+  return route.run({ sourceIp: req.sourceIp, ids, body, query, me, db })
 }
 
 /** A path segment decoded; as it came when its percent-encoding is broken, for the 422 to show. */
@@ -620,9 +695,6 @@ function parseJson(text: string): unknown {
 /** The media type of the body, without parameters, in lowercase: media types are case-insensitive (RFC 9110 §8.3.1). */
 const mediaType = (req: Request) => (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()
 
-function formFields(req: Request): URLSearchParams {
-  return mediaType(req) === 'application/x-www-form-urlencoded' ? new URLSearchParams(req.body) : new URLSearchParams()
-}
 
 // Events in, results out. Payload 2.0 (HTTP APIs, function URLs) carries requestContext.http;
 // payload 1.0 (REST APIs, HTTP APIs set to 1.0) carries httpMethod and multi-value maps.
@@ -632,16 +704,17 @@ type Result = APIGatewayProxyResult & APIGatewayProxyStructuredResultV2
 
 /** The answer to what a route threw: ours (HttpError), the database's state (503), a request PostgreSQL refused
  * (409, 422), else a bare 500 whose cause goes to the log only. */
-function failure(req: Request, error: unknown): Response {
+function failure(req: Pick<Request, 'method' | 'path'>, error: unknown): Response {
   if (error instanceof HttpError) return { status: error.status, body: { detail: error.detail }, headers: error.headers }
+  // A 503 tells the caller to come back, never why: the cause (and what to do about it) goes to the log.
   if (error instanceof store.SchemaError) {
     // The schema is deploy.ts's work (its seeder applies the migrations), never a cold start's.
     console.error(`${req.method} ${req.path}: ${error.message}`)
-    return { status: 503, body: { detail: error.message }, headers: { 'retry-after': '60' } }
+    return { status: 503, body: { detail: 'Service Unavailable' }, headers: { 'retry-after': '60' } }
   }
   if (store.isUnavailable(error)) {
     console.error(`${req.method} ${req.path}: the database is unavailable:`, (error as Error).message)
-    return { status: 503, body: { detail: 'The database is unavailable at the moment: try again shortly' }, headers: { 'retry-after': '5' } }
+    return { status: 503, body: { detail: 'Service Unavailable' }, headers: { 'retry-after': '5' } }
   }
   const fault = store.requestFault(error)
   if (fault) return { status: fault.status, body: { detail: fault.detail } }
@@ -667,14 +740,27 @@ function stringMap(value: unknown, what: string): [string, string][] {
   return entries
 }
 
+/** The largest body taken: a larger one answers 413 before it is decoded or parsed (API.md, Limits). */
+const MAX_BODY = 64 * 1024
+const tooLarge = () => new HttpError(413, 'request body too large')
+
+/** The event's body as text, refused past MAX_BODY bytes: a base64 text is measured before it is decoded. */
+function eventBody(event: Event): string {
+  if (event.body == null || event.body === '') return ''
+  if (!isString(event.body)) throw badEvent('body is not a string')
+  if (!event.isBase64Encoded) {
+    if (event.body.length > MAX_BODY || Buffer.byteLength(event.body) > MAX_BODY) throw tooLarge()
+    return event.body
+  }
+  if (event.body.length > Math.ceil(MAX_BODY / 3) * 4) throw tooLarge() // base64: 4 characters for 3 bytes
+  const bytes = Buffer.from(event.body, 'base64')
+  if (bytes.length > MAX_BODY) throw tooLarge()
+  return bytes.toString('utf8')
+}
+
 function toRequest(event: Event): Request {
   if (!isObject(event)) throw badEvent('not an object')
-  if (event.body != null && !isString(event.body)) throw badEvent('body is not a string')
-  const body = event.body
-    ? event.isBase64Encoded
-      ? Buffer.from(event.body, 'base64').toString('utf8')
-      : event.body
-    : ''
+  const body = eventBody(event)
   const headers: Record<string, string> = {}
   const context = event.requestContext as unknown
   if (isObject(context) && isObject(context.http)) {
@@ -697,7 +783,8 @@ function toRequest(event: Event): Request {
     if (onExecuteApi && isString(stage) && stage !== '$default' && (path === `/${stage}` || path.startsWith(`/${stage}/`))) {
       path = path.slice(stage.length + 1) || '/'
     }
-    return { method, path: trimSlash(path), query: new URLSearchParams(v2.rawQueryString ?? ''), headers, body }
+    const sourceIp = isString(context.http.sourceIp) ? context.http.sourceIp : ''
+    return { method, path: trimSlash(path), query: new URLSearchParams(v2.rawQueryString ?? ''), headers, body, sourceIp }
   }
   const v1 = event as APIGatewayProxyEvent
   if (!isString(v1.httpMethod) || !isString(v1.path) || !v1.path.startsWith('/')) throw badEvent('no method or path')
@@ -722,7 +809,9 @@ function toRequest(event: Event): Request {
     if (!(name in multi)) query.append(name, value)
   }
   // A REST API's `path` leaves the stage out; requestContext.path has it.
-  return { method: v1.httpMethod, path: trimSlash(v1.path), query, headers, body }
+  const identity = isObject(context) && isObject(context.identity) ? context.identity : {}
+  const sourceIp = isString(identity.sourceIp) ? identity.sourceIp : ''
+  return { method: v1.httpMethod, path: trimSlash(v1.path), query, headers, body, sourceIp }
 }
 
 /** One trailing slash goes (/animals/ is /animals); `//` and the like stay, and match no route. */
@@ -760,11 +849,22 @@ function preflight(req: Request): Response {
   }
 }
 
+// On every answer (API.md, Limits): no sniffing of content types, no referrer, no framing; HSTS where the API is on
+// HTTPS, as on Lambda (function URLs serve HTTPS only); for the HTML pages, a Content-Security-Policy (HTML_POLICY).
+const SAFE_HEADERS = { 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'x-frame-options': 'DENY' }
+const HSTS = { 'strict-transport-security': 'max-age=31536000; includeSubDomains' }
+
 function toResult(res: Response, extraHeaders: Record<string, string>): Result {
-  const headers: Record<string, string> = { ...res.headers, ...extraHeaders }
+  const headers: Record<string, string> = {
+    ...res.headers,
+    ...extraHeaders,
+    ...SAFE_HEADERS,
+    ...(process.env.AWS_LAMBDA_FUNCTION_NAME ? HSTS : {}),
+  }
   let body = ''
   if (res.html !== undefined) {
     headers['content-type'] = 'text/html; charset=utf-8'
+    headers['content-security-policy'] = HTML_POLICY
     body = res.html
   } else if (res.body !== undefined) {
     headers['content-type'] = 'application/json; charset=utf-8'
@@ -781,7 +881,8 @@ export async function handler(event: Event, context?: { awsRequestId?: string })
     req = toRequest(event)
     result = await answer(req)
   } catch (error) {
-    result = toResult({ status: 400, body: { detail: (error as Error).message } }, {})
+    // An event that is not one (400), or a body too large (413); anything else is logged and a bare 500.
+    result = toResult(failure(req ?? { method: '?', path: '?' }, error), {})
   }
   // On Lambda, a line per request in the function's log (the local server writes its own): what, how it
   // went, how long it took, and the request ID that Lambda's own lines for this invocation carry.
@@ -802,7 +903,8 @@ async function answer(req: Request): Promise<Result> {
   } catch (error) {
     res = failure(req, error)
   }
-  return toResult(res, corsHeaders(req))
+  const result = toResult(res, corsHeaders(req))
+  return req.method === 'HEAD' ? { ...result, body: '' } : result
 }
 
 // /openapi.json, built from the route table and its schemas.
@@ -875,6 +977,20 @@ const HOME_PAGE = `<!doctype html>
 // swagger-ui-dist's, whose files the browser test serves in the CDN's place (and so checks these hashes).
 // https://developer.mozilla.org/en-US/docs/Web/Security/Subresource_Integrity
 const SWAGGER_UI = 'https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.35.0'
+const SWAGGER_START = "SwaggerUIBundle({ url: 'openapi.json', dom_id: '#swagger-ui' })"
+// The pages' Content-Security-Policy: scripts and styles from the pinned CDN only, and the one inline script by its
+// SHA-256 (test/docs.test.ts recomputes it, and checks that Swagger UI works under the policy); JSON fetched from
+// here; no page may frame them. https://developer.mozilla.org/en-US/docs/Web/HTTP/Guides/CSP
+const HTML_POLICY = [
+  "default-src 'none'",
+  `script-src ${SWAGGER_UI}/ 'sha256-n0Ne73/TnX+w0lciHH+gamk2SHblD2e0mN0VS/gOeqU='`,
+  `style-src ${SWAGGER_UI}/`,
+  "img-src 'self' data:",
+  "connect-src 'self'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+  "form-action 'self'",
+].join('; ')
 const DOCS_PAGE = `<!doctype html>
 <html lang="en">
 <head>
@@ -885,7 +1001,7 @@ const DOCS_PAGE = `<!doctype html>
 <body>
 <div id="swagger-ui"></div>
 <script src="${SWAGGER_UI}/swagger-ui-bundle.js" integrity="sha384-gjRm0bEPMeTmMh5jT2cHccIwCUZSTd8YC+j0d0sXw0MdGEfScduGpSyF3ZSSLkX9" crossorigin="anonymous"></script>
-<script>SwaggerUIBundle({ url: 'openapi.json', dom_id: '#swagger-ui' })</script>
+<script>${SWAGGER_START}</script>
 </body>
 </html>
 `
@@ -933,8 +1049,6 @@ export function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEven
     isBase64Encoded: body.length > 0,
   }
 }
-
-const MAX_BODY = 1024 * 1024
 
 // requestContext.time as function URLs write it: "12/Mar/2020:19:03:58 +0000".
 function requestTime(ms: number): string {
@@ -992,15 +1106,12 @@ async function serve() {
       // The client left in the middle of its body: nobody to answer, nothing to do.
       return void req.socket.destroy()
     }
-    if (!body) {
-      res.writeHead(413, { 'content-type': 'application/json; charset=utf-8', connection: 'close' })
-      res.end(JSON.stringify({ detail: 'Request body too large' }))
-      return
-    }
-    const event = toEvent(req, body)
-    const result = await handler(event)
-    const length = Buffer.byteLength(result.body ?? '')
-    res.writeHead(result.statusCode, { ...(result.headers as Record<string, string>), 'content-length': length })
+    // Past MAX_BODY: the handler's own 413 (with its headers), for an event whose body is left out.
+    const event = toEvent(req, body ?? NO_BODY)
+    const result = body ? await handler(event) : toResult(failure({ method: req.method ?? '?', path: event.rawPath }, tooLarge()), {})
+    const headers: Record<string, string | number> = { ...(result.headers as Record<string, string>), ...(body ? {} : { connection: 'close' }) }
+    if (req.method !== 'HEAD') headers['content-length'] = Buffer.byteLength(result.body ?? '')
+    res.writeHead(result.statusCode, headers)
     res.end(result.body)
     console.log(`${req.method} ${event.rawPath} ${result.statusCode} ${(performance.now() - started).toFixed(1)}ms`)
   })

@@ -15,7 +15,7 @@ import { SAMPLE_PASSWORD, setUp } from './seed.ts'
 import { startPostgres, type PostgresServer } from './test/postgres-server.ts'
 import { startMoto, startProxy } from './test/moto.ts'
 
-process.env.JWT_KEY ??= 'bench-key-'.padEnd(64, 'x')
+process.env.JWT_KEY ??= '0123456789abcdef'.repeat(4)
 const { handler } = await import('./api.ts')
 const work = mkdtempSync(join(tmpdir(), 'buddy-bench-'))
 const node24 = process.env.NODE24 || (Number(process.versions.node.split('.')[0]) >= 24 ? process.execPath : undefined)

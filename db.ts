@@ -304,6 +304,34 @@ ALTER TABLE users ADD COLUMN is_staff BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE users ADD COLUMN password_version INTEGER NOT NULL DEFAULT 1;
 `
 
+// Abuse limits (API.md, Limits), kept in the database so that every Lambda container sees the same counts.
+const LIMIT_TABLES = `
+CREATE TABLE login_failures (
+  username_key TEXT PRIMARY KEY,
+  failures INTEGER NOT NULL,
+  last_failed_at BIGINT NOT NULL,
+  blocked_until BIGINT
+);
+CREATE INDEX login_failures_by_time ON login_failures (last_failed_at);
+CREATE TABLE address_counts (
+  address TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  window_start BIGINT NOT NULL,
+  n INTEGER NOT NULL,
+  PRIMARY KEY (address, kind, window_start)
+);
+CREATE INDEX address_counts_by_time ON address_counts (window_start);
+`
+
+/** Adoptions that make sense (API.md, Limits): an adopter and a date together, the date neither before the intake
+ * nor after today. Rows that break it lose both, and are counted in the seeder's answer. */
+async function clearBadAdoptions(tx: Database): Promise<string[]> {
+  const bad = `(adopter_id IS NULL) <> (adoption_date IS NULL) OR adoption_date < intake_date OR adoption_date > ?`
+  const today = new Date().toISOString().slice(0, 10)
+  const cleared = await tx.all(`UPDATE animals SET adopter_id = NULL, adoption_date = NULL WHERE ${bad} RETURNING id`, [today])
+  return cleared.length ? [`cleared the adoption of ${cleared.length} animals whose adopter and date did not go together, or whose date was before their intake or after today`] : []
+}
+
 interface Migration {
   version: number
   name: string
@@ -336,6 +364,13 @@ const MIGRATIONS: Migration[] = [
     name: 'staff, and a password version that tokens carry',
     sqlite: ACCESS_COLUMNS,
     postgres: ACCESS_COLUMNS,
+  },
+  {
+    version: 4,
+    name: 'failed logins and registrations counted per account and address; adoptions that make sense',
+    sqlite: LIMIT_TABLES,
+    postgres: LIMIT_TABLES,
+    run: clearBadAdoptions,
   },
 ]
 
@@ -707,7 +742,7 @@ export async function deleteAnimal(db: Database, id: number): Promise<boolean> {
   return (await db.all('DELETE FROM animals WHERE id = ? RETURNING id', [id])).length > 0
 }
 
-export async function listUsers(db: Database, page: { limit: number; offset: number }): Promise<{ count: number; users: User[] }> {
+export async function listUsers(db: Database, page: Page): Promise<{ count: number; users: User[] }> {
   const [[count]] = await db.values('SELECT COUNT(*) FROM users')
   const rows = await db.values(`SELECT ${USER} FROM users ORDER BY id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`, [page.limit, page.offset])
   return { count: Number(count), users: rows.map(toUser) }
@@ -799,25 +834,38 @@ export async function deleteUser(db: Database, id: number): Promise<boolean> {
   })
 }
 
-export async function listFosters(db: Database, user: User): Promise<Foster[]> {
+export interface Page {
+  limit: number
+  offset: number
+}
+
+/** A user's fosters, by start date, a page at a time, and how many there are. */
+export async function listFosters(db: Database, user: User, page: Page): Promise<{ count: number; fosters: Foster[] }> {
+  const [[count]] = await db.values('SELECT COUNT(*) FROM fosters WHERE user_id = ?', [user.id])
   const rows = await db.values(
     `SELECT a.id, a.name, a.age, a.kind, a.fixed, a.vaccinated, a.intake_date, a.adopter_id, a.adoption_date,
             f.start_date, f.end_date
      FROM fosters f JOIN animals a ON a.id = f.animal_id
-     WHERE f.user_id = ? ORDER BY f.start_date, f.id`,
-    [user.id],
+     WHERE f.user_id = ? ORDER BY f.start_date, f.id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`,
+    [user.id, page.limit, page.offset],
   )
-  return rows.map((row) => ({
+  const fosters = rows.map((row) => ({
     animal: toAnimal(row),
     user,
     start_date: row[9] as string,
     end_date: (row[10] as string | null) ?? null,
   }))
+  return { count: Number(count), fosters }
 }
 
-export async function listPets(db: Database, userId: number): Promise<Animal[]> {
-  const rows = await db.values(`SELECT ${ANIMAL} FROM animals WHERE adopter_id = ? ORDER BY adoption_date, id`, [userId])
-  return rows.map(toAnimal)
+/** The animals a user adopted, by adoption date, a page at a time, and how many there are. */
+export async function listPets(db: Database, userId: number, page: Page): Promise<{ count: number; animals: Animal[] }> {
+  const [[count]] = await db.values('SELECT COUNT(*) FROM animals WHERE adopter_id = ?', [userId])
+  const rows = await db.values(
+    `SELECT ${ANIMAL} FROM animals WHERE adopter_id = ? ORDER BY adoption_date, id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`,
+    [userId, page.limit, page.offset],
+  )
+  return { count: Number(count), animals: rows.map(toAnimal) }
 }
 
 /** How long a new password may be, in characters (API.md). */
@@ -847,6 +895,70 @@ export async function hashPassword(password: string): Promise<string> {
   const salt = (await nodeCrypto()).randomBytes(16)
   const hash = await scryptAsync(password, salt, 32, SCRYPT)
   return ['scrypt', SCRYPT.N, SCRYPT.r, SCRYPT.p, salt.toString('base64'), hash.toString('base64')].join('$')
+}
+
+// Failed logins and registrations (API.md, Limits). An account gets FREE_FAILURES wrong passwords, then waits a minute,
+// twice as long after each further one, up to 15 minutes; a right password after the wait clears the count.
+// A count ends a day after its last failure. A source address gets ADDRESS_LIMITS per quarter of an hour, counted in
+// fixed quarter-hour windows (so at most twice as many across a window's edge); rows older than an hour go.
+export const FREE_FAILURES = 5
+const FIRST_WAIT_MS = 60_000
+const LONGEST_WAIT_MS = 15 * 60_000
+const FAILURES_KEPT_MS = 24 * 3_600_000
+export const ADDRESS_WINDOW_MS = 15 * 60_000
+/** Per address and quarter of an hour. API.md asks room for a shelter's office behind one address, at least 20 of
+ * each: 50 failed logins are 20 people mistyping twice and a few more; 30 registrations are an adoption day's desk
+ * signing people up, one every half minute. An attacker from one address gets 50 guesses across all accounts. */
+export const ADDRESS_LIMITS = { failed_login: 50, registration: 30 } as const
+export type AddressEvent = keyof typeof ADDRESS_LIMITS
+
+/** How long `username` must still wait before its next login, in ms (0: it may try now). */
+export async function loginWait(db: Database, username: string, now = Date.now()): Promise<number> {
+  const [row] = await db.values('SELECT blocked_until FROM login_failures WHERE username_key = ?', [identityKey(username)])
+  return Math.max(0, Number(row?.[0] ?? 0) - now)
+}
+
+/** Counts a failed login for `username`; answers the wait it now has (0 within the free failures). */
+export async function recordLoginFailure(db: Database, username: string, now = Date.now()): Promise<number> {
+  const key = identityKey(username)
+  return db.transaction(async (tx) => {
+    await tx.all('DELETE FROM login_failures WHERE last_failed_at < ?', [now - FAILURES_KEPT_MS])
+    const [[failures]] = await tx.values(
+      `INSERT INTO login_failures (username_key, failures, last_failed_at) VALUES (?, 1, ?)
+       ON CONFLICT (username_key) DO UPDATE SET failures = login_failures.failures + 1, last_failed_at = EXCLUDED.last_failed_at
+       RETURNING failures`,
+      [key, now],
+    )
+    const over = Number(failures) - FREE_FAILURES // 0 at the last free failure: the first wait starts there
+    const wait = over >= 0 ? Math.min(FIRST_WAIT_MS * 2 ** Math.min(over, 10), LONGEST_WAIT_MS) : 0
+    if (wait) await tx.all('UPDATE login_failures SET blocked_until = ? WHERE username_key = ?', [now + wait, key])
+    return wait
+  })
+}
+
+/** A right password: the account's count starts again. */
+export async function clearLoginFailures(db: Database, username: string): Promise<void> {
+  await db.all('DELETE FROM login_failures WHERE username_key = ?', [identityKey(username)])
+}
+
+/** How long `address` must wait before its next `kind` (0: it may go on now), from its count in this window. */
+export async function addressWait(db: Database, address: string, kind: AddressEvent, now = Date.now()): Promise<number> {
+  const window = now - (now % ADDRESS_WINDOW_MS)
+  const [row] = await db.values('SELECT n FROM address_counts WHERE address = ? AND kind = ? AND window_start = ?', [address, kind, window])
+  return Number(row?.[0] ?? 0) >= ADDRESS_LIMITS[kind] ? window + ADDRESS_WINDOW_MS - now : 0
+}
+
+/** Counts one `kind` from `address` in this window. */
+export async function recordAddressEvent(db: Database, address: string, kind: AddressEvent, now = Date.now()): Promise<void> {
+  const window = now - (now % ADDRESS_WINDOW_MS)
+  await db.transaction(async (tx) => {
+    await tx.all('DELETE FROM address_counts WHERE window_start < ?', [window - 4 * ADDRESS_WINDOW_MS])
+    await tx.all(
+      `INSERT INTO address_counts (address, kind, window_start, n) VALUES (?, ?, ?, 1)
+       ON CONFLICT (address, kind, window_start) DO UPDATE SET n = address_counts.n + 1`,
+      [address, kind, window],
+    )
+  })
 }
 
 /** What a user with no usable password has (the sample's users on a deployment): no password verifies against it. */

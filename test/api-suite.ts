@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { SignJWT } from 'jose'
 import type { APIGatewayProxyEvent, APIGatewayProxyEventV2 } from 'aws-lambda'
-import { closeDatabase, database, listAnimals, migrate, openDatabase, SCHEMA_VERSION, type DbConfig } from '../db.ts'
+import { ADDRESS_LIMITS, ADDRESS_WINDOW_MS, closeDatabase, database, listAnimals, migrate, openDatabase, SCHEMA_VERSION, type DbConfig } from '../db.ts'
 import { handler as seedHandler, loadSample, seed, type SampleData } from '../seed.ts'
 import { functionUrlEvent, httpApiEvent, restApiEvent, type Call } from './events.ts'
 import { accessMatrix, RULES } from './access.ts'
@@ -30,7 +30,7 @@ async function send(event: APIGatewayProxyEvent | APIGatewayProxyEventV2): Promi
     status: result.statusCode,
     headers: result.headers as Record<string, string>,
     text,
-    body: type.startsWith('application/json') ? JSON.parse(text) : undefined,
+    body: type.startsWith('application/json') && text ? JSON.parse(text) : undefined,
   }
 }
 
@@ -441,7 +441,7 @@ export function apiSuite(fixture: Fixture) {
       const missing = await form({ username: 'juniper' })
       assert.deepEqual([missing.status, missing.body.detail[0].loc], [422, ['body', 'password']])
       const asJson = await json('POST', '/auth/token', { username: 'juniper', password: 'password' })
-      assert.equal(asJson.status, 422, 'the token route reads a form, not JSON')
+      assert.deepEqual([asJson.status, asJson.body], [415, { detail: 'Unsupported Media Type' }], 'the token route reads a form, not JSON')
     })
 
     it('refuses expired, forged, alg:none, malformed and foreign tokens: issuer, audience, type and age checked', async () => {
@@ -564,7 +564,7 @@ export function apiSuite(fixture: Fixture) {
     it('answers an unknown route with 404 and a known one with another method with 405 and Allow', async () => {
       assert.deepEqual(await get('/nowhere').then((r) => [r.status, r.body]), [404, { detail: 'Not Found' }])
       const reply = await call({ method: 'PATCH', path: '/animals/1' })
-      assert.deepEqual([reply.status, reply.body, reply.headers.allow], [405, { detail: 'Method Not Allowed' }, 'GET, PUT, DELETE'])
+      assert.deepEqual([reply.status, reply.body, reply.headers.allow], [405, { detail: 'Method Not Allowed' }, 'GET, PUT, DELETE, HEAD'])
     })
 
     it('answers anything unexpected with a bare 500 and logs the cause', async (t) => {
@@ -722,7 +722,7 @@ export function apiSuite(fixture: Fixture) {
       }
       assert.equal((await get('/animals', 'intake_after=0000-06-01')).status, 422)
       assert.equal((await get('/animals', 'intake_before=9999-12-31')).status, 200, 'the last day both hold')
-      assert.equal((await json('PUT', '/animals/1', { adoption_date: '0001-01-01' }, token)).status, 200, 'year 1 is held by both')
+      assert.equal((await get('/animals', 'intake_after=0001-01-01')).status, 200, 'year 1 is held by both')
       assert.equal(await count('animals'), before)
     })
 
@@ -743,11 +743,12 @@ export function apiSuite(fixture: Fixture) {
 
     it('bounds what a 422 echoes, so that no error answer is large', async () => {
       const token = await login()
-      // 2 MB of bytes that are not UTF-8: each becomes U+FFFD, three bytes of JSON when echoed.
-      const invalid = Buffer.alloc(2 * 1024 * 1024, 0xff).toString('base64')
-      const reply = await send(httpApiEvent({ method: 'POST', path: '/animals', body: invalid, headers: { authorization: `Bearer ${token}` } }))
+      // 60 KB of bytes that are not UTF-8: each becomes U+FFFD, three bytes of JSON when echoed.
+      const invalid = Buffer.alloc(60 * 1024, 0xff).toString('base64')
+      const event = httpApiEvent({ method: 'POST', path: '/animals', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } })
+      const reply = await send({ ...event, body: invalid, isBase64Encoded: true })
       assert.equal(reply.status, 422)
-      const long = await json('POST', '/animals', { name: 'x'.repeat(1_000_000), age: 'y'.repeat(1_000_000), kind: 'z'.repeat(500_000) }, token)
+      const long = await json('POST', '/animals', { name: 'x'.repeat(30_000), age: 'y'.repeat(20_000), kind: 'z'.repeat(10_000) }, token)
       assert.equal(long.status, 422)
       assert.ok(long.text.length < 2000, `${long.text.length} characters`)
       assert.deepEqual(long.body.detail.map((d: { input: string }) => d.input.length), [101, 101, 101], 'each echo cut to 100 characters and an ellipsis')
@@ -939,6 +940,287 @@ export function apiSuite(fixture: Fixture) {
     })
   })
 
+  describe('limits', () => {
+    /** The token form's login as sent from `ip`. */
+    const loginFrom = (ip: string, username: string, password: string) => {
+      const event = httpApiEvent({ method: 'POST', path: '/auth/token', body: new URLSearchParams({ username, password }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } })
+      event.requestContext.http.sourceIp = ip
+      return send(event)
+    }
+    const hashes = async (t: { mock: { method: Function } }) => {
+      const { default: crypto } = await import('node:crypto')
+      return (t.mock.method(crypto, 'scrypt') as { mock: { callCount(): number } }).mock
+    }
+    /** Ends the account's wait now, as if it had passed. */
+    const endWait = async (username: string) => (await database()).all('UPDATE login_failures SET blocked_until = ? WHERE username_key = ?', [Date.now() - 1, username])
+
+    it('gives an account 5 failed logins from any addresses, then waits of a minute doubling to 15, with 429 and no hash', async (t) => {
+      const warned = t.mock.method(console, 'warn', () => {})
+      const scrypt = await hashes(t)
+      const ips = ['198.51.100.1', '198.51.100.2', '203.0.113.7']
+      for (let i = 0; i < 5; i++) assert.equal((await loginFrom(ips[i % 3], 'reggie', `wrong-${i}`)).status, 401, `failure ${i + 1} of 5`)
+      assert.equal(scrypt.callCount(), 5)
+      for (const password of ['wrong-again', 'password']) {
+        const reply = await loginFrom('192.0.2.99', 'REGGIE', password) // another address, the same account by its key
+        assert.deepEqual([reply.status, reply.body], [429, { detail: 'too many failed logins: try again later' }], `${password}, during the wait`)
+        assert.ok(Number(reply.headers['retry-after']) > 55 && Number(reply.headers['retry-after']) <= 60, reply.headers['retry-after'])
+      }
+      assert.equal(scrypt.callCount(), 5, 'a 429 costs no hash')
+      assert.equal((await loginFrom(ips[0], 'juniper', 'password')).status, 200, 'another account is not held')
+      const waits = []
+      for (let i = 0; i < 6; i++) {
+        await endWait('reggie')
+        assert.equal((await loginFrom(ips[0], 'reggie', 'still wrong')).status, 401)
+        waits.push(Number((await loginFrom(ips[0], 'reggie', 'password')).headers['retry-after']))
+      }
+      assert.deepEqual(waits.map((w) => Math.round(w / 60)), [2, 4, 8, 15, 15, 15], 'minutes, doubling to 15')
+      await endWait('reggie')
+      assert.equal((await loginFrom(ips[0], 'reggie', 'password')).status, 200, 'the right password after the wait')
+      assert.equal((await loginFrom(ips[0], 'reggie', 'wrong')).status, 401)
+      assert.equal((await loginFrom(ips[0], 'reggie', 'password')).status, 200, 'and the count started again')
+      const lines = warned.mock.calls.map((c) => String(c.arguments[0]))
+      assert.ok(lines.includes('failed login for "reggie" from 198.51.100.2'), lines.join('\n'))
+      assert.ok(lines.every((line) => !/wrong|password/.test(line.replace('failed login', ''))), 'never the password')
+    })
+
+    it('limits failed logins and registrations per source address, never by a header, with 429 and no hash', async (t) => {
+      t.mock.method(console, 'warn', () => {})
+      for (const username of ['reggie', 'digby', 'nobody']) assert.equal((await loginFrom('198.51.100.9', username, 'wrong')).status, 401)
+      const db = await database()
+      const window = Date.now() - (Date.now() % ADDRESS_WINDOW_MS)
+      const counted = await db.values('SELECT kind, CAST(n AS INTEGER) FROM address_counts WHERE address = ? AND window_start = ?', ['198.51.100.9', window])
+      assert.deepEqual(counted.map(([kind, n]) => [kind, Number(n)]), [['failed_login', 3]])
+      await db.all('UPDATE address_counts SET n = ? WHERE address = ?', [ADDRESS_LIMITS.failed_login, '198.51.100.9'])
+      const scrypt = await hashes(t)
+      const held = await loginFrom('198.51.100.9', 'gertrude', 'password')
+      assert.deepEqual([held.status, held.body.detail], [429, 'too many failed logins: try again later'])
+      assert.ok(Number(held.headers['retry-after']) <= 900)
+      const forwarded = httpApiEvent({ method: 'POST', path: '/auth/token', body: 'username=gertrude&password=password', headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-forwarded-for': '192.0.2.50' } })
+      forwarded.requestContext.http.sourceIp = '198.51.100.9'
+      assert.equal((await send(forwarded)).status, 429, 'X-Forwarded-For changes nothing')
+      assert.equal(scrypt.callCount(), 0)
+      assert.equal((await loginFrom('198.51.100.10', 'gertrude', 'password')).status, 200, 'another address logs in')
+
+      const register = (ip: string, n: number) => {
+        const event = httpApiEvent({ method: 'POST', path: '/auth/registration', body: JSON.stringify({ username: `pat${n}`, email: `pat${n}@example.com`, password: 'kestrel harbour' }), headers: { 'content-type': 'application/json' } })
+        event.requestContext.http.sourceIp = ip
+        return send(event)
+      }
+      assert.equal((await register('198.51.100.20', 1)).status, 200)
+      await db.all('UPDATE address_counts SET n = ? WHERE address = ? AND kind = ?', [ADDRESS_LIMITS.registration, '198.51.100.20', 'registration'])
+      const hashed = scrypt.callCount()
+      const refused = await register('198.51.100.20', 2)
+      assert.deepEqual([refused.status, refused.body.detail], [429, 'too many registrations: try again later'])
+      assert.equal(scrypt.callCount(), hashed, 'no hash')
+      assert.equal((await register('198.51.100.21', 3)).status, 200, 'another address registers')
+      assert.ok(ADDRESS_LIMITS.failed_login >= 20 && ADDRESS_LIMITS.registration >= 20, "room for a shelter's office")
+    })
+
+    it('costs at most one password hash per request on every auth route, whatever it is sent', async (t) => {
+      t.mock.method(console, 'warn', () => {})
+      const token = await login('digby')
+      const scrypt = await hashes(t)
+      const cost = async (what: string, reply: Promise<Reply>, status: number) => {
+        const before = scrypt.callCount()
+        assert.equal((await reply).status, status, what)
+        return [what, scrypt.callCount() - before]
+      }
+      const change = (current: string, next: string) => call({ method: 'PUT', path: '/users/me/password', body: JSON.stringify({ current_password: current, new_password: next }), headers: { 'content-type': 'application/json', ...bearer(token) } })
+      const costs = [
+        await cost('login', form({ username: 'digby', password: 'password' }), 200),
+        await cost('wrong password', form({ username: 'digby', password: 'wrong' }), 401),
+        await cost('unknown user', form({ username: 'nobody-at-all', password: 'password' }), 401),
+        await cost('long password', form({ username: 'digby', password: 'x'.repeat(60_000) }), 422),
+        await cost('registration', json('POST', '/auth/registration', { username: 'pat', email: 'pat@example.com', password: 'kestrel harbour' }), 200),
+        await cost('common password', json('POST', '/auth/registration', { username: 'pat2', email: 'pat2@example.com', password: 'password1' }), 422),
+        await cost('taken name', json('POST', '/auth/registration', { username: 'pat', email: 'pat3@example.com', password: 'kestrel harbour' }), 422),
+        await cost('change, wrong current', change('wrong', 'osprey lighthouse'), 403),
+        await cost('a body too large', json('POST', '/auth/registration', { username: 'x'.repeat(70_000), email: 'x@example.com', password: 'kestrel harbour' }), 413),
+      ]
+      for (let i = 0; i < 3; i++) await form({ username: 'digby', password: 'wrong' })
+      costs.push(await cost('throttled', form({ username: 'digby', password: 'password' }), 429))
+      costs.push(await cost('throttled change', change('password', 'osprey lighthouse'), 429))
+      assert.deepEqual(costs.filter(([, n]) => (n as number) > 1), [], JSON.stringify(costs))
+      assert.deepEqual(costs.map(([, n]) => n), [1, 1, 1, 0, 1, 0, 1, 1, 0, 0, 0])
+    })
+
+    it('refuses a body over 64 KB with 413 before parsing it, plain or base64-encoded', async () => {
+      const token = await login()
+      const big = `{"name": "${'x'.repeat(64 * 1024)}", "age": 1, "kind": "dog"}`
+      const plain = await json('POST', '/animals', big, token)
+      assert.deepEqual([plain.status, plain.body], [413, { detail: 'request body too large' }])
+      assert.equal((await json('POST', '/animals', `${'{'.repeat(70_000)}`, token)).status, 413, 'not parsed: malformed, still 413')
+      const base64 = await send(httpApiEvent({ method: 'POST', path: '/animals', body: big, base64: true, headers: { 'content-type': 'application/json', ...bearer(token) } }))
+      assert.equal(base64.status, 413)
+      const encodedHuge = { ...httpApiEvent({ method: 'POST', path: '/animals', headers: { 'content-type': 'application/json', ...bearer(token) } }), body: 'A'.repeat(10_000_000), isBase64Encoded: true }
+      assert.equal((await send(encodedHuge)).status, 413, '10 MB of base64, refused before it is decoded')
+      const fits = await json('POST', '/animals', `{"name": "rex", "age": 1, "kind": "dog", "pad": "${'x'.repeat(60 * 1024)}"}`, token)
+      assert.equal(fits.status, 200, 'under 64 KB: taken')
+    })
+
+    it('takes JSON only as application/json and the token form only as a form, else 415', async () => {
+      const token = await login()
+      const post = (type: string | undefined, body: string) =>
+        call({ method: 'POST', path: '/animals', body, headers: { ...(type ? { 'content-type': type } : {}), ...bearer(token) } })
+      const body = '{"name": "rex", "age": 1, "kind": "dog"}'
+      for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', undefined, 'application/json-patch+json']) {
+        const reply = await post(type, body)
+        assert.deepEqual([reply.status, reply.body], [415, { detail: 'Unsupported Media Type' }], String(type))
+      }
+      assert.equal((await post('Application/JSON; charset=utf-8', body)).status, 200)
+      const asText = await call({ method: 'POST', path: '/auth/token', body: 'username=juniper&password=password', headers: { 'content-type': 'text/plain' } })
+      assert.equal(asText.status, 415)
+      assert.equal((await get('/animals', '', { 'content-type': 'text/plain' })).status, 200, 'a route without a body takes any')
+    })
+
+    it('sends the safe headers on every answer, errors and preflights included; a CSP on the pages; HSTS on Lambda', async (t) => {
+      t.mock.method(console, 'error', () => {})
+      t.mock.method(console, 'warn', () => {})
+      const token = await login('reggie')
+      const replies: [string, Reply][] = [
+        ['200', await get('/animals')],
+        ['204', await call({ method: 'DELETE', path: `/users/${userId('felix')}`, headers: bearer(await login('felix')) })],
+        ['401', await get('/users/me')],
+        ['403', await getAs(token, '/users')],
+        ['404', await get('/nowhere')],
+        ['405', await call({ method: 'PATCH', path: '/animals/1' })],
+        ['413', await json('POST', '/animals', 'x'.repeat(70_000), token)],
+        ['415', await call({ method: 'POST', path: '/auth/registration', body: '{}', headers: { 'content-type': 'text/plain' } })],
+        ['422', await get('/animals', 'sort=weight')],
+        ['400', await send({ hello: 'world' } as unknown as APIGatewayProxyEvent)],
+        ['preflight 204', await call({ method: 'OPTIONS', path: '/animals', headers: { origin: 'http://localhost:5173', 'access-control-request-method': 'POST' } })],
+        ['preflight 400', await call({ method: 'OPTIONS', path: '/animals', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } })],
+        ['HTML', await get('/docs')],
+      ]
+      for (let i = 0; i < 5; i++) await form({ username: 'digby', password: 'wrong' })
+      replies.push(['429', await form({ username: 'digby', password: 'password' })])
+      for (const [what, reply] of replies) {
+        assert.equal(reply.headers['x-content-type-options'], 'nosniff', what)
+        assert.equal(reply.headers['referrer-policy'], 'no-referrer', what)
+        assert.equal(reply.headers['x-frame-options'], 'DENY', what)
+        assert.equal(reply.headers['strict-transport-security'], undefined, `${what}: not outside Lambda`)
+      }
+      assert.deepEqual(replies.map(([what, r]) => [what, String(r.status)]).filter(([what, s]) => /^\d+$/.test(what) && what !== s), [])
+      for (const page of ['/', '/docs']) {
+        const csp = (await get(page)).headers['content-security-policy']
+        assert.match(csp, /frame-ancestors 'none'/, page)
+        assert.match(csp, /default-src 'none'/, page)
+        assert.match(csp, /script-src https:\/\/cdn\.jsdelivr\.net\/npm\/swagger-ui-dist@[\d.]+\/ 'sha256-[A-Za-z0-9+/]+='/, page)
+        assert.doesNotMatch(csp, /unsafe/, page)
+      }
+      assert.equal((await get('/animals')).headers['content-security-policy'], undefined, 'JSON answers need none')
+      process.env.AWS_LAMBDA_FUNCTION_NAME = 'buddy-system'
+      t.mock.method(console, 'log', () => {})
+      try {
+        for (const reply of [await get('/animals'), await get('/nowhere'), await get('/docs')]) {
+          assert.equal(reply.headers['strict-transport-security'], 'max-age=31536000; includeSubDomains')
+        }
+      } finally {
+        delete process.env.AWS_LAMBDA_FUNCTION_NAME
+      }
+    })
+
+    it('answers HEAD on a GET route as GET does, without the body', async () => {
+      for (const path of ['/docs', '/animals', '/animals/1', '/openapi.json']) {
+        const [head, full] = [await call({ method: 'HEAD', path }), await get(path)]
+        assert.deepEqual([head.status, head.text], [200, ''], path)
+        assert.equal(head.headers['content-type'], full.headers['content-type'], path)
+      }
+      assert.equal((await call({ method: 'HEAD', path: '/animals/999' })).status, 404)
+      assert.equal((await call({ method: 'HEAD', path: '/auth/token' })).status, 405)
+    })
+
+    it('refuses control, invisible and direction characters in an animal\'s name and kind', async () => {
+      const token = await login()
+      for (const [field, value] of [['name', 'Re\u202ex'], ['name', 'Rex\u200b'], ['kind', 'd\u0007og'], ['kind', 'ca\u2066t']]) {
+        const created = await json('POST', '/animals', { name: 'Rex', age: 1, kind: 'dog', [field]: value }, token)
+        assert.deepEqual([created.status, created.body.detail[0].loc], [422, ['body', field]], JSON.stringify(value))
+        assert.equal((await json('PUT', '/animals/1', { [field]: value }, token)).status, 422)
+      }
+      assert.equal((await json('POST', '/animals', { name: 'Mirlo', age: 1, kind: 'pájaro' }, token)).status, 200, 'any script, with accents')
+    })
+
+    it('pages a user\'s pets and fosters as /animals: limit, offset, and the count of all', async () => {
+      const token = await login()
+      const adopter = userId(sample.adoptions[0].user_id)
+      for (let i = 0; i < 3; i++) {
+        const { body } = await json('POST', '/animals', { name: `pet${i}`, age: 1, kind: 'cat' }, token)
+        assert.equal((await json('PUT', `/animals/${body.animal.id}`, { adopter_id: adopter, adoption_date: today() }, token)).status, 200)
+      }
+      const all = (await getAs(token, `/users/${adopter}/pets`)).body
+      assert.ok(all.meta.count >= 4)
+      assert.deepEqual(all.meta, { count: all.animals.length, limit: 100, offset: 0 })
+      const page = (await getAs(token, `/users/${adopter}/pets`, 'limit=2&offset=1')).body
+      assert.deepEqual(page.meta, { count: all.meta.count, limit: 2, offset: 1 })
+      assert.deepEqual(page.animals.map((a: any) => a.id), all.animals.slice(1, 3).map((a: any) => a.id))
+      const fosterer = userId(sample.fosters[0].user_id)
+      const fosters = (await getAs(token, `/users/${fosterer}/fosters`, 'limit=1&offset=0')).body
+      assert.deepEqual([fosters.meta.limit, fosters.meta.offset, fosters.fosters.length], [1, 0, 1])
+      assert.equal(fosters.meta.count, sample.fosters.filter((f) => f.user_id === sample.fosters[0].user_id).length)
+      assert.equal((await getAs(token, `/users/${adopter}/pets`, 'limit=1001')).status, 422)
+    })
+
+    it('takes an adoption only with adopter and date together, dated from the intake to today (UTC)', async () => {
+      const token = await login()
+      const put = (body: object) => json('PUT', '/animals/3', body, token)
+      const { animal } = (await get('/animals/3')).body
+      assert.equal(animal.adopter_id, null, 'animal 3 is not adopted in the sample')
+      const cases: [object, string][] = [
+        [{ adopter_id: 2 }, 'adoption_date'],
+        [{ adoption_date: today() }, 'adopter_id'],
+        [{ adopter_id: 2, adoption_date: '9999-01-01' }, 'adoption_date'],
+        [{ adopter_id: 2, adoption_date: '1999-01-01' }, 'adoption_date'],
+      ]
+      for (const [body, field] of cases) {
+        const reply = await put(body)
+        assert.deepEqual([reply.status, reply.body.detail?.[0]?.loc], [422, ['body', field]], JSON.stringify(body))
+      }
+      const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10)
+      assert.equal((await put({ adopter_id: 2, adoption_date: tomorrow })).status, 422, 'tomorrow')
+      assert.equal((await put({ adopter_id: 2, adoption_date: animal.intake_date })).status, 200, 'on the day it came in')
+      assert.equal((await put({ adoption_date: null })).status, 422, 'a date taken from an adopter who stays')
+      const cleared = await put({ adopter_id: null })
+      assert.deepEqual([cleared.status, cleared.body.animal.adopter_id, cleared.body.animal.adoption_date], [200, null, null], 'no adopter: no date')
+    })
+
+    it('clears, when migrating, the adoptions that break the rule, and says how many', async () => {
+      const config = await fixture.empty()
+      const db = await openDatabase(config)
+      try {
+        await db.all('DELETE FROM schema_migrations WHERE version >= 4')
+        await db.exec('DROP TABLE login_failures; DROP TABLE address_counts')
+        await db.all("INSERT INTO users (username, username_key, email, email_key, password_hash, created_at) VALUES ('u', 'u', 'u@x', 'u@x', 'none', '2024-01-01T00:00:00')")
+        const [[user]] = await db.values('SELECT id FROM users')
+        const rows = [[user, '2024-01-05', '2024-01-01'], [null, '2024-01-05', '2024-01-01'], [user, null, '2024-01-01'], [user, '2023-12-01', '2024-01-01'], [user, '9999-01-01', '2024-01-01']]
+        for (const [adopter, date, intake] of rows) {
+          await db.all("INSERT INTO animals (name, age, kind, intake_date, adopter_id, adoption_date) VALUES ('a', 1, 'cat', ?, ?, ?)", [intake, adopter, date])
+        }
+        const result = await migrate(db)
+        assert.deepEqual(result.applied.map((a) => a.split(' ')[0]), ['4'])
+        assert.deepEqual(result.notes, ['cleared the adoption of 4 animals whose adopter and date did not go together, or whose date was before their intake or after today'])
+        const left = await db.values('SELECT adopter_id, adoption_date FROM animals ORDER BY id')
+        assert.deepEqual(left.map(([a, d]) => [a === null ? null : Number(a), d === null ? null : String(d).slice(0, 10)]), [[Number(user), '2024-01-05'], [null, null], [null, null], [null, null], [null, null]])
+      } finally {
+        await db.close()
+      }
+    })
+
+    it('allows no cross-origin browser calls on Lambda unless CORS_ORIGINS says so; locally the React dev server', async (t) => {
+      t.mock.method(console, 'log', () => {})
+      const saved = process.env.CORS_ORIGINS
+      delete process.env.CORS_ORIGINS
+      const asked = () => call({ method: 'GET', path: '/animals', headers: { origin: 'http://localhost:5173' } })
+      try {
+        assert.equal((await asked()).headers['access-control-allow-origin'], 'http://localhost:5173')
+        process.env.AWS_LAMBDA_FUNCTION_NAME = 'buddy-system'
+        assert.equal((await asked()).headers['access-control-allow-origin'], undefined, 'a deployment told nothing trusts no origin')
+      } finally {
+        delete process.env.AWS_LAMBDA_FUNCTION_NAME
+        if (saved !== undefined) process.env.CORS_ORIGINS = saved
+      }
+    })
+  })
+
   describe('seeding', () => {
     it('seeds an empty database in one run and adds nothing on a second', async () => {
       const db = await openDatabase(await fixture.empty())
@@ -1041,16 +1323,17 @@ export function apiSuite(fixture: Fixture) {
       }
     })
 
-    it('answers 503 with what to do where the schema is missing, creates none, and serves once it is migrated', async (t) => {
-      t.mock.method(console, 'error', () => {})
+    it('answers 503 where the schema is missing (what to do goes to the log), creates none, and serves once it is migrated', async (t) => {
       const config = await fixture.empty({ schema: false })
       pointAt(config)
       await closeDatabase()
+      const logged = t.mock.method(console, 'error', () => {})
       for (const attempt of [1, 2]) {
         const reply = await get('/animals')
         assert.equal(reply.status, 503, `attempt ${attempt}: ${reply.text}`)
         assert.equal(reply.headers['retry-after'], '60')
-        assert.match(reply.body.detail, /The database has no schema yet: deploy again \(tsx deploy\.ts efs\|rds\), or run `tsx seed\.ts`/)
+        assert.deepEqual(reply.body, { detail: 'Service Unavailable' }, 'what is wrong, and what to do, goes to the log only')
+        assert.match(String(logged.mock.calls.at(-1)!.arguments[0]), /The database has no schema yet: deploy again \(tsx deploy\.ts efs\|rds\), or run `tsx seed\.ts`/)
       }
       const db = await openDatabase(config)
       try {
@@ -1068,8 +1351,8 @@ export function apiSuite(fixture: Fixture) {
       await older.all('DELETE FROM schema_migrations WHERE version = ?', [SCHEMA_VERSION])
       await older.close()
       const behind = await get('/animals')
-      assert.equal(behind.status, 503)
-      assert.match(behind.body.detail, new RegExp(`The database schema is at version ${SCHEMA_VERSION - 1} and this release needs ${SCHEMA_VERSION}: deploy again`))
+      assert.deepEqual([behind.status, behind.body], [503, { detail: 'Service Unavailable' }])
+      assert.match(String(logged.mock.calls.at(-1)!.arguments[0]), new RegExp(`The database schema is at version ${SCHEMA_VERSION - 1} and this release needs ${SCHEMA_VERSION}: deploy again`))
       const again = await openDatabase(config)
       await again.all('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', Object.values(latest))
       await again.close()
@@ -1114,6 +1397,7 @@ export function apiSuite(fixture: Fixture) {
 
     it('gives the sample\'s users no usable password where the seeder function seeds a deployment, and makes nobody staff', async (t) => {
       t.mock.method(console, 'log', () => {})
+      t.mock.method(console, 'warn', () => {}) // each failed login's line
       pointAt(await fixture.empty({ schema: false }))
       await closeDatabase()
       const seeded = await seedHandler()

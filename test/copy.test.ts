@@ -12,7 +12,7 @@ import { run } from './cli.ts'
 import { httpApiEvent } from './events.ts'
 import { startPostgres } from './postgres-server.ts'
 
-process.env.JWT_KEY ??= 'test-key-'.padEnd(64, 'x')
+process.env.JWT_KEY ??= '0123456789abcdef'.repeat(4)
 const { handler } = await import('../api.ts')
 const server = await startPostgres()
 if (typeof server === 'string' && process.env.CI === 'true') throw new Error(`CI=true and the copy tests cannot run: ${server}`)

@@ -73,7 +73,7 @@ describe('SQLite under SIGKILL', () => {
         const path = join(dir, `${location}-${round}.db`)
         copyFileSync(template, path)
         const server = run('api.ts', {
-          DB_LOCATION: location, DB_PATH: path, PORT: '0', HOST: '127.0.0.1', JWT_KEY: 'durability-'.padEnd(64, 'x'),
+          DB_LOCATION: location, DB_PATH: path, PORT: '0', HOST: '127.0.0.1', JWT_KEY: '0123456789abcdef'.repeat(4),
         }, [], undefined, true)
         try {
           const [, url] = await server.waitFor(/API on (http:\/\/\S+)/)

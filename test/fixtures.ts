@@ -10,7 +10,7 @@ import { setUp } from '../seed.ts'
 import type { PostgresServer } from './postgres-server.ts'
 
 // Read by api.ts when it loads: import it only after this module.
-process.env.JWT_KEY ??= 'test-key-'.padEnd(64, 'x')
+process.env.JWT_KEY ??= '0123456789abcdef'.repeat(4)
 
 export interface Fixture {
   /** A new database with the schema and no rows, for seeding tests; with `schema: false`, not even that. */

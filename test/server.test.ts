@@ -26,7 +26,7 @@ async function stop(server: Awaited<ReturnType<typeof start>>) {
 
 describe('the local server', () => {
   it('turns each request into the payload-2.0 event that a function URL would send', async () => {
-    process.env.JWT_KEY ??= 'test-key-'.padEnd(64, 'x') // read by api.ts when it loads
+    process.env.JWT_KEY ??= '0123456789abcdef'.repeat(4) // read by api.ts when it loads
     const { toEvent } = await import('../api.ts')
     const server = createServer(async (req, res) => {
       const chunks: Buffer[] = []
