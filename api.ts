@@ -1106,10 +1106,16 @@ async function serve() {
       // The client left in the middle of its body: nobody to answer, nothing to do.
       return void req.socket.destroy()
     }
-    // Past MAX_BODY: the handler's own 413 (with its headers), for an event whose body is left out.
-    const event = toEvent(req, body ?? NO_BODY)
-    const result = body ? await handler(event) : toResult(failure({ method: req.method ?? '?', path: event.rawPath }, tooLarge()), {})
-    const headers: Record<string, string | number> = { ...(result.headers as Record<string, string>), ...(body ? {} : { connection: 'close' }) }
+    if (!body) {
+      // Past MAX_BODY: the 413 the handler gives on Lambda, with its headers; the rest of the body is not read.
+      const result = toResult(failure({ method: req.method ?? '?', path: req.url ?? '/' }, tooLarge()), {})
+      res.writeHead(413, { ...(result.headers as Record<string, string>), 'content-length': Buffer.byteLength(result.body ?? ''), connection: 'close' })
+      res.end(result.body)
+      return
+    }
+    const event = toEvent(req, body)
+    const result = await handler(event)
+    const headers: Record<string, string | number> = { ...(result.headers as Record<string, string>) }
     if (req.method !== 'HEAD') headers['content-length'] = Buffer.byteLength(result.body ?? '')
     res.writeHead(result.statusCode, headers)
     res.end(result.body)

@@ -8,6 +8,8 @@ import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { after, describe, it } from 'node:test'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { chromium } from 'playwright-core'
 import { run } from './cli.ts'
 
@@ -49,7 +51,8 @@ describe('the docs page in Chromium', { skip: existsSync(CHROMIUM) ? false : `no
         })
       })
 
-      await page.goto(`${url}/docs`)
+      const docs = await page.goto(`${url}/docs`)
+      assert.match(docs!.headers()['content-security-policy'], /script-src/, 'under its Content-Security-Policy')
       await page.waitForSelector('.opblock', { timeout: 30_000 })
       assert.deepEqual(served.sort(), ['swagger-ui-bundle.js', 'swagger-ui.css'])
       const listed = await page.$$eval('.opblock', (blocks) => blocks.map((b) =>
@@ -68,9 +71,43 @@ describe('the docs page in Chromium', { skip: existsSync(CHROMIUM) ? false : `no
       const names = Object.values(sample.animals as Record<string, { name: string }>).map((a) => a.name)
       assert.equal(answer.meta.count, names.length)
       assert.deepEqual(answer.animals.map((a: { name: string }) => a.name).sort(), [...names].sort())
-      assert.deepEqual(errors.filter((e) => /integrity|Refused|Failed to load/i.test(e)), [])
+      assert.deepEqual(errors.filter((e) => /integrity|Refused|Failed to load|Content Security Policy/i.test(e)), [])
     } finally {
       await browser.close()
+      server.child.kill('SIGINT')
+      await server.exited
+    }
+  })
+
+  it('cannot be framed by a page on another origin, nor can the home page', { timeout: 60_000 }, async () => {
+    const server = run('api.ts', { DB_LOCATION: undefined, DB_PATH: join(dir, 'frame.db'), PORT: '0', HOST: '127.0.0.1', JWT_KEY: undefined })
+    const [, url] = await server.waitFor(/API on (http:\/\/\S+)/)
+    // Another origin: another port on 127.0.0.1, serving a page that frames ours.
+    const other = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' })
+      res.end(`<iframe id="docs" src="${url}/docs"></iframe><iframe id="home" src="${url}/"></iframe>`)
+    })
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve))
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] })
+    try {
+      const page = await browser.newPage()
+      await page.route('https://cdn.jsdelivr.net/**', (route) => route.abort())
+      const refused: string[] = []
+      page.on('console', (message) => message.type() === 'error' && refused.push(message.text()))
+      const loaded = new Map<string, number>()
+      page.on('response', (response) => loaded.set(new URL(response.url()).pathname, response.status()))
+      await page.goto(`http://127.0.0.1:${(other.address() as AddressInfo).port}/`)
+      await page.waitForTimeout(1000)
+      assert.deepEqual([loaded.get('/docs'), loaded.get('/')], [200, 200], 'both answered, and the browser refused to show them')
+      for (const id of ['docs', 'home']) {
+        const frame = await (await page.$(`#${id}`))!.contentFrame()
+        const title = await frame!.evaluate(() => document.title).catch(() => '')
+        assert.doesNotMatch(title, /buddy system/, `${id}: the page is not shown in the frame`)
+      }
+      assert.ok(refused.some((e) => /frame-ancestors|X-Frame-Options|Refused to display/i.test(e)), refused.join('\n'))
+    } finally {
+      await browser.close()
+      other.close()
       server.child.kill('SIGINT')
       await server.exited
     }

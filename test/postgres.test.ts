@@ -9,6 +9,7 @@ import { freshDatabases } from './fixtures.ts'
 import { startPostgres } from './postgres-server.ts'
 import { handler as seeder, setUp } from '../seed.ts'
 import { apiSuite } from './api-suite.ts'
+import { run } from './cli.ts'
 
 const { handler } = await import('../api.ts') // after fixtures.ts, which sets the JWT_KEY it reads
 const server = await startPostgres()
@@ -110,6 +111,35 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
       await others.end({ timeout: 5 })
     }
     assert.equal((await status()).status, 200)
+  })
+
+  it('holds failed logins across two processes on one PostgreSQL, as across Lambda containers, from two addresses', { timeout: 60_000 }, async (t) => {
+    t.mock.method(console, 'warn', () => {})
+    const attempt = (password: string, ip: string) => {
+      const event = httpApiEvent({ method: 'POST', path: '/auth/token', body: `username=reggie&password=${password}`, headers: { 'content-type': 'application/x-www-form-urlencoded' } })
+      event.requestContext.http.sourceIp = ip
+      return event
+    }
+    // Another container: a process of its own, with its own connection, on the same database.
+    const other = run('-e', { DB_LOCATION: 'rds', PG_DATABASE: process.env.PG_DATABASE }, [`(async () => {
+      const { handler } = await import('./api.ts')
+      const statuses = []
+      const event = ${JSON.stringify(attempt('', '198.51.100.1'))}
+      for (const password of ['wrong-1', 'wrong-2', 'wrong-3']) statuses.push((await handler({ ...event, body: event.body + password })).statusCode)
+      console.log('statuses ' + JSON.stringify(statuses))
+      process.exit(0)
+    })()`])
+    const [, first] = await other.waitFor(/statuses (\[.*\])/, 30_000)
+    assert.deepEqual(JSON.parse(first), [401, 401, 401], other.output())
+    for (const password of ['wrong-4', 'wrong-5']) assert.equal((await handler(attempt(password, '203.0.113.2'))).statusCode, 401)
+    const held = await handler(attempt('password', '203.0.113.3'))
+    assert.equal(held.statusCode, 429, 'the right password, from a third address, during the wait')
+    const again = run('-e', { DB_LOCATION: 'rds', PG_DATABASE: process.env.PG_DATABASE }, [`(async () => {
+      const { handler } = await import('./api.ts')
+      console.log('status ' + (await handler(${JSON.stringify(attempt('password', '198.51.100.1'))})).statusCode)
+      process.exit(0)
+    })()`])
+    assert.equal((await again.waitFor(/status (\d+)/, 30_000))[1], '429', 'and in the other process')
   })
 
   it('answers 409 and 422, not 500, where PostgreSQL refuses a row for what it holds', async () => {

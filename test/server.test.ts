@@ -127,7 +127,7 @@ describe('the local server', () => {
       assert.equal(preflight.headers.get('access-control-allow-origin'), 'http://localhost:5173')
 
       const patch = await fetch(`${server.url}/animals/1`, { method: 'PATCH' })
-      assert.deepEqual([patch.status, patch.headers.get('allow')], [405, 'GET, PUT, DELETE'])
+      assert.deepEqual([patch.status, patch.headers.get('allow')], [405, 'GET, PUT, DELETE, HEAD'])
 
       const huge = await fetch(`${server.url}/animals`, { method: 'POST', body: 'x'.repeat(2 * 1024 * 1024) }).catch((e) => e)
       assert.equal(huge.status, 413, String(huge))
@@ -232,6 +232,50 @@ describe('the local server', () => {
       assert.equal(lines.length, 58)
     } finally {
       await stop(server)
+    }
+  })
+
+  it('holds failed logins across two servers on one SQLite file, as across Lambda containers', { timeout: 60_000 }, async () => {
+    const [first, second] = [await start('shared.db'), await start('shared.db')]
+    const login = (server: typeof first, password: string) =>
+      fetch(`${server.url}/auth/token`, { method: 'POST', body: new URLSearchParams({ username: 'reggie', password }) })
+    try {
+      for (let i = 0; i < 5; i++) assert.equal((await login(i % 2 ? second : first, `wrong-${i}`)).status, 401)
+      for (const server of [first, second]) {
+        const held = await login(server, 'password')
+        assert.equal(held.status, 429, 'the right password, during the wait, on either server')
+        assert.ok(Number(held.headers.get('retry-after')) > 0)
+      }
+      await first.waitFor(/failed login for "reggie" from 127\.0\.0\.1/)
+    } finally {
+      await stop(first)
+      await stop(second)
+    }
+  })
+
+  it('refuses a body over 64 KB with 413, answers HEAD as GET without a body, and sends the safe headers', async () => {
+    const server = await start('limits.db')
+    try {
+      const big = await fetch(`${server.url}/auth/registration`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'x'.repeat(65 * 1024) }),
+      })
+      assert.deepEqual([big.status, await big.json()], [413, { detail: 'request body too large' }])
+      assert.equal(big.headers.get('x-content-type-options'), 'nosniff')
+      const head = await fetch(`${server.url}/docs`, { method: 'HEAD' }) // curl -I
+      assert.deepEqual([head.status, head.headers.get('content-type'), await head.text()], [200, 'text/html; charset=utf-8', ''])
+      assert.match(head.headers.get('content-security-policy')!, /frame-ancestors 'none'/)
+      for (const header of ['x-frame-options', 'referrer-policy']) assert.ok(head.headers.get(header), header)
+      assert.equal(head.headers.get('strict-transport-security'), null, 'no HSTS over plain HTTP')
+    } finally {
+      await stop(server)
+    }
+  })
+
+  it('refuses to start with a JWT_KEY that is obviously weak', async () => {
+    for (const key of ['a'.repeat(64), 'ab'.repeat(32), 'password'.repeat(5)]) {
+      const server = run('api.ts', { ...env('weak.db'), JWT_KEY: key })
+      assert.equal(await server.exited, 1)
+      assert.match(server.output(), /JWT_KEY is too weak \(too few distinct characters\): generate one with `openssl rand -hex 32`/)
     }
   })
 
