@@ -386,10 +386,48 @@ async function commonPasswords(task: string) {
     `its second: ${ms(median(second))}`, `+${ms(median(first) - median(second))}`)
 }
 
+// 8. The worst request one can build on each route that takes a body, in a fresh Node 24 on the unzipped package: its CPU
+// time and the process's peak memory, against a plain GET in the same run (API.md, Limits: no request costs more than
+// one password hash, and a body past 64 KB is refused before it is parsed).
+
+async function worstRequests(task: string, samplePath: string) {
+  log('worst requests…')
+  const json = { 'content-type': 'application/json' }
+  const form = { 'content-type': 'application/x-www-form-urlencoded' }
+  const mixed = 'аa'.repeat(21_000) // 63 KB of Cyrillic and Latin: what the one-script check would read letter by letter
+  const cases: [string, ReturnType<typeof event>][] = [
+    ['GET /animals/1 (the baseline)', event('/animals/1')],
+    ['POST /auth/token, the right password: one hash', event('/auth/token', '', 'POST', `username=juniper&password=${SAMPLE_PASSWORD}`, form)],
+    ['POST /auth/token, an unknown user: one hash', event('/auth/token', '', 'POST', 'username=nobody&password=guess', form)],
+    ['POST /auth/token, a 64 KB password', event('/auth/token', '', 'POST', `username=juniper&password=${'x'.repeat(64 * 1024 - 40)}`, form)],
+    ['POST /auth/registration, a new user: one hash', event('/auth/registration', '', 'POST', JSON.stringify({ username: 'newcomer', email: 'n@example.com', password: 'kestrel harbour' }), json)],
+    ['POST /auth/registration, a 64 KB username of two scripts', event('/auth/registration', '', 'POST', JSON.stringify({ username: mixed, email: 'm@example.com', password: 'kestrel harbour' }), json)],
+    ['POST /auth/registration, JSON nested 32,000 deep', event('/auth/registration', '', 'POST', `${'['.repeat(32_000)}${']'.repeat(32_000)}`, json)],
+    ['POST /auth/registration, 4 MB of base64', { ...event('/auth/registration', '', 'POST', 'A'.repeat(4 * 1024 * 1024), json), isBase64Encoded: true }],
+  ]
+  const measured: { what: string; status: number; cpu: number; rss: number }[] = []
+  for (const [what, request] of cases) {
+    const copy = join(work, 'worst.db')
+    copyFileSync(samplePath, copy)
+    const script = `const { handler } = await import('./api.mjs'); await handler(${JSON.stringify(event('/greet'))})
+      const cpu = process.cpuUsage(); const { statusCode } = await handler(${JSON.stringify(request)}); const used = process.cpuUsage(cpu)
+      console.log(JSON.stringify({ status: statusCode, cpu: (used.user + used.system) / 1000, rss: process.resourceUsage().maxRSS / 1024 }))`
+    writeFileSync(join(task, 'worst.mjs'), script) // a file: the 4 MB request does not fit in a command line
+    const { last } = await runNode(['worst.mjs'], task, { AWS_LAMBDA_FUNCTION_NAME: 'bench', JWT_KEY: process.env.JWT_KEY, DB_PATH: copy })
+    measured.push({ what, ...JSON.parse(last) })
+  }
+  rmSync(join(task, 'worst.mjs'))
+  const [base] = measured
+  for (const m of measured) {
+    row('Worst request', `${m.what}: ${m.status}`, `${ms(m.cpu)} CPU, ${m.rss.toFixed(0)} MB`, m === base ? '' : `GET: ${ms(base.cpu)}, ${base.rss.toFixed(0)} MB`,
+      m === base ? '' : `${ratio(m.cpu, base.cpu)} CPU, +${(m.rss - base.rss).toFixed(0)} MB`)
+  }
+}
+
 // Run
 
 // `npm run bench -- scale deploy` runs only those sections; all by default.
-const SECTIONS = ['package', 'coldstart', 'passwords', 'warm', 'scale', 'deploy', 'memory']
+const SECTIONS = ['package', 'coldstart', 'passwords', 'worst', 'warm', 'scale', 'deploy', 'memory']
 const only = process.argv.slice(2)
 const unknown = only.filter((x) => !SECTIONS.includes(x))
 if (unknown.length) throw new Error(`unknown section ${unknown.join(', ')}: choose from ${SECTIONS.join(', ')}`)
@@ -399,7 +437,7 @@ let n = 0
 const sqliteFresh = () => migrated({ kind: 'sqlite', path: join(work, `db-${++n}.db`), onNetworkFs: false })
 const server = wanted('coldstart') || wanted('scale') ? await startPostgres() : 'not asked for'
 try {
-  const needsPackage = wanted('package') || wanted('coldstart') || wanted('passwords') || wanted('memory')
+  const needsPackage = ['package', 'coldstart', 'passwords', 'worst', 'memory'].some(wanted)
   const task = needsPackage ? packageCode() : ''
   const samplePath = join(work, 'sample.db')
   const sample = await openDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })
@@ -417,6 +455,10 @@ try {
   if (wanted('passwords')) {
     if (!node24) row('Common passwords', 'skipped: needs Node 24 (NODE24)', '', '', '')
     else await commonPasswords(task)
+  }
+  if (wanted('worst')) {
+    if (!node24) row('Worst request', 'skipped: needs Node 24 (NODE24)', '', '', '')
+    else await worstRequests(task, samplePath)
   }
   if (wanted('warm')) {
     await useDatabase({ kind: 'sqlite', path: samplePath, onNetworkFs: false })

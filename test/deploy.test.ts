@@ -109,7 +109,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(code, 0, output)
     const url = await assertCommon(['AWSLambdaBasicExecutionRole', 'AWSLambdaVPCAccessExecutionRole', 'AWSXRayDaemonWriteAccess', 'AmazonElasticFileSystemClientReadWriteAccess'])
     assert.match(output, new RegExp(`The API is at ${url}`))
-    await assertFunctions((vars) => assert.equal(vars.DB_LOCATION, 'efs'))
+    await assertFunctions((vars) => {
+      assert.equal(vars.DB_LOCATION, 'efs')
+      assert.equal(vars.CORS_ORIGINS, undefined, 'no --cors-origins: the API on Lambda allows no cross-origin calls')
+    })
     const waits = await Promise.all(['buddy-system', 'buddy-system-db-seeder'].map(async (f) => (await fn(f)).Configuration?.Environment?.Variables?.DB_WAIT_MS))
     assert.deepEqual(waits, ['3333', '20000'], 'a third of each function\'s timeout')
 
