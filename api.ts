@@ -340,7 +340,7 @@ const routes: Route[] = [
     response: z.object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.int() }),
     async run({ body, sourceIp, db }) {
       const conn = await db()
-      await refuseWhileWaiting(conn, sourceIp, body.username)
+      const failures = await refuseWhileWaiting(conn, sourceIp, body.username)
       const login = await store.findLogin(conn, body.username)
       // An unknown user costs one hash, as a wrong password does, from the first request on: timing tells nothing.
       const valid = await store.verifyPassword(body.password, login?.passwordHash ?? store.DUMMY_PASSWORD_HASH)
@@ -348,7 +348,7 @@ const routes: Route[] = [
         await countFailedLogin(conn, sourceIp, body.username)
         throw new HttpError(401, { error: 'invalid_client', error_description: 'invalid username or password' }, NO_STORE)
       }
-      await store.clearLoginFailures(conn, body.username)
+      if (failures) await store.clearLoginFailures(conn, body.username) // a write only where there is a count to clear
       const access_token = await new SignJWT({ [PASSWORD_VERSION]: login.passwordVersion })
         .setProtectedHeader({ alg: 'HS256', typ: TOKEN.typ })
         .setIssuer(TOKEN.issuer)
@@ -523,10 +523,13 @@ const routes: Route[] = [
 
 const tooMany = (detail: string, waitMs: number) => new HttpError(429, detail, { 'retry-after': String(Math.ceil(waitMs / 1000)) })
 
-/** 429 while the account (after its free failures) or the source address (past its limit) must wait. */
-async function refuseWhileWaiting(db: store.Database, sourceIp: string, username: string): Promise<void> {
-  const wait = Math.max(await store.loginWait(db, username), await store.addressWait(db, sourceIp, 'failed_login'))
+/** 429 while the account (after its free failures) or the source address (past its limit) must wait; else how many
+ * failed logins the account has, for a right password to clear. */
+async function refuseWhileWaiting(db: store.Database, sourceIp: string, username: string): Promise<number> {
+  const account = await store.failedLogins(db, username)
+  const wait = Math.max(account.wait, await store.addressWait(db, sourceIp, 'failed_login'))
   if (wait) throw tooMany('too many failed logins: try again later', wait)
+  return account.count
 }
 
 /** Counts a failed login for the account and the address, and logs it: who was tried, from where (never the password). */
@@ -694,7 +697,6 @@ function parseJson(text: string): unknown {
 
 /** The media type of the body, without parameters, in lowercase: media types are case-insensitive (RFC 9110 §8.3.1). */
 const mediaType = (req: Request) => (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()
-
 
 // Events in, results out. Payload 2.0 (HTTP APIs, function URLs) carries requestContext.http;
 // payload 1.0 (REST APIs, HTTP APIs set to 1.0) carries httpMethod and multi-value maps.

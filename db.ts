@@ -912,10 +912,10 @@ export const ADDRESS_WINDOW_MS = 15 * 60_000
 export const ADDRESS_LIMITS = { failed_login: 50, registration: 30 } as const
 export type AddressEvent = keyof typeof ADDRESS_LIMITS
 
-/** How long `username` must still wait before its next login, in ms (0: it may try now). */
-export async function loginWait(db: Database, username: string, now = Date.now()): Promise<number> {
-  const [row] = await db.values('SELECT blocked_until FROM login_failures WHERE username_key = ?', [identityKey(username)])
-  return Math.max(0, Number(row?.[0] ?? 0) - now)
+/** The failed logins counted for `username`, and how long it must still wait before the next, in ms (0: not). */
+export async function failedLogins(db: Database, username: string, now = Date.now()): Promise<{ count: number; wait: number }> {
+  const [row] = await db.values('SELECT failures, blocked_until FROM login_failures WHERE username_key = ?', [identityKey(username)])
+  return { count: Number(row?.[0] ?? 0), wait: Math.max(0, Number(row?.[1] ?? 0) - now) }
 }
 
 /** Counts a failed login for `username`; answers the wait it now has (0 within the free failures). */
