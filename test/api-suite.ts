@@ -1044,6 +1044,17 @@ export function apiSuite(fixture: Fixture) {
       assert.deepEqual(costs.map(([, n]) => n), [1, 1, 1, 0, 1, 0, 1, 1, 0, 0, 0])
     })
 
+    it('stops checking a field at its first length failure: a long name is not read for its scripts or characters', async (t) => {
+      const { default: crypto } = await import('node:crypto')
+      const scrypt = t.mock.method(crypto, 'scrypt')
+      const reply = await json('POST', '/auth/registration', { username: 'аa\u200b'.repeat(10_000), email: 'x@example.com', password: 'kestrel harbour' })
+      assert.equal(reply.status, 422)
+      assert.deepEqual(reply.body.detail.map((d: any) => [d.loc.join('.'), d.type]), [['body.username', 'too_big']], 'the length alone')
+      const short = await json('POST', '/auth/registration', { username: 'аa\u200b', email: 'x@example.com', password: 'kestrel harbour' })
+      assert.equal(short.body.detail.length, 2, 'a short one gets both checks: invisible characters, and scripts')
+      assert.equal(scrypt.mock.callCount(), 0)
+    })
+
     it('refuses a body over 64 KB with 413 before parsing it, plain or base64-encoded', async () => {
       const token = await login()
       const big = `{"name": "${'x'.repeat(64 * 1024)}", "age": 1, "kind": "dog"}`
