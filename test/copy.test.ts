@@ -96,7 +96,7 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
       created.push(body.animal.id as number)
     }
     for (const id of [2, 7, created[1], created[3]]) assert.equal((await call('DELETE', `/animals/${id}`, undefined, token)).status, 204)
-    const adopted = await call('PUT', `/animals/${created[2]}`, { adopter_id: registered.body.id, adoption_date: '2026-11-30' }, token)
+    const adopted = await call('PUT', `/animals/${created[2]}`, { adopter_id: registered.body.id, adoption_date: new Date().toISOString().slice(0, 10) }, token)
     assert.equal(adopted.status, 200, JSON.stringify(adopted.body))
     const felix = await login('felix')
     const me = (await call('GET', '/users/me', undefined, felix)).body.user
