@@ -23,7 +23,14 @@ z.config(en())
 let cors = { text: '', origins: [] as string[] }
 function corsOrigins(): string[] {
   const text = process.env.CORS_ORIGINS ?? (process.env.AWS_LAMBDA_FUNCTION_NAME ? '' : 'http://localhost:5173')
-  if (text !== cors.text) cors = { text, origins: text.split(',').map((origin) => origin.trim()).filter(Boolean) }
+  if (text !== cors.text)
+    cors = {
+      text,
+      origins: text
+        .split(',')
+        .map((origin) => origin.trim())
+        .filter(Boolean),
+    }
   return cors.origins
 }
 const TOKEN_SECONDS = 3600
@@ -34,7 +41,8 @@ function loadJwtKey(): string {
   // A key of few distinct characters is one a person typed, not one generated: `openssl rand -hex 32` gives 64
   // characters of 16 kinds, and fewer than 10 kinds among them happens about once in 10^13 keys.
   if (key && key.length >= 32 && new Set(key).size >= 10) return key
-  if (key && key.length >= 32) throw new Error('JWT_KEY is too weak (too few distinct characters): generate one with `openssl rand -hex 32`')
+  if (key && key.length >= 32)
+    throw new Error('JWT_KEY is too weak (too few distinct characters): generate one with `openssl rand -hex 32`')
   if (key) throw new Error('JWT_KEY must be at least 32 characters: generate one with `openssl rand -hex 32`')
   if (process.env.AWS_LAMBDA_FUNCTION_NAME) {
     throw new Error('JWT_KEY is not set: the function cannot sign or verify tokens without it')
@@ -109,23 +117,38 @@ function parse<T>(schema: z.ZodMiniType<T>, value: unknown, where: Location): T 
 const INT = /^\s*-?\d+\s*$/
 const int = (min: number, max: number) =>
   z.pipe(
-    z.union([z.int(), z.pipe(z.string().check(z.regex(INT)), z.transform(Number))], { error: 'Input should be a valid integer' }),
+    z.union([z.int(), z.pipe(z.string().check(z.regex(INT)), z.transform(Number))], {
+      error: 'Input should be a valid integer',
+    }),
     z.number().check(z.minimum(min), z.maximum(max)),
   )
-const bool = z.union([z.boolean(), z.pipe(z.enum(['true', 'false']), z.transform((v) => v === 'true'))], {
-  error: 'Input should be a valid boolean',
-})
+const bool = z.union(
+  [
+    z.boolean(),
+    z.pipe(
+      z.enum(['true', 'false']),
+      z.transform((v) => v === 'true'),
+    ),
+  ],
+  {
+    error: 'Input should be a valid boolean',
+  },
+)
 const pathId = int(0, Number.MAX_SAFE_INTEGER)
 const DIGITS = /^\d{1,15}$/
 // What both databases can hold: PostgreSQL's text refuses NUL, and its dates year 0 (https://www.postgresql.org/docs/current/datatype-datetime.html);
 // neither keeps a lone UTF-16 surrogate (each would become U+FFFD). SQLite would take all three.
 const HOLDABLE = /\0|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
-const holdable = z.refine<string>((s) => !HOLDABLE.test(s), { error: 'Input should not contain NUL characters or unpaired surrogates' })
+const holdable = z.refine<string>((s) => !HOLDABLE.test(s), {
+  error: 'Input should not contain NUL characters or unpaired surrogates',
+})
 const str = () => z.string().check(holdable)
-const date = z.iso.date({ error: 'Input should be a valid date in the format YYYY-MM-DD' })
+const date = z.iso
+  .date({ error: 'Input should be a valid date in the format YYYY-MM-DD' })
   .check(z.refine((d) => !d.startsWith('0000'), { error: 'Input should be a date from year 1 on' }))
 // A length that fails stops the checks after it (abort): a name of megabytes costs its length check only.
-const text = (max: number) => z.string().check(z.trim(), z.minLength(1, { abort: true }), z.maxLength(max, { abort: true }), holdable)
+const text = (max: number) =>
+  z.string().check(z.trim(), z.minLength(1, { abort: true }), z.maxLength(max, { abort: true }), holdable)
 
 // Control, format (zero-width, soft hyphen, direction) and private-use characters: none in text a person reads
 // (usernames, animals' names and kinds), where they hide or reorder what is shown.
@@ -133,7 +156,9 @@ const INVISIBLE = /[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}]/u
 /** Text a person reads (usernames, animals' names and kinds): no control, invisible or direction character. */
 function visibleText(max: number) {
   return text(max).check(
-    z.refine<string>((u) => !INVISIBLE.test(u.normalize('NFKC')), { error: 'Input should not contain control, invisible or direction characters' }),
+    z.refine<string>((u) => !INVISIBLE.test(u.normalize('NFKC')), {
+      error: 'Input should not contain control, invisible or direction characters',
+    }),
   )
 }
 
@@ -167,12 +192,46 @@ const AnimalList = z.object({
 // (zero-width, soft hyphen, direction) or private-use character, nor mix scripts the way look-alikes do: UTS #39's
 // "highly restrictive" level, https://www.unicode.org/reports/tr39/#Restriction_Level_Detection. A name in any
 // one script is welcome, and Japanese, Chinese and Korean mixes with Latin too.
-const SCRIPTS = ['Latin', 'Greek', 'Cyrillic', 'Armenian', 'Georgian', 'Hebrew', 'Arabic', 'Syriac', 'Thaana', 'Devanagari',
-  'Bengali', 'Gurmukhi', 'Gujarati', 'Oriya', 'Tamil', 'Telugu', 'Kannada', 'Malayalam', 'Sinhala', 'Thai', 'Lao', 'Tibetan',
-  'Myanmar', 'Khmer', 'Mongolian', 'Ethiopic', 'Cherokee', 'Hangul', 'Hiragana', 'Katakana', 'Bopomofo', 'Han']
-  .map((name) => [name, new RegExp(`\\p{Script=${name}}`, 'u')] as const)
+const SCRIPTS = [
+  'Latin',
+  'Greek',
+  'Cyrillic',
+  'Armenian',
+  'Georgian',
+  'Hebrew',
+  'Arabic',
+  'Syriac',
+  'Thaana',
+  'Devanagari',
+  'Bengali',
+  'Gurmukhi',
+  'Gujarati',
+  'Oriya',
+  'Tamil',
+  'Telugu',
+  'Kannada',
+  'Malayalam',
+  'Sinhala',
+  'Thai',
+  'Lao',
+  'Tibetan',
+  'Myanmar',
+  'Khmer',
+  'Mongolian',
+  'Ethiopic',
+  'Cherokee',
+  'Hangul',
+  'Hiragana',
+  'Katakana',
+  'Bopomofo',
+  'Han',
+].map((name) => [name, new RegExp(`\\p{Script=${name}}`, 'u')] as const)
 const SHARED = /[\p{Script=Common}\p{Script=Inherited}]/u // digits, punctuation, combining marks: any script's
-const MIXES = [['Latin', 'Han', 'Hiragana', 'Katakana'], ['Latin', 'Han', 'Bopomofo'], ['Latin', 'Han', 'Hangul']]
+const MIXES = [
+  ['Latin', 'Han', 'Hiragana', 'Katakana'],
+  ['Latin', 'Han', 'Bopomofo'],
+  ['Latin', 'Han', 'Hangul'],
+]
 function oneScript(name: string): boolean {
   const scripts = new Set<string>()
   for (const char of name) {
@@ -181,12 +240,15 @@ function oneScript(name: string): boolean {
   return scripts.size <= 1 || MIXES.some((mix) => [...scripts].every((script) => mix.includes(script)))
 }
 const username = visibleText(64).check(
-  z.refine<string>((u) => oneScript(u.normalize('NFKC')), { error: 'Input should be written in one script, without look-alike letters of another' }),
+  z.refine<string>((u) => oneScript(u.normalize('NFKC')), {
+    error: 'Input should be written in one script, without look-alike letters of another',
+  }),
 )
 
 // Passwords: 8 to 256 characters, and none of the most common (refuseCommon, after the schema).
 const { min, max } = store.PASSWORD_LENGTH
-const newPassword = () => z.string().check(z.minLength(min, { abort: true }), z.maxLength(max, { abort: true }), holdable)
+const newPassword = () =>
+  z.string().check(z.minLength(min, { abort: true }), z.maxLength(max, { abort: true }), holdable)
 const Registration = z.object({
   username,
   email: z.email({ error: 'Input should be a valid email address' }).check(z.maxLength(254)),
@@ -218,7 +280,13 @@ const Animal = z.object({
   adopter_id: z.nullable(z.int()),
   adoption_date: z.nullable(z.iso.date()),
 })
-const User = z.object({ id: z.int(), username: z.string(), email: z.string(), created_at: z.string(), is_staff: z.boolean() })
+const User = z.object({
+  id: z.int(),
+  username: z.string(),
+  email: z.string(),
+  created_at: z.string(),
+  is_staff: z.boolean(),
+})
 const PageMeta = z.object({ count: z.int(), limit: z.int(), offset: z.int() })
 
 // Routes
@@ -346,7 +414,11 @@ const routes: Route[] = [
       const valid = await store.verifyPassword(body.password, login?.passwordHash ?? store.DUMMY_PASSWORD_HASH)
       if (!login || !valid) {
         await countFailedLogin(conn, sourceIp, body.username)
-        throw new HttpError(401, { error: 'invalid_client', error_description: 'invalid username or password' }, NO_STORE)
+        throw new HttpError(
+          401,
+          { error: 'invalid_client', error_description: 'invalid username or password' },
+          NO_STORE,
+        )
       }
       if (failures) await store.clearLoginFailures(conn, body.username) // a write only where there is a count to clear
       const access_token = await new SignJWT({ [PASSWORD_VERSION]: login.passwordVersion })
@@ -429,7 +501,9 @@ const routes: Route[] = [
     query: Page,
     response: z.object({
       meta: PageMeta,
-      fosters: z.array(z.object({ animal: Animal, user: User, start_date: z.iso.date(), end_date: z.nullable(z.iso.date()) })),
+      fosters: z.array(
+        z.object({ animal: Animal, user: User, start_date: z.iso.date(), end_date: z.nullable(z.iso.date()) }),
+      ),
     }),
     async run({ ids, query, db }) {
       const conn = await db()
@@ -491,7 +565,7 @@ const routes: Route[] = [
     method: 'PUT',
     path: '/animals/{animal_id}',
     access: 'staff',
-    summary: 'Change some of an animal\'s fields; the others stay as they are',
+    summary: "Change some of an animal's fields; the others stay as they are",
     body: AnimalUpdate,
     response: z.object({ animal: Animal }),
     async run({ ids, body, db }) {
@@ -521,7 +595,8 @@ const routes: Route[] = [
 
 // Limits (API.md): a 429 costs no password hash, so it comes before one.
 
-const tooMany = (detail: string, waitMs: number) => new HttpError(429, detail, { 'retry-after': String(Math.ceil(waitMs / 1000)) })
+const tooMany = (detail: string, waitMs: number) =>
+  new HttpError(429, detail, { 'retry-after': String(Math.ceil(waitMs / 1000)) })
 
 /** 429 while the account (after its free failures) or the source address (past its limit) must wait; else how many
  * failed logins the account has, for a right password to clear. */
@@ -545,16 +620,23 @@ let openApiDocument: object | undefined
 
 /** An adoption that makes sense (API.md, Limits): adopter and date together, the date from the intake to today (UTC). */
 function checkAdoption(before: store.Animal, after: store.Animal) {
-  const problem = (field: string, msg: string) => new HttpError(422, [{ type: 'adoption_invalid', loc: ['body', field], msg }])
+  const problem = (field: string, msg: string) =>
+    new HttpError(422, [{ type: 'adoption_invalid', loc: ['body', field], msg }])
   if ((after.adopter_id === null) !== (after.adoption_date === null)) {
-    throw problem(after.adopter_id === null ? 'adopter_id' : 'adoption_date', 'adopter_id and adoption_date go together: set both, or set adopter_id to null')
+    throw problem(
+      after.adopter_id === null ? 'adopter_id' : 'adoption_date',
+      'adopter_id and adoption_date go together: set both, or set adopter_id to null',
+    )
   }
   const date = after.adoption_date
-  if (date !== null && date < before.intake_date) throw problem('adoption_date', `The adoption date is before the intake date, ${before.intake_date}`)
-  if (date !== null && date > new Date().toISOString().slice(0, 10)) throw problem('adoption_date', 'The adoption date is after today (UTC)')
+  if (date !== null && date < before.intake_date)
+    throw problem('adoption_date', `The adoption date is before the intake date, ${before.intake_date}`)
+  if (date !== null && date > new Date().toISOString().slice(0, 10))
+    throw problem('adoption_date', 'The adoption date is after today (UTC)')
 }
 
-const definedOf = <T extends object>(o: T) => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
+const definedOf = <T extends object>(o: T) =>
+  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
 
 async function findUser(db: store.Database, id: number): Promise<store.User> {
   const user = await store.getUser(db, id)
@@ -567,10 +649,16 @@ async function findUser(db: store.Database, id: number): Promise<store.User> {
  * routes that take none do not pay for it on a cold start. Compared in lowercase, as the list is written. */
 let commonPasswords: Promise<Set<string>> | undefined
 async function refuseCommon(password: string, field: string): Promise<void> {
-  commonPasswords ??= import('@zxcvbn-ts/language-common').then(({ dictionary }) => new Set(dictionary['passwords-common']))
+  commonPasswords ??= import('@zxcvbn-ts/language-common').then(
+    ({ dictionary }) => new Set(dictionary['passwords-common']),
+  )
   if (!(await commonPasswords).has(password.toLowerCase())) return
   throw new HttpError(422, [
-    { type: 'password_too_common', loc: ['body', field], msg: 'This password is among the most commonly used: choose another' },
+    {
+      type: 'password_too_common',
+      loc: ['body', field],
+      msg: 'This password is among the most commonly used: choose another',
+    },
   ])
 }
 
@@ -581,7 +669,8 @@ const PASSWORD_VERSION = 'pwv'
 // A JWT's three parts in base64url without padding (RFC 7515 §2), each in its one canonical form: a string with other
 // bits in its last character decodes to the same bytes, and is refused, so that a token has one spelling only.
 const JWT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
-const canonical = (token: string) => token.split('.').every((part) => Buffer.from(part, 'base64url').toString('base64url') === part)
+const canonical = (token: string) =>
+  token.split('.').every((part) => Buffer.from(part, 'base64url').toString('base64url') === part)
 
 async function authenticate(req: Request, db: () => Promise<store.Database>): Promise<store.User> {
   const authorization = req.headers.authorization ?? ''
@@ -616,7 +705,12 @@ const table = routes.map((r) => ({
   route: r,
   names: [...r.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]),
   // Each {name} matches one segment; everything else is literal (the `.` of /openapi.json included).
-  pattern: new RegExp(`^${r.path.split(/\{\w+\}/).map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('([^/]+)')}$`),
+  pattern: new RegExp(
+    `^${r.path
+      .split(/\{\w+\}/)
+      .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+      .join('([^/]+)')}$`,
+  ),
 }))
 
 /** The methods a path answers: HEAD wherever GET is (RFC 9110 §9.3.2). */
@@ -707,7 +801,8 @@ type Result = APIGatewayProxyResult & APIGatewayProxyStructuredResultV2
 /** The answer to what a route threw: ours (HttpError), the database's state (503), a request PostgreSQL refused
  * (409, 422), else a bare 500 whose cause goes to the log only. */
 function failure(req: Pick<Request, 'method' | 'path'>, error: unknown): Response {
-  if (error instanceof HttpError) return { status: error.status, body: { detail: error.detail }, headers: error.headers }
+  if (error instanceof HttpError)
+    return { status: error.status, body: { detail: error.detail }, headers: error.headers }
   // A 503 tells the caller to come back, never why: the cause (and what to do about it) goes to the log.
   if (error instanceof store.SchemaError) {
     // The schema is deploy.ts's work (its seeder applies the migrations), never a cold start's.
@@ -780,21 +875,36 @@ function toRequest(event: Event): Request {
     // not on a custom domain, whose API mapping takes the stage out: strip it only where it is there.
     // https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-stages.html
     const stage = context.stage
-    const onExecuteApi = isString(context.domainName) && /\.execute-api\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$/.test(context.domainName)
+    const onExecuteApi =
+      isString(context.domainName) && /\.execute-api\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$/.test(context.domainName)
     let path = rawPath
-    if (onExecuteApi && isString(stage) && stage !== '$default' && (path === `/${stage}` || path.startsWith(`/${stage}/`))) {
+    if (
+      onExecuteApi &&
+      isString(stage) &&
+      stage !== '$default' &&
+      (path === `/${stage}` || path.startsWith(`/${stage}/`))
+    ) {
       path = path.slice(stage.length + 1) || '/'
     }
     const sourceIp = isString(context.http.sourceIp) ? context.http.sourceIp : ''
-    return { method, path: trimSlash(path), query: new URLSearchParams(v2.rawQueryString ?? ''), headers, body, sourceIp }
+    return {
+      method,
+      path: trimSlash(path),
+      query: new URLSearchParams(v2.rawQueryString ?? ''),
+      headers,
+      body,
+      sourceIp,
+    }
   }
   const v1 = event as APIGatewayProxyEvent
   if (!isString(v1.httpMethod) || !isString(v1.path) || !v1.path.startsWith('/')) throw badEvent('no method or path')
   for (const [name, value] of stringMap(v1.headers, 'header')) headers[name.toLowerCase()] = value
-  if (v1.multiValueHeaders != null && !isObject(v1.multiValueHeaders)) throw badEvent('multiValueHeaders is not an object')
+  if (v1.multiValueHeaders != null && !isObject(v1.multiValueHeaders))
+    throw badEvent('multiValueHeaders is not an object')
   for (const [name, values] of Object.entries(v1.multiValueHeaders ?? {})) {
     if (values == null) continue
-    if (!Array.isArray(values) || !values.every(isString)) throw badEvent(`header ${name.slice(0, 100)} is not a list of strings`)
+    if (!Array.isArray(values) || !values.every(isString))
+      throw badEvent(`header ${name.slice(0, 100)} is not a list of strings`)
     if (values.length) headers[name.toLowerCase()] = values.join(',')
   }
   const query = new URLSearchParams()
@@ -804,7 +914,8 @@ function toRequest(event: Event): Request {
   const multi = v1.multiValueQueryStringParameters ?? {}
   for (const [name, values] of Object.entries(multi)) {
     if (values == null) continue
-    if (!Array.isArray(values) || !values.every(isString)) throw badEvent(`query parameter ${name.slice(0, 100)} is not a list of strings`)
+    if (!Array.isArray(values) || !values.every(isString))
+      throw badEvent(`query parameter ${name.slice(0, 100)} is not a list of strings`)
     for (const v of values) query.append(name, v)
   }
   for (const [name, value] of stringMap(v1.queryStringParameters, 'query parameter')) {
@@ -817,7 +928,8 @@ function toRequest(event: Event): Request {
 }
 
 /** One trailing slash goes (/animals/ is /animals); `//` and the like stay, and match no route. */
-const trimSlash = (path: string) => (path.length > 1 && path.endsWith('/') && !path.endsWith('//') ? path.slice(0, -1) : path)
+const trimSlash = (path: string) =>
+  path.length > 1 && path.endsWith('/') && !path.endsWith('//') ? path.slice(0, -1) : path
 
 /** A listed origin is echoed, with credentials; with `*` listed, any other origin gets `*`, without credentials
  * (https://fetch.spec.whatwg.org/#cors-protocol-and-credentials). What depends on Origin says so in Vary. */
@@ -837,7 +949,8 @@ function corsHeaders(req: Request): Record<string, string> {
 /** A CORS preflight, answered without touching the database. */
 function preflight(req: Request): Response {
   const cors = corsHeaders(req)
-  if (!cors['access-control-allow-origin']) return { status: 400, body: { detail: 'Disallowed CORS origin' }, headers: cors }
+  if (!cors['access-control-allow-origin'])
+    return { status: 400, body: { detail: 'Disallowed CORS origin' }, headers: cors }
   const asked = req.headers['access-control-request-headers']
   return {
     status: 204,
@@ -853,7 +966,11 @@ function preflight(req: Request): Response {
 
 // On every answer (API.md, Limits): no sniffing of content types, no referrer, no framing; HSTS where the API is on
 // HTTPS, as on Lambda (function URLs serve HTTPS only); for the HTML pages, a Content-Security-Policy (HTML_POLICY).
-const SAFE_HEADERS = { 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'x-frame-options': 'DENY' }
+const SAFE_HEADERS = {
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+}
 const HSTS = { 'strict-transport-security': 'max-age=31536000; includeSubDomains' }
 
 function toResult(res: Response, extraHeaders: Record<string, string>): Result {
@@ -889,8 +1006,11 @@ export async function handler(event: Event, context?: { awsRequestId?: string })
   // On Lambda, a line per request in the function's log (the local server writes its own): what, how it
   // went, how long it took, and the request ID that Lambda's own lines for this invocation carry.
   if (process.env.AWS_LAMBDA_FUNCTION_NAME) {
-    const id = context?.awsRequestId ?? (event as { requestContext?: { requestId?: string } }).requestContext?.requestId ?? '-'
-    console.log(`${req?.method ?? '?'} ${req?.path ?? '?'} ${result.statusCode} ${(performance.now() - started).toFixed(1)}ms ${id}`)
+    const id =
+      context?.awsRequestId ?? (event as { requestContext?: { requestId?: string } }).requestContext?.requestId ?? '-'
+    console.log(
+      `${req?.method ?? '?'} ${req?.path ?? '?'} ${result.statusCode} ${(performance.now() - started).toFixed(1)}ms ${id}`,
+    )
   }
   return result
 }
@@ -949,7 +1069,12 @@ function buildOpenApi(): object {
           ...(parameters.length || requestBody ? { '422': { description: 'The request failed validation' } } : {}),
           ...(r.access !== 'anyone' ? { '401': { description: 'No valid bearer token' } } : {}),
           ...(r.access === 'staff' || r.access === 'self' || r.path === '/users/me/password'
-            ? { '403': { description: r.access === 'user' ? 'The current password is wrong' : 'The token\'s user may not call it' } }
+            ? {
+                '403': {
+                  description:
+                    r.access === 'user' ? 'The current password is wrong' : "The token's user may not call it",
+                },
+              }
             : {}),
         },
       },
@@ -959,7 +1084,9 @@ function buildOpenApi(): object {
     openapi: '3.1.0',
     info: { title: 'buddy system API', description: 'API for managing fosters and adoptions.', version: '1.0.0' },
     paths,
-    components: { securitySchemes: { bearer: { type: 'oauth2', flows: { password: { tokenUrl: '/auth/token', scopes: {} } } } } },
+    components: {
+      securitySchemes: { bearer: { type: 'oauth2', flows: { password: { tokenUrl: '/auth/token', scopes: {} } } } },
+    },
   }
 }
 
@@ -1010,7 +1137,6 @@ const DOCS_PAGE = `<!doctype html>
 
 // The local server: each request becomes a payload-2.0 event for `handler`, as a function URL sends it.
 
-
 export function toEvent(req: IncomingMessage, body: Buffer): APIGatewayProxyEventV2 {
   // The path as sent, not normalized, as a function URL's rawPath is.
   const target = req.url ?? '/'
@@ -1059,7 +1185,8 @@ function requestTime(ms: number): string {
 }
 
 const NO_BODY = Buffer.alloc(0)
-const hasBody = (req: IncomingMessage) => Boolean(req.headers['transfer-encoding'] || Number(req.headers['content-length']))
+const hasBody = (req: IncomingMessage) =>
+  Boolean(req.headers['transfer-encoding'] || Number(req.headers['content-length']))
 
 /** The body, or undefined past MAX_BODY; rejects when the client goes away in the middle of it ('aborted'). */
 async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
@@ -1082,7 +1209,8 @@ async function serve() {
   const setup = await store.openDatabase(config)
   try {
     const schema = await store.migrate(setup)
-    if (schema.applied.length) console.log(`Schema ${schema.from} → ${schema.to}: applied ${schema.applied.join('; ')}.`)
+    if (schema.applied.length)
+      console.log(`Schema ${schema.from} → ${schema.to}: applied ${schema.applied.join('; ')}.`)
     if (config.kind === 'sqlite' && !config.onNetworkFs) {
       // A person's own machine: the sample's users get SAMPLE_PASSWORD, and SAMPLE_STAFF is staff (seed.ts).
       const result = await seed(setup, 'local')
@@ -1111,7 +1239,11 @@ async function serve() {
     if (!body) {
       // Past MAX_BODY: the 413 the handler gives on Lambda, with its headers; the rest of the body is not read.
       const result = toResult(failure({ method: req.method ?? '?', path: req.url ?? '/' }, tooLarge()), {})
-      res.writeHead(413, { ...(result.headers as Record<string, string>), 'content-length': Buffer.byteLength(result.body ?? ''), connection: 'close' })
+      res.writeHead(413, {
+        ...(result.headers as Record<string, string>),
+        'content-length': Buffer.byteLength(result.body ?? ''),
+        connection: 'close',
+      })
       res.end(result.body)
       return
     }

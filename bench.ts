@@ -4,7 +4,18 @@
 // PostgreSQL server binaries (or PG_ENDPOINT) for the PostgreSQL rows, and moto_server for the deploy rows.
 import { execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import {
+  copyFileSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { deflateRawSync } from 'node:zlib'
 import { createServer, connect, type Socket } from 'node:net'
 import { cpus, totalmem, tmpdir } from 'node:os'
@@ -42,16 +53,20 @@ async function time(n: number, fn: () => Promise<unknown>): Promise<number[]> {
   return out
 }
 
-const event = (path: string, query = '', method = 'GET', body?: string, headers: Record<string, string> = {}) => ({
-  version: '2.0',
-  routeKey: '$default',
-  rawPath: path,
-  rawQueryString: query,
-  headers,
-  requestContext: { http: { method, path, protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: 'bench' }, stage: '$default' },
-  body,
-  isBase64Encoded: false,
-}) as unknown as Parameters<typeof handler>[0]
+const event = (path: string, query = '', method = 'GET', body?: string, headers: Record<string, string> = {}) =>
+  ({
+    version: '2.0',
+    routeKey: '$default',
+    rawPath: path,
+    rawQueryString: query,
+    headers,
+    requestContext: {
+      http: { method, path, protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: 'bench' },
+      stage: '$default',
+    },
+    body,
+    isBase64Encoded: false,
+  }) as unknown as Parameters<typeof handler>[0]
 
 async function get(path: string, query = '') {
   const result = await handler(event(path, query))
@@ -78,9 +93,10 @@ async function migrated(config: DbConfig): Promise<DbConfig> {
 // (16 animals : 8 users : 8 fosters, 7 of 16 adopted), inserted in one transaction.
 async function loadSynthetic(db: Database, animals: number) {
   let state = 42
-  const random = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+  const random = () => (state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
   const pick = <T>(xs: T[]) => xs[Math.floor(random() * xs.length)]
-  const day = (from: number, span: number) => new Date(Date.UTC(2000, 0, 1) + Math.floor(from + random() * span) * 86_400_000).toISOString().slice(0, 10)
+  const day = (from: number, span: number) =>
+    new Date(Date.UTC(2000, 0, 1) + Math.floor(from + random() * span) * 86_400_000).toISOString().slice(0, 10)
   const users = animals / 2
   const hash = 'scrypt$65536$8$2$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=' // a load, not accounts
   await db.transaction(async (tx) => {
@@ -91,16 +107,48 @@ async function loadSynthetic(db: Database, animals: number) {
         await tx.all(`INSERT INTO ${table} (${columns.join(', ')}) VALUES ${slots}`, chunk.flat())
       }
     }
-    await insert('users', ['username', 'username_key', 'email', 'email_key', 'password_hash', 'created_at'], users,
-      (i) => [`user${i}`, `user${i}`, `user${i}@example.com`, `user${i}@example.com`, hash, `${day(0, 9000)}T12:00:00`])
-    const names = ['nibbles', 'chompers', 'mr. spock', 'gladys', 'soupsoup', 'bagels', 'garbanzo', 'mothra', 'biscuit', 'pickles']
-    await insert('animals', ['name', 'age', 'kind', 'fixed', 'vaccinated', 'intake_date', 'adopter_id', 'adoption_date'], animals, (i) => {
-      const adopted = random() < 7 / 16
-      return [`${pick(names)} ${i}`, Math.floor(random() * 20), pick(['cat', 'dog', 'turtle', 'rabbit']), random() < 0.5,
-        random() < 0.5, day(0, 9000), adopted ? 1 + Math.floor(random() * users) : null, adopted ? day(9000, 100) : null]
-    })
-    await insert('fosters', ['animal_id', 'user_id', 'start_date', 'end_date'], animals / 2,
-      () => [1 + Math.floor(random() * animals), 1 + Math.floor(random() * users), day(0, 9000), null])
+    await insert(
+      'users',
+      ['username', 'username_key', 'email', 'email_key', 'password_hash', 'created_at'],
+      users,
+      (i) => [`user${i}`, `user${i}`, `user${i}@example.com`, `user${i}@example.com`, hash, `${day(0, 9000)}T12:00:00`],
+    )
+    const names = [
+      'nibbles',
+      'chompers',
+      'mr. spock',
+      'gladys',
+      'soupsoup',
+      'bagels',
+      'garbanzo',
+      'mothra',
+      'biscuit',
+      'pickles',
+    ]
+    await insert(
+      'animals',
+      ['name', 'age', 'kind', 'fixed', 'vaccinated', 'intake_date', 'adopter_id', 'adoption_date'],
+      animals,
+      (i) => {
+        const adopted = random() < 7 / 16
+        return [
+          `${pick(names)} ${i}`,
+          Math.floor(random() * 20),
+          pick(['cat', 'dog', 'turtle', 'rabbit']),
+          random() < 0.5,
+          random() < 0.5,
+          day(0, 9000),
+          adopted ? 1 + Math.floor(random() * users) : null,
+          adopted ? day(9000, 100) : null,
+        ]
+      },
+    )
+    await insert('fosters', ['animal_id', 'user_id', 'start_date', 'end_date'], animals / 2, () => [
+      1 + Math.floor(random() * animals),
+      1 + Math.floor(random() * users),
+      day(0, 9000),
+      null,
+    ])
   })
 }
 
@@ -108,9 +156,19 @@ async function loadSynthetic(db: Database, animals: number) {
 
 function packageCode(): string {
   log('package…')
-  execFileSync(process.execPath, [join('node_modules', 'tsx', 'dist', 'cli.mjs'), 'deploy.ts', 'package', '--region', REGION], { stdio: 'ignore' })
+  execFileSync(
+    process.execPath,
+    [join('node_modules', 'tsx', 'dist', 'cli.mjs'), 'deploy.ts', 'package', '--region', REGION],
+    { stdio: 'ignore' },
+  )
   const zip = statSync('build.zip').size
-  row('Package', `build.zip for ${REGION}: both functions, the sample, the region's RDS CAs`, `${(zip / 1024).toFixed(1)} KB`, '', 'target < 100 KB')
+  row(
+    'Package',
+    `build.zip for ${REGION}: both functions, the sample, the region's RDS CAs`,
+    `${(zip / 1024).toFixed(1)} KB`,
+    '',
+    'target < 100 KB',
+  )
   const task = join(work, 'task')
   mkdirSync(task)
   for (const [name, data] of Object.entries(unzipSync(readFileSync('build.zip')))) writeFileSync(join(task, name), data)
@@ -123,7 +181,11 @@ function packageCode(): string {
  * PostgreSQL runs in this process. */
 async function runNode(args: string[], cwd: string, env: NodeJS.ProcessEnv) {
   const started = performance.now()
-  const { stdout } = await promisify(execFile)(node24!, args, { cwd, env: { PATH: process.env.PATH, ...env }, encoding: 'utf8' })
+  const { stdout } = await promisify(execFile)(node24!, args, {
+    cwd,
+    env: { PATH: process.env.PATH, ...env },
+    encoding: 'utf8',
+  })
   return { wall: performance.now() - started, last: stdout.trim().split('\n').at(-1) ?? '' }
 }
 
@@ -137,7 +199,11 @@ async function coldStarts(task: string, env: NodeJS.ProcessEnv, path: string, ru
   for (let i = 0; i < runs; i++) {
     bare.push((await runNode(['-e', '0'], task, {})).wall)
     before?.()
-    const { wall, last } = await runNode(['--input-type=module', '-e', firstEvent(path)], task, { AWS_LAMBDA_FUNCTION_NAME: 'bench', JWT_KEY: process.env.JWT_KEY, ...env })
+    const { wall, last } = await runNode(['--input-type=module', '-e', firstEvent(path)], task, {
+      AWS_LAMBDA_FUNCTION_NAME: 'bench',
+      JWT_KEY: process.env.JWT_KEY,
+      ...env,
+    })
     if (last !== '404') throw new Error(`cold start: expected 404 from ${path} on an empty database, got ${last}`)
     cold.push(wall)
   }
@@ -148,8 +214,16 @@ async function sqliteColdStart(task: string) {
   log('cold start, SQLite…')
   const template = join(work, 'cold-template.db')
   await migrated({ kind: 'sqlite', path: template, onNetworkFs: false })
-  const { bare, cold } = await coldStarts(task, { DB_PATH: join(work, 'cold.db') }, '/animals/1', 21, () => copyFileSync(template, join(work, 'cold.db')))
-  row('Cold start', 'SQLite: first answer to GET /animals/1 (median of 21)', ms(cold), `node -e 0: ${ms(bare)}`, `+${ms(cold - bare)} (target ≤ +25 ms)`)
+  const { bare, cold } = await coldStarts(task, { DB_PATH: join(work, 'cold.db') }, '/animals/1', 21, () =>
+    copyFileSync(template, join(work, 'cold.db')),
+  )
+  row(
+    'Cold start',
+    'SQLite: first answer to GET /animals/1 (median of 21)',
+    ms(cold),
+    `node -e 0: ${ms(bare)}`,
+    `+${ms(cold - bare)} (target ≤ +25 ms)`,
+  )
 }
 
 /** A TCP proxy that delays each chunk `delay` ms each way (and the connection's handshake one round trip), as
@@ -167,7 +241,8 @@ async function delayProxy(port: number, delay: number) {
       last = 'client'
       later(() => (upstream ? upstream.write(chunk) : held.push(chunk)))
     })
-    setTimeout(() => { // the TCP handshake: one round trip before the first byte goes through
+    setTimeout(() => {
+      // the TCP handshake: one round trip before the first byte goes through
       upstream = connect(port, '127.0.0.1', () => held.splice(0).forEach((chunk) => upstream!.write(chunk)))
       upstream.on('data', (chunk) => {
         last = 'server'
@@ -205,7 +280,12 @@ function nameFlights(flights: string[][], queries: string[]): string[] {
 async function postgresColdStart(task: string, server: PostgresServer) {
   log('cold start, PostgreSQL…')
   const database = 'bench_cold'
-  const admin = await openDatabase({ ...(configFromEnv({ ...server.env, DB_LOCATION: 'rds', PG_DATABASE: 'postgres' }) as Extract<DbConfig, { kind: 'postgres' }>) })
+  const admin = await openDatabase({
+    ...(configFromEnv({ ...server.env, DB_LOCATION: 'rds', PG_DATABASE: 'postgres' }) as Extract<
+      DbConfig,
+      { kind: 'postgres' }
+    >),
+  })
   await admin.all(`DROP DATABASE IF EXISTS ${database}`)
   await admin.all(`CREATE DATABASE ${database}`)
   await admin.close()
@@ -216,12 +296,27 @@ async function postgresColdStart(task: string, server: PostgresServer) {
   try {
     const once = await coldStarts(task, env, '/animals/1', 1)
     const flights = proxy.flights.length
-    const names = nameFlights(proxy.flights, ['the schema check: SELECT MAX(version) FROM schema_migrations', 'the request, 1: Parse, Describe (postgres.js learns the parameter types)', 'the request, 2: Bind, Execute → the row'])
+    const names = nameFlights(proxy.flights, [
+      'the schema check: SELECT MAX(version) FROM schema_migrations',
+      'the request, 1: Parse, Describe (postgres.js learns the parameter types)',
+      'the request, 2: Bind, Execute → the row',
+    ])
     proxy.flights.length = 0
     const { bare, cold } = await coldStarts(task, env, '/animals/1', 11)
-    row('Cold start', `PostgreSQL over TLS, ${delay} ms each way: first answer to GET /animals/1 (median of 11)`, ms(cold), `node -e 0: ${ms(bare)}`,
-      `+${ms(cold - bare)}; first run +${ms(once.cold - once.bare)}`)
-    row('Cold start', 'PostgreSQL: round trips to the database before the first answer', `${names.length}`, `${flights} client flights + the TCP handshake`, 'target ≤ 8')
+    row(
+      'Cold start',
+      `PostgreSQL over TLS, ${delay} ms each way: first answer to GET /animals/1 (median of 11)`,
+      ms(cold),
+      `node -e 0: ${ms(bare)}`,
+      `+${ms(cold - bare)}; first run +${ms(once.cold - once.bare)}`,
+    )
+    row(
+      'Cold start',
+      'PostgreSQL: round trips to the database before the first answer',
+      `${names.length}`,
+      `${flights} client flights + the TCP handshake`,
+      'target ≤ 8',
+    )
     names.forEach((name, i) => row('Cold start', `  round trip ${i + 1}`, name, '', ''))
   } finally {
     proxy.close()
@@ -232,31 +327,48 @@ async function postgresColdStart(task: string, server: PostgresServer) {
 
 async function warm(path: string) {
   log('warm requests…')
-  const driver: any = await import('node:sqlite').then((m) => new m.DatabaseSync(path), async () => new (await import('better-sqlite3')).default(path))
+  const driver: any = await import('node:sqlite').then(
+    (m) => new m.DatabaseSync(path),
+    async () => new (await import('better-sqlite3')).default(path),
+  )
   const columns = 'id, name, age, kind, fixed, vaccinated, intake_date, adopter_id, adoption_date'
   const one = driver.prepare(`SELECT ${columns} FROM animals WHERE id = ?`)
   const page = driver.prepare(`SELECT ${columns} FROM animals ORDER BY age, id LIMIT 100`)
   const cases = [
     ['GET /animals/5', () => get('/animals/5'), async () => JSON.stringify({ animal: one.all(5)[0] })],
-    ['GET /animals?sort=age (16 animals)', () => get('/animals', 'sort=age'), async () => JSON.stringify({ animals: page.all() })],
+    [
+      'GET /animals?sort=age (16 animals)',
+      () => get('/animals', 'sort=age'),
+      async () => JSON.stringify({ animals: page.all() }),
+    ],
   ] as const
   for (const [what, viaHandler, viaDriver] of cases) {
     // Alternating rounds of 100 after a warm-up of both: a noisy moment of this shared machine weighs on both.
     const a: number[] = []
     const b: number[] = []
-    for (let i = 0; i < 1000; i++) await viaHandler(), await viaDriver()
+    for (let i = 0; i < 1000; i++) (await viaHandler(), await viaDriver())
     for (let round = 0; round < 30; round++) {
       a.push(...(await time(100, viaHandler)))
       b.push(...(await time(100, viaDriver)))
     }
-    row('Warm', `${what}: handler(event), SQLite`, ms(median(a)), `the rows via the driver + JSON: ${ms(median(b))}`, `${ratio(median(a), median(b))} (target ≤ 2×)`)
+    row(
+      'Warm',
+      `${what}: handler(event), SQLite`,
+      ms(median(a)),
+      `the rows via the driver + JSON: ${ms(median(b))}`,
+      `${ratio(median(a), median(b))} (target ≤ 2×)`,
+    )
   }
   driver.close()
 }
 
 // 4. Scale: GET /animals pages at 1,000, 100,000 and 1,000,000 animals.
 
-const FIRST_PAGES = [['sort=name', 'by name'], ['sort=age', 'by age'], ['sort=intake_date', 'by intake date']]
+const FIRST_PAGES = [
+  ['sort=name', 'by name'],
+  ['sort=age', 'by age'],
+  ['sort=intake_date', 'by intake date'],
+]
 const SIZES = [1000, 100_000, 1_000_000]
 
 async function scale(kind: string, fresh: () => Promise<DbConfig>) {
@@ -270,21 +382,32 @@ async function scale(kind: string, fresh: () => Promise<DbConfig>) {
     // A shelter's animals come in over years, and autovacuum keeps the per-day counts table compact meanwhile; this
     // load, in one transaction, rewrites each day's row ~100 times at 1M animals, and plain VACUUM would leave the
     // table that many times its size for SUM(n) to read (8–12 ms a page here). So FULL there; ANALYZE, as autovacuum does.
-    if (config.kind === 'postgres') await db.all('VACUUM FULL animal_intake_counts'), await db.all('ANALYZE')
+    if (config.kind === 'postgres') (await db.all('VACUUM FULL animal_intake_counts'), await db.all('ANALYZE'))
     await db.close()
     await useDatabase(config)
-    for (const [query, label] of FIRST_PAGES) (first[label] ??= []).push(median(await time(n > 10_000 ? 100 : 300, () => get('/animals', query))))
+    for (const [query, label] of FIRST_PAGES)
+      (first[label] ??= []).push(median(await time(n > 10_000 ? 100 : 300, () => get('/animals', query))))
     deep.push(median(await time(n > 100_000 ? 20 : 100, () => get('/animals', `sort=age&offset=${n / 2}`))))
     await closeDatabase()
     if (config.kind === 'sqlite') rmSync(config.path, { force: true })
   }
   for (const [, label] of FIRST_PAGES) {
     const [small, , large] = first[label]
-    row('Scale', `${kind}: first page ${label}, 1,000,000 animals`, `p50 ${ms(large)}`, `1,000: ${ms(small)}; 100,000: ${ms(first[label][1])}`,
-      `${ratio(large, small)} (target ≤ 2×)`)
+    row(
+      'Scale',
+      `${kind}: first page ${label}, 1,000,000 animals`,
+      `p50 ${ms(large)}`,
+      `1,000: ${ms(small)}; 100,000: ${ms(first[label][1])}`,
+      `${ratio(large, small)} (target ≤ 2×)`,
+    )
   }
-  row('Scale', `${kind}: page at offset n/2 by age`, SIZES.map((n, i) => `${n.toLocaleString('en')}: ${ms(deep[i])}`).join('; '), '',
-    'grows with the offset: OFFSET reads every row it skips')
+  row(
+    'Scale',
+    `${kind}: page at offset n/2 by age`,
+    SIZES.map((n, i) => `${n.toLocaleString('en')}: ${ms(deep[i])}`).join('; '),
+    '',
+    'grows with the offset: OFFSET reads every row it skips',
+  )
 }
 
 // 6. Deploy: reruns against moto, through a proxy that counts the AWS calls.
@@ -295,16 +418,29 @@ async function deployReruns() {
   log('deploy…')
   const project = join(work, 'project')
   mkdirSync(project)
-  for (const file of ['api.ts', 'db.ts', 'seed.ts', 'deploy.ts', 'fake_db.json', 'package.json']) cpSync(file, join(project, file))
+  for (const file of ['api.ts', 'db.ts', 'seed.ts', 'deploy.ts', 'fake_db.json', 'package.json'])
+    cpSync(file, join(project, file))
   symlinkSync(join(process.cwd(), 'node_modules'), join(project, 'node_modules'))
   const deploy = async () => {
     const proxy = await startProxy(moto.endpoint)
     const started = performance.now()
     // Not spawnSync: the proxy runs in this process.
-    await promisify(execFile)(process.execPath, [join('node_modules', 'tsx', 'dist', 'cli.mjs'), 'deploy.ts', 'rds', '--yes'], {
-      cwd: project, encoding: 'utf8',
-      env: { ...process.env, AWS_ENDPOINT_URL: proxy.endpoint, AWS_ACCESS_KEY_ID: 'bench', AWS_SECRET_ACCESS_KEY: 'bench', AWS_REGION: REGION, PG_PASSWORD: '' },
-    })
+    await promisify(execFile)(
+      process.execPath,
+      [join('node_modules', 'tsx', 'dist', 'cli.mjs'), 'deploy.ts', 'rds', '--yes'],
+      {
+        cwd: project,
+        encoding: 'utf8',
+        env: {
+          ...process.env,
+          AWS_ENDPOINT_URL: proxy.endpoint,
+          AWS_ACCESS_KEY_ID: 'bench',
+          AWS_SECRET_ACCESS_KEY: 'bench',
+          AWS_REGION: REGION,
+          PG_PASSWORD: '',
+        },
+      },
+    )
     const wall = performance.now() - started
     await proxy.close()
     // The seeder's invocation apart: every deploy runs it (the migrations that are due, none on a rerun).
@@ -314,14 +450,27 @@ async function deployReruns() {
   try {
     const fresh = await deploy()
     const unchanged = await deploy()
-    writeFileSync(join(project, 'api.ts'), readFileSync(join(project, 'api.ts'), 'utf8').replace("'hello to nobody'", "'hello to everybody'"))
+    writeFileSync(
+      join(project, 'api.ts'),
+      readFileSync(join(project, 'api.ts'), 'utf8').replace("'hello to nobody'", "'hello to everybody'"),
+    )
     const changed = await deploy()
     const base = `a fresh deploy: ${fresh.reads} reads, ${fresh.writes.length} writes, ${(fresh.wall / 1000).toFixed(1)} s`
     // Each run also invokes the seeder once, counted in neither.
-    row('Deploy', 'rds, rerun with no change', `${unchanged.reads} reads, ${unchanged.writes.length} writes, ${(unchanged.wall / 1000).toFixed(1)} s`, base,
-      `${ratio(unchanged.wall, fresh.wall)} of the time (target: no write)`)
-    row('Deploy', 'rds, rerun after a one-line change in api.ts', `${changed.reads} reads, ${changed.writes.length} writes, ${(changed.wall / 1000).toFixed(1)} s`, base,
-      `${ratio(changed.wall, fresh.wall)}: ${changed.writes.map((w) => w.replace(/^(\w+) \/[\d-]+\/functions\//, '$1 ')).join(', ')}`)
+    row(
+      'Deploy',
+      'rds, rerun with no change',
+      `${unchanged.reads} reads, ${unchanged.writes.length} writes, ${(unchanged.wall / 1000).toFixed(1)} s`,
+      base,
+      `${ratio(unchanged.wall, fresh.wall)} of the time (target: no write)`,
+    )
+    row(
+      'Deploy',
+      'rds, rerun after a one-line change in api.ts',
+      `${changed.reads} reads, ${changed.writes.length} writes, ${(changed.wall / 1000).toFixed(1)} s`,
+      base,
+      `${ratio(changed.wall, fresh.wall)}: ${changed.writes.map((w) => w.replace(/^(\w+) \/[\d-]+\/functions\//, '$1 ')).join(', ')}`,
+    )
   } finally {
     moto.stop()
   }
@@ -333,13 +482,23 @@ async function deployReruns() {
  * its bootstrap passes --max-semi-space-size and --max-old-space-size, worked out from AWS_LAMBDA_FUNCTION_MEMORY_SIZE
  * (https://gist.github.com/davidjb/432ea4e1c89f399ec412270539fe126f, the nodejs20.x bootstrap), as 5% and 90% of it
  * (lambci's copy of that runtime: https://github.com/lambci/node-custom-lambda/blob/master/v14.x/bootstrap.c). */
-const lambdaHeap = (mb: number) => [`--max-semi-space-size=${Math.floor((mb * 5) / 100)}`, `--max-old-space-size=${Math.floor((mb * 90) / 100)}`]
+const lambdaHeap = (mb: number) => [
+  `--max-semi-space-size=${Math.floor((mb * 5) / 100)}`,
+  `--max-old-space-size=${Math.floor((mb * 90) / 100)}`,
+]
 
 async function memory(task: string, samplePath: string) {
   log('256 MB…')
   const logins = 20
-  const login = JSON.stringify(event('/auth/token', '', 'POST', new URLSearchParams({ username: 'juniper', password: SAMPLE_PASSWORD }).toString(),
-    { 'content-type': 'application/x-www-form-urlencoded' }))
+  const login = JSON.stringify(
+    event(
+      '/auth/token',
+      '',
+      'POST',
+      new URLSearchParams({ username: 'juniper', password: SAMPLE_PASSWORD }).toString(),
+      { 'content-type': 'application/x-www-form-urlencoded' },
+    ),
+  )
   // One container takes one request at a time: the burst comes one login after another, as fast as they go.
   const script = `const { handler } = await import('./api.mjs');
     for (let i = 0; i < ${logins}; i++) { const r = await handler(${login}); if (r.statusCode !== 200) throw new Error(r.body) }
@@ -347,9 +506,16 @@ async function memory(task: string, samplePath: string) {
     console.log(process.resourceUsage().maxRSS)`
   const env = { AWS_LAMBDA_FUNCTION_NAME: 'bench', JWT_KEY: process.env.JWT_KEY, DB_PATH: samplePath }
   const peak = Number((await runNode([...lambdaHeap(256), '--input-type=module', '-e', script], task, env)).last) / 1024
-  const bare = Number((await runNode([...lambdaHeap(256), '-e', 'console.log(process.resourceUsage().maxRSS)'], task, {})).last) / 1024
-  row('In 256 MB', `peak RSS after ${logins} logins (scrypt, 64 MiB each) and 200 GET /animals, ${lambdaHeap(256).join(' ')}`, `${peak.toFixed(0)} MB`,
-    `node -e 0 with the same flags: ${bare.toFixed(0)} MB`, 'target < 200 MB')
+  const bare =
+    Number((await runNode([...lambdaHeap(256), '-e', 'console.log(process.resourceUsage().maxRSS)'], task, {})).last) /
+    1024
+  row(
+    'In 256 MB',
+    `peak RSS after ${logins} logins (scrypt, 64 MiB each) and 200 GET /animals, ${lambdaHeap(256).join(' ')}`,
+    `${peak.toFixed(0)} MB`,
+    `node -e 0 with the same flags: ${bare.toFixed(0)} MB`,
+    'target < 200 MB',
+  )
 }
 
 // 7. The common-password check: what its list weighs in the package, and what it adds to a container's first
@@ -361,12 +527,25 @@ async function commonPasswords(task: string) {
   if (!chunk) throw new Error('no chunk holds the common-password list')
   const text = readFileSync(join(task, chunk), 'utf8')
   const count = JSON.parse(text.match(/\[".*"\]/s)![0]).length
-  row('Common passwords', `the list's chunk in build.zip (${count} passwords of 8+ characters)`, `${(deflateRawSync(text, { level: 9 }).length / 1024).toFixed(1)} KB`,
-    `build.zip: ${(statSync('build.zip').size / 1024).toFixed(1)} KB`, 'loaded by a new password only')
+  row(
+    'Common passwords',
+    `the list's chunk in build.zip (${count} passwords of 8+ characters)`,
+    `${(deflateRawSync(text, { level: 9 }).length / 1024).toFixed(1)} KB`,
+    `build.zip: ${(statSync('build.zip').size / 1024).toFixed(1)} KB`,
+    'loaded by a new password only',
+  )
   const template = join(work, 'registration.db')
   await migrated({ kind: 'sqlite', path: template, onNetworkFs: false })
-  const registration = (n: number) => JSON.stringify(event('/auth/registration', '', 'POST',
-    JSON.stringify({ username: `user${n}`, email: `user${n}@example.com`, password: 'kestrel harbour' }), { 'content-type': 'application/json' }))
+  const registration = (n: number) =>
+    JSON.stringify(
+      event(
+        '/auth/registration',
+        '',
+        'POST',
+        JSON.stringify({ username: `user${n}`, email: `user${n}@example.com`, password: 'kestrel harbour' }),
+        { 'content-type': 'application/json' },
+      ),
+    )
   const script = `const { handler } = await import('./api.mjs'); const times = []
     for (const e of [${registration(1)}, ${registration(2)}]) {
       const started = performance.now(); const r = await handler(e); times.push(performance.now() - started)
@@ -377,13 +556,22 @@ async function commonPasswords(task: string) {
   const second: number[] = []
   for (let i = 0; i < 9; i++) {
     copyFileSync(template, join(work, 'registration-run.db'))
-    const { last } = await runNode(['--input-type=module', '-e', script], task, { AWS_LAMBDA_FUNCTION_NAME: 'bench', JWT_KEY: process.env.JWT_KEY, DB_PATH: join(work, 'registration-run.db') })
+    const { last } = await runNode(['--input-type=module', '-e', script], task, {
+      AWS_LAMBDA_FUNCTION_NAME: 'bench',
+      JWT_KEY: process.env.JWT_KEY,
+      DB_PATH: join(work, 'registration-run.db'),
+    })
     const [a, b] = JSON.parse(last)
     first.push(a)
     second.push(b)
   }
-  row('Registration', "a container's first POST /auth/registration: loads the list, hashes (median of 9)", ms(median(first)),
-    `its second: ${ms(median(second))}`, `+${ms(median(first) - median(second))}`)
+  row(
+    'Registration',
+    "a container's first POST /auth/registration: loads the list, hashes (median of 9)",
+    ms(median(first)),
+    `its second: ${ms(median(second))}`,
+    `+${ms(median(first) - median(second))}`,
+  )
 }
 
 // 8. The worst request one can build on each route that takes a body, in a fresh Node 24 on the unzipped package: its CPU
@@ -403,16 +591,58 @@ async function worstRequests(task: string, samplePath: string) {
   const staff = { ...json, authorization: `Bearer ${JSON.parse(login.body!).access_token}` }
   const cases: [string, ReturnType<typeof event>][] = [
     ['GET /animals/1 (the baseline)', event('/animals/1')],
-    ['POST /auth/token, the right password: one hash', event('/auth/token', '', 'POST', `username=juniper&password=${SAMPLE_PASSWORD}`, form)],
-    ['POST /auth/token, an unknown user: one hash', event('/auth/token', '', 'POST', 'username=nobody&password=guess', form)],
-    ['POST /auth/token, a 64 KB password', event('/auth/token', '', 'POST', `username=juniper&password=${'x'.repeat(64 * 1024 - 40)}`, form)],
-    ['POST /auth/registration, a new user: one hash', event('/auth/registration', '', 'POST', JSON.stringify({ username: 'newcomer', email: 'n@example.com', password: 'kestrel harbour' }), json)],
-    ['POST /auth/registration, a 64 KB username of two scripts', event('/auth/registration', '', 'POST', JSON.stringify({ username: mixed, email: 'm@example.com', password: 'kestrel harbour' }), json)],
+    [
+      'POST /auth/token, the right password: one hash',
+      event('/auth/token', '', 'POST', `username=juniper&password=${SAMPLE_PASSWORD}`, form),
+    ],
+    [
+      'POST /auth/token, an unknown user: one hash',
+      event('/auth/token', '', 'POST', 'username=nobody&password=guess', form),
+    ],
+    [
+      'POST /auth/token, a 64 KB password',
+      event('/auth/token', '', 'POST', `username=juniper&password=${'x'.repeat(64 * 1024 - 40)}`, form),
+    ],
+    [
+      'POST /auth/registration, a new user: one hash',
+      event(
+        '/auth/registration',
+        '',
+        'POST',
+        JSON.stringify({ username: 'newcomer', email: 'n@example.com', password: 'kestrel harbour' }),
+        json,
+      ),
+    ],
+    [
+      'POST /auth/registration, a 64 KB username of two scripts',
+      event(
+        '/auth/registration',
+        '',
+        'POST',
+        JSON.stringify({ username: mixed, email: 'm@example.com', password: 'kestrel harbour' }),
+        json,
+      ),
+    ],
     ['POST /auth/registration, JSON nested 32,000 deep', event('/auth/registration', '', 'POST', nested, json)],
-    ['PUT /users/me/password, the right current password: two hashes', event('/users/me/password', '', 'PUT', JSON.stringify({ current_password: SAMPLE_PASSWORD, new_password: 'osprey lighthouse' }), staff)],
-    ['POST /animals (staff), a 64 KB name', event('/animals', '', 'POST', JSON.stringify({ name: mixed.slice(0, 40_000), age: 1, kind: 'cat' }), staff)],
+    [
+      'PUT /users/me/password, the right current password: two hashes',
+      event(
+        '/users/me/password',
+        '',
+        'PUT',
+        JSON.stringify({ current_password: SAMPLE_PASSWORD, new_password: 'osprey lighthouse' }),
+        staff,
+      ),
+    ],
+    [
+      'POST /animals (staff), a 64 KB name',
+      event('/animals', '', 'POST', JSON.stringify({ name: mixed.slice(0, 40_000), age: 1, kind: 'cat' }), staff),
+    ],
     ['PUT /animals/1 (staff), JSON nested 32,000 deep', event('/animals/1', '', 'PUT', nested, staff)],
-    ['POST /auth/registration, 4 MB of base64', { ...event('/auth/registration', '', 'POST', 'A'.repeat(4 * 1024 * 1024), json), isBase64Encoded: true }],
+    [
+      'POST /auth/registration, 4 MB of base64',
+      { ...event('/auth/registration', '', 'POST', 'A'.repeat(4 * 1024 * 1024), json), isBase64Encoded: true },
+    ],
   ]
   const measured: { what: string; status: number; cpu: number; rss: number }[] = []
   for (const [what, request] of cases) {
@@ -422,14 +652,25 @@ async function worstRequests(task: string, samplePath: string) {
       const cpu = process.cpuUsage(); const { statusCode } = await handler(${JSON.stringify(request)}); const used = process.cpuUsage(cpu)
       console.log(JSON.stringify({ status: statusCode, cpu: (used.user + used.system) / 1000, rss: process.resourceUsage().maxRSS / 1024 }))`
     writeFileSync(join(task, 'worst.mjs'), script) // a file: the 4 MB request does not fit in a command line
-    const { last } = await runNode(['worst.mjs'], task, { AWS_LAMBDA_FUNCTION_NAME: 'bench', JWT_KEY: process.env.JWT_KEY, DB_PATH: copy })
+    const { last } = await runNode(['worst.mjs'], task, {
+      AWS_LAMBDA_FUNCTION_NAME: 'bench',
+      JWT_KEY: process.env.JWT_KEY,
+      DB_PATH: copy,
+    })
     measured.push({ what, ...JSON.parse(last) })
   }
   rmSync(join(task, 'worst.mjs'))
   const [base] = measured
   for (const m of measured) {
-    row('Worst request', `${m.what}: ${m.status}`, `${ms(m.cpu)} CPU, ${m.rss.toFixed(0)} MB`, m === base ? '' : `GET: ${ms(base.cpu)}, ${base.rss.toFixed(0)} MB`,
-      m === base ? '' : `${ratio(m.cpu, base.cpu)} CPU, ${m.rss >= base.rss ? '+' : ''}${(m.rss - base.rss).toFixed(0)} MB`)
+    row(
+      'Worst request',
+      `${m.what}: ${m.status}`,
+      `${ms(m.cpu)} CPU, ${m.rss.toFixed(0)} MB`,
+      m === base ? '' : `GET: ${ms(base.cpu)}, ${base.rss.toFixed(0)} MB`,
+      m === base
+        ? ''
+        : `${ratio(m.cpu, base.cpu)} CPU, ${m.rss >= base.rss ? '+' : ''}${(m.rss - base.rss).toFixed(0)} MB`,
+    )
   }
 }
 
@@ -510,5 +751,7 @@ const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i])).
 console.log(line(header))
 console.log(line(widths.map((w) => '-'.repeat(w))))
 for (const r of rows) console.log(line(r))
-console.log(`\n${cpus().length} cores (${cpus()[0]?.model}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; node ${process.version}` +
-  `${node24 ? `, Node 24 runs: ${execFileSync(node24, ['--version'], { encoding: 'utf8' }).trim()}` : ''}`)
+console.log(
+  `\n${cpus().length} cores (${cpus()[0]?.model}), ${(totalmem() / 2 ** 30).toFixed(0)} GiB; node ${process.version}` +
+    `${node24 ? `, Node 24 runs: ${execFileSync(node24, ['--version'], { encoding: 'utf8' }).trim()}` : ''}`,
+)

@@ -49,7 +49,12 @@ export function isUnavailable(error: unknown): boolean {
   const e = error as { code?: string; errcode?: number; message?: string }
   const code = String(e?.code ?? '')
   // postgres.js's own codes, and the operating system's: https://github.com/porsager/postgres#connection-errors
-  if (/^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|EPIPE|CONNECT_TIMEOUT|CONNECTION_CLOSED|CONNECTION_ENDED|CONNECTION_DESTROYED)$/.test(code)) return true
+  if (
+    /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|EPIPE|CONNECT_TIMEOUT|CONNECTION_CLOSED|CONNECTION_ENDED|CONNECTION_DESTROYED)$/.test(
+      code,
+    )
+  )
+    return true
   // PostgreSQL: connection exceptions (08), too many connections (53300), shutting down or starting (57P01-3),
   // statement_timeout (57014). https://www.postgresql.org/docs/current/errcodes-appendix.html
   if (/^(08...|53300|57P01|57P02|57P03|57014)$/.test(code)) return true
@@ -69,7 +74,12 @@ export function requestFault(error: unknown): { status: 409 | 422; detail: strin
   if (code === '23503' || code === 'SQLITE_CONSTRAINT_FOREIGNKEY' || e?.errcode === 787) {
     return { status: 409, detail: 'Conflict: it refers to a row that is gone, or is referred to' }
   }
-  if (/^22/.test(code) || ['23514', '23502', 'SQLITE_CONSTRAINT_CHECK', 'SQLITE_CONSTRAINT_NOTNULL'].includes(code) || e?.errcode === 275 || e?.errcode === 1299) {
+  if (
+    /^22/.test(code) ||
+    ['23514', '23502', 'SQLITE_CONSTRAINT_CHECK', 'SQLITE_CONSTRAINT_NOTNULL'].includes(code) ||
+    e?.errcode === 275 ||
+    e?.errcode === 1299
+  ) {
     return { status: 422, detail: 'A value is outside what the database accepts' }
   }
   return undefined
@@ -95,13 +105,16 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): DbConfig {
   // PG_AUTH=iam: no password, but a token signed with the AWS credentials (the Lambda function's role).
   const auth = env.PG_AUTH?.trim().toLowerCase() || 'password'
   if (auth !== 'password' && auth !== 'iam') {
-    throw new ConfigError(`PG_AUTH=${env.PG_AUTH} is not supported; use password (with PG_PASSWORD) or iam (an IAM token)`)
+    throw new ConfigError(
+      `PG_AUTH=${env.PG_AUTH} is not supported; use password (with PG_PASSWORD) or iam (an IAM token)`,
+    )
   }
   const needed = ['PG_USERNAME', ...(auth === 'password' ? ['PG_PASSWORD'] : []), 'PG_ENDPOINT', 'PG_PORT']
   const missing = needed.filter((name) => !env[name])
   if (missing.length) throw new ConfigError(`DB_LOCATION=rds needs ${missing.join(', ')}`)
   const iamRegion = auth === 'iam' ? env.AWS_REGION || env.AWS_DEFAULT_REGION : undefined
-  if (auth === 'iam' && !iamRegion) throw new ConfigError('PG_AUTH=iam needs AWS_REGION: the region of the RDS instance')
+  if (auth === 'iam' && !iamRegion)
+    throw new ConfigError('PG_AUTH=iam needs AWS_REGION: the region of the RDS instance')
   const port = Number(env.PG_PORT)
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new ConfigError(`PG_PORT=${env.PG_PORT} is not a port number`)
@@ -287,13 +300,17 @@ async function fillIdentityKeys(tx: Database): Promise<string[]> {
       const first = taken[field].get(keys[field])
       if (first === undefined) taken[field].set(keys[field], `${id}`)
       else {
-        notes.push(`user ${id}'s ${field} ${JSON.stringify(field === 'username' ? username : email)} clashes with user ${first}'s: it logs in by its exact ${field === 'username' ? 'name' : 'email'} only; rename one of them`)
+        notes.push(
+          `user ${id}'s ${field} ${JSON.stringify(field === 'username' ? username : email)} clashes with user ${first}'s: it logs in by its exact ${field === 'username' ? 'name' : 'email'} only; rename one of them`,
+        )
         keys[field] = `${keys[field]}#${id}`
       }
     }
     await tx.all('UPDATE users SET username_key = ?, email_key = ? WHERE id = ?', [keys.username, keys.email, id])
   }
-  await tx.exec('CREATE UNIQUE INDEX users_by_username_key ON users (username_key); CREATE UNIQUE INDEX users_by_email_key ON users (email_key);')
+  await tx.exec(
+    'CREATE UNIQUE INDEX users_by_username_key ON users (username_key); CREATE UNIQUE INDEX users_by_email_key ON users (email_key);',
+  )
   return notes
 }
 
@@ -328,8 +345,14 @@ CREATE INDEX address_counts_by_time ON address_counts (window_start);
 async function clearBadAdoptions(tx: Database): Promise<string[]> {
   const bad = `(adopter_id IS NULL) <> (adoption_date IS NULL) OR adoption_date < intake_date OR adoption_date > ?`
   const today = new Date().toISOString().slice(0, 10)
-  const cleared = await tx.all(`UPDATE animals SET adopter_id = NULL, adoption_date = NULL WHERE ${bad} RETURNING id`, [today])
-  return cleared.length ? [`cleared the adoption of ${cleared.length} animals whose adopter and date did not go together, or whose date was before their intake or after today`] : []
+  const cleared = await tx.all(`UPDATE animals SET adopter_id = NULL, adoption_date = NULL WHERE ${bad} RETURNING id`, [
+    today,
+  ])
+  return cleared.length
+    ? [
+        `cleared the adoption of ${cleared.length} animals whose adopter and date did not go together, or whose date was before their intake or after today`,
+      ]
+    : []
 }
 
 interface Migration {
@@ -346,7 +369,9 @@ const MIGRATIONS: Migration[] = [
     version: 1,
     name: 'users, animals, fosters, per-day intake counts',
     sqlite:
-      schema({ id: 'INTEGER PRIMARY KEY AUTOINCREMENT', date: 'TEXT', timestamp: 'TEXT' }) + BACKFILL_COUNTS + SQLITE_COUNT_TRIGGERS,
+      schema({ id: 'INTEGER PRIMARY KEY AUTOINCREMENT', date: 'TEXT', timestamp: 'TEXT' }) +
+      BACKFILL_COUNTS +
+      SQLITE_COUNT_TRIGGERS,
     postgres:
       schema({ id: 'INTEGER GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY', date: 'DATE', timestamp: 'TIMESTAMP(0)' }) +
       BACKFILL_COUNTS +
@@ -448,7 +473,8 @@ async function loadSqlite(path: string): Promise<{ driver: SqliteDriver; name: s
   // node:sqlite where its statements can return rows as arrays (setReturnArrays: Node 24, which the
   // Lambda nodejs24.x runtime has); better-sqlite3 on Node 20, and on a 22 without it.
   const builtin = await import('node:sqlite').catch(() => undefined)
-  if (builtin?.StatementSync.prototype.setReturnArrays) return { driver: new builtin.DatabaseSync(path) as unknown as SqliteDriver, name: 'node:sqlite' }
+  if (builtin?.StatementSync.prototype.setReturnArrays)
+    return { driver: new builtin.DatabaseSync(path) as unknown as SqliteDriver, name: 'node:sqlite' }
   const addon = await import('better-sqlite3').catch((cause) => {
     throw new Error(`SQLite needs Node 24 (node:sqlite) or the better-sqlite3 package (npm install)`, { cause })
   })
@@ -482,12 +508,11 @@ async function openSqlite(config: Extract<DbConfig, { kind: 'sqlite' }>): Promis
     return statement
   }
   // SQLite binds neither booleans nor undefined.
-  const bind = (params: unknown[]) =>
-    params.map((p) => (p === true ? 1 : p === false ? 0 : p === undefined ? null : p))
+  const bind = (params: unknown[]) => params.map((p) => (p === true ? 1 : p === false ? 0 : p === undefined ? null : p))
   let depth = 0 // 1 while transaction() runs
   const query = (sql: string, params: unknown[], arrays: boolean) => {
     const statement = prepare(sql, arrays)
-    if (statement.reader === false) return statement.run(...bind(params)), []
+    if (statement.reader === false) return (statement.run(...bind(params)), [])
     return statement.all(...bind(params))
   }
   const db: Database = {
@@ -536,13 +561,16 @@ async function openPostgres(config: Extract<DbConfig, { kind: 'postgres' }>): Pr
     username: config.username,
     password: config.iamRegion ? iamToken(config) : config.password,
     database: config.database,
-    ssl: config.ssl === 'disable' ? false : {
-      rejectUnauthorized: config.ssl === 'verify-full',
-      ca: config.ssl === 'verify-full' && config.caFile ? readFileSync(config.caFile, 'utf8') : undefined,
-      // PostgreSQL before 18 takes only P-256 (ssl_ecdh_curve = prime256v1); Node offers X25519 (and its ML-KEM hybrid) first, and the server's
-      // HelloRetryRequest costs a round trip: https://github.com/postgres/postgres/commit/daa02c6bd9262adeb44f4a9ed9d94fa6259afd94
-      ecdhCurve: 'P-256:X25519',
-    },
+    ssl:
+      config.ssl === 'disable'
+        ? false
+        : {
+            rejectUnauthorized: config.ssl === 'verify-full',
+            ca: config.ssl === 'verify-full' && config.caFile ? readFileSync(config.caFile, 'utf8') : undefined,
+            // PostgreSQL before 18 takes only P-256 (ssl_ecdh_curve = prime256v1); Node offers X25519 (and its ML-KEM hybrid) first, and the server's
+            // HelloRetryRequest costs a round trip: https://github.com/postgres/postgres/commit/daa02c6bd9262adeb44f4a9ed9d94fa6259afd94
+            ecdhCurve: 'P-256:X25519',
+          },
     // No lookup of the server's array types at connect (a round trip): the API sends and reads no arrays.
     fetch_types: false,
     // One connection per Lambda container, closed when idle so a frozen container holds none, and made anew after
@@ -601,7 +629,12 @@ function iamToken(config: Extract<DbConfig, { kind: 'postgres' }>): () => Promis
   return async () => {
     // Imported here: only an IAM deployment loads the signer and the AWS credential providers.
     const { Signer } = await import('@aws-sdk/rds-signer')
-    return new Signer({ hostname: config.host, port: config.port, username: config.username, region: config.iamRegion! }).getAuthToken()
+    return new Signer({
+      hostname: config.host,
+      port: config.port,
+      username: config.username,
+      region: config.iamRegion!,
+    }).getAuthToken()
   }
 }
 
@@ -671,9 +704,15 @@ export interface AnimalQuery {
 }
 
 export async function listAnimals(db: Database, q: AnimalQuery): Promise<{ count: number; animals: Animal[] }> {
-  const bounds = ([['>=', q.intake_after], ['<=', q.intake_before]] as const).filter(([, date]) => date)
+  const bounds = (
+    [
+      ['>=', q.intake_after],
+      ['<=', q.intake_before],
+    ] as const
+  ).filter(([, date]) => date)
   const params = bounds.map(([, date]) => date)
-  const window = (column: string) => (bounds.length ? `WHERE ${bounds.map(([op]) => `${column} ${op} ?`).join(' AND ')}` : '')
+  const window = (column: string) =>
+    bounds.length ? `WHERE ${bounds.map(([op]) => `${column} ${op} ?`).join(' AND ')}` : ''
   const [{ count }] = await db.all<{ count: number }>(
     `SELECT CAST(COALESCE(SUM(n), 0) AS INTEGER) AS count FROM animal_intake_counts ${window('intake_date')}`,
     params,
@@ -744,7 +783,10 @@ export async function deleteAnimal(db: Database, id: number): Promise<boolean> {
 
 export async function listUsers(db: Database, page: Page): Promise<{ count: number; users: User[] }> {
   const [[count]] = await db.values('SELECT COUNT(*) FROM users')
-  const rows = await db.values(`SELECT ${USER} FROM users ORDER BY id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`, [page.limit, page.offset])
+  const rows = await db.values(
+    `SELECT ${USER} FROM users ORDER BY id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`,
+    [page.limit, page.offset],
+  )
   return { count: Number(count), users: rows.map(toUser) }
 }
 
@@ -763,7 +805,11 @@ export interface Account {
   passwordVersion: number
 }
 const ACCOUNT = `${USER}, password_hash, password_version`
-const toAccount = (row: unknown[]): Account => ({ user: toUser(row), passwordHash: row[5] as string, passwordVersion: Number(row[6]) })
+const toAccount = (row: unknown[]): Account => ({
+  user: toUser(row),
+  passwordHash: row[5] as string,
+  passwordVersion: Number(row[6]),
+})
 
 /** The account to log in to: by the name's key (JUNIPER is juniper), or its exact text. */
 export async function findLogin(db: Database, username: string): Promise<Account | undefined> {
@@ -784,12 +830,19 @@ export async function getAccount(db: Database, id: number): Promise<Account | un
 
 /** Stores a new password hash and moves the password version on, so that every token issued before is refused. */
 export async function changePassword(db: Database, id: number, passwordHash: string): Promise<void> {
-  await db.all('UPDATE users SET password_hash = ?, password_version = password_version + 1 WHERE id = ?', [passwordHash, id])
+  await db.all('UPDATE users SET password_hash = ?, password_version = password_version + 1 WHERE id = ?', [
+    passwordHash,
+    id,
+  ])
 }
 
 /** Makes the user of that name staff (or public, with `staff` false): the user, and whether anything changed;
  * undefined for an unknown name. The name is found as at login. */
-export async function setStaff(db: Database, username: string, staff: boolean): Promise<{ user: User; changed: boolean } | undefined> {
+export async function setStaff(
+  db: Database,
+  username: string,
+  staff: boolean,
+): Promise<{ user: User; changed: boolean } | undefined> {
   const account = await findLogin(db, username)
   if (!account) return undefined
   if (account.user.is_staff === staff) return { user: account.user, changed: false }
@@ -819,9 +872,15 @@ export async function createUser(db: Database, u: NewUser): Promise<User> {
 }
 
 /** Which of username and email another user already has, by key. */
-export async function takenField(db: Database, u: Pick<NewUser, 'username' | 'email'>): Promise<'username' | 'email' | undefined> {
+export async function takenField(
+  db: Database,
+  u: Pick<NewUser, 'username' | 'email'>,
+): Promise<'username' | 'email' | undefined> {
   const key = identityKey(u.username)
-  const [row] = await db.values('SELECT username_key FROM users WHERE username_key = ? OR email_key = ?', [key, identityKey(u.email)])
+  const [row] = await db.values('SELECT username_key FROM users WHERE username_key = ? OR email_key = ?', [
+    key,
+    identityKey(u.email),
+  ])
   return row && (row[0] === key ? 'username' : 'email')
 }
 
@@ -859,7 +918,11 @@ export async function listFosters(db: Database, user: User, page: Page): Promise
 }
 
 /** The animals a user adopted, by adoption date, a page at a time, and how many there are. */
-export async function listPets(db: Database, userId: number, page: Page): Promise<{ count: number; animals: Animal[] }> {
+export async function listPets(
+  db: Database,
+  userId: number,
+  page: Page,
+): Promise<{ count: number; animals: Animal[] }> {
   const [[count]] = await db.values('SELECT COUNT(*) FROM animals WHERE adopter_id = ?', [userId])
   const rows = await db.values(
     `SELECT ${ANIMAL} FROM animals WHERE adopter_id = ? ORDER BY adoption_date, id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`,
@@ -889,7 +952,8 @@ async function scryptAsync(password: string, salt: Buffer, keylen: number, optio
 
 /** The hash of a random password nobody knows, with the parameters above: a login for an unknown user verifies
  * against it, at the cost of a real one (a test checks that its parameters are SCRYPT's). */
-export const DUMMY_PASSWORD_HASH = 'scrypt$65536$8$2$MR54+x5pK2e32mElOrNIzA==$WZXvdZ6HjFEqXRHqmbO0xFXi9GkCmwyHosprJuBtwmI='
+export const DUMMY_PASSWORD_HASH =
+  'scrypt$65536$8$2$MR54+x5pK2e32mElOrNIzA==$WZXvdZ6HjFEqXRHqmbO0xFXi9GkCmwyHosprJuBtwmI='
 
 export async function hashPassword(password: string): Promise<string> {
   const salt = (await nodeCrypto()).randomBytes(16)
@@ -913,8 +977,14 @@ export const ADDRESS_LIMITS = { failed_login: 50, registration: 30 } as const
 export type AddressEvent = keyof typeof ADDRESS_LIMITS
 
 /** The failed logins counted for `username`, and how long it must still wait before the next, in ms (0: not). */
-export async function failedLogins(db: Database, username: string, now = Date.now()): Promise<{ count: number; wait: number }> {
-  const [row] = await db.values('SELECT failures, blocked_until FROM login_failures WHERE username_key = ?', [identityKey(username)])
+export async function failedLogins(
+  db: Database,
+  username: string,
+  now = Date.now(),
+): Promise<{ count: number; wait: number }> {
+  const [row] = await db.values('SELECT failures, blocked_until FROM login_failures WHERE username_key = ?', [
+    identityKey(username),
+  ])
   return { count: Number(row?.[0] ?? 0), wait: Math.max(0, Number(row?.[1] ?? 0) - now) }
 }
 
@@ -942,14 +1012,28 @@ export async function clearLoginFailures(db: Database, username: string): Promis
 }
 
 /** How long `address` must wait before its next `kind` (0: it may go on now), from its count in this window. */
-export async function addressWait(db: Database, address: string, kind: AddressEvent, now = Date.now()): Promise<number> {
+export async function addressWait(
+  db: Database,
+  address: string,
+  kind: AddressEvent,
+  now = Date.now(),
+): Promise<number> {
   const window = now - (now % ADDRESS_WINDOW_MS)
-  const [row] = await db.values('SELECT n FROM address_counts WHERE address = ? AND kind = ? AND window_start = ?', [address, kind, window])
+  const [row] = await db.values('SELECT n FROM address_counts WHERE address = ? AND kind = ? AND window_start = ?', [
+    address,
+    kind,
+    window,
+  ])
   return Number(row?.[0] ?? 0) >= ADDRESS_LIMITS[kind] ? window + ADDRESS_WINDOW_MS - now : 0
 }
 
 /** Counts one `kind` from `address` in this window. */
-export async function recordAddressEvent(db: Database, address: string, kind: AddressEvent, now = Date.now()): Promise<void> {
+export async function recordAddressEvent(
+  db: Database,
+  address: string,
+  kind: AddressEvent,
+  now = Date.now(),
+): Promise<void> {
   const window = now - (now % ADDRESS_WINDOW_MS)
   await db.transaction(async (tx) => {
     await tx.all('DELETE FROM address_counts WHERE window_start < ?', [window - 4 * ADDRESS_WINDOW_MS])

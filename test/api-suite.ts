@@ -3,7 +3,17 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { SignJWT } from 'jose'
 import type { APIGatewayProxyEvent, APIGatewayProxyEventV2 } from 'aws-lambda'
-import { ADDRESS_LIMITS, ADDRESS_WINDOW_MS, closeDatabase, database, listAnimals, migrate, openDatabase, SCHEMA_VERSION, type DbConfig } from '../db.ts'
+import {
+  ADDRESS_LIMITS,
+  ADDRESS_WINDOW_MS,
+  closeDatabase,
+  database,
+  listAnimals,
+  migrate,
+  openDatabase,
+  SCHEMA_VERSION,
+  type DbConfig,
+} from '../db.ts'
 import { handler as seedHandler, loadSample, seed, type SampleData } from '../seed.ts'
 import { functionUrlEvent, httpApiEvent, restApiEvent, type Call } from './events.ts'
 import { accessMatrix, RULES } from './access.ts'
@@ -64,7 +74,9 @@ async function token(claims: Record<string, unknown> = {}, key = process.env.JWT
   const now = Math.floor(Date.now() / 1000)
   const { typ = 'at+jwt', ...rest } = { ...TOKEN_CLAIMS, sub: '1', pwv: 1, iat: now, exp: now + 3600, ...claims }
   const payload = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined))
-  return new SignJWT(payload).setProtectedHeader({ alg: 'HS256', typ: typ as string }).sign(new TextEncoder().encode(key))
+  return new SignJWT(payload)
+    .setProtectedHeader({ alg: 'HS256', typ: typ as string })
+    .sign(new TextEncoder().encode(key))
 }
 
 async function login(username = 'juniper', password = 'password'): Promise<string> {
@@ -73,10 +85,12 @@ async function login(username = 'juniper', password = 'password'): Promise<strin
   return reply.body.access_token
 }
 
-const byKey = <T>(key: (x: T) => string | number) => (a: T, b: T) => {
-  const [ka, kb] = [key(a), key(b)]
-  return ka < kb ? -1 : ka > kb ? 1 : 0
-}
+const byKey =
+  <T>(key: (x: T) => string | number) =>
+  (a: T, b: T) => {
+    const [ka, kb] = [key(a), key(b)]
+    return ka < kb ? -1 : ka > kb ? 1 : 0
+  }
 
 /** The sample's animals in the order the API must list them: by `field`, ties by id. */
 function sampleOrder(field: 'name' | 'age' | 'intake_date', data: SampleData = sample) {
@@ -122,10 +136,24 @@ export function apiSuite(fixture: Fixture) {
         Object.keys(ops as object).map((m) => `${m.toUpperCase()} ${path}`),
       )
       assert.deepEqual(operations.sort(), [
-        'DELETE /animals/{animal_id}', 'DELETE /users/{user_id}', 'GET /', 'GET /animals', 'GET /animals/{animal_id}',
-        'GET /docs', 'GET /greet', 'GET /openapi.json', 'GET /users', 'GET /users/me', 'GET /users/{user_id}',
-        'GET /users/{user_id}/fosters', 'GET /users/{user_id}/pets', 'POST /animals', 'POST /auth/registration',
-        'POST /auth/token', 'PUT /animals/{animal_id}', 'PUT /users/me/password',
+        'DELETE /animals/{animal_id}',
+        'DELETE /users/{user_id}',
+        'GET /',
+        'GET /animals',
+        'GET /animals/{animal_id}',
+        'GET /docs',
+        'GET /greet',
+        'GET /openapi.json',
+        'GET /users',
+        'GET /users/me',
+        'GET /users/{user_id}',
+        'GET /users/{user_id}/fosters',
+        'GET /users/{user_id}/pets',
+        'POST /animals',
+        'POST /auth/registration',
+        'POST /auth/token',
+        'PUT /animals/{animal_id}',
+        'PUT /users/me/password',
       ])
       // Each operation says who may call it, as API.md's Access table does (the same table the access test runs).
       for (const rule of RULES) {
@@ -138,7 +166,10 @@ export function apiSuite(fixture: Fixture) {
       const create = body.paths['/animals'].post
       const schema = create.requestBody.content['application/json'].schema
       assert.deepEqual(schema.required.sort(), ['age', 'kind', 'name'])
-      assert.deepEqual(schema.properties.age.anyOf.map((s: any) => s.type), ['integer', 'string'])
+      assert.deepEqual(
+        schema.properties.age.anyOf.map((s: any) => s.type),
+        ['integer', 'string'],
+      )
       assert.deepEqual(create.security, [{ bearer: [] }])
       const sort = body.paths['/animals'].get.parameters.find((p: any) => p.name === 'sort')
       assert.deepEqual(sort.schema.enum, ['name', 'age', 'intake_date'])
@@ -164,7 +195,10 @@ export function apiSuite(fixture: Fixture) {
       const [after, before] = [dates[3], dates[10]]
       const { body } = await get('/animals', `sort=intake_date&intake_after=${after}&intake_before=${before}`)
       const expected = dates.filter((d) => d >= after && d <= before)
-      assert.deepEqual(body.animals.map((a: any) => a.intake_date), expected)
+      assert.deepEqual(
+        body.animals.map((a: any) => a.intake_date),
+        expected,
+      )
       assert.equal(body.meta.count, expected.length)
       assert.equal((await get('/animals', `intake_after=${dates.at(-1)}`)).body.meta.count, 1)
       assert.equal((await get('/animals', `intake_before=${dates[0]}`)).body.meta.count, 1)
@@ -176,10 +210,21 @@ export function apiSuite(fixture: Fixture) {
       const [after, before] = [dates[2], dates[13]]
       for (const sort of ['name', 'age'] as const) {
         const matches = sampleOrder(sort).filter((a) => a.intake_date >= after && a.intake_date <= before)
-        for (const [limit, offset] of [[2, 0], [3, 4], [100, 0]]) {
-          const { body } = await get('/animals', `sort=${sort}&intake_after=${after}&intake_before=${before}&limit=${limit}&offset=${offset}`)
+        for (const [limit, offset] of [
+          [2, 0],
+          [3, 4],
+          [100, 0],
+        ]) {
+          const { body } = await get(
+            '/animals',
+            `sort=${sort}&intake_after=${after}&intake_before=${before}&limit=${limit}&offset=${offset}`,
+          )
           assert.equal(body.meta.count, matches.length)
-          assert.deepEqual(body.animals.map((a: any) => a.id), matches.slice(offset, offset + limit).map((a) => a.id), `${sort} ${limit} ${offset}`)
+          assert.deepEqual(
+            body.animals.map((a: any) => a.id),
+            matches.slice(offset, offset + limit).map((a) => a.id),
+            `${sort} ${limit} ${offset}`,
+          )
         }
       }
     })
@@ -187,21 +232,41 @@ export function apiSuite(fixture: Fixture) {
     it('pages with limit and offset, counting every match in meta', async () => {
       const { body } = await get('/animals', 'sort=age&limit=5&offset=10')
       assert.deepEqual(body.meta, { count: 16, limit: 5, offset: 10 })
-      assert.deepEqual(body.animals.map((a: any) => a.id), sampleOrder('age').slice(10, 15).map((a) => a.id))
+      assert.deepEqual(
+        body.animals.map((a: any) => a.id),
+        sampleOrder('age')
+          .slice(10, 15)
+          .map((a) => a.id),
+      )
       const past = await get('/animals', 'offset=100')
       assert.deepEqual(past.body, { meta: { count: 16, limit: 100, offset: 100 }, animals: [] })
     })
 
     it('takes the last of repeated query keys', async () => {
       const { body } = await get('/animals', 'sort=name&sort=age&limit=3')
-      assert.deepEqual(body.animals.map((a: any) => a.id), sampleOrder('age').slice(0, 3).map((a) => a.id))
+      assert.deepEqual(
+        body.animals.map((a: any) => a.id),
+        sampleOrder('age')
+          .slice(0, 3)
+          .map((a) => a.id),
+      )
     })
 
     it('answers 422 for an unknown sort, a bad date and a limit out of range, one entry each', async () => {
       const { status, body } = await get('/animals', 'sort=weight&intake_after=2022-02-30&limit=1001')
       assert.equal(status, 422)
-      assert.deepEqual(body.detail.map((d: any) => d.loc), [['query', 'sort'], ['query', 'intake_after'], ['query', 'limit']])
-      assert.deepEqual(body.detail.map((d: any) => d.input), ['weight', '2022-02-30', 1001])
+      assert.deepEqual(
+        body.detail.map((d: any) => d.loc),
+        [
+          ['query', 'sort'],
+          ['query', 'intake_after'],
+          ['query', 'limit'],
+        ],
+      )
+      assert.deepEqual(
+        body.detail.map((d: any) => d.input),
+        ['weight', '2022-02-30', 1001],
+      )
       for (const d of body.detail) assert.equal(typeof d.msg, 'string')
       assert.equal((await get('/animals', 'limit=0')).status, 422)
       assert.equal((await get('/animals', 'offset=-1')).status, 422)
@@ -214,7 +279,15 @@ export function apiSuite(fixture: Fixture) {
       assert.equal(body.animal.name, expected.name)
       assert.equal(body.animal.fixed, expected.fixed)
       assert.deepEqual(Object.keys(body.animal).sort(), [
-        'adopter_id', 'adoption_date', 'age', 'fixed', 'id', 'intake_date', 'kind', 'name', 'vaccinated',
+        'adopter_id',
+        'adoption_date',
+        'age',
+        'fixed',
+        'id',
+        'intake_date',
+        'kind',
+        'name',
+        'vaccinated',
       ])
       const missing = await get('/animals/999')
       assert.equal(missing.status, 404)
@@ -238,11 +311,23 @@ export function apiSuite(fixture: Fixture) {
 
     it('creates an animal taken in today, accepting numbers and booleans as strings', async () => {
       const token = await login()
-      const { status, body } = await json('POST', '/animals', { name: 'rex', age: '3', kind: 'dog', fixed: 'true' }, token)
+      const { status, body } = await json(
+        'POST',
+        '/animals',
+        { name: 'rex', age: '3', kind: 'dog', fixed: 'true' },
+        token,
+      )
       assert.equal(status, 200)
       assert.deepEqual(body.animal, {
-        id: 17, name: 'rex', age: 3, kind: 'dog', fixed: true, vaccinated: false,
-        intake_date: today(), adopter_id: null, adoption_date: null,
+        id: 17,
+        name: 'rex',
+        age: 3,
+        kind: 'dog',
+        fixed: true,
+        vaccinated: false,
+        intake_date: today(),
+        adopter_id: null,
+        adoption_date: null,
       })
       assert.deepEqual((await get('/animals/17')).body, body)
       assert.equal((await get('/animals')).body.meta.count, 17)
@@ -253,12 +338,15 @@ export function apiSuite(fixture: Fixture) {
       const token = await login()
       const bad = await json('POST', '/animals', { age: 'three', kind: 7, fixed: 'maybe' }, token)
       assert.equal(bad.status, 422)
-      assert.deepEqual(bad.body.detail.map((d: any) => [d.type, d.loc.join('.')]), [
-        ['missing', 'body.name'],
-        ['invalid_value', 'body.age'],
-        ['invalid_type', 'body.kind'],
-        ['invalid_value', 'body.fixed'],
-      ])
+      assert.deepEqual(
+        bad.body.detail.map((d: any) => [d.type, d.loc.join('.')]),
+        [
+          ['missing', 'body.name'],
+          ['invalid_value', 'body.age'],
+          ['invalid_type', 'body.kind'],
+          ['invalid_value', 'body.fixed'],
+        ],
+      )
       assert.equal(bad.body.detail[0].msg, 'Field required')
       for (const [body, loc] of [
         [{ name: 'a', age: -1, kind: 'cat' }, 'body.age'],
@@ -298,10 +386,16 @@ export function apiSuite(fixture: Fixture) {
       const missing = await json('PUT', '/animals/999', { age: 1 }, token)
       assert.deepEqual([missing.status, missing.body.detail.entity_name], [404, 'Animal'])
       const nobody = await json('PUT', '/animals/3', { adopter_id: 999 }, token)
-      assert.deepEqual([nobody.status, nobody.body.detail], [404, { type: 'entity_not_found', entity_name: 'User', entity_id: 999 }])
+      assert.deepEqual(
+        [nobody.status, nobody.body.detail],
+        [404, { type: 'entity_not_found', entity_name: 'User', entity_id: 999 }],
+      )
       const bad = await json('PUT', '/animals/3', { name: null, adoption_date: '2024-13-01' }, token)
       assert.equal(bad.status, 422)
-      assert.deepEqual(bad.body.detail.map((d: any) => d.loc.join('.')), ['body.name', 'body.adoption_date'])
+      assert.deepEqual(
+        bad.body.detail.map((d: any) => d.loc.join('.')),
+        ['body.name', 'body.adoption_date'],
+      )
       assert.equal((await get('/animals/3')).body.animal.adopter_id, sampleAdopter(3))
     })
 
@@ -338,16 +432,30 @@ export function apiSuite(fixture: Fixture) {
   describe('access', () => {
     it("answers every route as API.md's Access table says, for nobody, a public user, the user themself and staff", async () => {
       const lines = await accessMatrix(call, login)
-      assert.deepEqual(lines.filter((line) => line.includes('should be')), [], lines.join('\n'))
+      assert.deepEqual(
+        lines.filter((line) => line.includes('should be')),
+        [],
+        lines.join('\n'),
+      )
       assert.equal(lines.length, 58)
     })
 
     it('changes nothing for a caller it refuses', async () => {
-      const { body: { id } } = await json('POST', '/auth/registration', { username: 'pat', email: 'pat@example.com', password: 'kestrel harbour' })
+      const {
+        body: { id },
+      } = await json('POST', '/auth/registration', {
+        username: 'pat',
+        email: 'pat@example.com',
+        password: 'kestrel harbour',
+      })
       const pat = await login('pat', 'kestrel harbour')
       const before = (await get('/animals')).body
       assert.equal((await json('POST', '/animals', { name: 'rex', age: 3, kind: 'dog' }, pat)).status, 403)
-      assert.equal((await json('PUT', '/animals/3', { adopter_id: id, adoption_date: '2024-01-02' }, pat)).status, 403, 'no adopting a pet for oneself')
+      assert.equal(
+        (await json('PUT', '/animals/3', { adopter_id: id, adoption_date: '2024-01-02' }, pat)).status,
+        403,
+        'no adopting a pet for oneself',
+      )
       assert.equal((await del('/animals/3', pat)).status, 403)
       assert.equal((await del('/users/1', pat)).status, 403)
       assert.deepEqual((await get('/animals')).body, before)
@@ -369,7 +477,11 @@ export function apiSuite(fixture: Fixture) {
       const emails = Object.values(sample.users).map((u) => u.email)
       for (const path of ['/animals', '/animals/1', '/openapi.json']) {
         const { text } = await get(path)
-        assert.deepEqual(emails.filter((e) => text.includes(e)), [], `${path} names no email`)
+        assert.deepEqual(
+          emails.filter((e) => text.includes(e)),
+          [],
+          `${path} names no email`,
+        )
       }
     })
   })
@@ -378,23 +490,40 @@ export function apiSuite(fixture: Fixture) {
     it('lists every user without passwords, to staff', async () => {
       const { body } = await getAs(await login(), '/users')
       assert.equal(body.meta.count, 8)
-      assert.deepEqual(body.users.map((u: any) => u.username), sampleUsers)
+      assert.deepEqual(
+        body.users.map((u: any) => u.username),
+        sampleUsers,
+      )
       assert.deepEqual(body.users[0], {
-        id: 1, username: sampleUsers[0], email: sample.users[sampleUsers[0]].email,
-        created_at: sample.users[sampleUsers[0]].created_at, is_staff: true,
+        id: 1,
+        username: sampleUsers[0],
+        email: sample.users[sampleUsers[0]].email,
+        created_at: sample.users[sampleUsers[0]].created_at,
+        is_staff: true,
       })
-      assert.deepEqual(body.users.filter((u: any) => u.is_staff).map((u: any) => u.username), ['juniper'], 'the sample\'s staff: juniper alone')
+      assert.deepEqual(
+        body.users.filter((u: any) => u.is_staff).map((u: any) => u.username),
+        ['juniper'],
+        "the sample's staff: juniper alone",
+      )
     })
 
     it('reads one user, and answers 404 for a missing one', async () => {
       const token = await login()
       assert.equal((await getAs(token, '/users/2')).body.user.username, sampleUsers[1])
       const missing = await getAs(token, '/users/999')
-      assert.deepEqual([missing.status, missing.body], [404, { detail: { type: 'entity_not_found', entity_name: 'User', entity_id: 999 } }])
+      assert.deepEqual(
+        [missing.status, missing.body],
+        [404, { detail: { type: 'entity_not_found', entity_name: 'User', entity_id: 999 } }],
+      )
     })
 
     it('registers a user who then logs in and reads /users/me', async () => {
-      const reg = await json('POST', '/auth/registration', { username: 'pat', email: 'pat@example.com', password: 'correct horse' })
+      const reg = await json('POST', '/auth/registration', {
+        username: 'pat',
+        email: 'pat@example.com',
+        password: 'correct horse',
+      })
       assert.equal(reg.status, 200)
       assert.deepEqual(Object.keys(reg.body).sort(), ['created_at', 'email', 'id', 'is_staff', 'username'])
       assert.equal(reg.body.is_staff, false, 'a new user is public')
@@ -409,39 +538,74 @@ export function apiSuite(fixture: Fixture) {
 
     it('answers /users/me without a token with 401 Not authenticated', async () => {
       const reply = await get('/users/me')
-      assert.deepEqual([reply.status, reply.body, reply.headers['www-authenticate']], [401, { detail: 'Not authenticated' }, 'Bearer'])
+      assert.deepEqual(
+        [reply.status, reply.body, reply.headers['www-authenticate']],
+        [401, { detail: 'Not authenticated' }, 'Bearer'],
+      )
       assert.equal((await get('/users/me', '', { authorization: 'Basic abc' })).status, 401)
     })
 
     it('refuses a taken username or email with a duplicate_value body', async () => {
-      const taken = await json('POST', '/auth/registration', { username: 'juniper', email: 'new@example.com', password: 'kestrel harbour' })
-      assert.deepEqual([taken.status, taken.body.detail], [422, {
-        type: 'duplicate_value', entity_name: 'User', entity_field: 'username', entity_field_value: 'juniper',
-      }])
+      const taken = await json('POST', '/auth/registration', {
+        username: 'juniper',
+        email: 'new@example.com',
+        password: 'kestrel harbour',
+      })
+      assert.deepEqual(
+        [taken.status, taken.body.detail],
+        [
+          422,
+          {
+            type: 'duplicate_value',
+            entity_name: 'User',
+            entity_field: 'username',
+            entity_field_value: 'juniper',
+          },
+        ],
+      )
       const email = sample.users.juniper.email
       const dup = await json('POST', '/auth/registration', { username: 'someone', email, password: 'kestrel harbour' })
-      assert.deepEqual([dup.status, dup.body.detail.entity_field, dup.body.detail.entity_field_value], [422, 'email', email])
+      assert.deepEqual(
+        [dup.status, dup.body.detail.entity_field, dup.body.detail.entity_field_value],
+        [422, 'email', email],
+      )
       assert.equal((await getAs(await login(), '/users')).body.meta.count, 8)
     })
 
     it('refuses a bad registration without echoing the password', async () => {
       const reply = await json('POST', '/auth/registration', { username: '', email: 'not-an-email', password: 'short' })
       assert.equal(reply.status, 422)
-      assert.deepEqual(reply.body.detail.map((d: any) => d.loc.join('.')), ['body.username', 'body.email', 'body.password'])
+      assert.deepEqual(
+        reply.body.detail.map((d: any) => d.loc.join('.')),
+        ['body.username', 'body.email', 'body.password'],
+      )
       assert.ok(!reply.text.includes('short'))
     })
 
     it('refuses a wrong password and an unknown user alike', async () => {
-      for (const fields of [{ username: 'juniper', password: 'wrong' }, { username: 'nobody', password: 'password' }]) {
+      for (const fields of [
+        { username: 'juniper', password: 'wrong' },
+        { username: 'nobody', password: 'password' },
+      ]) {
         const reply = await form(fields)
-        assert.deepEqual([reply.status, reply.body], [401, {
-          detail: { error: 'invalid_client', error_description: 'invalid username or password' },
-        }])
+        assert.deepEqual(
+          [reply.status, reply.body],
+          [
+            401,
+            {
+              detail: { error: 'invalid_client', error_description: 'invalid username or password' },
+            },
+          ],
+        )
       }
       const missing = await form({ username: 'juniper' })
       assert.deepEqual([missing.status, missing.body.detail[0].loc], [422, ['body', 'password']])
       const asJson = await json('POST', '/auth/token', { username: 'juniper', password: 'password' })
-      assert.deepEqual([asJson.status, asJson.body], [415, { detail: 'Unsupported Media Type' }], 'the token route reads a form, not JSON')
+      assert.deepEqual(
+        [asJson.status, asJson.body],
+        [415, { detail: 'Unsupported Media Type' }],
+        'the token route reads a form, not JSON',
+      )
     })
 
     it('refuses expired, forged, alg:none, malformed and foreign tokens: issuer, audience, type and age checked', async () => {
@@ -453,10 +617,18 @@ export function apiSuite(fixture: Fixture) {
       // The signature's last character carries 4 bits that decoding drops: a neighbour spells the same bytes.
       const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
       const twin = `${header}.${payload}.${signature.slice(0, -1)}${alphabet[alphabet.indexOf(signature.at(-1)!) ^ 1]}`
-      assert.deepEqual(Buffer.from(twin.split('.')[2], 'base64url'), Buffer.from(signature, 'base64url'), 'the same signature bytes')
+      assert.deepEqual(
+        Buffer.from(twin.split('.')[2], 'base64url'),
+        Buffer.from(signature, 'base64url'),
+        'the same signature bytes',
+      )
       const cases: [string, string, string][] = [
         ['expired', await token({ iat: now - 3700, exp: now - 100 }), 'expired bearer token'],
-        ['issued over an hour ago, though its exp is later', await token({ iat: now - 3700, exp: now + 3600 }), 'expired bearer token'],
+        [
+          'issued over an hour ago, though its exp is later',
+          await token({ iat: now - 3700, exp: now + 3600 }),
+          'expired bearer token',
+        ],
         ['forged', await token({}, 'another key'.padEnd(64, '!')), 'invalid bearer token'],
         ['alg none', none, 'invalid bearer token'],
         ['no exp', await token({ exp: undefined }), 'invalid bearer token'],
@@ -478,11 +650,19 @@ export function apiSuite(fixture: Fixture) {
     })
 
     it("refuses a token issued before its user's last password change, and one whose user is gone", async () => {
-      const { body: user } = await json('POST', '/auth/registration', { username: 'pat', email: 'pat@example.com', password: 'kestrel harbour' })
+      const { body: user } = await json('POST', '/auth/registration', {
+        username: 'pat',
+        email: 'pat@example.com',
+        password: 'kestrel harbour',
+      })
       const old = await login('pat', 'kestrel harbour')
       const change = (token: string, current: string, next: string) =>
-        call({ method: 'PUT', path: '/users/me/password', body: JSON.stringify({ current_password: current, new_password: next }),
-          headers: { 'content-type': 'application/json', ...bearer(token) } })
+        call({
+          method: 'PUT',
+          path: '/users/me/password',
+          body: JSON.stringify({ current_password: current, new_password: next }),
+          headers: { 'content-type': 'application/json', ...bearer(token) },
+        })
       const wrong = await change(old, 'not my password', 'osprey lighthouse')
       assert.deepEqual([wrong.status, wrong.body], [403, { detail: 'Forbidden' }])
       assert.equal((await get('/users/me', '', bearer(old))).status, 200, 'a refused change revokes nothing')
@@ -491,7 +671,11 @@ export function apiSuite(fixture: Fixture) {
       assert.equal((await get('/users/me', '', bearer(old))).status, 401, 'the token from before the change')
       assert.equal((await form({ username: 'pat', password: 'kestrel harbour' })).status, 401, 'the old password')
       const fresh = await login('pat', 'osprey lighthouse')
-      assert.equal((await get('/users/me', '', bearer(fresh))).body.user.id, user.id, 'a token issued after it, in the same second too')
+      assert.equal(
+        (await get('/users/me', '', bearer(fresh))).body.user.id,
+        user.id,
+        'a token issued after it, in the same second too',
+      )
       assert.equal((await del(`/users/${user.id}`, fresh)).status, 204)
       const gone = await get('/users/me', '', bearer(fresh))
       assert.deepEqual([gone.status, gone.body.detail.error_description], [401, 'invalid bearer token'])
@@ -499,21 +683,41 @@ export function apiSuite(fixture: Fixture) {
 
     it('takes new passwords of 8 to 256 characters that are not among the most common, at registration and at a change', async () => {
       const register = (password: string) =>
-        json('POST', '/auth/registration', { username: `u${Math.random().toString(36).slice(2, 10)}`, email: `${Math.random().toString(36).slice(2)}@example.com`, password })
+        json('POST', '/auth/registration', {
+          username: `u${Math.random().toString(36).slice(2, 10)}`,
+          email: `${Math.random().toString(36).slice(2)}@example.com`,
+          password,
+        })
       for (const common of ['password', 'iloveyou', 'qwertyuiop', 'Password1', 'sunshine']) {
         const reply = await register(common)
         assert.equal(reply.status, 422, common)
         // Exactly these keys: no `input`, so the password is not echoed.
-        assert.deepEqual(reply.body.detail, [{ type: 'password_too_common', loc: ['body', 'password'], msg: reply.body.detail[0].msg }], common)
+        assert.deepEqual(
+          reply.body.detail,
+          [{ type: 'password_too_common', loc: ['body', 'password'], msg: reply.body.detail[0].msg }],
+          common,
+        )
       }
-      for (const [password, ok] of [['x'.repeat(7), false], ['kestrel1', true], ['k'.repeat(255) + 'x', true], ['k'.repeat(256) + 'x', false]] as const) {
+      for (const [password, ok] of [
+        ['x'.repeat(7), false],
+        ['kestrel1', true],
+        ['k'.repeat(255) + 'x', true],
+        ['k'.repeat(256) + 'x', false],
+      ] as const) {
         assert.equal((await register(password)).status, ok ? 200 : 422, `${password.length} characters`)
       }
       const token = await login()
-      const change = await call({ method: 'PUT', path: '/users/me/password', body: JSON.stringify({ current_password: 'password', new_password: 'letmein123' }),
-        headers: { 'content-type': 'application/json', ...bearer(token) } })
+      const change = await call({
+        method: 'PUT',
+        path: '/users/me/password',
+        body: JSON.stringify({ current_password: 'password', new_password: 'letmein123' }),
+        headers: { 'content-type': 'application/json', ...bearer(token) },
+      })
       assert.equal(change.status, 422)
-      assert.deepEqual(change.body.detail.map((d: any) => [d.type, d.loc.join('.')]), [['password_too_common', 'body.new_password']])
+      assert.deepEqual(
+        change.body.detail.map((d: any) => [d.type, d.loc.join('.')]),
+        [['password_too_common', 'body.new_password']],
+      )
       assert.equal((await get('/users/me', '', bearer(token))).status, 200, 'nothing changed')
     })
 
@@ -533,7 +737,9 @@ export function apiSuite(fixture: Fixture) {
 
     it("lists a user's pets", async () => {
       const adopter = sample.adoptions[0].user_id
-      const expected = sample.adoptions.filter((a) => a.user_id === adopter).map((a) => sample.animals[a.animal_id].name)
+      const expected = sample.adoptions
+        .filter((a) => a.user_id === adopter)
+        .map((a) => sample.animals[a.animal_id].name)
       const token = await login(adopter)
       const { body } = await getAs(token, `/users/${userId(adopter)}/pets`)
       assert.equal(body.meta.count, expected.length)
@@ -564,7 +770,10 @@ export function apiSuite(fixture: Fixture) {
     it('answers an unknown route with 404 and a known one with another method with 405 and Allow', async () => {
       assert.deepEqual(await get('/nowhere').then((r) => [r.status, r.body]), [404, { detail: 'Not Found' }])
       const reply = await call({ method: 'PATCH', path: '/animals/1' })
-      assert.deepEqual([reply.status, reply.body, reply.headers.allow], [405, { detail: 'Method Not Allowed' }, 'GET, PUT, DELETE, HEAD'])
+      assert.deepEqual(
+        [reply.status, reply.body, reply.headers.allow],
+        [405, { detail: 'Method Not Allowed' }, 'GET, PUT, DELETE, HEAD'],
+      )
     })
 
     it('answers anything unexpected with a bare 500 and logs the cause', async (t) => {
@@ -610,7 +819,11 @@ export function apiSuite(fixture: Fixture) {
         const reply = await call({
           method: 'OPTIONS',
           path: '/animals/1',
-          headers: { origin, 'access-control-request-method': 'PUT', 'access-control-request-headers': 'authorization,content-type' },
+          headers: {
+            origin,
+            'access-control-request-method': 'PUT',
+            'access-control-request-headers': 'authorization,content-type',
+          },
         })
         assert.equal(reply.status, 204)
         assert.equal(reply.headers['access-control-allow-origin'], origin)
@@ -636,7 +849,10 @@ export function apiSuite(fixture: Fixture) {
       const reply = await call({ method: 'OPTIONS', path: '/animals', headers })
       assert.equal(reply.status, 400)
       assert.equal(reply.headers['access-control-allow-origin'], undefined)
-      assert.equal((await get('/animals', '', { origin: 'https://evil.example' })).headers['access-control-allow-origin'], undefined)
+      assert.equal(
+        (await get('/animals', '', { origin: 'https://evil.example' })).headers['access-control-allow-origin'],
+        undefined,
+      )
     })
 
     it('adds credentials-enabled CORS headers to answers for an allowed origin, errors included', async () => {
@@ -655,7 +871,12 @@ export function apiSuite(fixture: Fixture) {
       assert.equal(reply.status, 200)
       assert.equal(reply.body.user.username, 'juniper')
       const list = await send(restApiEvent({ path: '/animals', query: 'sort=name&sort=age&limit=2' }))
-      assert.deepEqual(list.body.animals.map((a: any) => a.id), sampleOrder('age').slice(0, 2).map((a) => a.id))
+      assert.deepEqual(
+        list.body.animals.map((a: any) => a.id),
+        sampleOrder('age')
+          .slice(0, 2)
+          .map((a) => a.id),
+      )
       const result = await handler(restApiEvent({ path: '/greet' }))
       assert.deepEqual(Object.keys(result).sort(), ['body', 'headers', 'isBase64Encoded', 'statusCode'])
     })
@@ -669,26 +890,31 @@ export function apiSuite(fixture: Fixture) {
 
     it('answers a function URL event with cookies and a base64-encoded JSON body', async () => {
       const token = await login()
-      const event = functionUrlEvent({
-        method: 'POST',
-        path: '/animals',
-        base64: true,
-        body: JSON.stringify({ name: 'ünïcode', age: 1, kind: 'cat' }),
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      }, ['session=abc', 'theme=dark'])
+      const event = functionUrlEvent(
+        {
+          method: 'POST',
+          path: '/animals',
+          base64: true,
+          body: JSON.stringify({ name: 'ünïcode', age: 1, kind: 'cat' }),
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        },
+        ['session=abc', 'theme=dark'],
+      )
       const reply = await send(event)
       assert.equal(reply.status, 200, reply.text)
       assert.equal(reply.body.animal.name, 'ünïcode')
     })
 
     it('reads a base64-encoded form at /auth/token', async () => {
-      const reply = await send(functionUrlEvent({
-        method: 'POST',
-        path: '/auth/token',
-        base64: true,
-        body: 'username=juniper&password=password',
-        headers: { 'Content-Type': 'application/x-www-form-urlencoded; charset=utf-8' },
-      }))
+      const reply = await send(
+        functionUrlEvent({
+          method: 'POST',
+          path: '/auth/token',
+          base64: true,
+          body: 'username=juniper&password=password',
+          headers: { 'Content-Type': 'application/x-www-form-urlencoded; charset=utf-8' },
+        }),
+      )
       assert.equal(reply.status, 200, reply.text)
     })
 
@@ -700,7 +926,8 @@ export function apiSuite(fixture: Fixture) {
   })
 
   describe('hostile input', () => {
-    const count = async (table: 'users' | 'animals') => Number((await (await database()).values(`SELECT COUNT(*) FROM ${table}`))[0][0])
+    const count = async (table: 'users' | 'animals') =>
+      Number((await (await database()).values(`SELECT COUNT(*) FROM ${table}`))[0][0])
 
     it('refuses what PostgreSQL cannot hold, on either database: NUL, unpaired surrogates, year 0', async () => {
       const token = await login()
@@ -717,7 +944,10 @@ export function apiSuite(fixture: Fixture) {
         assert.equal(reply.status, 422, `${method} ${path} ${JSON.stringify(body)}: ${reply.text}`)
         assert.ok(!reply.text.includes('pass\\u0000word'), 'no password echoed')
       }
-      for (const fields of [{ username: 'jun\u0000iper', password: 'password' }, { username: 'juniper', password: 'pass\u0000word' }]) {
+      for (const fields of [
+        { username: 'jun\u0000iper', password: 'password' },
+        { username: 'juniper', password: 'pass\u0000word' },
+      ]) {
         assert.equal((await form(fields)).status, 422)
       }
       assert.equal((await get('/animals', 'intake_after=0000-06-01')).status, 422)
@@ -745,20 +975,36 @@ export function apiSuite(fixture: Fixture) {
       const token = await login()
       // 60 KB of bytes that are not UTF-8: each becomes U+FFFD, three bytes of JSON when echoed.
       const invalid = Buffer.alloc(60 * 1024, 0xff).toString('base64')
-      const event = httpApiEvent({ method: 'POST', path: '/animals', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } })
+      const event = httpApiEvent({
+        method: 'POST',
+        path: '/animals',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      })
       const reply = await send({ ...event, body: invalid, isBase64Encoded: true })
       assert.equal(reply.status, 422)
-      const long = await json('POST', '/animals', { name: 'x'.repeat(30_000), age: 'y'.repeat(20_000), kind: 'z'.repeat(10_000) }, token)
+      const long = await json(
+        'POST',
+        '/animals',
+        { name: 'x'.repeat(30_000), age: 'y'.repeat(20_000), kind: 'z'.repeat(10_000) },
+        token,
+      )
       assert.equal(long.status, 422)
       assert.ok(long.text.length < 2000, `${long.text.length} characters`)
-      assert.deepEqual(long.body.detail.map((d: { input: string }) => d.input.length), [101, 101, 101], 'each echo cut to 100 characters and an ellipsis')
+      assert.deepEqual(
+        long.body.detail.map((d: { input: string }) => d.input.length),
+        [101, 101, 101],
+        'each echo cut to 100 characters and an ellipsis',
+      )
       const query = await get('/animals', `sort=${'s'.repeat(100_000)}&limit=${'9'.repeat(100_000)}`)
       assert.equal(query.status, 422)
       assert.ok(query.text.length < 2000)
     })
 
     it('never echoes a malformed body that may hold a password', async () => {
-      for (const body of ['{"username": "pat", "email": "p@example.com", "password": "hunter2-secret"', '{"password": hunter2-secret}']) {
+      for (const body of [
+        '{"username": "pat", "email": "p@example.com", "password": "hunter2-secret"',
+        '{"password": hunter2-secret}',
+      ]) {
         const reply = await json('POST', '/auth/registration', body)
         assert.equal(reply.status, 422)
         assert.equal(reply.body.detail[0].type, 'json_invalid')
@@ -769,8 +1015,15 @@ export function apiSuite(fixture: Fixture) {
     it('answers a malformed Lambda event with a 400 of its own, never a JavaScript message or a 500', async () => {
       const v2 = httpApiEvent({ path: '/animals' })
       for (const event of [
-        {}, [], { requestContext: { http: {} } }, { ...v2, rawPath: 7 }, { ...v2, rawPath: 'animals' },
-        { ...v2, headers: { 'x-count': 5 } }, { ...v2, headers: 'nope' }, { ...v2, body: { a: 1 } }, { ...v2, cookies: 'a=1' },
+        {},
+        [],
+        { requestContext: { http: {} } },
+        { ...v2, rawPath: 7 },
+        { ...v2, rawPath: 'animals' },
+        { ...v2, headers: { 'x-count': 5 } },
+        { ...v2, headers: 'nope' },
+        { ...v2, body: { a: 1 } },
+        { ...v2, cookies: 'a=1' },
         { ...v2, rawQueryString: ['a'] },
         { httpMethod: 'GET', path: '/animals', headers: { accept: ['a'] } },
         { httpMethod: 'GET', path: '/animals', multiValueHeaders: { accept: 'a' } },
@@ -791,7 +1044,13 @@ export function apiSuite(fixture: Fixture) {
       const me = (authorization: string) => get('/users/me', undefined, { authorization })
       assert.equal((await me(`Bearer ${token}`)).status, 200)
       assert.equal((await me(`bearer ${token}`)).status, 200, 'the scheme in any case')
-      for (const header of [`Bearer ${token} junk`, `Bearer ${token} ${token}`, `Bearer ${token},x`, `Bearer\t${token}`, `Bearer ${token}\u0000`]) {
+      for (const header of [
+        `Bearer ${token} junk`,
+        `Bearer ${token} ${token}`,
+        `Bearer ${token},x`,
+        `Bearer\t${token}`,
+        `Bearer ${token}\u0000`,
+      ]) {
         const reply = await me(header)
         assert.equal(reply.status, 401, header)
         assert.deepEqual(reply.body.detail, { error: 'invalid_client', error_description: 'invalid bearer token' })
@@ -800,7 +1059,9 @@ export function apiSuite(fixture: Fixture) {
 
     it('answers /auth/token with Cache-Control: no-store, and reads its form in any case of media type', async () => {
       const ok = await call({
-        method: 'POST', path: '/auth/token', body: 'username=juniper&password=password',
+        method: 'POST',
+        path: '/auth/token',
+        body: 'username=juniper&password=password',
         headers: { 'content-type': 'Application/X-WWW-Form-Urlencoded; Charset=UTF-8' },
       })
       assert.equal(ok.status, 200, ok.text)
@@ -812,7 +1073,15 @@ export function apiSuite(fixture: Fixture) {
     })
 
     it('matches route paths literally: no wildcard dots, no empty segments', async () => {
-      for (const path of ['/openapiXjson', '/openapi.jsonX', '//', '//animals', '/animals//', '/animals/1//', '/users/me/']) {
+      for (const path of [
+        '/openapiXjson',
+        '/openapi.jsonX',
+        '//',
+        '//animals',
+        '/animals//',
+        '/animals/1//',
+        '/users/me/',
+      ]) {
         const reply = await get(path)
         assert.equal(reply.status, path === '/users/me/' ? 401 : 404, path)
       }
@@ -829,7 +1098,7 @@ export function apiSuite(fixture: Fixture) {
       custom.requestContext.stage = 'animals'
       custom.requestContext.domainName = 'api.shelter.example'
       const mapped = await send(custom)
-      assert.deepEqual([mapped.status, mapped.body.meta?.limit], [200, 1], 'a custom domain\'s path has no stage in it')
+      assert.deepEqual([mapped.status, mapped.body.meta?.limit], [200, 1], "a custom domain's path has no stage in it")
     })
 
     it('with CORS_ORIGINS=*, allows any origin without credentials, null included, and varies preflights on what they echo', async () => {
@@ -841,18 +1110,47 @@ export function apiSuite(fixture: Fixture) {
           assert.equal(reply.headers['access-control-allow-origin'], '*', origin)
           assert.equal(reply.headers['access-control-allow-credentials'], undefined)
         }
-        const pre = await call({ method: 'OPTIONS', path: '/animals', headers: { origin: 'null', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } })
+        const pre = await call({
+          method: 'OPTIONS',
+          path: '/animals',
+          headers: {
+            origin: 'null',
+            'access-control-request-method': 'POST',
+            'access-control-request-headers': 'content-type',
+          },
+        })
         assert.equal(pre.status, 204)
         assert.equal(pre.headers['access-control-allow-origin'], '*')
         assert.equal(pre.headers.vary, 'Access-Control-Request-Headers')
         process.env.CORS_ORIGINS = 'https://shelter.example,*'
         const listed = await get('/animals/1', undefined, { origin: 'https://shelter.example' })
-        assert.deepEqual([listed.headers['access-control-allow-origin'], listed.headers['access-control-allow-credentials'], listed.headers.vary],
-          ['https://shelter.example', 'true', 'Origin'])
+        assert.deepEqual(
+          [
+            listed.headers['access-control-allow-origin'],
+            listed.headers['access-control-allow-credentials'],
+            listed.headers.vary,
+          ],
+          ['https://shelter.example', 'true', 'Origin'],
+        )
         const other = await get('/animals/1', undefined, { origin: 'https://other.example' })
-        assert.deepEqual([other.headers['access-control-allow-origin'], other.headers['access-control-allow-credentials'], other.headers.vary], ['*', undefined, 'Origin'])
+        assert.deepEqual(
+          [
+            other.headers['access-control-allow-origin'],
+            other.headers['access-control-allow-credentials'],
+            other.headers.vary,
+          ],
+          ['*', undefined, 'Origin'],
+        )
         process.env.CORS_ORIGINS = 'https://shelter.example'
-        const pre2 = await call({ method: 'OPTIONS', path: '/animals', headers: { origin: 'https://shelter.example', 'access-control-request-method': 'PUT', 'access-control-request-headers': 'authorization' } })
+        const pre2 = await call({
+          method: 'OPTIONS',
+          path: '/animals',
+          headers: {
+            origin: 'https://shelter.example',
+            'access-control-request-method': 'PUT',
+            'access-control-request-headers': 'authorization',
+          },
+        })
         assert.equal(pre2.headers.vary, 'Origin, Access-Control-Request-Headers')
         const refused = await get('/animals/1', undefined, { origin: 'null' })
         assert.deepEqual([refused.headers['access-control-allow-origin'], refused.headers.vary], [undefined, 'Origin'])
@@ -867,9 +1165,13 @@ export function apiSuite(fixture: Fixture) {
       const page = await getAs(token, '/users', 'limit=3&offset=2')
       assert.equal(page.status, 200)
       assert.deepEqual(page.body.meta, { count: 8, limit: 3, offset: 2 })
-      assert.deepEqual(page.body.users.map((u: { id: number }) => u.id), [3, 4, 5])
+      assert.deepEqual(
+        page.body.users.map((u: { id: number }) => u.id),
+        [3, 4, 5],
+      )
       assert.deepEqual((await getAs(token, '/users')).body.meta, { count: 8, limit: 100, offset: 0 })
-      for (const query of ['limit=0', 'limit=1001', 'offset=-1', 'limit=x']) assert.equal((await getAs(token, '/users', query)).status, 422, query)
+      for (const query of ['limit=0', 'limit=1001', 'offset=-1', 'limit=x'])
+        assert.equal((await getAs(token, '/users', query)).status, 422, query)
     })
 
     it('clears adoption_date with adopter_id when the adopter is deleted', async () => {
@@ -893,10 +1195,21 @@ export function apiSuite(fixture: Fixture) {
     it('takes a username once whatever its case or Unicode form, and an email whatever its case', async () => {
       const staff = await login()
       const before = (await getAs(staff, '/users')).body.meta.count
-      for (const name of ['Juniper', 'JUNIPER', 'ｊuniper', 'ｊｕｎｉｐｅｒ', 'JUNİPER'.normalize('NFD') === 'JUNİPER' ? 'juniper' : 'JUNIPER']) {
+      for (const name of [
+        'Juniper',
+        'JUNIPER',
+        'ｊuniper',
+        'ｊｕｎｉｐｅｒ',
+        'JUNİPER'.normalize('NFD') === 'JUNİPER' ? 'juniper' : 'JUNIPER',
+      ]) {
         const reply = await register(name)
         assert.equal(reply.status, 422, name)
-        assert.deepEqual(reply.body.detail, { type: 'duplicate_value', entity_name: 'User', entity_field: 'username', entity_field_value: name })
+        assert.deepEqual(reply.body.detail, {
+          type: 'duplicate_value',
+          entity_name: 'User',
+          entity_field: 'username',
+          entity_field_value: name,
+        })
       }
       const email = await register('someone-new', 'JUNIPER@Cool.Email')
       assert.deepEqual([email.status, email.body.detail.entity_field], [422, 'email'])
@@ -905,7 +1218,16 @@ export function apiSuite(fixture: Fixture) {
     })
 
     it('refuses control, invisible and direction characters in a username', async () => {
-      for (const name of ['marlowe\u200b', 'mar\u00adlowe', '\u202emarlowe', 'mar\u2066lowe', 'ma\u0007rlowe', 'mar\ufefflowe', 'mar\ue000lowe', 'mar\u200dlowe']) {
+      for (const name of [
+        'marlowe\u200b',
+        'mar\u00adlowe',
+        '\u202emarlowe',
+        'mar\u2066lowe',
+        'ma\u0007rlowe',
+        'mar\ufefflowe',
+        'mar\ue000lowe',
+        'mar\u200dlowe',
+      ]) {
         const reply = await register(name)
         assert.equal(reply.status, 422, JSON.stringify(name))
         assert.match(reply.body.detail[0].msg, /control, invisible or direction characters/)
@@ -918,7 +1240,18 @@ export function apiSuite(fixture: Fixture) {
         assert.equal(reply.status, 422, name)
         assert.match(reply.body.detail[0].msg, /one script/)
       }
-      for (const name of ['Юпитер', 'Ζεύς', '木星', 'ジュピター', '木星ちゃん', '목성', 'Zoë-2', 'José María', 'مشتری', 'Ｍａｒｓ']) {
+      for (const name of [
+        'Юпитер',
+        'Ζεύς',
+        '木星',
+        'ジュピター',
+        '木星ちゃん',
+        '목성',
+        'Zoë-2',
+        'José María',
+        'مشتری',
+        'Ｍａｒｓ',
+      ]) {
         const reply = await register(name)
         assert.equal(reply.status, 200, `${name}: ${reply.text}`)
         assert.equal(reply.body.username, name, 'shown as typed')
@@ -929,7 +1262,11 @@ export function apiSuite(fixture: Fixture) {
     it('costs one hash for an unknown user from the first login on, as for a wrong password', async (t) => {
       const { default: crypto } = await import('node:crypto')
       const { DUMMY_PASSWORD_HASH, hashPassword } = await import('../db.ts')
-      assert.equal(DUMMY_PASSWORD_HASH.split('$').slice(0, 4).join('$'), (await hashPassword('x')).split('$').slice(0, 4).join('$'), 'the same parameters as a real hash')
+      assert.equal(
+        DUMMY_PASSWORD_HASH.split('$').slice(0, 4).join('$'),
+        (await hashPassword('x')).split('$').slice(0, 4).join('$'),
+        'the same parameters as a real hash',
+      )
       const scrypt = t.mock.method(crypto, 'scrypt')
       assert.equal((await form({ username: `nobody-${Math.random()}`, password: 'password' })).status, 401)
       assert.equal(scrypt.mock.callCount(), 1, 'an unknown user: one hash, the first time too')
@@ -943,7 +1280,12 @@ export function apiSuite(fixture: Fixture) {
   describe('limits', () => {
     /** The token form's login as sent from `ip`. */
     const loginFrom = (ip: string, username: string, password: string) => {
-      const event = httpApiEvent({ method: 'POST', path: '/auth/token', body: new URLSearchParams({ username, password }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } })
+      const event = httpApiEvent({
+        method: 'POST',
+        path: '/auth/token',
+        body: new URLSearchParams({ username, password }).toString(),
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      })
       event.requestContext.http.sourceIp = ip
       return send(event)
     }
@@ -952,18 +1294,30 @@ export function apiSuite(fixture: Fixture) {
       return (t.mock.method(crypto, 'scrypt') as { mock: { callCount(): number } }).mock
     }
     /** Ends the account's wait now, as if it had passed. */
-    const endWait = async (username: string) => (await database()).all('UPDATE login_failures SET blocked_until = ? WHERE username_key = ?', [Date.now() - 1, username])
+    const endWait = async (username: string) =>
+      (await database()).all('UPDATE login_failures SET blocked_until = ? WHERE username_key = ?', [
+        Date.now() - 1,
+        username,
+      ])
 
     it('gives an account 5 failed logins from any addresses, then waits of a minute doubling to 15, with 429 and no hash', async (t) => {
       const warned = t.mock.method(console, 'warn', () => {})
       const scrypt = await hashes(t)
       const ips = ['198.51.100.1', '198.51.100.2', '203.0.113.7']
-      for (let i = 0; i < 5; i++) assert.equal((await loginFrom(ips[i % 3], 'reggie', `wrong-${i}`)).status, 401, `failure ${i + 1} of 5`)
+      for (let i = 0; i < 5; i++)
+        assert.equal((await loginFrom(ips[i % 3], 'reggie', `wrong-${i}`)).status, 401, `failure ${i + 1} of 5`)
       assert.equal(scrypt.callCount(), 5)
       for (const password of ['wrong-again', 'password']) {
         const reply = await loginFrom('192.0.2.99', 'REGGIE', password) // another address, the same account by its key
-        assert.deepEqual([reply.status, reply.body], [429, { detail: 'too many failed logins: try again later' }], `${password}, during the wait`)
-        assert.ok(Number(reply.headers['retry-after']) > 55 && Number(reply.headers['retry-after']) <= 60, reply.headers['retry-after'])
+        assert.deepEqual(
+          [reply.status, reply.body],
+          [429, { detail: 'too many failed logins: try again later' }],
+          `${password}, during the wait`,
+        )
+        assert.ok(
+          Number(reply.headers['retry-after']) > 55 && Number(reply.headers['retry-after']) <= 60,
+          reply.headers['retry-after'],
+        )
       }
       assert.equal(scrypt.callCount(), 5, 'a 429 costs no hash')
       assert.equal((await loginFrom(ips[0], 'juniper', 'password')).status, 200, 'another account is not held')
@@ -973,41 +1327,69 @@ export function apiSuite(fixture: Fixture) {
         assert.equal((await loginFrom(ips[0], 'reggie', 'still wrong')).status, 401)
         waits.push(Number((await loginFrom(ips[0], 'reggie', 'password')).headers['retry-after']))
       }
-      assert.deepEqual(waits.map((w) => Math.round(w / 60)), [2, 4, 8, 15, 15, 15], 'minutes, doubling to 15')
+      assert.deepEqual(
+        waits.map((w) => Math.round(w / 60)),
+        [2, 4, 8, 15, 15, 15],
+        'minutes, doubling to 15',
+      )
       await endWait('reggie')
       assert.equal((await loginFrom(ips[0], 'reggie', 'password')).status, 200, 'the right password after the wait')
       assert.equal((await loginFrom(ips[0], 'reggie', 'wrong')).status, 401)
       assert.equal((await loginFrom(ips[0], 'reggie', 'password')).status, 200, 'and the count started again')
       const lines = warned.mock.calls.map((c) => String(c.arguments[0]))
       assert.ok(lines.includes('failed login for "reggie" from 198.51.100.2'), lines.join('\n'))
-      assert.ok(lines.every((line) => !/wrong|password/.test(line.replace('failed login', ''))), 'never the password')
+      assert.ok(
+        lines.every((line) => !/wrong|password/.test(line.replace('failed login', ''))),
+        'never the password',
+      )
     })
 
     it('limits failed logins and registrations per source address, never by a header, with 429 and no hash', async (t) => {
       t.mock.method(console, 'warn', () => {})
-      for (const username of ['reggie', 'digby', 'nobody']) assert.equal((await loginFrom('198.51.100.9', username, 'wrong')).status, 401)
+      for (const username of ['reggie', 'digby', 'nobody'])
+        assert.equal((await loginFrom('198.51.100.9', username, 'wrong')).status, 401)
       const db = await database()
       const window = Date.now() - (Date.now() % ADDRESS_WINDOW_MS)
-      const counted = await db.values('SELECT kind, CAST(n AS INTEGER) FROM address_counts WHERE address = ? AND window_start = ?', ['198.51.100.9', window])
-      assert.deepEqual(counted.map(([kind, n]) => [kind, Number(n)]), [['failed_login', 3]])
+      const counted = await db.values(
+        'SELECT kind, CAST(n AS INTEGER) FROM address_counts WHERE address = ? AND window_start = ?',
+        ['198.51.100.9', window],
+      )
+      assert.deepEqual(
+        counted.map(([kind, n]) => [kind, Number(n)]),
+        [['failed_login', 3]],
+      )
       await db.all('UPDATE address_counts SET n = ? WHERE address = ?', [ADDRESS_LIMITS.failed_login, '198.51.100.9'])
       const scrypt = await hashes(t)
       const held = await loginFrom('198.51.100.9', 'gertrude', 'password')
       assert.deepEqual([held.status, held.body.detail], [429, 'too many failed logins: try again later'])
       assert.ok(Number(held.headers['retry-after']) <= 900)
-      const forwarded = httpApiEvent({ method: 'POST', path: '/auth/token', body: 'username=gertrude&password=password', headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-forwarded-for': '192.0.2.50' } })
+      const forwarded = httpApiEvent({
+        method: 'POST',
+        path: '/auth/token',
+        body: 'username=gertrude&password=password',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-forwarded-for': '192.0.2.50' },
+      })
       forwarded.requestContext.http.sourceIp = '198.51.100.9'
       assert.equal((await send(forwarded)).status, 429, 'X-Forwarded-For changes nothing')
       assert.equal(scrypt.callCount(), 0)
       assert.equal((await loginFrom('198.51.100.10', 'gertrude', 'password')).status, 200, 'another address logs in')
 
       const register = (ip: string, n: number) => {
-        const event = httpApiEvent({ method: 'POST', path: '/auth/registration', body: JSON.stringify({ username: `pat${n}`, email: `pat${n}@example.com`, password: 'kestrel harbour' }), headers: { 'content-type': 'application/json' } })
+        const event = httpApiEvent({
+          method: 'POST',
+          path: '/auth/registration',
+          body: JSON.stringify({ username: `pat${n}`, email: `pat${n}@example.com`, password: 'kestrel harbour' }),
+          headers: { 'content-type': 'application/json' },
+        })
         event.requestContext.http.sourceIp = ip
         return send(event)
       }
       assert.equal((await register('198.51.100.20', 1)).status, 200)
-      await db.all('UPDATE address_counts SET n = ? WHERE address = ? AND kind = ?', [ADDRESS_LIMITS.registration, '198.51.100.20', 'registration'])
+      await db.all('UPDATE address_counts SET n = ? WHERE address = ? AND kind = ?', [
+        ADDRESS_LIMITS.registration,
+        '198.51.100.20',
+        'registration',
+      ])
       const hashed = scrypt.callCount()
       const refused = await register('198.51.100.20', 2)
       assert.deepEqual([refused.status, refused.body.detail], [429, 'too many registrations: try again later'])
@@ -1025,32 +1407,85 @@ export function apiSuite(fixture: Fixture) {
         assert.equal((await reply).status, status, what)
         return [what, scrypt.callCount() - before]
       }
-      const change = (current: string, next: string) => call({ method: 'PUT', path: '/users/me/password', body: JSON.stringify({ current_password: current, new_password: next }), headers: { 'content-type': 'application/json', ...bearer(token) } })
+      const change = (current: string, next: string) =>
+        call({
+          method: 'PUT',
+          path: '/users/me/password',
+          body: JSON.stringify({ current_password: current, new_password: next }),
+          headers: { 'content-type': 'application/json', ...bearer(token) },
+        })
       const costs = [
         await cost('login', form({ username: 'digby', password: 'password' }), 200),
         await cost('wrong password', form({ username: 'digby', password: 'wrong' }), 401),
         await cost('unknown user', form({ username: 'nobody-at-all', password: 'password' }), 401),
         await cost('long password', form({ username: 'digby', password: 'x'.repeat(60_000) }), 422),
-        await cost('registration', json('POST', '/auth/registration', { username: 'pat', email: 'pat@example.com', password: 'kestrel harbour' }), 200),
-        await cost('common password', json('POST', '/auth/registration', { username: 'pat2', email: 'pat2@example.com', password: 'password1' }), 422),
-        await cost('taken name', json('POST', '/auth/registration', { username: 'pat', email: 'pat3@example.com', password: 'kestrel harbour' }), 422),
+        await cost(
+          'registration',
+          json('POST', '/auth/registration', {
+            username: 'pat',
+            email: 'pat@example.com',
+            password: 'kestrel harbour',
+          }),
+          200,
+        ),
+        await cost(
+          'common password',
+          json('POST', '/auth/registration', { username: 'pat2', email: 'pat2@example.com', password: 'password1' }),
+          422,
+        ),
+        await cost(
+          'taken name',
+          json('POST', '/auth/registration', {
+            username: 'pat',
+            email: 'pat3@example.com',
+            password: 'kestrel harbour',
+          }),
+          422,
+        ),
         await cost('change, wrong current', change('wrong', 'osprey lighthouse'), 403),
-        await cost('a body too large', json('POST', '/auth/registration', { username: 'x'.repeat(70_000), email: 'x@example.com', password: 'kestrel harbour' }), 413),
+        await cost(
+          'a body too large',
+          json('POST', '/auth/registration', {
+            username: 'x'.repeat(70_000),
+            email: 'x@example.com',
+            password: 'kestrel harbour',
+          }),
+          413,
+        ),
       ]
       for (let i = 0; i < 3; i++) await form({ username: 'digby', password: 'wrong' })
       costs.push(await cost('throttled', form({ username: 'digby', password: 'password' }), 429))
       costs.push(await cost('throttled change', change('password', 'osprey lighthouse'), 429))
-      assert.deepEqual(costs.filter(([, n]) => (n as number) > 1), [], JSON.stringify(costs))
-      assert.deepEqual(costs.map(([, n]) => n), [1, 1, 1, 0, 1, 0, 1, 1, 0, 0, 0])
+      assert.deepEqual(
+        costs.filter(([, n]) => (n as number) > 1),
+        [],
+        JSON.stringify(costs),
+      )
+      assert.deepEqual(
+        costs.map(([, n]) => n),
+        [1, 1, 1, 0, 1, 0, 1, 1, 0, 0, 0],
+      )
     })
 
     it('stops checking a field at its first length failure: a long name is not read for its scripts or characters', async (t) => {
       const { default: crypto } = await import('node:crypto')
       const scrypt = t.mock.method(crypto, 'scrypt')
-      const reply = await json('POST', '/auth/registration', { username: 'аa\u200b'.repeat(10_000), email: 'x@example.com', password: 'kestrel harbour' })
+      const reply = await json('POST', '/auth/registration', {
+        username: 'аa\u200b'.repeat(10_000),
+        email: 'x@example.com',
+        password: 'kestrel harbour',
+      })
       assert.equal(reply.status, 422)
-      assert.deepEqual(reply.body.detail.map((d: any) => [d.loc.join('.'), d.type]), [['body.username', 'too_big']], 'the length alone')
-      const short = await json('POST', '/auth/registration', { username: 'аa\u200b', email: 'x@example.com', password: 'kestrel harbour' })
+      assert.deepEqual(
+        reply.body.detail.map((d: any) => [d.loc.join('.'), d.type]),
+        [['body.username', 'too_big']],
+        'the length alone',
+      )
+      const short = await json('POST', '/auth/registration', {
+        username: 'аa\u200b',
+        email: 'x@example.com',
+        password: 'kestrel harbour',
+      })
       assert.equal(short.body.detail.length, 2, 'a short one gets both checks: invisible characters, and scripts')
       assert.equal(scrypt.mock.callCount(), 0)
     })
@@ -1060,28 +1495,73 @@ export function apiSuite(fixture: Fixture) {
       const big = `{"name": "${'x'.repeat(64 * 1024)}", "age": 1, "kind": "dog"}`
       const plain = await json('POST', '/animals', big, token)
       assert.deepEqual([plain.status, plain.body], [413, { detail: 'request body too large' }])
-      assert.equal((await json('POST', '/animals', `${'{'.repeat(70_000)}`, token)).status, 413, 'not parsed: malformed, still 413')
-      const base64 = await send(httpApiEvent({ method: 'POST', path: '/animals', body: big, base64: true, headers: { 'content-type': 'application/json', ...bearer(token) } }))
+      assert.equal(
+        (await json('POST', '/animals', `${'{'.repeat(70_000)}`, token)).status,
+        413,
+        'not parsed: malformed, still 413',
+      )
+      const base64 = await send(
+        httpApiEvent({
+          method: 'POST',
+          path: '/animals',
+          body: big,
+          base64: true,
+          headers: { 'content-type': 'application/json', ...bearer(token) },
+        }),
+      )
       assert.equal(base64.status, 413)
-      const encodedHuge = { ...httpApiEvent({ method: 'POST', path: '/animals', headers: { 'content-type': 'application/json', ...bearer(token) } }), body: 'A'.repeat(10_000_000), isBase64Encoded: true }
+      const encodedHuge = {
+        ...httpApiEvent({
+          method: 'POST',
+          path: '/animals',
+          headers: { 'content-type': 'application/json', ...bearer(token) },
+        }),
+        body: 'A'.repeat(10_000_000),
+        isBase64Encoded: true,
+      }
       assert.equal((await send(encodedHuge)).status, 413, '10 MB of base64, refused before it is decoded')
-      const fits = await json('POST', '/animals', `{"name": "rex", "age": 1, "kind": "dog", "pad": "${'x'.repeat(60 * 1024)}"}`, token)
+      const fits = await json(
+        'POST',
+        '/animals',
+        `{"name": "rex", "age": 1, "kind": "dog", "pad": "${'x'.repeat(60 * 1024)}"}`,
+        token,
+      )
       assert.equal(fits.status, 200, 'under 64 KB: taken')
     })
 
     it('takes JSON only as application/json and the token form only as a form, else 415', async () => {
       const token = await login()
       const post = (type: string | undefined, body: string) =>
-        call({ method: 'POST', path: '/animals', body, headers: { ...(type ? { 'content-type': type } : {}), ...bearer(token) } })
+        call({
+          method: 'POST',
+          path: '/animals',
+          body,
+          headers: { ...(type ? { 'content-type': type } : {}), ...bearer(token) },
+        })
       const body = '{"name": "rex", "age": 1, "kind": "dog"}'
-      for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', undefined, 'application/json-patch+json']) {
+      for (const type of [
+        'text/plain',
+        'application/x-www-form-urlencoded',
+        'multipart/form-data; boundary=x',
+        undefined,
+        'application/json-patch+json',
+      ]) {
         const reply = await post(type, body)
         assert.deepEqual([reply.status, reply.body], [415, { detail: 'Unsupported Media Type' }], String(type))
       }
       assert.equal((await post('Application/JSON; charset=utf-8', body)).status, 200)
-      const asText = await call({ method: 'POST', path: '/auth/token', body: 'username=juniper&password=password', headers: { 'content-type': 'text/plain' } })
+      const asText = await call({
+        method: 'POST',
+        path: '/auth/token',
+        body: 'username=juniper&password=password',
+        headers: { 'content-type': 'text/plain' },
+      })
       assert.equal(asText.status, 415)
-      assert.equal((await get('/animals', '', { 'content-type': 'text/plain' })).status, 200, 'a route without a body takes any')
+      assert.equal(
+        (await get('/animals', '', { 'content-type': 'text/plain' })).status,
+        200,
+        'a route without a body takes any',
+      )
     })
 
     it('sends the safe headers on every answer, errors and preflights included; a CSP on the pages; HSTS on Lambda', async (t) => {
@@ -1090,17 +1570,42 @@ export function apiSuite(fixture: Fixture) {
       const token = await login('reggie')
       const replies: [string, Reply][] = [
         ['200', await get('/animals')],
-        ['204', await call({ method: 'DELETE', path: `/users/${userId('felix')}`, headers: bearer(await login('felix')) })],
+        [
+          '204',
+          await call({ method: 'DELETE', path: `/users/${userId('felix')}`, headers: bearer(await login('felix')) }),
+        ],
         ['401', await get('/users/me')],
         ['403', await getAs(token, '/users')],
         ['404', await get('/nowhere')],
         ['405', await call({ method: 'PATCH', path: '/animals/1' })],
         ['413', await json('POST', '/animals', 'x'.repeat(70_000), token)],
-        ['415', await call({ method: 'POST', path: '/auth/registration', body: '{}', headers: { 'content-type': 'text/plain' } })],
+        [
+          '415',
+          await call({
+            method: 'POST',
+            path: '/auth/registration',
+            body: '{}',
+            headers: { 'content-type': 'text/plain' },
+          }),
+        ],
         ['422', await get('/animals', 'sort=weight')],
         ['400', await send({ hello: 'world' } as unknown as APIGatewayProxyEvent)],
-        ['preflight 204', await call({ method: 'OPTIONS', path: '/animals', headers: { origin: 'http://localhost:5173', 'access-control-request-method': 'POST' } })],
-        ['preflight 400', await call({ method: 'OPTIONS', path: '/animals', headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' } })],
+        [
+          'preflight 204',
+          await call({
+            method: 'OPTIONS',
+            path: '/animals',
+            headers: { origin: 'http://localhost:5173', 'access-control-request-method': 'POST' },
+          }),
+        ],
+        [
+          'preflight 400',
+          await call({
+            method: 'OPTIONS',
+            path: '/animals',
+            headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' },
+          }),
+        ],
         ['HTML', await get('/docs')],
       ]
       for (let i = 0; i < 5; i++) await form({ username: 'digby', password: 'wrong' })
@@ -1111,12 +1616,19 @@ export function apiSuite(fixture: Fixture) {
         assert.equal(reply.headers['x-frame-options'], 'DENY', what)
         assert.equal(reply.headers['strict-transport-security'], undefined, `${what}: not outside Lambda`)
       }
-      assert.deepEqual(replies.map(([what, r]) => [what, String(r.status)]).filter(([what, s]) => /^\d+$/.test(what) && what !== s), [])
+      assert.deepEqual(
+        replies.map(([what, r]) => [what, String(r.status)]).filter(([what, s]) => /^\d+$/.test(what) && what !== s),
+        [],
+      )
       for (const page of ['/', '/docs']) {
         const csp = (await get(page)).headers['content-security-policy']
         assert.match(csp, /frame-ancestors 'none'/, page)
         assert.match(csp, /default-src 'none'/, page)
-        assert.match(csp, /script-src https:\/\/cdn\.jsdelivr\.net\/npm\/swagger-ui-dist@[\d.]+\/ 'sha256-[A-Za-z0-9+/]+='/, page)
+        assert.match(
+          csp,
+          /script-src https:\/\/cdn\.jsdelivr\.net\/npm\/swagger-ui-dist@[\d.]+\/ 'sha256-[A-Za-z0-9+/]+='/,
+          page,
+        )
         assert.doesNotMatch(csp, /unsafe/, page)
       }
       assert.equal((await get('/animals')).headers['content-security-policy'], undefined, 'JSON answers need none')
@@ -1141,29 +1653,45 @@ export function apiSuite(fixture: Fixture) {
       assert.equal((await call({ method: 'HEAD', path: '/auth/token' })).status, 405)
     })
 
-    it('refuses control, invisible and direction characters in an animal\'s name and kind', async () => {
+    it("refuses control, invisible and direction characters in an animal's name and kind", async () => {
       const token = await login()
-      for (const [field, value] of [['name', 'Re\u202ex'], ['name', 'Rex\u200b'], ['kind', 'd\u0007og'], ['kind', 'ca\u2066t']]) {
+      for (const [field, value] of [
+        ['name', 'Re\u202ex'],
+        ['name', 'Rex\u200b'],
+        ['kind', 'd\u0007og'],
+        ['kind', 'ca\u2066t'],
+      ]) {
         const created = await json('POST', '/animals', { name: 'Rex', age: 1, kind: 'dog', [field]: value }, token)
         assert.deepEqual([created.status, created.body.detail[0].loc], [422, ['body', field]], JSON.stringify(value))
         assert.equal((await json('PUT', '/animals/1', { [field]: value }, token)).status, 422)
       }
-      assert.equal((await json('POST', '/animals', { name: 'Mirlo', age: 1, kind: 'pájaro' }, token)).status, 200, 'any script, with accents')
+      assert.equal(
+        (await json('POST', '/animals', { name: 'Mirlo', age: 1, kind: 'pájaro' }, token)).status,
+        200,
+        'any script, with accents',
+      )
     })
 
-    it('pages a user\'s pets and fosters as /animals: limit, offset, and the count of all', async () => {
+    it("pages a user's pets and fosters as /animals: limit, offset, and the count of all", async () => {
       const token = await login()
       const adopter = userId(sample.adoptions[0].user_id)
       for (let i = 0; i < 3; i++) {
         const { body } = await json('POST', '/animals', { name: `pet${i}`, age: 1, kind: 'cat' }, token)
-        assert.equal((await json('PUT', `/animals/${body.animal.id}`, { adopter_id: adopter, adoption_date: today() }, token)).status, 200)
+        assert.equal(
+          (await json('PUT', `/animals/${body.animal.id}`, { adopter_id: adopter, adoption_date: today() }, token))
+            .status,
+          200,
+        )
       }
       const all = (await getAs(token, `/users/${adopter}/pets`)).body
       assert.ok(all.meta.count >= 4)
       assert.deepEqual(all.meta, { count: all.animals.length, limit: 100, offset: 0 })
       const page = (await getAs(token, `/users/${adopter}/pets`, 'limit=2&offset=1')).body
       assert.deepEqual(page.meta, { count: all.meta.count, limit: 2, offset: 1 })
-      assert.deepEqual(page.animals.map((a: any) => a.id), all.animals.slice(1, 3).map((a: any) => a.id))
+      assert.deepEqual(
+        page.animals.map((a: any) => a.id),
+        all.animals.slice(1, 3).map((a: any) => a.id),
+      )
       const fosterer = userId(sample.fosters[0].user_id)
       const fosters = (await getAs(token, `/users/${fosterer}/fosters`, 'limit=1&offset=0')).body
       assert.deepEqual([fosters.meta.limit, fosters.meta.offset, fosters.fosters.length], [1, 0, 1])
@@ -1188,10 +1716,18 @@ export function apiSuite(fixture: Fixture) {
       }
       const tomorrow = new Date(Date.now() + 86_400_000).toISOString().slice(0, 10)
       assert.equal((await put({ adopter_id: 2, adoption_date: tomorrow })).status, 422, 'tomorrow')
-      assert.equal((await put({ adopter_id: 2, adoption_date: animal.intake_date })).status, 200, 'on the day it came in')
+      assert.equal(
+        (await put({ adopter_id: 2, adoption_date: animal.intake_date })).status,
+        200,
+        'on the day it came in',
+      )
       assert.equal((await put({ adoption_date: null })).status, 422, 'a date taken from an adopter who stays')
       const cleared = await put({ adopter_id: null })
-      assert.deepEqual([cleared.status, cleared.body.animal.adopter_id, cleared.body.animal.adoption_date], [200, null, null], 'no adopter: no date')
+      assert.deepEqual(
+        [cleared.status, cleared.body.animal.adopter_id, cleared.body.animal.adoption_date],
+        [200, null, null],
+        'no adopter: no date',
+      )
     })
 
     it('clears, when migrating, the adoptions that break the rule, and says how many', async () => {
@@ -1200,17 +1736,42 @@ export function apiSuite(fixture: Fixture) {
       try {
         await db.all('DELETE FROM schema_migrations WHERE version >= 4')
         await db.exec('DROP TABLE login_failures; DROP TABLE address_counts')
-        await db.all("INSERT INTO users (username, username_key, email, email_key, password_hash, created_at) VALUES ('u', 'u', 'u@x', 'u@x', 'none', '2024-01-01T00:00:00')")
+        await db.all(
+          "INSERT INTO users (username, username_key, email, email_key, password_hash, created_at) VALUES ('u', 'u', 'u@x', 'u@x', 'none', '2024-01-01T00:00:00')",
+        )
         const [[user]] = await db.values('SELECT id FROM users')
-        const rows = [[user, '2024-01-05', '2024-01-01'], [null, '2024-01-05', '2024-01-01'], [user, null, '2024-01-01'], [user, '2023-12-01', '2024-01-01'], [user, '9999-01-01', '2024-01-01']]
+        const rows = [
+          [user, '2024-01-05', '2024-01-01'],
+          [null, '2024-01-05', '2024-01-01'],
+          [user, null, '2024-01-01'],
+          [user, '2023-12-01', '2024-01-01'],
+          [user, '9999-01-01', '2024-01-01'],
+        ]
         for (const [adopter, date, intake] of rows) {
-          await db.all("INSERT INTO animals (name, age, kind, intake_date, adopter_id, adoption_date) VALUES ('a', 1, 'cat', ?, ?, ?)", [intake, adopter, date])
+          await db.all(
+            "INSERT INTO animals (name, age, kind, intake_date, adopter_id, adoption_date) VALUES ('a', 1, 'cat', ?, ?, ?)",
+            [intake, adopter, date],
+          )
         }
         const result = await migrate(db)
-        assert.deepEqual(result.applied.map((a) => a.split(' ')[0]), ['4'])
-        assert.deepEqual(result.notes, ['cleared the adoption of 4 animals whose adopter and date did not go together, or whose date was before their intake or after today'])
+        assert.deepEqual(
+          result.applied.map((a) => a.split(' ')[0]),
+          ['4'],
+        )
+        assert.deepEqual(result.notes, [
+          'cleared the adoption of 4 animals whose adopter and date did not go together, or whose date was before their intake or after today',
+        ])
         const left = await db.values('SELECT adopter_id, adoption_date FROM animals ORDER BY id')
-        assert.deepEqual(left.map(([a, d]) => [a === null ? null : Number(a), d === null ? null : String(d).slice(0, 10)]), [[Number(user), '2024-01-05'], [null, null], [null, null], [null, null], [null, null]])
+        assert.deepEqual(
+          left.map(([a, d]) => [a === null ? null : Number(a), d === null ? null : String(d).slice(0, 10)]),
+          [
+            [Number(user), '2024-01-05'],
+            [null, null],
+            [null, null],
+            [null, null],
+            [null, null],
+          ],
+        )
       } finally {
         await db.close()
       }
@@ -1224,7 +1785,11 @@ export function apiSuite(fixture: Fixture) {
       try {
         assert.equal((await asked()).headers['access-control-allow-origin'], 'http://localhost:5173')
         process.env.AWS_LAMBDA_FUNCTION_NAME = 'buddy-system'
-        assert.equal((await asked()).headers['access-control-allow-origin'], undefined, 'a deployment told nothing trusts no origin')
+        assert.equal(
+          (await asked()).headers['access-control-allow-origin'],
+          undefined,
+          'a deployment told nothing trusts no origin',
+        )
       } finally {
         delete process.env.AWS_LAMBDA_FUNCTION_NAME
         if (saved !== undefined) process.env.CORS_ORIGINS = saved
@@ -1238,13 +1803,24 @@ export function apiSuite(fixture: Fixture) {
       try {
         const first = await seed(db, 'local')
         assert.equal(first.sample, 'loaded')
-        assert.deepEqual({ ...first, loaded_at: undefined }, {
-          sample: 'loaded', loaded_at: undefined, user_count: 8, animal_count: 16, foster_count: 8, adoption_count: 7,
-          added: { users: 8, animals: 16, fosters: 8, adoptions: 7 },
-        })
+        assert.deepEqual(
+          { ...first, loaded_at: undefined },
+          {
+            sample: 'loaded',
+            loaded_at: undefined,
+            user_count: 8,
+            animal_count: 16,
+            foster_count: 8,
+            adoption_count: 7,
+            added: { users: 8, animals: 16, fosters: 8, adoptions: 7 },
+          },
+        )
         assert.match(first.loaded_at, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$/)
         const second = await seed(db, 'local')
-        assert.deepEqual([second.sample, second.loaded_at, second.added], ['loaded before', first.loaded_at, { users: 0, animals: 0, fosters: 0, adoptions: 0 }])
+        assert.deepEqual(
+          [second.sample, second.loaded_at, second.added],
+          ['loaded before', first.loaded_at, { users: 0, animals: 0, fosters: 0, adoptions: 0 }],
+        )
         const [{ n }] = await db.all<{ n: number }>('SELECT CAST(count(*) AS INTEGER) AS n FROM animals')
         assert.equal(Number(n), 16)
       } finally {
@@ -1274,7 +1850,10 @@ export function apiSuite(fixture: Fixture) {
       try {
         await db.all("INSERT INTO animals (name, age, kind, intake_date) VALUES ('Mine', 1, 'cat', '2024-01-01')")
         const result = await seed(db, 'local')
-        assert.deepEqual([result.sample, result.added], ['not loaded', { users: 0, animals: 0, fosters: 0, adoptions: 0 }])
+        assert.deepEqual(
+          [result.sample, result.added],
+          ['not loaded', { users: 0, animals: 0, fosters: 0, adoptions: 0 }],
+        )
         await db.all('DELETE FROM animals')
         assert.equal((await seed(db, 'local')).sample, 'loaded before', 'recorded: a later run does not load it either')
         assert.deepEqual(await db.all('SELECT id FROM animals'), [])
@@ -1290,7 +1869,10 @@ export function apiSuite(fixture: Fixture) {
         assert.deepEqual([first.from, first.to, first.applied.length], [0, SCHEMA_VERSION, SCHEMA_VERSION])
         assert.deepEqual(await migrate(db), { from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [], notes: [] })
         const rows = await db.all<{ version: number }>('SELECT version FROM schema_migrations ORDER BY version')
-        assert.deepEqual(rows.map((r) => Number(r.version)), Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1))
+        assert.deepEqual(
+          rows.map((r) => Number(r.version)),
+          Array.from({ length: SCHEMA_VERSION }, (_, i) => i + 1),
+        )
       } finally {
         await db.close()
       }
@@ -1298,14 +1880,19 @@ export function apiSuite(fixture: Fixture) {
       const old = await openDatabase(await fixture.empty({ schema: false }))
       try {
         await migrate(old, 1)
-        await old.all("INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01'), ('b', 2, 'dog', '2024-01-02')")
+        await old.all(
+          "INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01'), ('b', 2, 'dog', '2024-01-02')",
+        )
         await old.all('DELETE FROM animal_intake_counts')
         await old.all('DROP TABLE schema_migrations')
         const adopted = await migrate(old)
         assert.deepEqual([adopted.from, adopted.to], [0, SCHEMA_VERSION])
         const page = await listAnimals(old, { sort: 'name', limit: 1, offset: 0 })
         assert.equal(page.count, 2, 'the per-day counts were made from the animals already there')
-        assert.equal((await listAnimals(old, { sort: 'name', intake_after: '2024-01-02', limit: 1, offset: 0 })).count, 1)
+        assert.equal(
+          (await listAnimals(old, { sort: 'name', intake_after: '2024-01-02', limit: 1, offset: 0 })).count,
+          1,
+        )
       } finally {
         await old.close()
       }
@@ -1316,7 +1903,10 @@ export function apiSuite(fixture: Fixture) {
       try {
         await migrate(db, 1)
         const add = (username: string, email: string) =>
-          db.all("INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, 'x', '2024-01-01T00:00:00')", [username, email])
+          db.all(
+            "INSERT INTO users (username, email, password_hash, created_at) VALUES (?, ?, 'x', '2024-01-01T00:00:00')",
+            [username, email],
+          )
         await add('juniper', 'juniper@cool.email')
         await add('Juniper', 'other@example.com')
         await add('ｊｕｎｉｐｅｒ', 'JUNIPER@cool.email')
@@ -1328,7 +1918,15 @@ export function apiSuite(fixture: Fixture) {
           'user 3\'s email "JUNIPER@cool.email" clashes with user 1\'s: it logs in by its exact email only; rename one of them',
         ])
         const keys = await db.values('SELECT id, username_key FROM users ORDER BY id')
-        assert.deepEqual(keys.map(([id, key]) => [Number(id), key]), [[1, 'juniper'], [2, 'juniper#2'], [3, 'juniper#3'], [4, 'marlowe']])
+        assert.deepEqual(
+          keys.map(([id, key]) => [Number(id), key]),
+          [
+            [1, 'juniper'],
+            [2, 'juniper#2'],
+            [3, 'juniper#3'],
+            [4, 'marlowe'],
+          ],
+        )
       } finally {
         await db.close()
       }
@@ -1343,14 +1941,22 @@ export function apiSuite(fixture: Fixture) {
         const reply = await get('/animals')
         assert.equal(reply.status, 503, `attempt ${attempt}: ${reply.text}`)
         assert.equal(reply.headers['retry-after'], '60')
-        assert.deepEqual(reply.body, { detail: 'Service Unavailable' }, 'what is wrong, and what to do, goes to the log only')
-        assert.match(String(logged.mock.calls.at(-1)!.arguments[0]), /The database has no schema yet: deploy again \(tsx deploy\.ts efs\|rds\), or run `tsx seed\.ts`/)
+        assert.deepEqual(
+          reply.body,
+          { detail: 'Service Unavailable' },
+          'what is wrong, and what to do, goes to the log only',
+        )
+        assert.match(
+          String(logged.mock.calls.at(-1)!.arguments[0]),
+          /The database has no schema yet: deploy again \(tsx deploy\.ts efs\|rds\), or run `tsx seed\.ts`/,
+        )
       }
       const db = await openDatabase(config)
       try {
-        const tables = db.kind === 'sqlite'
-          ? await db.all("SELECT name FROM sqlite_master WHERE type = 'table'")
-          : await db.all("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+        const tables =
+          db.kind === 'sqlite'
+            ? await db.all("SELECT name FROM sqlite_master WHERE type = 'table'")
+            : await db.all("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
         assert.deepEqual(tables, [], 'the API ran no DDL')
         await migrate(db)
       } finally {
@@ -1363,9 +1969,17 @@ export function apiSuite(fixture: Fixture) {
       await older.close()
       const behind = await get('/animals')
       assert.deepEqual([behind.status, behind.body], [503, { detail: 'Service Unavailable' }])
-      assert.match(String(logged.mock.calls.at(-1)!.arguments[0]), new RegExp(`The database schema is at version ${SCHEMA_VERSION - 1} and this release needs ${SCHEMA_VERSION}: deploy again`))
+      assert.match(
+        String(logged.mock.calls.at(-1)!.arguments[0]),
+        new RegExp(
+          `The database schema is at version ${SCHEMA_VERSION - 1} and this release needs ${SCHEMA_VERSION}: deploy again`,
+        ),
+      )
       const again = await openDatabase(config)
-      await again.all('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)', Object.values(latest))
+      await again.all(
+        'INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)',
+        Object.values(latest),
+      )
       await again.close()
       const served = await get('/animals')
       assert.equal(served.status, 200, 'the same process serves once the schema is there: no restart')
@@ -1378,13 +1992,25 @@ export function apiSuite(fixture: Fixture) {
         await db.all(`INSERT INTO animals (name, age, kind, intake_date) VALUES
           ('a', 1, 'cat', '2024-01-01'), ('b', 1, 'cat', '2024-01-01'), ('c', 1, 'cat', '2024-01-02'), ('d', 1, 'cat', '2024-01-03')`)
         await db.all("UPDATE animals SET intake_date = '2024-01-03' WHERE name IN ('a', 'c')")
-        await db.all("UPDATE animals SET age = 2")
+        await db.all('UPDATE animals SET age = 2')
         await db.all("DELETE FROM animals WHERE name = 'd'")
         const counted = async (from: string, to: string) =>
           (await listAnimals(db, { sort: 'name', intake_after: from, intake_before: to, limit: 1, offset: 0 })).count
         const actual = async (from: string, to: string) =>
-          Number((await db.all<{ n: number }>('SELECT count(*) AS n FROM animals WHERE intake_date >= ? AND intake_date <= ?', [from, to]))[0].n)
-        for (const [from, to] of [['2024-01-01', '2024-01-01'], ['2024-01-02', '2024-01-02'], ['2024-01-03', '2024-01-03'], ['2024-01-01', '2024-12-31']]) {
+          Number(
+            (
+              await db.all<{ n: number }>(
+                'SELECT count(*) AS n FROM animals WHERE intake_date >= ? AND intake_date <= ?',
+                [from, to],
+              )
+            )[0].n,
+          )
+        for (const [from, to] of [
+          ['2024-01-01', '2024-01-01'],
+          ['2024-01-02', '2024-01-02'],
+          ['2024-01-03', '2024-01-03'],
+          ['2024-01-01', '2024-12-31'],
+        ]) {
           assert.equal(await counted(from, to), await actual(from, to), `${from}..${to}`)
         }
         assert.equal(await counted('2024-01-01', '2024-12-31'), 3)
@@ -1397,7 +2023,12 @@ export function apiSuite(fixture: Fixture) {
       const db = await openDatabase(await fixture.empty())
       try {
         const broken = structuredClone(sample)
-        broken.fosters.push({ user_id: 'juniper', animal_id: 'no-such-animal', start_date: '2024-01-01', end_date: null })
+        broken.fosters.push({
+          user_id: 'juniper',
+          animal_id: 'no-such-animal',
+          start_date: '2024-01-01',
+          end_date: null,
+        })
         await assert.rejects(seed(db, 'local', broken), /fake_db.json refers to animal no-such-animal/)
         assert.deepEqual(await db.all('SELECT id FROM users'), [])
         assert.deepEqual(await db.all('SELECT id FROM animals'), [])
@@ -1406,7 +2037,7 @@ export function apiSuite(fixture: Fixture) {
       }
     })
 
-    it('gives the sample\'s users no usable password where the seeder function seeds a deployment, and makes nobody staff', async (t) => {
+    it("gives the sample's users no usable password where the seeder function seeds a deployment, and makes nobody staff", async (t) => {
       t.mock.method(console, 'log', () => {})
       t.mock.method(console, 'warn', () => {}) // each failed login's line
       pointAt(await fixture.empty({ schema: false }))
@@ -1422,8 +2053,14 @@ export function apiSuite(fixture: Fixture) {
           assert.equal(reply.status, 401, `${username} with ${password}`)
         }
       }
-      assert.equal(scrypt.mock.callCount(), sampleUsers.length * 3, 'each refusal costs one hash, as a wrong password does')
-      const [[usable]] = await (await database()).values("SELECT COUNT(*) FROM users WHERE password_hash LIKE 'scrypt$%'")
+      assert.equal(
+        scrypt.mock.callCount(),
+        sampleUsers.length * 3,
+        'each refusal costs one hash, as a wrong password does',
+      )
+      const [[usable]] = await (
+        await database()
+      ).values("SELECT COUNT(*) FROM users WHERE password_hash LIKE 'scrypt$%'")
       assert.equal(Number(usable), 0, 'no user has a password hash at all')
     })
 
@@ -1434,7 +2071,10 @@ export function apiSuite(fixture: Fixture) {
       const create = () => json('POST', '/animals', { name: 'rex', age: 3, kind: 'dog' }, reggie)
       assert.equal((await create()).status, 403)
       const granted = await seedHandler({ staff: { username: 'REGGIE' } })
-      assert.deepEqual([granted.statusCode, JSON.parse(granted.body)], [200, { username: 'reggie', change: 'granted', staff: ['juniper', 'reggie'] }])
+      assert.deepEqual(
+        [granted.statusCode, JSON.parse(granted.body)],
+        [200, { username: 'reggie', change: 'granted', staff: ['juniper', 'reggie'] }],
+      )
       assert.equal((await create()).status, 200, 'the same token, staff now')
       const again = await seedHandler({ staff: { username: 'reggie' } })
       assert.equal(JSON.parse(again.body).change, 'unchanged')
@@ -1448,7 +2088,11 @@ export function apiSuite(fixture: Fixture) {
       assert.equal(empty.statusCode, 500)
       assert.match(JSON.parse(empty.body).error, /the username is missing/)
       const listed = await seedHandler({ staff: {} })
-      assert.deepEqual(JSON.parse(listed.body), { staff: ['juniper'] }, 'without a username: who is staff, and no change')
+      assert.deepEqual(
+        JSON.parse(listed.body),
+        { staff: ['juniper'] },
+        'without a username: who is staff, and no change',
+      )
     })
 
     it("answers the seeder function's invocation with the migrations and the counts, or with the error", async (t) => {

@@ -19,7 +19,13 @@ export interface Running {
 }
 
 /** Runs `tsx file args`; with `group`, in a process group of its own, for killGroup. */
-export function run(file: string, env: Record<string, string | undefined>, args: string[] = [], cwd = root, group = false): Running {
+export function run(
+  file: string,
+  env: Record<string, string | undefined>,
+  args: string[] = [],
+  cwd = root,
+  group = false,
+): Running {
   const child = spawn(process.execPath, [tsx, file, ...args], {
     cwd,
     env: { ...process.env, ...env },
@@ -38,10 +44,12 @@ export function run(file: string, env: Record<string, string | undefined>, args:
     collect(chunk)
   })
   child.stderr!.on('data', collect)
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => {
-    for (const check of waiters) check()
-    resolve(code)
-  }))
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('exit', (code) => {
+      for (const check of waiters) check()
+      resolve(code)
+    }),
+  )
   return {
     child,
     output: () => output,

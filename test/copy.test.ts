@@ -15,7 +15,8 @@ import { startPostgres } from './postgres-server.ts'
 process.env.JWT_KEY ??= '0123456789abcdef'.repeat(4)
 const { handler } = await import('../api.ts')
 const server = await startPostgres()
-if (typeof server === 'string' && process.env.CI === 'true') throw new Error(`CI=true and the copy tests cannot run: ${server}`)
+if (typeof server === 'string' && process.env.CI === 'true')
+  throw new Error(`CI=true and the copy tests cannot run: ${server}`)
 
 describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? server : false }, () => {
   if (typeof server === 'string') return
@@ -53,27 +54,44 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     const headers: Record<string, string> = { 'content-type': 'application/json' }
     if (token) headers.authorization = `Bearer ${token}`
     const [route, query] = path.split('?')
-    const result = await handler(httpApiEvent({ method, path: route, query, body: body === undefined ? undefined : JSON.stringify(body), headers }))
+    const result = await handler(
+      httpApiEvent({
+        method,
+        path: route,
+        query,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        headers,
+      }),
+    )
     return { status: result.statusCode, body: result.body ? JSON.parse(result.body) : undefined }
   }
   const login = async (username: string, password = SAMPLE_PASSWORD) => {
-    const result = await handler(httpApiEvent({
-      method: 'POST', path: '/auth/token', body: `username=${username}&password=${password}`,
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    }))
+    const result = await handler(
+      httpApiEvent({
+        method: 'POST',
+        path: '/auth/token',
+        body: `username=${username}&password=${password}`,
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      }),
+    )
     assert.equal(result.statusCode, 200, `login ${username}: ${result.body}`)
     return JSON.parse(result.body!).access_token as string
   }
   /** Everything the API shows of a database: every animal and user, each user's fosters and pets. */
   const everything = async () => {
     const token = await login('juniper')
-    const { body: { animals } } = await call('GET', '/animals?sort=name&limit=1000')
+    const {
+      body: { animals },
+    } = await call('GET', '/animals?sort=name&limit=1000')
     const listed = await call('GET', '/users?limit=1000', undefined, token)
     assert.equal(listed.status, 200, JSON.stringify(listed.body))
     const { users } = listed.body
     const perUser = []
     for (const user of users) {
-      const [fosters, pets] = [await call('GET', `/users/${user.id}/fosters`, undefined, token), await call('GET', `/users/${user.id}/pets`, undefined, token)]
+      const [fosters, pets] = [
+        await call('GET', `/users/${user.id}/fosters`, undefined, token),
+        await call('GET', `/users/${user.id}/pets`, undefined, token),
+      ]
       perUser.push({ id: user.id, fosters: fosters.body, pets: pets.body })
     }
     return { animals, users, perUser }
@@ -86,23 +104,42 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     await setUp(db, 'local')
     await db.close()
     await use(config)
-    const registered = await call('POST', '/auth/registration', { username: 'rosalind', email: 'rosalind@example.com', password: 'a long password' })
+    const registered = await call('POST', '/auth/registration', {
+      username: 'rosalind',
+      email: 'rosalind@example.com',
+      password: 'a long password',
+    })
     assert.equal(registered.status, 200, JSON.stringify(registered.body))
     const token = await login('juniper')
     const created = []
     for (const name of ['Pip', 'Moss', 'Quill', 'Fern']) {
-      const { status, body } = await call('POST', '/animals', { name, age: 3, kind: 'cat', vaccinated: name === 'Moss' }, token)
+      const { status, body } = await call(
+        'POST',
+        '/animals',
+        { name, age: 3, kind: 'cat', vaccinated: name === 'Moss' },
+        token,
+      )
       assert.equal(status, 200)
       created.push(body.animal.id as number)
     }
-    for (const id of [2, 7, created[1], created[3]]) assert.equal((await call('DELETE', `/animals/${id}`, undefined, token)).status, 204)
-    const adopted = await call('PUT', `/animals/${created[2]}`, { adopter_id: registered.body.id, adoption_date: new Date().toISOString().slice(0, 10) }, token)
+    for (const id of [2, 7, created[1], created[3]])
+      assert.equal((await call('DELETE', `/animals/${id}`, undefined, token)).status, 204)
+    const adopted = await call(
+      'PUT',
+      `/animals/${created[2]}`,
+      { adopter_id: registered.body.id, adoption_date: new Date().toISOString().slice(0, 10) },
+      token,
+    )
     assert.equal(adopted.status, 200, JSON.stringify(adopted.body))
     const felix = await login('felix')
     const me = (await call('GET', '/users/me', undefined, felix)).body.user
     assert.equal((await call('DELETE', `/users/${me.id}`, undefined, felix)).status, 204) // a hole in the users' ids too
     // The user with the largest id ever given leaves: their id must never come back, nor their token to life.
-    const leaving = await call('POST', '/auth/registration', { username: 'tobias', email: 'tobias@example.com', password: 'a long password' })
+    const leaving = await call('POST', '/auth/registration', {
+      username: 'tobias',
+      email: 'tobias@example.com',
+      password: 'a long password',
+    })
     const leftToken = await login('tobias', 'a long password')
     assert.equal((await call('DELETE', `/users/${leaving.body.id}`, undefined, leftToken)).status, 204)
     await closeDatabase()
@@ -113,12 +150,17 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     const { config: sqlite, largestAnimal, largestUser, leftToken } = await shelter()
     await use(sqlite)
     const before = await everything()
-    assert.ok(before.perUser.some((u) => u.fosters.fosters.length > 0) && before.perUser.some((u) => u.pets.animals.length > 0))
+    assert.ok(
+      before.perUser.some((u) => u.fosters.fosters.length > 0) && before.perUser.some((u) => u.pets.animals.length > 0),
+    )
     const target = await emptyPostgres()
     const [from, to] = [await openDatabase(sqlite), await openDatabase(target)]
     try {
       const result = await copyDatabase(from, to)
-      assert.deepEqual(result, { status: 'copied', counts: { users: 8, animals: 16, fosters: before.perUser.reduce((k, u) => k + u.fosters.meta.count, 0) } })
+      assert.deepEqual(result, {
+        status: 'copied',
+        counts: { users: 8, animals: 16, fosters: before.perUser.reduce((k, u) => k + u.fosters.meta.count, 0) },
+      })
     } finally {
       await from.close()
       await to.close()
@@ -141,9 +183,17 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
       await again.close()
       await into.close()
     }
-    const newcomer = await call('POST', '/auth/registration', { username: 'una', email: 'una@example.com', password: 'a long password' })
+    const newcomer = await call('POST', '/auth/registration', {
+      username: 'una',
+      email: 'una@example.com',
+      password: 'a long password',
+    })
     assert.equal(newcomer.body.id, largestUser + 1, "a deleted user's id is not given again")
-    assert.equal((await call('GET', '/users/me', undefined, leftToken)).status, 401, "and the deleted user's token names nobody")
+    assert.equal(
+      (await call('GET', '/users/me', undefined, leftToken)).status,
+      401,
+      "and the deleted user's token names nobody",
+    )
   })
 
   it('refuses a database with rows of its own and changes nothing in it', async () => {
@@ -159,7 +209,10 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     try {
       await assert.rejects(copyDatabase(from, to), (error: Error) => {
         assert.ok(error instanceof CopyRefused)
-        assert.match(error.message, /holds 8 users, 16 animals and 8 fosters that are not SQLite .*'s: nothing was copied/)
+        assert.match(
+          error.message,
+          /holds 8 users, 16 animals and 8 fosters that are not SQLite .*'s: nothing was copied/,
+        )
         return true
       })
     } finally {
@@ -183,7 +236,8 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     try {
       await assert.rejects(copyDatabase(from, to), /foreign key/)
       const [[users, animals, fosters, counted]] = await to.values(
-        'SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM animals), (SELECT COUNT(*) FROM fosters), (SELECT COUNT(*) FROM animal_intake_counts)')
+        'SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM animals), (SELECT COUNT(*) FROM fosters), (SELECT COUNT(*) FROM animal_intake_counts)',
+      )
       assert.deepEqual([users, animals, fosters, counted].map(Number), [0, 0, 0, 0])
     } finally {
       await from.close()
@@ -200,7 +254,10 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     const env = { ...server.env, DB_LOCATION: 'rds', PG_DATABASE: target.database }
     const first = run('seed.ts', env, ['--from', sqlite.path])
     assert.equal(await first.exited, 0, first.output())
-    assert.match(first.output(), /^copied 8 users, 16 animals and \d+ fosters from SQLite .*shelter-\d+\.db \(.+\) into PostgreSQL .*, with their ids$/m)
+    assert.match(
+      first.output(),
+      /^copied 8 users, 16 animals and \d+ fosters from SQLite .*shelter-\d+\.db \(.+\) into PostgreSQL .*, with their ids$/m,
+    )
     const missing = run('seed.ts', env, ['--from', join(dir, 'nowhere.db')])
     assert.equal(await missing.exited, 1)
     assert.match(missing.output(), /copying failed: .*nowhere\.db: no such file, so nothing to copy/)

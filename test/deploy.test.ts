@@ -9,20 +9,49 @@ import { join } from 'node:path'
 import { after, before, beforeEach, describe, it } from 'node:test'
 import { unzipSync, zipSync } from 'fflate'
 import {
-  AuthorizeSecurityGroupIngressCommand, CreateNetworkInterfaceCommand, CreateSecurityGroupCommand, CreateSubnetCommand,
-  DeleteNetworkInterfaceCommand, DeleteSubnetCommand, DeleteVpcCommand, DescribeSecurityGroupsCommand, DescribeSubnetsCommand,
-  DescribeVpcsCommand, RevokeSecurityGroupIngressCommand,
+  AuthorizeSecurityGroupIngressCommand,
+  CreateNetworkInterfaceCommand,
+  CreateSecurityGroupCommand,
+  CreateSubnetCommand,
+  DeleteNetworkInterfaceCommand,
+  DeleteSubnetCommand,
+  DeleteVpcCommand,
+  DescribeSecurityGroupsCommand,
+  DescribeSubnetsCommand,
+  DescribeVpcsCommand,
+  RevokeSecurityGroupIngressCommand,
 } from '@aws-sdk/client-ec2'
 import {
-  CreateLogStreamCommand, DescribeLogGroupsCommand, ListTagsForResourceCommand, PutLogEventsCommand,
+  CreateLogStreamCommand,
+  DescribeLogGroupsCommand,
+  ListTagsForResourceCommand,
+  PutLogEventsCommand,
 } from '@aws-sdk/client-cloudwatch-logs'
-import { DescribeAccessPointsCommand, DescribeFileSystemsCommand, DescribeMountTargetsCommand } from '@aws-sdk/client-efs'
-import { CreateRoleCommand, GetRoleCommand, GetRolePolicyCommand, ListAttachedRolePoliciesCommand } from '@aws-sdk/client-iam'
 import {
-  CreateFunctionCommand, DeleteFunctionCommand, GetAliasCommand, GetFunctionCommand, GetFunctionConcurrencyCommand,
-  GetFunctionUrlConfigCommand, GetPolicyCommand, ListFunctionsCommand, ListVersionsByFunctionCommand, PublishVersionCommand,
+  DescribeAccessPointsCommand,
+  DescribeFileSystemsCommand,
+  DescribeMountTargetsCommand,
+} from '@aws-sdk/client-efs'
+import {
+  CreateRoleCommand,
+  GetRoleCommand,
+  GetRolePolicyCommand,
+  ListAttachedRolePoliciesCommand,
+} from '@aws-sdk/client-iam'
+import {
+  CreateFunctionCommand,
+  DeleteFunctionCommand,
+  GetAliasCommand,
+  GetFunctionCommand,
+  GetFunctionConcurrencyCommand,
+  GetFunctionUrlConfigCommand,
+  GetPolicyCommand,
+  ListFunctionsCommand,
+  ListVersionsByFunctionCommand,
+  PublishVersionCommand,
   PutFunctionConcurrencyCommand,
-  UpdateAliasCommand, UpdateFunctionConfigurationCommand,
+  UpdateAliasCommand,
+  UpdateFunctionConfigurationCommand,
 } from '@aws-sdk/client-lambda'
 import { DeleteAccessPointCommand } from '@aws-sdk/client-efs'
 import { DescribeDBInstancesCommand } from '@aws-sdk/client-rds'
@@ -33,7 +62,8 @@ import { awsClients, awsEnv, projectCopy, realSeederAnswers, seederAnswer } from
 import { SCHEMA_VERSION } from '../db.ts'
 
 const moto = await startMoto()
-if (typeof moto === 'string' && process.env.CI === 'true') throw new Error(`CI=true and the deploy tests cannot run: ${moto}`)
+if (typeof moto === 'string' && process.env.CI === 'true')
+  throw new Error(`CI=true and the deploy tests cannot run: ${moto}`)
 
 const work = projectCopy()
 const aws = awsEnv
@@ -52,13 +82,20 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
 
   const fn = (name: string) => lambda.send(new GetFunctionCommand({ FunctionName: name }))
   const securityGroup = async () =>
-    (await ec2.send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: 'group-name', Values: ['buddy-system'] }] }))).SecurityGroups ?? []
+    (await ec2.send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: 'group-name', Values: ['buddy-system'] }] })))
+      .SecurityGroups ?? []
   const createdFunctions = () =>
-    moto.requests().filter((r) => operationOf(r) === 'POST /2015-03-31/functions').map((r) => JSON.parse(r.body))
+    moto
+      .requests()
+      .filter((r) => operationOf(r) === 'POST /2015-03-31/functions')
+      .map((r) => JSON.parse(r.body))
 
   async function assertFunctions(environment: (vars: Record<string, string>) => void) {
     const [group] = await securityGroup()
-    for (const [name, handler, timeout] of [['buddy-system', 'api.handler', 10], ['buddy-system-db-seeder', 'seed.handler', 60]] as const) {
+    for (const [name, handler, timeout] of [
+      ['buddy-system', 'api.handler', 10],
+      ['buddy-system-db-seeder', 'seed.handler', 60],
+    ] as const) {
       const { Configuration: c, Tags } = await fn(name)
       assert.equal(c?.Runtime, 'nodejs24.x')
       assert.equal(c?.Handler, handler)
@@ -81,51 +118,89 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const trust = JSON.parse(decodeURIComponent(role.Role!.AssumeRolePolicyDocument!))
     assert.deepEqual(trust.Statement[0].Principal, { Service: 'lambda.amazonaws.com' })
     assert.deepEqual(role.Role?.Tags, [{ Key: 'app', Value: 'buddy-system' }])
-    const attached = await iam.send(new ListAttachedRolePoliciesCommand({ RoleName: 'buddy-system-lambda-execution-role' }))
+    const attached = await iam.send(
+      new ListAttachedRolePoliciesCommand({ RoleName: 'buddy-system-lambda-execution-role' }),
+    )
     assert.deepEqual(attached.AttachedPolicies?.map((p) => p.PolicyName).sort(), policies.sort())
 
     const [group] = await securityGroup()
     assert.deepEqual(group.Tags, [{ Key: 'app', Value: 'buddy-system' }])
     const inbound = group.IpPermissions?.map((p) => [p.FromPort, p.UserIdGroupPairs?.[0]?.GroupId])
-    assert.deepEqual(inbound?.sort(), [[2049, group.GroupId], [5432, group.GroupId]])
+    assert.deepEqual(inbound?.sort(), [
+      [2049, group.GroupId],
+      [5432, group.GroupId],
+    ])
 
     const url = await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system' }))
     assert.equal(url.AuthType, 'NONE')
     const policy = JSON.parse((await lambda.send(new GetPolicyCommand({ FunctionName: 'buddy-system' }))).Policy!)
-    const statements = policy.Statement.map((s: any) => [s.Action, s.Principal, s.FunctionUrlAuthType ?? s.InvokedViaFunctionUrl])
-    assert.deepEqual(statements.sort(), [['lambda:InvokeFunction', '*', true], ['lambda:InvokeFunctionUrl', '*', 'NONE']])
+    const statements = policy.Statement.map((s: any) => [
+      s.Action,
+      s.Principal,
+      s.FunctionUrlAuthType ?? s.InvokedViaFunctionUrl,
+    ])
+    assert.deepEqual(statements.sort(), [
+      ['lambda:InvokeFunction', '*', true],
+      ['lambda:InvokeFunctionUrl', '*', 'NONE'],
+    ])
     return url.FunctionUrl!
   }
 
   const logGroup = async (group: string) =>
-    (await logs.send(new DescribeLogGroupsCommand({ logGroupNamePrefix: group }))).logGroups?.find((g) => g.logGroupName === group)
-  const reserved = async () => (await lambda.send(new GetFunctionConcurrencyCommand({ FunctionName: 'buddy-system' }))).ReservedConcurrentExecutions
+    (await logs.send(new DescribeLogGroupsCommand({ logGroupNamePrefix: group }))).logGroups?.find(
+      (g) => g.logGroupName === group,
+    )
+  const reserved = async () =>
+    (await lambda.send(new GetFunctionConcurrencyCommand({ FunctionName: 'buddy-system' })))
+      .ReservedConcurrentExecutions
   /** The operations of the recorded requests, in order, that match `pattern`. */
-  const sent = (pattern: RegExp) => moto.requests().map(operationOf).filter((op) => pattern.test(op))
+  const sent = (pattern: RegExp) =>
+    moto
+      .requests()
+      .map(operationOf)
+      .filter((op) => pattern.test(op))
 
   it('deploys the efs scenario: role, network, file system, logs, functions, concurrency, URL, seed', async () => {
     await moto.answerInvocations([seederAnswer()])
     const { code, output } = await deploy(moto.endpoint, 'efs', '--yes')
     assert.equal(code, 0, output)
-    const url = await assertCommon(['AWSLambdaBasicExecutionRole', 'AWSLambdaVPCAccessExecutionRole', 'AWSXRayDaemonWriteAccess', 'AmazonElasticFileSystemClientReadWriteAccess'])
+    const url = await assertCommon([
+      'AWSLambdaBasicExecutionRole',
+      'AWSLambdaVPCAccessExecutionRole',
+      'AWSXRayDaemonWriteAccess',
+      'AmazonElasticFileSystemClientReadWriteAccess',
+    ])
     assert.match(output, new RegExp(`The API is at ${url}`))
     await assertFunctions((vars) => {
       assert.equal(vars.DB_LOCATION, 'efs')
       assert.equal(vars.CORS_ORIGINS, undefined, 'no --cors-origins: the API on Lambda allows no cross-origin calls')
     })
-    const waits = await Promise.all(['buddy-system', 'buddy-system-db-seeder'].map(async (f) => (await fn(f)).Configuration?.Environment?.Variables?.DB_WAIT_MS))
-    assert.deepEqual(waits, ['3333', '20000'], 'a third of each function\'s timeout')
+    const waits = await Promise.all(
+      ['buddy-system', 'buddy-system-db-seeder'].map(
+        async (f) => (await fn(f)).Configuration?.Environment?.Variables?.DB_WAIT_MS,
+      ),
+    )
+    assert.deepEqual(waits, ['3333', '20000'], "a third of each function's timeout")
 
     const { FileSystems: [fs] = [] } = await efs.send(new DescribeFileSystemsCommand({ CreationToken: 'buddy-system' }))
     assert.equal(fs.Encrypted, true)
-    assert.deepEqual(fs.Tags?.find((t) => t.Key === 'app'), { Key: 'app', Value: 'buddy-system' })
+    assert.deepEqual(
+      fs.Tags?.find((t) => t.Key === 'app'),
+      { Key: 'app', Value: 'buddy-system' },
+    )
     const { MountTargets = [] } = await efs.send(new DescribeMountTargetsCommand({ FileSystemId: fs.FileSystemId }))
     const subnets = (await fn('buddy-system')).Configuration?.VpcConfig?.SubnetIds ?? []
     const { Subnets = [] } = await ec2.send(new DescribeSubnetsCommand({ SubnetIds: subnets }))
     const zones = new Set(Subnets.map((s) => s.AvailabilityZone))
     assert.ok(zones.size >= 2)
-    assert.deepEqual(MountTargets.map((t) => t.AvailabilityZoneName).sort(), [...zones].sort(), 'one mount target per zone')
-    const { AccessPoints: [point] = [] } = await efs.send(new DescribeAccessPointsCommand({ FileSystemId: fs.FileSystemId }))
+    assert.deepEqual(
+      MountTargets.map((t) => t.AvailabilityZoneName).sort(),
+      [...zones].sort(),
+      'one mount target per zone',
+    )
+    const { AccessPoints: [point] = [] } = await efs.send(
+      new DescribeAccessPointsCommand({ FileSystemId: fs.FileSystemId }),
+    )
     assert.deepEqual(point.PosixUser, { Uid: 1000, Gid: 1000 })
     assert.deepEqual(point.RootDirectory?.CreationInfo, { OwnerUid: 1000, OwnerGid: 1000, Permissions: '0777' })
     // moto 5.2.1 keeps no FileSystemConfigs on a function: check what deploy.ts asked for instead.
@@ -140,14 +215,36 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     }
     // Each log group before its function: the function's first lines are kept no longer than the retention.
     const order = sent(/^(CreateLogGroup|POST \/2015-03-31\/functions)$/)
-    assert.deepEqual(order, ['CreateLogGroup', 'POST /2015-03-31/functions', 'CreateLogGroup', 'POST /2015-03-31/functions'])
+    assert.deepEqual(order, [
+      'CreateLogGroup',
+      'POST /2015-03-31/functions',
+      'CreateLogGroup',
+      'POST /2015-03-31/functions',
+    ])
     assert.equal(await reserved(), 10, 'SQLite on EFS: 10 containers at most')
-    for (const line of ['region', 'package', 'credentials', 'network', 'role', 'file system (EFS)', 'functions', 'database schema and sample data', 'release', 'URL']) {
+    for (const line of [
+      'region',
+      'package',
+      'credentials',
+      'network',
+      'role',
+      'file system (EFS)',
+      'functions',
+      'database schema and sample data',
+      'release',
+      'URL',
+    ]) {
       assert.match(output, new RegExp(`✔ ${line.replace(/[()]/g, '\\$&')}.* \\(\\d+\\.\\ds\\)`))
     }
-    assert.match(output, /created: security group sg-\w+, role buddy-system-lambda-execution-role, file system fs-\w+, mount target in us-east-1a \(subnet-\w+\), mount target in us-east-1b \(subnet-\w+\)/)
+    assert.match(
+      output,
+      /created: security group sg-\w+, role buddy-system-lambda-execution-role, file system fs-\w+, mount target in us-east-1a \(subnet-\w+\), mount target in us-east-1b \(subnet-\w+\)/,
+    )
     assert.match(output, /log group \/aws\/lambda\/buddy-system, function buddy-system, .*concurrency 10/)
-    assert.match(output, /schema 0 → 1 \(1 users, animals, fosters, per-day intake counts\); sample loaded: 8 users, 16 animals, 8 fosters, 7 adoptions/)
+    assert.match(
+      output,
+      /schema 0 → 1 \(1 users, animals, fosters, per-day intake counts\); sample loaded: 8 users, 16 animals, 8 fosters, 7 adoptions/,
+    )
   })
 
   it('creates nothing and uploads no code when run again, and keeps JWT_KEY', async () => {
@@ -192,21 +289,30 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   /** The seeder's invocations since `from`: their payloads. */
-  const invocations = (from = 0) => moto.requests().slice(from)
-    .filter((r) => operationOf(r).endsWith('/functions/buddy-system-db-seeder/invocations')).map((r) => JSON.parse(r.body || '{}'))
+  const invocations = (from = 0) =>
+    moto
+      .requests()
+      .slice(from)
+      .filter((r) => operationOf(r).endsWith('/functions/buddy-system-db-seeder/invocations'))
+      .map((r) => JSON.parse(r.body || '{}'))
 
   it('deploys the rds scenario: a private PostgreSQL instance with IAM authentication, no password in any function', async () => {
     const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
     assert.equal(code, 0, output)
     await assertCommon(['AWSLambdaBasicExecutionRole', 'AWSLambdaVPCAccessExecutionRole', 'AWSXRayDaemonWriteAccess'])
-    const { DBInstances: [db] = [] } = await rds.send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: 'buddy-system' }))
+    const { DBInstances: [db] = [] } = await rds.send(
+      new DescribeDBInstancesCommand({ DBInstanceIdentifier: 'buddy-system' }),
+    )
     assert.equal(db.Engine, 'postgres')
     assert.equal(db.DBInstanceClass, 'db.t4g.micro')
     assert.equal(db.AllocatedStorage, 20)
     assert.equal(db.MasterUsername, 'postgres')
     assert.equal(db.PubliclyAccessible, false)
     assert.equal(db.IAMDatabaseAuthenticationEnabled, true)
-    assert.deepEqual(db.VpcSecurityGroups?.map((g) => g.VpcSecurityGroupId), [(await securityGroup())[0].GroupId])
+    assert.deepEqual(
+      db.VpcSecurityGroups?.map((g) => g.VpcSecurityGroupId),
+      [(await securityGroup())[0].GroupId],
+    )
     assert.deepEqual(db.TagList, [{ Key: 'app', Value: 'buddy-system' }])
     await assertFunctions((vars) => {
       assert.equal(vars.DB_LOCATION, 'rds')
@@ -216,15 +322,21 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal(vars.PG_ENDPOINT, db.Endpoint?.Address)
       assert.equal(vars.PG_PORT, '5432')
       assert.equal(vars.PG_SSLMODE, 'verify-full')
-      assert.equal(vars.PG_SSLROOTCERT, '/var/task/rds-ca.pem', 'the RDS CAs in the package, not the runtime\'s bundle')
+      assert.equal(vars.PG_SSLROOTCERT, '/var/task/rds-ca.pem', "the RDS CAs in the package, not the runtime's bundle")
       assert.equal(vars.NODE_EXTRA_CA_CERTS, undefined)
       assert.equal(vars.PG_PASSWORD, undefined, 'no password in a function')
     })
     // The execution role connects as buddy_api to this instance, and as nothing else.
-    const { PolicyDocument } = await iam.send(new GetRolePolicyCommand({ RoleName: 'buddy-system-lambda-execution-role', PolicyName: 'rds-db-connect' }))
-    assert.deepEqual(JSON.parse(decodeURIComponent(PolicyDocument!)).Statement, [{
-      Effect: 'Allow', Action: 'rds-db:connect', Resource: `arn:aws:rds-db:us-east-1:123456789012:dbuser:${db.DbiResourceId}/buddy_api`,
-    }])
+    const { PolicyDocument } = await iam.send(
+      new GetRolePolicyCommand({ RoleName: 'buddy-system-lambda-execution-role', PolicyName: 'rds-db-connect' }),
+    )
+    assert.deepEqual(JSON.parse(decodeURIComponent(PolicyDocument!)).Statement, [
+      {
+        Effect: 'Allow',
+        Action: 'rds-db:connect',
+        Resource: `arn:aws:rds-db:us-east-1:123456789012:dbuser:${db.DbiResourceId}/buddy_api`,
+      },
+    ])
     // db.t4g.micro: about 95 connections, less 10 for RDS's own, the seeder and a person's psql.
     assert.equal(await reserved(), 85)
     // The master password: sent once, to the seeder in its invocation (to make the API role), and printed once.
@@ -234,7 +346,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.ok(password.length >= 20)
     assert.equal(output.split(password).length - 1, 1, 'the password is printed exactly once')
     assert.match(output, /password manager \(for psql, as postgres\): no function holds it/)
-    const created = moto.requests().filter((r) => operationOf(r) === 'CreateDBInstance').map((r) => new URLSearchParams(r.body))
+    const created = moto
+      .requests()
+      .filter((r) => operationOf(r) === 'CreateDBInstance')
+      .map((r) => new URLSearchParams(r.body))
     assert.equal(created[0].get('MasterUserPassword'), password)
     assert.equal(created[0].get('EnableIAMDatabaseAuthentication'), 'true')
 
@@ -250,13 +365,22 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   it('moves a deployment from before IAM authentication to it: the old password makes the API role, then goes', async () => {
     assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
     // As an older deploy left it: the functions log in as the master user with PG_PASSWORD, and so does version 1.
-    const old = { DB_LOCATION: 'rds', PG_USERNAME: 'postgres', PG_PASSWORD: 'the-old-password', JWT_KEY: 'k'.repeat(64) }
+    const old = {
+      DB_LOCATION: 'rds',
+      PG_USERNAME: 'postgres',
+      PG_PASSWORD: 'the-old-password',
+      JWT_KEY: 'k'.repeat(64),
+    }
     for (const name of ['buddy-system', 'buddy-system-db-seeder']) {
       const vars = (await fn(name)).Configuration?.Environment?.Variables ?? {}
       const { PG_AUTH, PG_DATABASE, ...rest } = vars
-      await lambda.send(new UpdateFunctionConfigurationCommand({ FunctionName: name, Environment: { Variables: { ...rest, ...old } } }))
+      await lambda.send(
+        new UpdateFunctionConfigurationCommand({ FunctionName: name, Environment: { Variables: { ...rest, ...old } } }),
+      )
     }
-    const { Version } = await lambda.send(new PublishVersionCommand({ FunctionName: 'buddy-system', Description: `schema ${SCHEMA_VERSION}` }))
+    const { Version } = await lambda.send(
+      new PublishVersionCommand({ FunctionName: 'buddy-system', Description: `schema ${SCHEMA_VERSION}` }),
+    )
     await lambda.send(new UpdateAliasCommand({ FunctionName: 'buddy-system', Name: 'live', FunctionVersion: Version }))
     const before = moto.requests().length
     const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
@@ -264,7 +388,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.deepEqual(invocations(before), [{ master: { username: 'postgres', password: 'the-old-password' } }])
     assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.PG_PASSWORD, undefined)
     assert.match(output, new RegExp(`version ${Version} \\(it held the database password\\)`))
-    await assert.rejects(lambda.send(new GetFunctionCommand({ FunctionName: 'buddy-system', Qualifier: Version })), /not found|ResourceNotFound/i)
+    await assert.rejects(
+      lambda.send(new GetFunctionCommand({ FunctionName: 'buddy-system', Qualifier: Version })),
+      /not found|ResourceNotFound/i,
+    )
     assert.ok(!output.includes('the-old-password'), 'the password is never printed')
   })
 
@@ -273,13 +400,23 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     // A first deploy stopped after CreateDBInstance and before the seeder made the API role: the seeder answers 401.
     const before = moto.requests().length
     await moto.answerInvocations([
-      { statusCode: 401, body: JSON.stringify({ error: 'password authentication failed for user "buddy_api"', needs: 'master' }) },
+      {
+        statusCode: 401,
+        body: JSON.stringify({ error: 'password authentication failed for user "buddy_api"', needs: 'master' }),
+      },
       seederAnswer('loaded before'),
     ])
     const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
     assert.equal(code, 0, output)
-    assert.match(output, /the API role cannot log in yet, and nobody holds the master password \(an earlier deploy stopped halfway\): resetting it/)
-    const modify = moto.requests().slice(before).filter((r) => operationOf(r) === 'ModifyDBInstance').map((r) => new URLSearchParams(r.body))
+    assert.match(
+      output,
+      /the API role cannot log in yet, and nobody holds the master password \(an earlier deploy stopped halfway\): resetting it/,
+    )
+    const modify = moto
+      .requests()
+      .slice(before)
+      .filter((r) => operationOf(r) === 'ModifyDBInstance')
+      .map((r) => new URLSearchParams(r.body))
     assert.equal(modify.length, 1)
     assert.equal(modify[0].get('ApplyImmediately'), 'true')
     const password = modify[0].get('MasterUserPassword')!
@@ -289,88 +426,144 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(changes(moto.requests().slice(before)).filter((op) => op === 'CreateDBInstance').length, 0)
   })
 
-  it('moves an efs deployment to RDS: writes stopped, the copy, the switch, concurrency back; a failed copy leaves it on EFS', { timeout: 120_000 }, async () => {
-    await moto.answerInvocations([seederAnswer()])
-    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
-    const url = (await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system', Qualifier: 'live' }))).FunctionUrl
-    const liveEnvironment = async () => {
-      const { FunctionVersion } = await lambda.send(new GetAliasCommand({ FunctionName: 'buddy-system', Name: 'live' }))
-      return (await lambda.send(new GetFunctionCommand({ FunctionName: 'buddy-system', Qualifier: FunctionVersion }))).Configuration?.Environment?.Variables ?? {}
-    }
-    /** What each step sent since `from`: the concurrency set, the seeder invoked (with its payload), a function configured. */
-    const steps = (from: number) => moto.requests().slice(from).flatMap((r) => {
-      const op = operationOf(r)
-      if (op === 'PUT /2017-10-31/functions/buddy-system/concurrency') return [`concurrency ${JSON.parse(r.body).ReservedConcurrentExecutions}`]
-      if (op === 'DELETE /2017-10-31/functions/buddy-system/concurrency') return ['concurrency unreserved']
-      if (op.endsWith('/functions/buddy-system-db-seeder/invocations')) {
-        const { master, ...rest } = JSON.parse(r.body || '{}')
-        return [`invoke ${JSON.stringify(rest)}${master ? ' with the master password' : ''}`]
+  it(
+    'moves an efs deployment to RDS: writes stopped, the copy, the switch, concurrency back; a failed copy leaves it on EFS',
+    { timeout: 120_000 },
+    async () => {
+      await moto.answerInvocations([seederAnswer()])
+      assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+      const url = (
+        await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system', Qualifier: 'live' }))
+      ).FunctionUrl
+      const liveEnvironment = async () => {
+        const { FunctionVersion } = await lambda.send(
+          new GetAliasCommand({ FunctionName: 'buddy-system', Name: 'live' }),
+        )
+        return (
+          (await lambda.send(new GetFunctionCommand({ FunctionName: 'buddy-system', Qualifier: FunctionVersion })))
+            .Configuration?.Environment?.Variables ?? {}
+        )
       }
-      const configured = /^PUT \/2015-03-31\/functions\/([\w-]+)\/configuration$/.exec(op)
-      if (configured) {
-        const { Environment, FileSystemConfigs } = JSON.parse(r.body)
-        return [`${configured[1]} on ${Environment.Variables.DB_LOCATION}${FileSystemConfigs.length ? ' with EFS' : ''}`]
-      }
-      if (/^PUT \/2015-03-31\/functions\/buddy-system\/aliases\/live$/.test(op)) return ['alias live']
-      return []
-    })
+      /** What each step sent since `from`: the concurrency set, the seeder invoked (with its payload), a function configured. */
+      const steps = (from: number) =>
+        moto
+          .requests()
+          .slice(from)
+          .flatMap((r) => {
+            const op = operationOf(r)
+            if (op === 'PUT /2017-10-31/functions/buddy-system/concurrency')
+              return [`concurrency ${JSON.parse(r.body).ReservedConcurrentExecutions}`]
+            if (op === 'DELETE /2017-10-31/functions/buddy-system/concurrency') return ['concurrency unreserved']
+            if (op.endsWith('/functions/buddy-system-db-seeder/invocations')) {
+              const { master, ...rest } = JSON.parse(r.body || '{}')
+              return [`invoke ${JSON.stringify(rest)}${master ? ' with the master password' : ''}`]
+            }
+            const configured = /^PUT \/2015-03-31\/functions\/([\w-]+)\/configuration$/.exec(op)
+            if (configured) {
+              const { Environment, FileSystemConfigs } = JSON.parse(r.body)
+              return [
+                `${configured[1]} on ${Environment.Variables.DB_LOCATION}${FileSystemConfigs.length ? ' with EFS' : ''}`,
+              ]
+            }
+            if (/^PUT \/2015-03-31\/functions\/buddy-system\/aliases\/live$/.test(op)) return ['alias live']
+            return []
+          })
 
-    // The copy fails: the API stays on EFS, its live version untouched, and serves again.
-    const failing = moto.requests().length
-    await moto.answerInvocations([{ statusCode: 500, body: JSON.stringify({ error: 'the copy holds {"users":8}, the source {"users":9}: nothing was copied' }) }])
-    const failed = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
-    assert.equal(failed.code, 1, failed.output)
-    assert.match(failed.output, /the seeder answered 500: .*nothing was copied.*\n.*The API stays on EFS, and serves again/)
-    // The instance is new: the master password comes along, for the seeder to make the API role.
-    assert.deepEqual(steps(failing), ['buddy-system-db-seeder on rds with EFS', 'concurrency 0', 'invoke {"from":"efs"} with the master password', 'concurrency 10'])
-    assert.equal((await liveEnvironment()).DB_LOCATION, 'efs')
-    assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.DB_LOCATION, 'efs')
-    assert.equal(await reserved(), 10)
+      // The copy fails: the API stays on EFS, its live version untouched, and serves again.
+      const failing = moto.requests().length
+      await moto.answerInvocations([
+        {
+          statusCode: 500,
+          body: JSON.stringify({ error: 'the copy holds {"users":8}, the source {"users":9}: nothing was copied' }),
+        },
+      ])
+      const failed = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
+      assert.equal(failed.code, 1, failed.output)
+      assert.match(
+        failed.output,
+        /the seeder answered 500: .*nothing was copied.*\n.*The API stays on EFS, and serves again/,
+      )
+      // The instance is new: the master password comes along, for the seeder to make the API role.
+      assert.deepEqual(steps(failing), [
+        'buddy-system-db-seeder on rds with EFS',
+        'concurrency 0',
+        'invoke {"from":"efs"} with the master password',
+        'concurrency 10',
+      ])
+      assert.equal((await liveEnvironment()).DB_LOCATION, 'efs')
+      assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.DB_LOCATION, 'efs')
+      assert.equal(await reserved(), 10)
 
-    // The copy succeeds: the switch comes after it, and the concurrency after the release. Before it, the
-    // concurrency is 0, as a move stopped after it stopped writes leaves it: the API gets efs's 10 back, not 0.
-    await lambda.send(new PutFunctionConcurrencyCommand({ FunctionName: 'buddy-system', ReservedConcurrentExecutions: 0 }))
-    const moving = moto.requests().length
-    await moto.answerInvocations([
-      { statusCode: 200, body: JSON.stringify({ status: 'copied', counts: { users: 8, animals: 16, fosters: 8 } }) },
-      seederAnswer('loaded before'),
-    ])
-    const moved = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
-    assert.equal(moved.code, 0, moved.output)
-    // moto keeps no FileSystemConfigs: the seeder is given its mount again each time (AWS would find it there
-    // already), and moto cannot show it taken away after the copy, which configChanges does on AWS.
-    assert.deepEqual(steps(moving), [
-      'buddy-system-db-seeder on rds with EFS', 'concurrency 0', 'invoke {"from":"efs"}', 'buddy-system on rds', 'alias live', 'concurrency 10',
-      'invoke {}',
-    ])
-    assert.match(moved.output, /writes stopped: the API answers 429 until the move is done/)
-    assert.match(moved.output, /copied 8 users, 16 animals and 8 fosters into RDS, with their ids/)
-    assert.match(moved.output, /the file system is still there, no longer used: tsx deploy.ts destroy efs removes it, and only it/)
-    assert.equal((await liveEnvironment()).DB_LOCATION, 'rds')
-    assert.equal((await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system', Qualifier: 'live' }))).FunctionUrl, url, 'the same URL')
-    assert.equal(await reserved(), 10)
+      // The copy succeeds: the switch comes after it, and the concurrency after the release. Before it, the
+      // concurrency is 0, as a move stopped after it stopped writes leaves it: the API gets efs's 10 back, not 0.
+      await lambda.send(
+        new PutFunctionConcurrencyCommand({ FunctionName: 'buddy-system', ReservedConcurrentExecutions: 0 }),
+      )
+      const moving = moto.requests().length
+      await moto.answerInvocations([
+        { statusCode: 200, body: JSON.stringify({ status: 'copied', counts: { users: 8, animals: 16, fosters: 8 } }) },
+        seederAnswer('loaded before'),
+      ])
+      const moved = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
+      assert.equal(moved.code, 0, moved.output)
+      // moto keeps no FileSystemConfigs: the seeder is given its mount again each time (AWS would find it there
+      // already), and moto cannot show it taken away after the copy, which configChanges does on AWS.
+      assert.deepEqual(steps(moving), [
+        'buddy-system-db-seeder on rds with EFS',
+        'concurrency 0',
+        'invoke {"from":"efs"}',
+        'buddy-system on rds',
+        'alias live',
+        'concurrency 10',
+        'invoke {}',
+      ])
+      assert.match(moved.output, /writes stopped: the API answers 429 until the move is done/)
+      assert.match(moved.output, /copied 8 users, 16 animals and 8 fosters into RDS, with their ids/)
+      assert.match(
+        moved.output,
+        /the file system is still there, no longer used: tsx deploy.ts destroy efs removes it, and only it/,
+      )
+      assert.equal((await liveEnvironment()).DB_LOCATION, 'rds')
+      assert.equal(
+        (await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system', Qualifier: 'live' })))
+          .FunctionUrl,
+        url,
+        'the same URL',
+      )
+      assert.equal(await reserved(), 10)
 
-    // Again: the move is done, and this is a deploy of rds.
-    const again = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
-    assert.equal(again.code, 0, again.output)
-    assert.match(again.output, /the API is on RDS already: the move from EFS is done/)
+      // Again: the move is done, and this is a deploy of rds.
+      const again = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
+      assert.equal(again.code, 0, again.output)
+      assert.match(again.output, /the API is on RDS already: the move from EFS is done/)
 
-    // destroy efs: the file system alone, and the role's EFS policy; the RDS deployment serves on.
-    const { code, output } = await deploy(moto.endpoint, 'destroy', 'efs', '--yes')
-    assert.equal(code, 0, output)
-    assert.match(output, /runs on RDS now \(moved from EFS\): destroy efs removes only the file system/)
-    assert.match(output, /removed: access point fsap-\w+, (mount target fsmt-\w+, )+file system fs-\w+, role buddy-system-lambda-execution-role: AmazonElasticFileSystemClientReadWriteAccess; the RDS deployment is untouched/)
-    assert.deepEqual((await efs.send(new DescribeFileSystemsCommand({}))).FileSystems, [])
-    assert.equal((await lambda.send(new ListFunctionsCommand({}))).Functions?.length, 2)
-    assert.equal((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances?.length, 1)
-    const attached = await iam.send(new ListAttachedRolePoliciesCommand({ RoleName: 'buddy-system-lambda-execution-role' }))
-    assert.ok(!attached.AttachedPolicies?.some((p) => p.PolicyName === 'AmazonElasticFileSystemClientReadWriteAccess'))
-  })
+      // destroy efs: the file system alone, and the role's EFS policy; the RDS deployment serves on.
+      const { code, output } = await deploy(moto.endpoint, 'destroy', 'efs', '--yes')
+      assert.equal(code, 0, output)
+      assert.match(output, /runs on RDS now \(moved from EFS\): destroy efs removes only the file system/)
+      assert.match(
+        output,
+        /removed: access point fsap-\w+, (mount target fsmt-\w+, )+file system fs-\w+, role buddy-system-lambda-execution-role: AmazonElasticFileSystemClientReadWriteAccess; the RDS deployment is untouched/,
+      )
+      assert.deepEqual((await efs.send(new DescribeFileSystemsCommand({}))).FileSystems, [])
+      assert.equal((await lambda.send(new ListFunctionsCommand({}))).Functions?.length, 2)
+      assert.equal((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances?.length, 1)
+      const attached = await iam.send(
+        new ListAttachedRolePoliciesCommand({ RoleName: 'buddy-system-lambda-execution-role' }),
+      )
+      assert.ok(
+        !attached.AttachedPolicies?.some((p) => p.PolicyName === 'AmazonElasticFileSystemClientReadWriteAccess'),
+      )
+    },
+  )
 
   it('refuses --from-efs where there is no efs deployment, or with --dry-run', async () => {
     const none = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
     assert.equal(none.code, 1)
-    assert.match(none.output, /--from-efs: there is no efs deployment named buddy-system to move \(its function buddy-system is missing\)/)
+    assert.match(
+      none.output,
+      /--from-efs: there is no efs deployment named buddy-system to move \(its function buddy-system is missing\)/,
+    )
     assert.deepEqual(changes(moto.requests()), [], 'it changed nothing')
     const script = await deploy(moto.endpoint, 'rds', '--from-efs', '--dry-run')
     assert.equal(script.code, 1)
@@ -388,15 +581,31 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       const before: number = moto.requests().length
       const { code, output } = await deploy(moto.endpoint, 'destroy', scenario, '--yes')
       assert.equal(code, 0, output)
-      assert.match(output, /removed: function buddy-system, function buddy-system-db-seeder, log group \/aws\/lambda\/buddy-system, log group \/aws\/lambda\/buddy-system-db-seeder, .*security group sg-\w+, role buddy-system-lambda-execution-role/)
+      assert.match(
+        output,
+        /removed: function buddy-system, function buddy-system-db-seeder, log group \/aws\/lambda\/buddy-system, log group \/aws\/lambda\/buddy-system-db-seeder, .*security group sg-\w+, role buddy-system-lambda-execution-role/,
+      )
       // The role goes last: Lambda deletes the functions' network interfaces with it, and only then can the group go.
-      const order: string[] = changes(moto.requests().slice(before)).filter((op) => /DeleteSecurityGroup|DeleteRole|DELETE \/2015-03-31\/functions/.test(op))
-      assert.deepEqual(order, ['DELETE /2015-03-31/functions/buddy-system', 'DELETE /2015-03-31/functions/buddy-system-db-seeder', 'DeleteSecurityGroup',
-        ...(scenario === 'rds' ? ['DeleteRolePolicy'] : []), 'DeleteRole'])
-      assert.ok(sent(/^DescribeNetworkInterfaces$/).length > 0, 'it looked for the interfaces before deleting the group')
+      const order: string[] = changes(moto.requests().slice(before)).filter((op) =>
+        /DeleteSecurityGroup|DeleteRole|DELETE \/2015-03-31\/functions/.test(op),
+      )
+      assert.deepEqual(order, [
+        'DELETE /2015-03-31/functions/buddy-system',
+        'DELETE /2015-03-31/functions/buddy-system-db-seeder',
+        'DeleteSecurityGroup',
+        ...(scenario === 'rds' ? ['DeleteRolePolicy'] : []),
+        'DeleteRole',
+      ])
+      assert.ok(
+        sent(/^DescribeNetworkInterfaces$/).length > 0,
+        'it looked for the interfaces before deleting the group',
+      )
       assert.equal(await logGroup('/aws/lambda/buddy-system'), undefined)
       assert.deepEqual((await lambda.send(new ListFunctionsCommand({}))).Functions, [])
-      await assert.rejects(iam.send(new GetRoleCommand({ RoleName: 'buddy-system-lambda-execution-role' })), /NoSuchEntity|cannot be found/)
+      await assert.rejects(
+        iam.send(new GetRoleCommand({ RoleName: 'buddy-system-lambda-execution-role' })),
+        /NoSuchEntity|cannot be found/,
+      )
       assert.deepEqual(await securityGroup(), [])
       assert.deepEqual((await efs.send(new DescribeFileSystemsCommand({}))).FileSystems, [])
       assert.deepEqual((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances, [])
@@ -407,23 +616,33 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   it('stops before creating anything without credentials, and says how to configure them', async () => {
-    const child = run('deploy.ts', {
-      ...aws(moto.endpoint),
-      AWS_ACCESS_KEY_ID: undefined,
-      AWS_SECRET_ACCESS_KEY: undefined,
-      AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
-      AWS_CONFIG_FILE: join(work, 'no-config'),
-    }, ['efs', '--yes'], work)
+    const child = run(
+      'deploy.ts',
+      {
+        ...aws(moto.endpoint),
+        AWS_ACCESS_KEY_ID: undefined,
+        AWS_SECRET_ACCESS_KEY: undefined,
+        AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
+        AWS_CONFIG_FILE: join(work, 'no-config'),
+      },
+      ['efs', '--yes'],
+      work,
+    )
     assert.equal(await child.exited, 1)
     assert.match(child.output(), /credentials failed: .*No AWS credentials found: run `aws configure`/s)
     assert.deepEqual(changes(moto.requests()), [])
   })
 
   it('refuses to take over a resource of the same name that is not its own', async () => {
-    await iam.send(new CreateRoleCommand({ RoleName: 'buddy-system-lambda-execution-role', AssumeRolePolicyDocument: '{}' }))
+    await iam.send(
+      new CreateRoleCommand({ RoleName: 'buddy-system-lambda-execution-role', AssumeRolePolicyDocument: '{}' }),
+    )
     const { code, output } = await deploy(moto.endpoint, 'efs', '--yes')
     assert.equal(code, 1)
-    assert.match(output, /role failed: role buddy-system-lambda-execution-role exists and is not ours \(it has no tag app=buddy-system\): pass another --name/)
+    assert.match(
+      output,
+      /role failed: role buddy-system-lambda-execution-role exists and is not ours \(it has no tag app=buddy-system\): pass another --name/,
+    )
     assert.doesNotMatch(output, /\n\s+at /, 'no stack trace')
   })
 
@@ -431,10 +650,15 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     // Another app's function holds the seeder's name: the deploy fails after making the rest.
     const zip = zipSync({ 'x.mjs': Buffer.from('export const handler = async () => 1') })
     await iam.send(new CreateRoleCommand({ RoleName: 'other', AssumeRolePolicyDocument: '{}' }))
-    await lambda.send(new CreateFunctionCommand({
-      FunctionName: 'buddy-system-db-seeder', Runtime: 'nodejs24.x', Handler: 'x.handler',
-      Role: 'arn:aws:iam::123456789012:role/other', Code: { ZipFile: zip },
-    }))
+    await lambda.send(
+      new CreateFunctionCommand({
+        FunctionName: 'buddy-system-db-seeder',
+        Runtime: 'nodejs24.x',
+        Handler: 'x.handler',
+        Role: 'arn:aws:iam::123456789012:role/other',
+        Code: { ZipFile: zip },
+      }),
+    )
     const failed = await deploy(moto.endpoint, 'efs', '--yes')
     assert.equal(failed.code, 1)
     assert.match(failed.output, /functions failed: function buddy-system-db-seeder exists and is not ours/)
@@ -460,21 +684,36 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   it('says which flags to pass where the region has no default VPC', async () => {
-    const { Vpcs = [] } = await ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }))
+    const { Vpcs = [] } = await ec2.send(
+      new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }),
+    )
     for (const vpc of Vpcs) {
-      const { Subnets = [] } = await ec2.send(new DescribeSubnetsCommand({ Filters: [{ Name: 'vpc-id', Values: [vpc.VpcId!] }] }))
+      const { Subnets = [] } = await ec2.send(
+        new DescribeSubnetsCommand({ Filters: [{ Name: 'vpc-id', Values: [vpc.VpcId!] }] }),
+      )
       for (const subnet of Subnets) await ec2.send(new DeleteSubnetCommand({ SubnetId: subnet.SubnetId }))
       await ec2.send(new DeleteVpcCommand({ VpcId: vpc.VpcId }))
     }
     const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
     assert.equal(code, 1)
-    assert.match(output, /network failed: this region has no default VPC: pass --subnets \(two or more, in different Availability Zones\)/)
-    assert.deepEqual(changes(moto.requests()).filter((op) => !/^Delete(Subnet|Vpc)$/.test(op)), [])
+    assert.match(
+      output,
+      /network failed: this region has no default VPC: pass --subnets \(two or more, in different Availability Zones\)/,
+    )
+    assert.deepEqual(
+      changes(moto.requests()).filter((op) => !/^Delete(Subnet|Vpc)$/.test(op)),
+      [],
+    )
   })
 
   it('prints the deploy as an AWS CLI script that bash accepts, calling no AWS API', async () => {
     for (const scenario of ['efs', 'rds']) {
-      const child = run('deploy.ts', { ...aws(moto.endpoint), AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined }, [scenario, '--dry-run'], work)
+      const child = run(
+        'deploy.ts',
+        { ...aws(moto.endpoint), AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined },
+        [scenario, '--dry-run'],
+        work,
+      )
       assert.equal(await child.exited, 0)
       const text = child.stdout()
       assert.ok(text.startsWith('#!/usr/bin/env bash\n'), text)
@@ -483,74 +722,136 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.match(text, /ROLE_ARN=\$\(aws iam create-role /)
       assert.match(text, /aws lambda create-function --function-name buddy-system --role "\$\{ROLE_ARN\}"/)
       assert.match(text, /--invoked-via-function-url/)
-      assert.match(text, /aws logs put-retention-policy --log-group-name \/aws\/lambda\/buddy-system --retention-in-days 14/)
-      assert.match(text, scenario === 'efs' ? /FS_ID=\$\(aws efs create-file-system --creation-token buddy-system --encrypted/ : /aws rds wait db-instance-available/)
-      assert.match(text, scenario === 'efs' ? /--reserved-concurrent-executions 10 / : /--reserved-concurrent-executions 85 /)
+      assert.match(
+        text,
+        /aws logs put-retention-policy --log-group-name \/aws\/lambda\/buddy-system --retention-in-days 14/,
+      )
+      assert.match(
+        text,
+        scenario === 'efs'
+          ? /FS_ID=\$\(aws efs create-file-system --creation-token buddy-system --encrypted/
+          : /aws rds wait db-instance-available/,
+      )
+      assert.match(
+        text,
+        scenario === 'efs' ? /--reserved-concurrent-executions 10 / : /--reserved-concurrent-executions 85 /,
+      )
     }
     assert.deepEqual(moto.requests(), [])
   })
 
-  it("runs that script on a fresh account, refuses to run it twice, and fails where the seeder does", { timeout: 240_000 }, async () => {
-    const script = join(work, 'deploy-efs.sh')
-    // The AWS CLI v1 of this machine sends rds commands to rds.amazonaws.com whatever AWS_ENDPOINT_URL says: an
-    // `aws` first on PATH passes moto's endpoint as --endpoint-url, which every version takes.
-    const bin = join(work, 'bin')
-    mkdirSync(bin, { recursive: true })
-    const realAws = execFileSync('sh', ['-c', 'command -v aws'], { encoding: 'utf8' }).trim()
-    writeFileSync(join(bin, 'aws'), `#!/bin/sh\nexec ${realAws} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n`, { mode: 0o755 })
-    const awsEnv = { ...process.env, ...aws(moto.endpoint), AWS_DEFAULT_REGION: 'us-east-1', PATH: `${bin}:${process.env.PATH}` } as NodeJS.ProcessEnv
-    const bash = (file: string) => new Promise<{ code: number | null; output: string }>((resolve) => {
-      execFile('bash', [file], { cwd: work, env: awsEnv, timeout: 120_000 }, (error, stdout, stderr) =>
-        resolve({ code: error ? (error as { code?: number }).code ?? 1 : 0, output: stdout + stderr }))
-    })
-    await moto.answerInvocations([seederAnswer()])
-    const first = await bash(script)
-    assert.equal(first.code, 0, first.output)
-    assert.match(first.output, /The API: https:\/\/\w+\.lambda-url\.us-east-1\.on\.aws/)
-    assert.equal((await fn('buddy-system')).Configuration?.Runtime, 'nodejs24.x')
-    assert.equal(await reserved(), 10)
-    const { FileSystems: [fs] = [] } = await efs.send(new DescribeFileSystemsCommand({ CreationToken: 'buddy-system' }))
-    const { MountTargets = [] } = await efs.send(new DescribeMountTargetsCommand({ FileSystemId: fs.FileSystemId }))
-    assert.equal(new Set(MountTargets.map((t) => t.AvailabilityZoneName)).size, MountTargets.length, 'one mount target per zone')
+  it(
+    'runs that script on a fresh account, refuses to run it twice, and fails where the seeder does',
+    { timeout: 240_000 },
+    async () => {
+      const script = join(work, 'deploy-efs.sh')
+      // The AWS CLI v1 of this machine sends rds commands to rds.amazonaws.com whatever AWS_ENDPOINT_URL says: an
+      // `aws` first on PATH passes moto's endpoint as --endpoint-url, which every version takes.
+      const bin = join(work, 'bin')
+      mkdirSync(bin, { recursive: true })
+      const realAws = execFileSync('sh', ['-c', 'command -v aws'], { encoding: 'utf8' }).trim()
+      writeFileSync(join(bin, 'aws'), `#!/bin/sh\nexec ${realAws} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n`, {
+        mode: 0o755,
+      })
+      const awsEnv = {
+        ...process.env,
+        ...aws(moto.endpoint),
+        AWS_DEFAULT_REGION: 'us-east-1',
+        PATH: `${bin}:${process.env.PATH}`,
+      } as NodeJS.ProcessEnv
+      const bash = (file: string) =>
+        new Promise<{ code: number | null; output: string }>((resolve) => {
+          execFile('bash', [file], { cwd: work, env: awsEnv, timeout: 120_000 }, (error, stdout, stderr) =>
+            resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, output: stdout + stderr }),
+          )
+        })
+      await moto.answerInvocations([seederAnswer()])
+      const first = await bash(script)
+      assert.equal(first.code, 0, first.output)
+      assert.match(first.output, /The API: https:\/\/\w+\.lambda-url\.us-east-1\.on\.aws/)
+      assert.equal((await fn('buddy-system')).Configuration?.Runtime, 'nodejs24.x')
+      assert.equal(await reserved(), 10)
+      const { FileSystems: [fs] = [] } = await efs.send(
+        new DescribeFileSystemsCommand({ CreationToken: 'buddy-system' }),
+      )
+      const { MountTargets = [] } = await efs.send(new DescribeMountTargetsCommand({ FileSystemId: fs.FileSystemId }))
+      assert.equal(
+        new Set(MountTargets.map((t) => t.AvailabilityZoneName)).size,
+        MountTargets.length,
+        'one mount target per zone',
+      )
 
-    const again = await bash(script)
-    assert.equal(again.code, 1)
-    assert.match(again.output, /role buddy-system-lambda-execution-role exists already: this script is for a fresh account; `tsx deploy\.ts efs` reuses what exists/)
+      const again = await bash(script)
+      assert.equal(again.code, 1)
+      assert.match(
+        again.output,
+        /role buddy-system-lambda-execution-role exists already: this script is for a fresh account; `tsx deploy\.ts efs` reuses what exists/,
+      )
 
-    await moto.reset()
-    await moto.answerInvocations([{ statusCode: 500, body: '{"error":"disk full"}' }])
-    const failed = await bash(script)
-    assert.equal(failed.code, 1, failed.output)
-    assert.match(failed.output, /the seeder failed: \{"statusCode": ?500/)
-    assert.doesNotMatch(failed.output, /The API:/)
+      await moto.reset()
+      await moto.answerInvocations([{ statusCode: 500, body: '{"error":"disk full"}' }])
+      const failed = await bash(script)
+      assert.equal(failed.code, 1, failed.output)
+      assert.match(failed.output, /the seeder failed: \{"statusCode": ?500/)
+      assert.doesNotMatch(failed.output, /The API:/)
 
-    // rds: IAM authentication, the role's connect policy, the master password to the seeder once.
-    await moto.reset()
-    await moto.answerInvocations([seederAnswer()])
-    const onRds = await bash(join(work, 'deploy-rds.sh'))
-    assert.equal(onRds.code, 0, onRds.output)
-    const { DBInstances: [db] = [] } = await rds.send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: 'buddy-system' }))
-    assert.equal(db.IAMDatabaseAuthenticationEnabled, true)
-    const { PolicyDocument } = await iam.send(new GetRolePolicyCommand({ RoleName: 'buddy-system-lambda-execution-role', PolicyName: 'rds-db-connect' }))
-    assert.equal(JSON.parse(decodeURIComponent(PolicyDocument!)).Statement[0].Resource, `arn:aws:rds-db:us-east-1:123456789012:dbuser:${db.DbiResourceId}/buddy_api`)
-    const vars = (await fn('buddy-system')).Configuration?.Environment?.Variables ?? {}
-    assert.deepEqual([vars.PG_AUTH, vars.PG_USERNAME, vars.PG_PASSWORD], ['iam', 'buddy_api', undefined])
-    const [invoked] = invocations()
-    const created = moto.requests().filter((r) => operationOf(r) === 'CreateDBInstance').map((r) => new URLSearchParams(r.body))
-    assert.deepEqual(invoked.master, { username: 'postgres', password: created[0].get('MasterUserPassword') })
-    assert.match(onRds.output, new RegExp(`The master password of the database \\(keep it in a password manager\\): ${invoked.master.password}`))
-  })
+      // rds: IAM authentication, the role's connect policy, the master password to the seeder once.
+      await moto.reset()
+      await moto.answerInvocations([seederAnswer()])
+      const onRds = await bash(join(work, 'deploy-rds.sh'))
+      assert.equal(onRds.code, 0, onRds.output)
+      const { DBInstances: [db] = [] } = await rds.send(
+        new DescribeDBInstancesCommand({ DBInstanceIdentifier: 'buddy-system' }),
+      )
+      assert.equal(db.IAMDatabaseAuthenticationEnabled, true)
+      const { PolicyDocument } = await iam.send(
+        new GetRolePolicyCommand({ RoleName: 'buddy-system-lambda-execution-role', PolicyName: 'rds-db-connect' }),
+      )
+      assert.equal(
+        JSON.parse(decodeURIComponent(PolicyDocument!)).Statement[0].Resource,
+        `arn:aws:rds-db:us-east-1:123456789012:dbuser:${db.DbiResourceId}/buddy_api`,
+      )
+      const vars = (await fn('buddy-system')).Configuration?.Environment?.Variables ?? {}
+      assert.deepEqual([vars.PG_AUTH, vars.PG_USERNAME, vars.PG_PASSWORD], ['iam', 'buddy_api', undefined])
+      const [invoked] = invocations()
+      const created = moto
+        .requests()
+        .filter((r) => operationOf(r) === 'CreateDBInstance')
+        .map((r) => new URLSearchParams(r.body))
+      assert.deepEqual(invoked.master, { username: 'postgres', password: created[0].get('MasterUserPassword') })
+      assert.match(
+        onRds.output,
+        new RegExp(
+          `The master password of the database \\(keep it in a password manager\\): ${invoked.master.password}`,
+        ),
+      )
+    },
+  )
 
   it('puts one mount target in each Availability Zone of --subnets, and wants two zones at least', async () => {
-    const { Vpcs: [vpc] = [] } = await ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }))
+    const { Vpcs: [vpc] = [] } = await ec2.send(
+      new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }),
+    )
     const subnet = async (cidr: string, zone: string) =>
-      (await ec2.send(new CreateSubnetCommand({ VpcId: vpc.VpcId, CidrBlock: cidr, AvailabilityZone: zone }))).Subnet!.SubnetId!
-    const [a1, a2, b1] = [await subnet('172.31.96.0/24', 'us-east-1a'), await subnet('172.31.97.0/24', 'us-east-1a'), await subnet('172.31.98.0/24', 'us-east-1b')]
+      (await ec2.send(new CreateSubnetCommand({ VpcId: vpc.VpcId, CidrBlock: cidr, AvailabilityZone: zone }))).Subnet!
+        .SubnetId!
+    const [a1, a2, b1] = [
+      await subnet('172.31.96.0/24', 'us-east-1a'),
+      await subnet('172.31.97.0/24', 'us-east-1a'),
+      await subnet('172.31.98.0/24', 'us-east-1b'),
+    ]
 
     const oneZone = await deploy(moto.endpoint, 'rds', '--yes', '--subnets', `${a1},${a2}`)
     assert.equal(oneZone.code, 1)
-    assert.match(oneZone.output, /network failed: found subnets subnet-\w+, subnet-\w+ in vpc-\w+, all in us-east-1a: RDS and EFS want subnets in two Availability Zones or more; pass --subnets/)
-    assert.deepEqual(changes(moto.requests()).filter((op) => op !== 'CreateSubnet'), [], 'nothing was made')
+    assert.match(
+      oneZone.output,
+      /network failed: found subnets subnet-\w+, subnet-\w+ in vpc-\w+, all in us-east-1a: RDS and EFS want subnets in two Availability Zones or more; pass --subnets/,
+    )
+    assert.deepEqual(
+      changes(moto.requests()).filter((op) => op !== 'CreateSubnet'),
+      [],
+      'nothing was made',
+    )
 
     const subnets = [a1, a2, b1].join(',')
     await moto.answerInvocations([seederAnswer(), seederAnswer('loaded before')])
@@ -558,8 +859,15 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(made.code, 0, made.output)
     const { FileSystems: [fs] = [] } = await efs.send(new DescribeFileSystemsCommand({ CreationToken: 'buddy-system' }))
     const { MountTargets = [] } = await efs.send(new DescribeMountTargetsCommand({ FileSystemId: fs.FileSystemId }))
-    assert.deepEqual(MountTargets.map((t) => [t.AvailabilityZoneName, t.SubnetId]).sort(), [['us-east-1a', [a1, a2].sort()[0]], ['us-east-1b', b1]])
-    assert.deepEqual([...((await fn('buddy-system')).Configuration?.VpcConfig?.SubnetIds ?? [])].sort(), [a1, a2, b1].sort(), 'the functions use all three')
+    assert.deepEqual(MountTargets.map((t) => [t.AvailabilityZoneName, t.SubnetId]).sort(), [
+      ['us-east-1a', [a1, a2].sort()[0]],
+      ['us-east-1b', b1],
+    ])
+    assert.deepEqual(
+      [...((await fn('buddy-system')).Configuration?.VpcConfig?.SubnetIds ?? [])].sort(),
+      [a1, a2, b1].sort(),
+      'the functions use all three',
+    )
     const rerun = await deploy(moto.endpoint, 'efs', '--yes', '--subnets', subnets)
     assert.equal(rerun.code, 0, rerun.output)
     assert.equal(sent(/^POST \/2015-02-01\/mount-targets$/).length, 2, 'no mount target made twice')
@@ -573,7 +881,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     // moto, as AWS, keeps 100 of the account's 1,000 unreserved: 950 is refused.
     const refused = await deploy(moto.endpoint, 'efs', '--yes', '--concurrency', '950')
     assert.equal(refused.code, 0, refused.output)
-    assert.match(refused.output, /the account's concurrency is too small to reserve 950 for buddy-system: AWS keeps some unreserved\./)
+    assert.match(
+      refused.output,
+      /the account's concurrency is too small to reserve 950 for buddy-system: AWS keeps some unreserved\./,
+    )
     assert.match(refused.output, /The API is at https:/)
     assert.equal(await reserved(), 40)
     const bad = await deploy(moto.endpoint, 'efs', '--yes', '--concurrency', 'lots')
@@ -584,22 +895,36 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   it('gives a reused or given security group the rules it lacks', async () => {
     assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
     const [group] = await securityGroup()
-    await ec2.send(new RevokeSecurityGroupIngressCommand({
-      GroupId: group.GroupId, IpPermissions: [{ IpProtocol: 'tcp', FromPort: 5432, ToPort: 5432, UserIdGroupPairs: [{ GroupId: group.GroupId }] }],
-    }))
+    await ec2.send(
+      new RevokeSecurityGroupIngressCommand({
+        GroupId: group.GroupId,
+        IpPermissions: [
+          { IpProtocol: 'tcp', FromPort: 5432, ToPort: 5432, UserIdGroupPairs: [{ GroupId: group.GroupId }] },
+        ],
+      }),
+    )
     const reused = await deploy(moto.endpoint, 'rds', '--yes')
     assert.equal(reused.code, 0, reused.output)
     assert.match(reused.output, new RegExp(`updated: security group ${group.GroupId}: ports 5432 from itself`))
     const ports = async (id: string) =>
-      (await ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [id] }))).SecurityGroups![0].IpPermissions!
-        .filter((p) => p.UserIdGroupPairs?.some((pair) => pair.GroupId === id)).map((p) => p.FromPort).sort()
+      (await ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [id] })))
+        .SecurityGroups![0].IpPermissions!.filter((p) => p.UserIdGroupPairs?.some((pair) => pair.GroupId === id))
+        .map((p) => p.FromPort)
+        .sort()
     assert.deepEqual(await ports(group.GroupId!), [2049, 5432])
 
-    const { Vpcs: [vpc] = [] } = await ec2.send(new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }))
-    const mine = (await ec2.send(new CreateSecurityGroupCommand({ GroupName: 'mine', Description: 'mine', VpcId: vpc.VpcId }))).GroupId!
-    await ec2.send(new AuthorizeSecurityGroupIngressCommand({
-      GroupId: mine, IpPermissions: [{ IpProtocol: 'tcp', FromPort: 2049, ToPort: 2049, UserIdGroupPairs: [{ GroupId: mine }] }],
-    }))
+    const { Vpcs: [vpc] = [] } = await ec2.send(
+      new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }),
+    )
+    const mine = (
+      await ec2.send(new CreateSecurityGroupCommand({ GroupName: 'mine', Description: 'mine', VpcId: vpc.VpcId }))
+    ).GroupId!
+    await ec2.send(
+      new AuthorizeSecurityGroupIngressCommand({
+        GroupId: mine,
+        IpPermissions: [{ IpProtocol: 'tcp', FromPort: 2049, ToPort: 2049, UserIdGroupPairs: [{ GroupId: mine }] }],
+      }),
+    )
     const given = await deploy(moto.endpoint, 'rds', '--yes', '--security-group', mine)
     assert.equal(given.code, 0, given.output)
     assert.deepEqual(await ports(mine), [2049, 5432])
@@ -609,38 +934,72 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.match(elsewhere.output, /--security-group sg-0123456789abcdef0: no such security group/)
   })
 
-  it('keeps the role while the functions\' network interfaces hold the security group, and finishes on a later run', async () => {
+  it("keeps the role while the functions' network interfaces hold the security group, and finishes on a later run", async () => {
     assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
     const [group] = await securityGroup()
     const subnet = (await fn('buddy-system')).Configuration!.VpcConfig!.SubnetIds![0]
     // What Lambda leaves for a while after DeleteFunction: its network interface in the functions' group.
-    const { NetworkInterface: eni } = await ec2.send(new CreateNetworkInterfaceCommand({
-      SubnetId: subnet, Groups: [group.GroupId!], Description: 'AWS Lambda VPC ENI-buddy-system-0f1e2d3c',
-    }))
+    const { NetworkInterface: eni } = await ec2.send(
+      new CreateNetworkInterfaceCommand({
+        SubnetId: subnet,
+        Groups: [group.GroupId!],
+        Description: 'AWS Lambda VPC ENI-buddy-system-0f1e2d3c',
+      }),
+    )
     const first = await deploy(moto.endpoint, 'destroy', 'rds', '--yes', '--wait-minutes', '0')
     assert.equal(first.code, 1, first.output)
-    assert.match(first.output, new RegExp(`Left: security group ${group.GroupId}, still in use by network interfaces that AWS has not released yet,\\s+and role buddy-system-lambda-execution-role, which Lambda needs to delete them`))
-    assert.ok(await iam.send(new GetRoleCommand({ RoleName: 'buddy-system-lambda-execution-role' })), 'the role is kept')
+    assert.match(
+      first.output,
+      new RegExp(
+        `Left: security group ${group.GroupId}, still in use by network interfaces that AWS has not released yet,\\s+and role buddy-system-lambda-execution-role, which Lambda needs to delete them`,
+      ),
+    )
+    assert.ok(
+      await iam.send(new GetRoleCommand({ RoleName: 'buddy-system-lambda-execution-role' })),
+      'the role is kept',
+    )
     assert.equal((await securityGroup()).length, 1)
     assert.deepEqual((await lambda.send(new ListFunctionsCommand({}))).Functions, [])
 
     await ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: eni!.NetworkInterfaceId }))
     const second = await deploy(moto.endpoint, 'destroy', 'rds', '--yes')
     assert.equal(second.code, 0, second.output)
-    assert.match(second.output, new RegExp(`removed: security group ${group.GroupId}, role buddy-system-lambda-execution-role`))
+    assert.match(
+      second.output,
+      new RegExp(`removed: security group ${group.GroupId}, role buddy-system-lambda-execution-role`),
+    )
     assert.deepEqual(await securityGroup(), [])
-    await assert.rejects(iam.send(new GetRoleCommand({ RoleName: 'buddy-system-lambda-execution-role' })), /NoSuchEntity|cannot be found/)
+    await assert.rejects(
+      iam.send(new GetRoleCommand({ RoleName: 'buddy-system-lambda-execution-role' })),
+      /NoSuchEntity|cannot be found/,
+    )
   })
 
   it('stops before calling AWS in a region without EFS for Lambda, naming it', async () => {
     const { code, output } = await deploy(moto.endpoint, 'efs', '--yes', '--region', 'ca-west-1')
     assert.equal(code, 1)
-    assert.match(output, /region failed: ca-west-1, Canada West \(Calgary\), does not offer EFS for Lambda: deploy rds there, or efs in another region/)
+    assert.match(
+      output,
+      /region failed: ca-west-1, Canada West \(Calgary\), does not offer EFS for Lambda: deploy rds there, or efs in another region/,
+    )
     assert.deepEqual(moto.requests(), [])
   })
 
   it('keeps the logs --log-retention days, sets CORS_ORIGINS from --cors-origins, and keeps both on a rerun', async () => {
-    assert.equal((await deploy(moto.endpoint, 'efs', '--yes', '--log-retention', '30', '--cors-origins', 'https://shelter.example, http://localhost:5173')).code, 0)
+    assert.equal(
+      (
+        await deploy(
+          moto.endpoint,
+          'efs',
+          '--yes',
+          '--log-retention',
+          '30',
+          '--cors-origins',
+          'https://shelter.example, http://localhost:5173',
+        )
+      ).code,
+      0,
+    )
     assert.equal((await logGroup('/aws/lambda/buddy-system'))?.retentionInDays, 30)
     const cors = async () => (await fn('buddy-system')).Configuration?.Environment?.Variables?.CORS_ORIGINS
     assert.equal(await cors(), 'https://shelter.example,http://localhost:5173')
@@ -651,8 +1010,16 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal((await logGroup('/aws/lambda/buddy-system'))?.retentionInDays, 14, 'the default again')
     assert.match(rerun.output, /updated: log group \/aws\/lambda\/buddy-system \(kept 14 days\)/)
     for (const [flag, value, message] of [
-      ['--log-retention', '15', /--log-retention 15: CloudWatch Logs keeps logs for one of 1, 3, 5, 7, 14, 30, .*3653 days/],
-      ['--cors-origins', 'https://a.example/app', /--cors-origins: https:\/\/a\.example\/app is not an origin: write it as https:\/\/host or https:\/\/host:port, with no path/],
+      [
+        '--log-retention',
+        '15',
+        /--log-retention 15: CloudWatch Logs keeps logs for one of 1, 3, 5, 7, 14, 30, .*3653 days/,
+      ],
+      [
+        '--cors-origins',
+        'https://a.example/app',
+        /--cors-origins: https:\/\/a\.example\/app is not an origin: write it as https:\/\/host or https:\/\/host:port, with no path/,
+      ],
     ] as const) {
       const bad = await deploy(moto.endpoint, 'efs', '--yes', flag, value)
       assert.equal(bad.code, 1)
@@ -664,14 +1031,23 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     await moto.answerInvocations([seederAnswer()])
     const first = await deploy(moto.endpoint, 'efs', '--yes')
     assert.equal(first.code, 0, first.output)
-    assert.match(first.output, /There is no staff yet: nobody can add or change animals\. .*\n.*make them staff: tsx deploy\.ts staff efs USERNAME/)
-    await moto.answerInvocations(await realSeederAnswers([
-      { staff: { username: 'reggie', revoke: false } },
-      { staff: { username: 'reggie', revoke: true } },
-      { staff: { username: 'nobody', revoke: false } },
-    ]))
+    assert.match(
+      first.output,
+      /There is no staff yet: nobody can add or change animals\. .*\n.*make them staff: tsx deploy\.ts staff efs USERNAME/,
+    )
+    await moto.answerInvocations(
+      await realSeederAnswers([
+        { staff: { username: 'reggie', revoke: false } },
+        { staff: { username: 'reggie', revoke: true } },
+        { staff: { username: 'nobody', revoke: false } },
+      ]),
+    )
     const before = changes(moto.requests()).length
-    const invoked = () => moto.requests().filter((r) => /\/functions\/buddy-system-db-seeder\/invocations$/.test(r.path)).map((r) => JSON.parse(r.body))
+    const invoked = () =>
+      moto
+        .requests()
+        .filter((r) => /\/functions\/buddy-system-db-seeder\/invocations$/.test(r.path))
+        .map((r) => JSON.parse(r.body))
     const granted = await deploy(moto.endpoint, 'staff', 'efs', 'reggie')
     assert.equal(granted.code, 0, granted.output)
     assert.match(granted.output, /^reggie is staff now; staff: reggie$/m)
@@ -680,15 +1056,23 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.match(revoked.output, /^reggie is no longer staff; no staff yet: nobody can change animals$/m)
     const unknown = await deploy(moto.endpoint, 'staff', 'efs', 'nobody')
     assert.equal(unknown.code, 1)
-    assert.match(unknown.output, /staff of buddy-system \(efs\) failed: the seeder answered 404: there is no user named "nobody" in SQLite .*: nothing changed/)
+    assert.match(
+      unknown.output,
+      /staff of buddy-system \(efs\) failed: the seeder answered 404: there is no user named "nobody" in SQLite .*: nothing changed/,
+    )
     assert.deepEqual(invoked().slice(-3), [
-      { staff: { username: 'reggie', revoke: false } }, { staff: { username: 'reggie', revoke: true } }, { staff: { username: 'nobody', revoke: false } },
+      { staff: { username: 'reggie', revoke: false } },
+      { staff: { username: 'reggie', revoke: true } },
+      { staff: { username: 'nobody', revoke: false } },
     ])
     assert.equal(changes(moto.requests()).length, before, 'no AWS resource changes: only the invocations')
     const usage = await deploy(moto.endpoint, 'staff', 'efs')
     assert.equal(usage.code, 1)
     assert.match(usage.output, /expected .*staff efs\|rds USERNAME/)
-    assert.match((await deploy(moto.endpoint, 'status', 'efs', '--revoke')).output, /--revoke goes with `tsx deploy\.ts staff/)
+    assert.match(
+      (await deploy(moto.endpoint, 'status', 'efs', '--revoke')).output,
+      /--revoke goes with `tsx deploy\.ts staff/,
+    )
     assert.equal((await deploy(moto.endpoint, 'destroy', 'efs', '--yes')).code, 0)
     const gone = await deploy(moto.endpoint, 'staff', 'efs', 'reggie')
     assert.match(gone.output, /function buddy-system-db-seeder does not exist: deploy first/)
@@ -698,7 +1082,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     await moto.answerInvocations([seederAnswer()])
     assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
     const url = (await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system' }))).FunctionUrl!
-    await moto.answerInvocations([{ statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' }, ...await realSeederAnswers([{ staff: {} }])])
+    await moto.answerInvocations([
+      { statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' },
+      ...(await realSeederAnswers([{ staff: {} }])),
+    ])
     const before = changes(moto.requests()).length
     const ok = await deploy(moto.endpoint, 'status', 'efs')
     assert.equal(ok.code, 0, ok.output)
@@ -715,9 +1102,13 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       /✔ GET \/greet +200 in \d+ ms: \{"greeting":"hello to nobody"\}/,
       /! staff +none yet: nobody can add or change animals \(tsx deploy\.ts staff efs USERNAME\)/,
       new RegExp(`All there\\. The API is at ${url}`),
-    ]) assert.match(ok.output, line)
+    ])
+      assert.match(ok.output, line)
     assert.equal(changes(moto.requests()).length, before, 'status changes nothing')
-    const invoked = moto.requests().filter((r) => /\/functions\/buddy-system\/invocations$/.test(r.path)).at(-1)!
+    const invoked = moto
+      .requests()
+      .filter((r) => /\/functions\/buddy-system\/invocations$/.test(r.path))
+      .at(-1)!
     assert.equal(invoked.query.get('Qualifier'), 'live')
     assert.deepEqual([JSON.parse(invoked.body).version, JSON.parse(invoked.body).rawPath], ['2.0', '/greet'])
 
@@ -727,109 +1118,188 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(gone.code, 1)
     assert.match(gone.output, /✘ access point buddy-system-lambda +missing/)
     // moto runs no code: with no answer queued, it sends the event back. Status shows what came.
-    assert.match(gone.output, /GET \/greet +answered in \d+ ms, not as the API answers: \{"version":"2\.0","routeKey":"\$default","rawPath":"\/greet"/)
+    assert.match(
+      gone.output,
+      /GET \/greet +answered in \d+ ms, not as the API answers: \{"version":"2\.0","routeKey":"\$default","rawPath":"\/greet"/,
+    )
     assert.match(gone.output, /\? staff +the seeder did not say: the seeder answered something else than its counts/)
-    assert.match(gone.output, /Not all there: access point buddy-system-lambda\. `tsx deploy\.ts efs` makes what is missing\./)
+    assert.match(
+      gone.output,
+      /Not all there: access point buddy-system-lambda\. `tsx deploy\.ts efs` makes what is missing\./,
+    )
 
     assert.equal((await deploy(moto.endpoint, 'destroy', 'efs', '--yes')).code, 0)
     const destroyed = await deploy(moto.endpoint, 'status', 'efs')
     assert.equal(destroyed.code, 1)
-    assert.match(destroyed.output, /Not all there: role buddy-system-lambda-execution-role, security group, file system, function buddy-system, function buddy-system-db-seeder\./)
+    assert.match(
+      destroyed.output,
+      /Not all there: role buddy-system-lambda-execution-role, security group, file system, function buddy-system, function buddy-system-db-seeder\./,
+    )
   })
 
-  it('logs: the events since --since, once each, in order; --follow picks up new ones and stops on Ctrl-C', { timeout: 60_000 }, async () => {
-    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
-    const put = async (stream: string, messages: [number, string][]) => {
-      await logs.send(new CreateLogStreamCommand({ logGroupName: '/aws/lambda/buddy-system', logStreamName: stream })).catch(() => {})
-      await logs.send(new PutLogEventsCommand({
-        logGroupName: '/aws/lambda/buddy-system', logStreamName: stream,
-        logEvents: messages.map(([timestamp, message]) => ({ timestamp, message })),
-      }))
-    }
-    const now = Date.now()
-    await put('2026/12/01/[1]a', [[now - 3 * 3_600_000, 'GET /animals 200 3.1ms old'], [now - 20 * 60_000, 'GET /animals/1 200 2.0ms first']])
-    await put('2026/12/01/[1]b', [[now - 10 * 60_000, 'GET /animals/2 404 1.2ms second'], [now - 60_000, 'POST /animals 201 9.9ms third']])
-    const { code, output } = await deploy(moto.endpoint, 'logs', 'efs', '--since', '1h')
-    assert.equal(code, 0, output)
-    const printed = output.split('\n').filter((l) => /^\d{4}-\d\d-\d\dT.*ms (first|second|third|old)$/.test(l))
-    assert.deepEqual(printed.map((l) => l.split(' ').at(-1)), ['first', 'second', 'third'], output)
-    assert.match(printed[0], new RegExp(`^${new Date(now - 20 * 60_000).toISOString()} GET /animals/1 200 2\\.0ms first$`))
-    assert.match(output, /\/aws\/lambda\/buddy-system, since /)
-    assert.equal((await deploy(moto.endpoint, 'logs', 'efs', '--since', '15m')).output.match(/ms (first|second|third)$/gm)?.length, 2)
-    const bad = await deploy(moto.endpoint, 'logs', 'efs', '--since', 'yesterday')
-    assert.equal(bad.code, 1)
-    assert.match(bad.output, /--since yesterday: use 15m, 1h, 2d/)
-
-    const follow = run('deploy.ts', aws(moto.endpoint), ['logs', 'efs', '--since', '1h', '--follow'], work)
-    await follow.waitFor(/third/, 30_000)
-    await put('2026/12/01/[1]b', [[Date.now(), 'GET /greet 200 0.4ms fourth']])
-    await follow.waitFor(/fourth/, 30_000)
-    await new Promise((resolve) => setTimeout(resolve, 2500)) // a poll more, which must print nothing again
-    follow.child.kill('SIGINT')
-    assert.equal(await follow.exited, 0, follow.output())
-    const lines = follow.output().match(/ms (first|second|third|fourth)$/gm) ?? []
-    assert.deepEqual(lines.map((l) => l.split(' ').at(-1)), ['first', 'second', 'third', 'fourth'], 'each once, in order')
-  })
-
-  it('releases: a version per changed deploy with live on the newest, the URL on live, rollback, and old versions pruned', { timeout: 180_000 }, async () => {
-    await moto.answerInvocations(Array(6).fill(seederAnswer('loaded before')))
-    const live = async () => (await lambda.send(new GetAliasCommand({ FunctionName: 'buddy-system', Name: 'live' }))).FunctionVersion
-    const published = async () => ((await lambda.send(new ListVersionsByFunctionCommand({ FunctionName: 'buddy-system' }))).Versions ?? [])
-      .filter((v) => v.Version !== '$LATEST').map((v) => [v.Version, v.Description])
-    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
-    const schema = `schema ${SCHEMA_VERSION}` // each version's description: the schema its code needs
-    assert.deepEqual([await published(), await live()], [[['1', schema]], '1'])
-    const qualified = moto.requests().filter((r) => /\/url$|\/policy$/.test(r.path) && r.method === 'POST')
-    assert.equal(qualified.length, 3)
-    assert.ok(qualified.every((r) => r.query.get('Qualifier') === 'live'), 'the URL and both permissions belong to the alias')
-
-    const api = join(work, 'api.ts')
-    const source = readFileSync(api, 'utf8')
-    const edit = (greeting: string) => writeFileSync(api, source.replace("'hello to nobody'", `'${greeting}'`))
-    try {
-      edit('hello to somebody')
-      const second = await deploy(moto.endpoint, 'rds', '--yes')
-      assert.equal(second.code, 0, second.output)
-      assert.deepEqual([await published(), await live()], [[['1', schema], ['2', schema]], '2'])
-      assert.match(second.output, /created: version 2/)
-      assert.match(second.output, /updated: .*alias live: 1 → 2/)
-      const before = moto.requests().length
-      assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
-      assert.deepEqual(changes(moto.requests().slice(before)), [], 'a rerun without changes publishes nothing')
-
-      const back = await deploy(moto.endpoint, 'rollback', 'rds')
-      assert.equal(back.code, 0, back.output)
-      assert.ok(back.output.includes(`✔ live: version 2 (${schema}) → version 1 (${schema})`), back.output)
-      assert.equal(await live(), '1')
-      const nowhere = await deploy(moto.endpoint, 'rollback', 'rds')
-      assert.equal(nowhere.code, 1)
-      assert.match(nowhere.output, /version 1 is live, and no older one is kept \(versions: 1, 2\)/)
-      assert.equal((await deploy(moto.endpoint, 'rollback', 'rds', '--to', '2')).code, 0)
-      assert.equal(await live(), '2')
-      assert.match((await deploy(moto.endpoint, 'rollback', 'rds', '--to', '7')).output, /there is no version 7 \(versions: 1, 2\)/)
-
-      // A release whose migrations took the database one schema further: version 1 must not meet it.
-      await lambda.send(new UpdateFunctionConfigurationCommand({ FunctionName: 'buddy-system', Description: 'by hand' }))
-      const v3 = await lambda.send(new PublishVersionCommand({ FunctionName: 'buddy-system', Description: `schema ${SCHEMA_VERSION + 1}` }))
-      await lambda.send(new UpdateAliasCommand({ FunctionName: 'buddy-system', Name: 'live', FunctionVersion: v3.Version }))
-      const refused = await deploy(moto.endpoint, 'rollback', 'rds', '--to', '1')
-      assert.equal(refused.code, 1)
-      assert.ok(refused.output.includes(`rollback failed: version 1 was built for ${schema}, and the database is at schema ${SCHEMA_VERSION + 1}: it would meet tables it does not know`), refused.output)
-      assert.equal(await live(), v3.Version)
-
-      // The last deploy prunes: moto numbers a new version by the count of versions, so after a deletion it
-      // would reuse a number, which AWS never does.
-      for (const [greeting, keep] of [['hello to a cat', '10'], ['hello to a dog', '2']]) {
-        edit(greeting)
-        const kept = await deploy(moto.endpoint, 'rds', '--yes', '--keep', keep)
-        assert.equal(kept.code, 0, kept.output)
+  it(
+    'logs: the events since --since, once each, in order; --follow picks up new ones and stops on Ctrl-C',
+    { timeout: 60_000 },
+    async () => {
+      assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+      const put = async (stream: string, messages: [number, string][]) => {
+        await logs
+          .send(new CreateLogStreamCommand({ logGroupName: '/aws/lambda/buddy-system', logStreamName: stream }))
+          .catch(() => {})
+        await logs.send(
+          new PutLogEventsCommand({
+            logGroupName: '/aws/lambda/buddy-system',
+            logStreamName: stream,
+            logEvents: messages.map(([timestamp, message]) => ({ timestamp, message })),
+          }),
+        )
       }
-      assert.deepEqual((await published()).map(([v]) => v), ['4', '5'], 'the last two kept')
-      assert.equal(await live(), '5')
-    } finally {
-      writeFileSync(api, source)
-    }
-  })
+      const now = Date.now()
+      await put('2026/12/01/[1]a', [
+        [now - 3 * 3_600_000, 'GET /animals 200 3.1ms old'],
+        [now - 20 * 60_000, 'GET /animals/1 200 2.0ms first'],
+      ])
+      await put('2026/12/01/[1]b', [
+        [now - 10 * 60_000, 'GET /animals/2 404 1.2ms second'],
+        [now - 60_000, 'POST /animals 201 9.9ms third'],
+      ])
+      const { code, output } = await deploy(moto.endpoint, 'logs', 'efs', '--since', '1h')
+      assert.equal(code, 0, output)
+      const printed = output.split('\n').filter((l) => /^\d{4}-\d\d-\d\dT.*ms (first|second|third|old)$/.test(l))
+      assert.deepEqual(
+        printed.map((l) => l.split(' ').at(-1)),
+        ['first', 'second', 'third'],
+        output,
+      )
+      assert.match(
+        printed[0],
+        new RegExp(`^${new Date(now - 20 * 60_000).toISOString()} GET /animals/1 200 2\\.0ms first$`),
+      )
+      assert.match(output, /\/aws\/lambda\/buddy-system, since /)
+      assert.equal(
+        (await deploy(moto.endpoint, 'logs', 'efs', '--since', '15m')).output.match(/ms (first|second|third)$/gm)
+          ?.length,
+        2,
+      )
+      const bad = await deploy(moto.endpoint, 'logs', 'efs', '--since', 'yesterday')
+      assert.equal(bad.code, 1)
+      assert.match(bad.output, /--since yesterday: use 15m, 1h, 2d/)
+
+      const follow = run('deploy.ts', aws(moto.endpoint), ['logs', 'efs', '--since', '1h', '--follow'], work)
+      await follow.waitFor(/third/, 30_000)
+      await put('2026/12/01/[1]b', [[Date.now(), 'GET /greet 200 0.4ms fourth']])
+      await follow.waitFor(/fourth/, 30_000)
+      await new Promise((resolve) => setTimeout(resolve, 2500)) // a poll more, which must print nothing again
+      follow.child.kill('SIGINT')
+      assert.equal(await follow.exited, 0, follow.output())
+      const lines = follow.output().match(/ms (first|second|third|fourth)$/gm) ?? []
+      assert.deepEqual(
+        lines.map((l) => l.split(' ').at(-1)),
+        ['first', 'second', 'third', 'fourth'],
+        'each once, in order',
+      )
+    },
+  )
+
+  it(
+    'releases: a version per changed deploy with live on the newest, the URL on live, rollback, and old versions pruned',
+    { timeout: 180_000 },
+    async () => {
+      await moto.answerInvocations(Array(6).fill(seederAnswer('loaded before')))
+      const live = async () =>
+        (await lambda.send(new GetAliasCommand({ FunctionName: 'buddy-system', Name: 'live' }))).FunctionVersion
+      const published = async () =>
+        ((await lambda.send(new ListVersionsByFunctionCommand({ FunctionName: 'buddy-system' }))).Versions ?? [])
+          .filter((v) => v.Version !== '$LATEST')
+          .map((v) => [v.Version, v.Description])
+      assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+      const schema = `schema ${SCHEMA_VERSION}` // each version's description: the schema its code needs
+      assert.deepEqual([await published(), await live()], [[['1', schema]], '1'])
+      const qualified = moto.requests().filter((r) => /\/url$|\/policy$/.test(r.path) && r.method === 'POST')
+      assert.equal(qualified.length, 3)
+      assert.ok(
+        qualified.every((r) => r.query.get('Qualifier') === 'live'),
+        'the URL and both permissions belong to the alias',
+      )
+
+      const api = join(work, 'api.ts')
+      const source = readFileSync(api, 'utf8')
+      const edit = (greeting: string) => writeFileSync(api, source.replace("'hello to nobody'", `'${greeting}'`))
+      try {
+        edit('hello to somebody')
+        const second = await deploy(moto.endpoint, 'rds', '--yes')
+        assert.equal(second.code, 0, second.output)
+        assert.deepEqual(
+          [await published(), await live()],
+          [
+            [
+              ['1', schema],
+              ['2', schema],
+            ],
+            '2',
+          ],
+        )
+        assert.match(second.output, /created: version 2/)
+        assert.match(second.output, /updated: .*alias live: 1 → 2/)
+        const before = moto.requests().length
+        assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+        assert.deepEqual(changes(moto.requests().slice(before)), [], 'a rerun without changes publishes nothing')
+
+        const back = await deploy(moto.endpoint, 'rollback', 'rds')
+        assert.equal(back.code, 0, back.output)
+        assert.ok(back.output.includes(`✔ live: version 2 (${schema}) → version 1 (${schema})`), back.output)
+        assert.equal(await live(), '1')
+        const nowhere = await deploy(moto.endpoint, 'rollback', 'rds')
+        assert.equal(nowhere.code, 1)
+        assert.match(nowhere.output, /version 1 is live, and no older one is kept \(versions: 1, 2\)/)
+        assert.equal((await deploy(moto.endpoint, 'rollback', 'rds', '--to', '2')).code, 0)
+        assert.equal(await live(), '2')
+        assert.match(
+          (await deploy(moto.endpoint, 'rollback', 'rds', '--to', '7')).output,
+          /there is no version 7 \(versions: 1, 2\)/,
+        )
+
+        // A release whose migrations took the database one schema further: version 1 must not meet it.
+        await lambda.send(
+          new UpdateFunctionConfigurationCommand({ FunctionName: 'buddy-system', Description: 'by hand' }),
+        )
+        const v3 = await lambda.send(
+          new PublishVersionCommand({ FunctionName: 'buddy-system', Description: `schema ${SCHEMA_VERSION + 1}` }),
+        )
+        await lambda.send(
+          new UpdateAliasCommand({ FunctionName: 'buddy-system', Name: 'live', FunctionVersion: v3.Version }),
+        )
+        const refused = await deploy(moto.endpoint, 'rollback', 'rds', '--to', '1')
+        assert.equal(refused.code, 1)
+        assert.ok(
+          refused.output.includes(
+            `rollback failed: version 1 was built for ${schema}, and the database is at schema ${SCHEMA_VERSION + 1}: it would meet tables it does not know`,
+          ),
+          refused.output,
+        )
+        assert.equal(await live(), v3.Version)
+
+        // The last deploy prunes: moto numbers a new version by the count of versions, so after a deletion it
+        // would reuse a number, which AWS never does.
+        for (const [greeting, keep] of [
+          ['hello to a cat', '10'],
+          ['hello to a dog', '2'],
+        ]) {
+          edit(greeting)
+          const kept = await deploy(moto.endpoint, 'rds', '--yes', '--keep', keep)
+          assert.equal(kept.code, 0, kept.output)
+        }
+        assert.deepEqual(
+          (await published()).map(([v]) => v),
+          ['4', '5'],
+          'the last two kept',
+        )
+        assert.equal(await live(), '5')
+      } finally {
+        writeFileSync(api, source)
+      }
+    },
+  )
 
   it('names an unknown option and prints the usage, with no stack trace', async () => {
     const { code, output } = await deploy(moto.endpoint, 'efs', '--anything')
@@ -849,7 +1319,12 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
   after(() => rmSync(dir, { recursive: true, force: true }))
 
   before(async () => {
-    const child = run('deploy.ts', { AWS_REGION: undefined, AWS_DEFAULT_REGION: undefined }, ['package', '--region', 'us-east-1'], work)
+    const child = run(
+      'deploy.ts',
+      { AWS_REGION: undefined, AWS_DEFAULT_REGION: undefined },
+      ['package', '--region', 'us-east-1'],
+      work,
+    )
     assert.equal(await child.exited, 0, child.output())
     assert.match(child.output(), /package: build\.zip \d+\.\d KB .*rds-ca\.pem 3 CAs of us-east-1/)
     const zip = readFileSync(join(work, 'build.zip'))
@@ -859,7 +1334,10 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
     const locales = /Zeichen|caracteres/.test(new TextDecoder().decode(files['api.mjs']))
     assert.ok(!locales, "api.mjs carries zod's locales: import zod/mini as a namespace, and only `en` from zod/locales")
     const names = Object.keys(files)
-    assert.deepEqual(names.filter((f) => !/^chunk-\w+\.mjs$/.test(f)), ['api.mjs', 'fake_db.json', 'rds-ca.pem', 'seed.mjs'])
+    assert.deepEqual(
+      names.filter((f) => !/^chunk-\w+\.mjs$/.test(f)),
+      ['api.mjs', 'fake_db.json', 'rds-ca.pem', 'seed.mjs'],
+    )
     assert.deepEqual(names, [...names].sort(), 'entries in a fixed order')
     mkdirSync(join(dir, 'task'))
     for (const [name, data] of Object.entries(files)) writeFileSync(join(dir, 'task', name), data)
@@ -868,21 +1346,33 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
   const lambdaRun = (code: string, env: Record<string, string>) =>
     execFileSync(node24!, ['--input-type=module', '-e', code], {
       cwd: join(dir, 'task'),
-      env: { PATH: process.env.PATH, AWS_LAMBDA_FUNCTION_NAME: 'buddy-system', DB_PATH: join(dir, 'lambda.db'), ...env },
+      env: {
+        PATH: process.env.PATH,
+        AWS_LAMBDA_FUNCTION_NAME: 'buddy-system',
+        DB_PATH: join(dir, 'lambda.db'),
+        ...env,
+      },
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],
     })
 
   it('answers 503 on a fresh SQLite file until seed.handler has migrated it, then GET /animals', () => {
     const event = JSON.stringify({
-      version: '2.0', rawPath: '/animals', rawQueryString: 'limit=2', headers: {},
-      requestContext: { http: { method: 'GET', path: '/animals' }, stage: '$default' }, isBase64Encoded: false,
+      version: '2.0',
+      rawPath: '/animals',
+      rawQueryString: 'limit=2',
+      headers: {},
+      requestContext: { http: { method: 'GET', path: '/animals' }, stage: '$default' },
+      isBase64Encoded: false,
     })
     const code = `
       const api = await import('./api.mjs'), seed = await import('./seed.mjs')
       const list = async () => { const r = await api.handler(${event}); return [r.statusCode, JSON.parse(r.body)] }
       console.log(JSON.stringify([await list(), await seed.handler(), await list()]))`
-    const out = lambdaRun(code, { JWT_KEY: '0123456789abcdef'.repeat(4) }).trim().split('\n').at(-1)!
+    const out = lambdaRun(code, { JWT_KEY: '0123456789abcdef'.repeat(4) })
+      .trim()
+      .split('\n')
+      .at(-1)!
     const [[beforeStatus, before], seeded, [afterStatus, after]] = JSON.parse(out)
     assert.equal(beforeStatus, 503)
     assert.deepEqual(before, { detail: 'Service Unavailable' })
@@ -895,12 +1385,18 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
   it("carries RDS's certificate authorities for the region: the current ones, each naming it", () => {
     const pem = readFileSync(join(dir, 'task', 'rds-ca.pem'), 'utf8')
     const certificates = pem.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----\n?/g) ?? []
-    const subjects = certificates.map((c) => new X509Certificate(c))
+    const subjects = certificates
+      .map((c) => new X509Certificate(c))
       .map((c) => [/CN=(.*)/.exec(c.subject)![1], Date.parse(c.validTo) > Date.now(), c.ca])
     assert.deepEqual(subjects.map(([cn]) => cn).sort(), [
-      'Amazon RDS us-east-1 Root CA ECC384 G1', 'Amazon RDS us-east-1 Root CA RSA2048 G1', 'Amazon RDS us-east-1 Root CA RSA4096 G1',
+      'Amazon RDS us-east-1 Root CA ECC384 G1',
+      'Amazon RDS us-east-1 Root CA RSA2048 G1',
+      'Amazon RDS us-east-1 Root CA RSA4096 G1',
     ])
-    assert.ok(subjects.every(([, valid, ca]) => valid && ca), 'valid now, and CAs')
+    assert.ok(
+      subjects.every(([, valid, ca]) => valid && ca),
+      'valid now, and CAs',
+    )
   })
 
   it('trusts a PostgreSQL server whose certificate chains to PG_SSLROOTCERT under verify-full, and refuses any other', async (t) => {
@@ -914,8 +1410,17 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
       const rds = readFileSync(join(dir, 'task', 'rds-ca.pem'), 'utf8')
       writeFileSync(join(dir, 'with-server-ca.pem'), rds + readFileSync(server.env.PG_SSLROOTCERT, 'utf8'))
       const seedWith = (caFile: string) => {
-        const env = { ...server.env, DB_LOCATION: 'rds', PG_DATABASE: 'postgres', PG_SSLMODE: 'verify-full', PG_SSLROOTCERT: caFile }
-        const out = lambdaRun("const { handler } = await import('./seed.mjs'); console.log(JSON.stringify(await handler()))", env)
+        const env = {
+          ...server.env,
+          DB_LOCATION: 'rds',
+          PG_DATABASE: 'postgres',
+          PG_SSLMODE: 'verify-full',
+          PG_SSLROOTCERT: caFile,
+        }
+        const out = lambdaRun(
+          "const { handler } = await import('./seed.mjs'); console.log(JSON.stringify(await handler()))",
+          env,
+        )
         return JSON.parse(out.trim().split('\n').at(-1)!)
       }
       const trusted = seedWith(join(dir, 'with-server-ca.pem'))
@@ -927,11 +1432,22 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
       // PG_AUTH=iam, as deployed: the bundled signer makes a token, which this server (no RDS) refuses as a
       // password; the seeder then asks for the master password (401). A signer that failed to load would be a 500.
       const env = {
-        ...server.env, DB_LOCATION: 'rds', PG_AUTH: 'iam', PG_USERNAME: 'buddy_api', PG_PASSWORD: '', PG_DATABASE: 'postgres',
-        PG_SSLMODE: 'verify-full', PG_SSLROOTCERT: join(dir, 'with-server-ca.pem'),
-        AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret-for-the-test',
+        ...server.env,
+        DB_LOCATION: 'rds',
+        PG_AUTH: 'iam',
+        PG_USERNAME: 'buddy_api',
+        PG_PASSWORD: '',
+        PG_DATABASE: 'postgres',
+        PG_SSLMODE: 'verify-full',
+        PG_SSLROOTCERT: join(dir, 'with-server-ca.pem'),
+        AWS_REGION: 'us-east-1',
+        AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE',
+        AWS_SECRET_ACCESS_KEY: 'secret-for-the-test',
       }
-      const out = lambdaRun("const { handler } = await import('./seed.mjs'); console.log(JSON.stringify(await handler()))", env)
+      const out = lambdaRun(
+        "const { handler } = await import('./seed.mjs'); console.log(JSON.stringify(await handler()))",
+        env,
+      )
       const withToken = JSON.parse(out.trim().split('\n').at(-1)!)
       assert.equal(withToken.statusCode, 401, withToken.body)
       assert.match(JSON.parse(withToken.body).error, /password authentication failed for user "buddy_api"/)
@@ -942,7 +1458,12 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
 
   // Node modules that built-ins load only when one of their exports is read (http.WebSocket, fs.promises,
   // crypto.webcrypto, util.parseArgs), as an `import` of the built-in reads them all (api.ts).
-  const LAZY = ['internal/deps/undici/undici', 'internal/fs/promises', 'internal/crypto/webcrypto', 'internal/util/parse_args/parse_args']
+  const LAZY = [
+    'internal/deps/undici/undici',
+    'internal/fs/promises',
+    'internal/crypto/webcrypto',
+    'internal/util/parse_args/parse_args',
+  ]
   const modulesAfter = (code: string, env: Record<string, string>): string[] => {
     const out = lambdaRun(`${code}\nconsole.log(JSON.stringify(process.moduleLoadList)); process.exit(0)`, env)
     return JSON.parse(out.trim().split('\n').at(-1)!)
@@ -953,8 +1474,12 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
   // node:fs plainly, which load undici and fs.promises.
   it("loads none of what Node's built-ins keep for later, nor node:crypto, on a cold start for a read", () => {
     const event = JSON.stringify({
-      version: '2.0', rawPath: '/animals/1', rawQueryString: '', headers: {},
-      requestContext: { http: { method: 'GET', path: '/animals/1' }, stage: '$default' }, isBase64Encoded: false,
+      version: '2.0',
+      rawPath: '/animals/1',
+      rawQueryString: '',
+      headers: {},
+      requestContext: { http: { method: 'GET', path: '/animals/1' }, stage: '$default' },
+      isBase64Encoded: false,
     })
     const env = { JWT_KEY: '0123456789abcdef'.repeat(4), DB_PATH: join(dir, 'lazy.db') }
     lambdaRun("await (await import('./seed.mjs')).handler()", env) // the deploy's seeder, in a process of its own
@@ -969,19 +1494,46 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
   it('refuses a common password from the bundled list, which only a new password loads: a read answers without it', () => {
     const env = { JWT_KEY: '0123456789abcdef'.repeat(4), DB_PATH: join(dir, 'common.db') }
     lambdaRun("await (await import('./seed.mjs')).handler()", env)
-    const event = (method: string, path: string, body?: object) => JSON.stringify({
-      version: '2.0', rawPath: path, rawQueryString: '', headers: { 'content-type': 'application/json' },
-      requestContext: { http: { method, path, sourceIp: '192.0.2.1' }, stage: '$default' }, isBase64Encoded: false,
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    })
-    const register = (password: string) => event('POST', '/auth/registration', { username: `u${password.length}`, email: `u${password.length}@example.com`, password })
-    const statuses = (cwd: string) => JSON.parse(execFileSync(node24!, ['--input-type=module', '-e', `
+    const event = (method: string, path: string, body?: object) =>
+      JSON.stringify({
+        version: '2.0',
+        rawPath: path,
+        rawQueryString: '',
+        headers: { 'content-type': 'application/json' },
+        requestContext: { http: { method, path, sourceIp: '192.0.2.1' }, stage: '$default' },
+        isBase64Encoded: false,
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      })
+    const register = (password: string) =>
+      event('POST', '/auth/registration', {
+        username: `u${password.length}`,
+        email: `u${password.length}@example.com`,
+        password,
+      })
+    const statuses = (cwd: string) =>
+      JSON.parse(
+        execFileSync(
+          node24!,
+          [
+            '--input-type=module',
+            '-e',
+            `
       const { handler } = await import('./api.mjs')
       const statuses = []
       for (const e of [${event('GET', '/animals/1')}, ${register('sunshine')}, ${register('kestrel harbour')}]) statuses.push((await handler(e)).statusCode)
-      console.log(JSON.stringify(statuses))`], {
-      cwd, env: { PATH: process.env.PATH, AWS_LAMBDA_FUNCTION_NAME: 'buddy-system', ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'],
-    }).trim().split('\n').at(-1)!)
+      console.log(JSON.stringify(statuses))`,
+          ],
+          {
+            cwd,
+            env: { PATH: process.env.PATH, AWS_LAMBDA_FUNCTION_NAME: 'buddy-system', ...env },
+            encoding: 'utf8',
+            stdio: ['ignore', 'pipe', 'ignore'],
+          },
+        )
+          .trim()
+          .split('\n')
+          .at(-1)!,
+      )
     assert.deepEqual(statuses(join(dir, 'task')), [200, 422, 200], 'a read; a common password refused; another taken')
     // The same package without the list's chunk: the read does not need it; a registration does.
     const task = join(dir, 'task-without-list')
@@ -989,7 +1541,9 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
     const chunk = readdirSync(task).filter((f) => readFileSync(join(task, f), 'utf8').includes('"iloveyou'))
     assert.equal(chunk.length, 1, 'the list is in a chunk of its own')
     rmSync(join(task, chunk[0]))
-    const lengths = JSON.parse(readFileSync(join(dir, 'task', chunk[0]), 'utf8').match(/\[".*"\]/s)![0]).map((p: string) => p.length)
+    const lengths = JSON.parse(readFileSync(join(dir, 'task', chunk[0]), 'utf8').match(/\[".*"\]/s)![0]).map(
+      (p: string) => p.length,
+    )
     assert.ok(Math.min(...lengths) >= 8, 'only passwords the API could be sent: 8 characters or more')
     assert.deepEqual(statuses(task).slice(0, 1), [200])
   })

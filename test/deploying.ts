@@ -16,7 +16,8 @@ import { handler as seeder, type SeederEvent } from '../seed.ts'
 /** A copy of the project, so that a test may change its source and build/ stays out of the repository. */
 export function projectCopy(): string {
   const work = mkdtempSync(join(tmpdir(), 'buddy-deploy-'))
-  for (const file of ['api.ts', 'db.ts', 'seed.ts', 'deploy.ts', 'fake_db.json', 'package.json']) cpSync(join(root, file), join(work, file))
+  for (const file of ['api.ts', 'db.ts', 'seed.ts', 'deploy.ts', 'fake_db.json', 'package.json'])
+    cpSync(join(root, file), join(work, file))
   symlinkSync(join(root, 'node_modules'), join(work, 'node_modules'))
   after(() => rmSync(work, { recursive: true, force: true }))
   return work
@@ -37,8 +38,12 @@ export const awsEnv = (endpoint: string) => ({
 export function awsClients(endpoint: string) {
   const config = { endpoint, region: 'us-east-1', credentials: { accessKeyId: 'testing', secretAccessKey: 'testing' } }
   return {
-    lambda: new LambdaClient(config), iam: new IAMClient(config), efs: new EFSClient(config),
-    ec2: new EC2Client(config), rds: new RDSClient(config), logs: new CloudWatchLogsClient(config),
+    lambda: new LambdaClient(config),
+    iam: new IAMClient(config),
+    efs: new EFSClient(config),
+    ec2: new EC2Client(config),
+    rds: new RDSClient(config),
+    logs: new CloudWatchLogsClient(config),
   }
 }
 
@@ -56,7 +61,8 @@ export async function realSeederAnswers(events: SeederEvent[]): Promise<unknown[
     return answers.slice(1)
   } finally {
     console.log = log
-    for (const [name, value] of Object.entries(saved)) value === undefined ? delete process.env[name] : (process.env[name] = value)
+    for (const [name, value] of Object.entries(saved))
+      value === undefined ? delete process.env[name] : (process.env[name] = value)
     rmSync(dir, { recursive: true, force: true })
   }
 }
@@ -65,9 +71,20 @@ export async function realSeederAnswers(events: SeederEvent[]): Promise<unknown[
 export const seederAnswer = (sample = 'loaded') => ({
   statusCode: 200,
   body: JSON.stringify({
-    sample, loaded_at: '2026-12-01T10:00:00', user_count: 8, animal_count: 16, foster_count: 8, adoption_count: 7,
-    added: sample === 'loaded' ? { users: 8, animals: 16, fosters: 8, adoptions: 7 } : { users: 0, animals: 0, fosters: 0, adoptions: 0 },
-    schema: sample === 'loaded' ? { from: 0, to: 1, applied: ['1 users, animals, fosters, per-day intake counts'] } : { from: 1, to: 1, applied: [] },
+    sample,
+    loaded_at: '2026-12-01T10:00:00',
+    user_count: 8,
+    animal_count: 16,
+    foster_count: 8,
+    adoption_count: 7,
+    added:
+      sample === 'loaded'
+        ? { users: 8, animals: 16, fosters: 8, adoptions: 7 }
+        : { users: 0, animals: 0, fosters: 0, adoptions: 0 },
+    schema:
+      sample === 'loaded'
+        ? { from: 0, to: 1, applied: ['1 users, animals, fosters, per-day intake counts'] }
+        : { from: 1, to: 1, applied: [] },
     staff: [],
   }),
 })

@@ -14,7 +14,8 @@ import { chromium } from 'playwright-core'
 import { run } from './cli.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
-if (!existsSync(CHROMIUM) && process.env.CI === 'true') throw new Error(`CI=true and no ${CHROMIUM} (apt-get install chromium)`)
+if (!existsSync(CHROMIUM) && process.env.CI === 'true')
+  throw new Error(`CI=true and no ${CHROMIUM} (apt-get install chromium)`)
 const dist = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'))
 const sample = JSON.parse(readFileSync(new URL('../fake_db.json', import.meta.url), 'utf8'))
 
@@ -23,13 +24,26 @@ describe('the docs page in Chromium', { skip: existsSync(CHROMIUM) ? false : `no
   after(() => rmSync(dir, { recursive: true, force: true }))
 
   it('lists every route, and "Try it out" on GET /animals shows the sample animals', { timeout: 90_000 }, async () => {
-    const server = run('api.ts', { DB_LOCATION: undefined, DB_PATH: join(dir, 'docs.db'), PORT: '0', HOST: '127.0.0.1', JWT_KEY: undefined })
+    const server = run('api.ts', {
+      DB_LOCATION: undefined,
+      DB_PATH: join(dir, 'docs.db'),
+      PORT: '0',
+      HOST: '127.0.0.1',
+      JWT_KEY: undefined,
+    })
     const [, url] = await server.waitFor(/API on (http:\/\/\S+)/)
     // The flags this machine's Chromium needs as root and without a network (see the env notes).
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync'],
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     })
     try {
       const page = await browser.newPage()
@@ -55,10 +69,16 @@ describe('the docs page in Chromium', { skip: existsSync(CHROMIUM) ? false : `no
       assert.match(docs!.headers()['content-security-policy'], /script-src/, 'under its Content-Security-Policy')
       await page.waitForSelector('.opblock', { timeout: 30_000 })
       assert.deepEqual(served.sort(), ['swagger-ui-bundle.js', 'swagger-ui.css'])
-      const listed = await page.$$eval('.opblock', (blocks) => blocks.map((b) =>
-        `${b.querySelector('.opblock-summary-method')?.textContent} ${b.querySelector('.opblock-summary-path')?.getAttribute('data-path')}`))
+      const listed = await page.$$eval('.opblock', (blocks) =>
+        blocks.map(
+          (b) =>
+            `${b.querySelector('.opblock-summary-method')?.textContent} ${b.querySelector('.opblock-summary-path')?.getAttribute('data-path')}`,
+        ),
+      )
       const document = await (await fetch(`${url}/openapi.json`)).json()
-      const routes = Object.entries(document.paths).flatMap(([path, ops]) => Object.keys(ops as object).map((m) => `${m.toUpperCase()} ${path}`))
+      const routes = Object.entries(document.paths).flatMap(([path, ops]) =>
+        Object.keys(ops as object).map((m) => `${m.toUpperCase()} ${path}`),
+      )
       assert.deepEqual(listed.sort(), routes.sort())
 
       const animals = page.locator('.opblock-get', { has: page.locator('[data-path="/animals"]') })
@@ -71,7 +91,10 @@ describe('the docs page in Chromium', { skip: existsSync(CHROMIUM) ? false : `no
       const names = Object.values(sample.animals as Record<string, { name: string }>).map((a) => a.name)
       assert.equal(answer.meta.count, names.length)
       assert.deepEqual(answer.animals.map((a: { name: string }) => a.name).sort(), [...names].sort())
-      assert.deepEqual(errors.filter((e) => /integrity|Refused|Failed to load|Content Security Policy/i.test(e)), [])
+      assert.deepEqual(
+        errors.filter((e) => /integrity|Refused|Failed to load|Content Security Policy/i.test(e)),
+        [],
+      )
     } finally {
       await browser.close()
       server.child.kill('SIGINT')
@@ -80,7 +103,13 @@ describe('the docs page in Chromium', { skip: existsSync(CHROMIUM) ? false : `no
   })
 
   it('cannot be framed by a page on another origin, nor can the home page', { timeout: 60_000 }, async () => {
-    const server = run('api.ts', { DB_LOCATION: undefined, DB_PATH: join(dir, 'frame.db'), PORT: '0', HOST: '127.0.0.1', JWT_KEY: undefined })
+    const server = run('api.ts', {
+      DB_LOCATION: undefined,
+      DB_PATH: join(dir, 'frame.db'),
+      PORT: '0',
+      HOST: '127.0.0.1',
+      JWT_KEY: undefined,
+    })
     const [, url] = await server.waitFor(/API on (http:\/\/\S+)/)
     // Another origin: another port on 127.0.0.1, serving a page that frames ours.
     const other = createServer((req, res) => {
@@ -88,7 +117,10 @@ describe('the docs page in Chromium', { skip: existsSync(CHROMIUM) ? false : `no
       res.end(`<iframe id="docs" src="${url}/docs"></iframe><iframe id="home" src="${url}/"></iframe>`)
     })
     await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve))
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'] })
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+    })
     try {
       const page = await browser.newPage()
       await page.route('https://cdn.jsdelivr.net/**', (route) => route.abort())
@@ -98,13 +130,20 @@ describe('the docs page in Chromium', { skip: existsSync(CHROMIUM) ? false : `no
       page.on('response', (response) => loaded.set(new URL(response.url()).pathname, response.status()))
       await page.goto(`http://127.0.0.1:${(other.address() as AddressInfo).port}/`)
       await page.waitForTimeout(1000)
-      assert.deepEqual([loaded.get('/docs'), loaded.get('/')], [200, 200], 'both answered, and the browser refused to show them')
+      assert.deepEqual(
+        [loaded.get('/docs'), loaded.get('/')],
+        [200, 200],
+        'both answered, and the browser refused to show them',
+      )
       for (const id of ['docs', 'home']) {
         const frame = await (await page.$(`#${id}`))!.contentFrame()
         const title = await frame!.evaluate(() => document.title).catch(() => '')
         assert.doesNotMatch(title, /buddy system/, `${id}: the page is not shown in the frame`)
       }
-      assert.ok(refused.some((e) => /frame-ancestors|X-Frame-Options|Refused to display/i.test(e)), refused.join('\n'))
+      assert.ok(
+        refused.some((e) => /frame-ancestors|X-Frame-Options|Refused to display/i.test(e)),
+        refused.join('\n'),
+      )
     } finally {
       await browser.close()
       other.close()

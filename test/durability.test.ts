@@ -65,62 +65,91 @@ async function write(url: string, token: string, round: number, acknowledged: Ac
 }
 
 describe('SQLite under SIGKILL', () => {
-  for (const [mode, location, journal] of [['WAL', 'local', 'wal'], ['the rollback journal (EFS)', 'efs', 'delete']] as const) {
-    it(`keeps every acknowledged write and an intact file, with ${mode}, over ${ROUNDS} kills`, { timeout: 300_000 }, async () => {
-      let writes = 0
-      let midWrite = 0 // kills that left a hot rollback journal: in the middle of a transaction
-      for (let round = 1; round <= ROUNDS; round++) {
-        const path = join(dir, `${location}-${round}.db`)
-        copyFileSync(template, path)
-        const server = run('api.ts', {
-          DB_LOCATION: location, DB_PATH: path, PORT: '0', HOST: '127.0.0.1', JWT_KEY: '0123456789abcdef'.repeat(4),
-        }, [], undefined, true)
-        try {
-          const [, url] = await server.waitFor(/API on (http:\/\/\S+)/)
-          const login = await fetch(`${url}/auth/token`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/x-www-form-urlencoded' },
-            body: 'username=juniper&password=password',
-          })
-          const { access_token: token } = await login.json()
-          const acknowledged: Acknowledged = { animals: new Map(), count: 0 }
-          const stop = new AbortController()
-          const writing = write(url, token, round, acknowledged, stop.signal)
-          // Somewhere in the stream: after a few writes, at a random moment of a random one.
-          const killAfter = random(10, 200)
-          while (acknowledged.count < killAfter) await new Promise((resolve) => setTimeout(resolve, 1))
-          await new Promise((resolve) => setTimeout(resolve, random(0, 5)))
-          server.killGroup('SIGKILL')
-          await server.exited
-          stop.abort()
-          await writing
-          writes += acknowledged.count
-          if (existsSync(`${path}-journal`)) midWrite++
-
-          const db = await openDatabase({ kind: 'sqlite', path, onNetworkFs: location === 'efs' })
+  for (const [mode, location, journal] of [
+    ['WAL', 'local', 'wal'],
+    ['the rollback journal (EFS)', 'efs', 'delete'],
+  ] as const) {
+    it(
+      `keeps every acknowledged write and an intact file, with ${mode}, over ${ROUNDS} kills`,
+      { timeout: 300_000 },
+      async () => {
+        let writes = 0
+        let midWrite = 0 // kills that left a hot rollback journal: in the middle of a transaction
+        for (let round = 1; round <= ROUNDS; round++) {
+          const path = join(dir, `${location}-${round}.db`)
+          copyFileSync(template, path)
+          const server = run(
+            'api.ts',
+            {
+              DB_LOCATION: location,
+              DB_PATH: path,
+              PORT: '0',
+              HOST: '127.0.0.1',
+              JWT_KEY: '0123456789abcdef'.repeat(4),
+            },
+            [],
+            undefined,
+            true,
+          )
           try {
-            assert.deepEqual(await db.values('PRAGMA integrity_check'), [['ok']], `round ${round}`)
-            assert.deepEqual(await db.values('PRAGMA journal_mode'), [[journal]])
-            for (const [id, { acked, pending }] of acknowledged.animals) {
-              const rows = await db.all<{ name: string; age: number }>('SELECT name, age FROM animals WHERE id = ?', [id])
-              const found = rows.map((r) => ({ name: r.name, age: Number(r.age) }))[0] ?? null
-              const allowed = pending === undefined ? [acked] : [acked, pending]
-              assert.ok(allowed.some((row) => JSON.stringify(row) === JSON.stringify(found)),
-                `round ${round}, animal ${id}: ${JSON.stringify(found)}, acknowledged ${JSON.stringify(acked)}`)
+            const [, url] = await server.waitFor(/API on (http:\/\/\S+)/)
+            const login = await fetch(`${url}/auth/token`, {
+              method: 'POST',
+              headers: { 'content-type': 'application/x-www-form-urlencoded' },
+              body: 'username=juniper&password=password',
+            })
+            const { access_token: token } = await login.json()
+            const acknowledged: Acknowledged = { animals: new Map(), count: 0 }
+            const stop = new AbortController()
+            const writing = write(url, token, round, acknowledged, stop.signal)
+            // Somewhere in the stream: after a few writes, at a random moment of a random one.
+            const killAfter = random(10, 200)
+            while (acknowledged.count < killAfter) await new Promise((resolve) => setTimeout(resolve, 1))
+            await new Promise((resolve) => setTimeout(resolve, random(0, 5)))
+            server.killGroup('SIGKILL')
+            await server.exited
+            stop.abort()
+            await writing
+            writes += acknowledged.count
+            if (existsSync(`${path}-journal`)) midWrite++
+
+            const db = await openDatabase({ kind: 'sqlite', path, onNetworkFs: location === 'efs' })
+            try {
+              assert.deepEqual(await db.values('PRAGMA integrity_check'), [['ok']], `round ${round}`)
+              assert.deepEqual(await db.values('PRAGMA journal_mode'), [[journal]])
+              for (const [id, { acked, pending }] of acknowledged.animals) {
+                const rows = await db.all<{ name: string; age: number }>('SELECT name, age FROM animals WHERE id = ?', [
+                  id,
+                ])
+                const found = rows.map((r) => ({ name: r.name, age: Number(r.age) }))[0] ?? null
+                const allowed = pending === undefined ? [acked] : [acked, pending]
+                assert.ok(
+                  allowed.some((row) => JSON.stringify(row) === JSON.stringify(found)),
+                  `round ${round}, animal ${id}: ${JSON.stringify(found)}, acknowledged ${JSON.stringify(acked)}`,
+                )
+              }
+              // Rows nobody acknowledged: at most the creations in flight, one per writer.
+              const [[created]] = await db.values('SELECT COUNT(*) FROM animals WHERE name LIKE ?', [
+                `round ${round} %`,
+              ])
+              const acknowledgedRows = [...acknowledged.animals.values()].filter((a) => a.acked || a.pending).length
+              assert.ok(
+                Number(created) - acknowledgedRows <= WRITERS,
+                `round ${round}: ${created} rows, ${acknowledgedRows} acknowledged`,
+              )
+            } finally {
+              await db.close()
             }
-            // Rows nobody acknowledged: at most the creations in flight, one per writer.
-            const [[created]] = await db.values('SELECT COUNT(*) FROM animals WHERE name LIKE ?', [`round ${round} %`])
-            const acknowledgedRows = [...acknowledged.animals.values()].filter((a) => a.acked || a.pending).length
-            assert.ok(Number(created) - acknowledgedRows <= WRITERS, `round ${round}: ${created} rows, ${acknowledgedRows} acknowledged`)
           } finally {
-            await db.close()
+            server.killGroup('SIGKILL')
           }
-        } finally {
-          server.killGroup('SIGKILL')
         }
-      }
-      const during = location === 'efs' ? ` (${midWrite} in the middle of a transaction, its journal left behind)` : ''
-      console.log(`${mode}: ${ROUNDS} kills${during}, ${writes} acknowledged writes, every one found, every file intact`)
-    })
+        const during =
+          location === 'efs' ? ` (${midWrite} in the middle of a transaction, its journal left behind)` : ''
+        console.log(
+          `${mode}: ${ROUNDS} kills${during}, ${writes} acknowledged writes, every one found, every file intact`,
+        )
+      },
+    )
   }
 })

@@ -53,7 +53,8 @@ function sqlite(): Fixture {
     rmSync(dir, { recursive: true, force: true })
   })
   return {
-    empty: async (options = {}) => withSchema({ kind: 'sqlite', path: join(dir, `empty-${++n}.db`), onNetworkFs: false }, options.schema),
+    empty: async (options = {}) =>
+      withSchema({ kind: 'sqlite', path: join(dir, `empty-${++n}.db`), onNetworkFs: false }, options.schema),
   }
 }
 
@@ -103,6 +104,7 @@ function postgresql(server: PostgresServer): Fixture {
     server.stop()
   })
   return {
-    empty: async (options = {}) => withSchema({ ...configFromEnv(), database: await create() } as DbConfig, options.schema),
+    empty: async (options = {}) =>
+      withSchema({ ...configFromEnv(), database: await create() } as DbConfig, options.schema),
   }
 }

@@ -29,7 +29,6 @@ export interface Moto {
   stop(): void
 }
 
-
 export async function startMoto(): Promise<Moto | string> {
   try {
     execFileSync('moto_server', ['--help'], { stdio: 'ignore' })
@@ -53,7 +52,10 @@ export async function startMoto(): Promise<Moto | string> {
   const endpoint = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 30_000
   for (;;) {
-    const up = await fetch(`${endpoint}/moto-api/`).then((r) => r.ok, () => false)
+    const up = await fetch(`${endpoint}/moto-api/`).then(
+      (r) => r.ok,
+      () => false,
+    )
     if (up) break
     if (Date.now() > deadline || child.exitCode !== null) {
       child.kill()
@@ -81,13 +83,17 @@ export async function startMoto(): Promise<Moto | string> {
     },
     requests() {
       if (!existsSync(recording)) return []
-      return readFileSync(recording, 'utf8').split('\n').filter(Boolean).map((line) => {
-        const entry = JSON.parse(line)
-        const body = entry.body_encoded ? Buffer.from(entry.body, 'base64').toString('utf8') : entry.body ?? ''
-        const target = entry.headers['X-Amz-Target'] ?? entry.headers['x-amz-target']
-        const url = new URL(entry.url)
-        return { method: entry.method, path: url.pathname, query: url.searchParams, target, body }
-      }).filter((r) => !r.path.startsWith('/moto-api'))
+      return readFileSync(recording, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => {
+          const entry = JSON.parse(line)
+          const body = entry.body_encoded ? Buffer.from(entry.body, 'base64').toString('utf8') : (entry.body ?? '')
+          const target = entry.headers['X-Amz-Target'] ?? entry.headers['x-amz-target']
+          const url = new URL(entry.url)
+          return { method: entry.method, path: url.pathname, query: url.searchParams, target, body }
+        })
+        .filter((r) => !r.path.startsWith('/moto-api'))
     },
     stop() {
       child.kill()
@@ -105,16 +111,21 @@ export function operationOf(r: Recorded): string {
 
 /** Requests that change something: everything but lookups and Lambda invocations. */
 export function changes(requests: Recorded[]): string[] {
-  return requests
-    .map(operationOf)
-    .filter((op) => !/^(Describe|Get|List)|^GET |\/invocations$/.test(op))
+  return requests.map(operationOf).filter((op) => !/^(Describe|Get|List)|^GET |\/invocations$/.test(op))
 }
 
 /** The AWS operation of a request as it goes by: the same names as operationOf. */
-function operationOfRequest(method: string, path: string, headers: Record<string, string | string[] | undefined>, body: string): string {
+function operationOfRequest(
+  method: string,
+  path: string,
+  headers: Record<string, string | string[] | undefined>,
+  body: string,
+): string {
   const target = headers['x-amz-target']
   if (typeof target === 'string') return target.split('.').at(-1)!
-  const action = headers['content-type']?.includes('x-www-form-urlencoded') ? new URLSearchParams(body).get('Action') : null
+  const action = headers['content-type']?.includes('x-www-form-urlencoded')
+    ? new URLSearchParams(body).get('Action')
+    : null
   return action ?? `${method} ${path}`
 }
 
@@ -155,12 +166,20 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
       if (req.headers['x-amz-target'] || !req.headers['content-type']?.includes('x-www-form-urlencoded')) {
         // Lambda: https://docs.aws.amazon.com/lambda/latest/api/API_GetFunction.html#API_GetFunction_Errors
         res.writeHead(429, { 'content-type': 'application/json', 'x-amzn-errortype': 'TooManyRequestsException' })
-        return void res.end(JSON.stringify({ Type: 'User', message: 'Rate exceeded', Reason: 'CallerRateLimitExceeded' }))
+        return void res.end(
+          JSON.stringify({ Type: 'User', message: 'Rate exceeded', Reason: 'CallerRateLimitExceeded' }),
+        )
       }
       res.writeHead(400, { 'content-type': 'text/xml' })
-      return void res.end('<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>throttled</RequestId></ErrorResponse>')
+      return void res.end(
+        '<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>throttled</RequestId></ErrorResponse>',
+      )
     }
-    const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !['host', 'connection', 'expect', 'content-length', 'transfer-encoding'].includes(k))) as Record<string, string>
+    const headers = Object.fromEntries(
+      Object.entries(req.headers).filter(
+        ([k]) => !['host', 'connection', 'expect', 'content-length', 'transfer-encoding'].includes(k),
+      ),
+    ) as Record<string, string>
     const answer = await fetch(url, { method: req.method, headers, body: body.length ? body : undefined })
     const payload = Buffer.from(await answer.arrayBuffer())
     calls.push(operation)
@@ -182,9 +201,10 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
     calls,
     writes,
     throttled,
-    close: () => new Promise((resolve) => {
-      server.closeAllConnections()
-      server.close(() => resolve())
-    }),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
   }
 }

@@ -26,11 +26,13 @@ function findBin(): string | undefined {
   }
 }
 
-
 /** Starts a cluster, or says why it cannot (undefined and a reason). */
 export async function startPostgres(): Promise<PostgresServer | string> {
   if (process.env.PG_ENDPOINT) {
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('PG_'))) as Record<string, string>
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k.startsWith('PG_'))) as Record<
+      string,
+      string
+    >
     return { env, stop() {} }
   }
   const bin = findBin()
@@ -46,25 +48,44 @@ export async function startPostgres(): Promise<PostgresServer | string> {
   const data = join(dir, 'data')
   const password = randomBytes(16).toString('hex')
   writeFileSync(join(dir, 'pw'), password)
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1',
-    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
-    '-keyout', join(dir, 'server.key'), '-out', join(dir, 'server.crt'),
-  ], { stdio: 'pipe' })
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-keyout',
+      join(dir, 'server.key'),
+      '-out',
+      join(dir, 'server.crt'),
+    ],
+    { stdio: 'pipe' },
+  )
   execFileSync('chmod', ['600', join(dir, 'server.key')])
   if (asRoot) execFileSync('chown', ['-R', 'postgres:', dir])
   run('initdb', ['-D', data, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${join(dir, 'pw')}`, '--no-sync'])
   const port = await freePort()
-  appendFileSync(join(data, 'postgresql.conf'), [
-    `listen_addresses = '127.0.0.1'`,
-    `port = ${port}`,
-    `unix_socket_directories = '${dir}'`,
-    `ssl = on`,
-    `ssl_cert_file = '${join(dir, 'server.crt')}'`,
-    `ssl_key_file = '${join(dir, 'server.key')}'`,
-    `fsync = off`,
-    '',
-  ].join('\n'))
+  appendFileSync(
+    join(data, 'postgresql.conf'),
+    [
+      `listen_addresses = '127.0.0.1'`,
+      `port = ${port}`,
+      `unix_socket_directories = '${dir}'`,
+      `ssl = on`,
+      `ssl_cert_file = '${join(dir, 'server.crt')}'`,
+      `ssl_key_file = '${join(dir, 'server.key')}'`,
+      `fsync = off`,
+      '',
+    ].join('\n'),
+  )
   // Only TLS over TCP, as RDS with rds.force_ssl = 1.
   writeFileSync(join(data, 'pg_hba.conf'), 'hostssl all all 127.0.0.1/32 scram-sha-256\n')
   if (asRoot) execFileSync('chown', ['postgres:', join(data, 'pg_hba.conf')])

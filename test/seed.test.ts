@@ -13,15 +13,27 @@ it('migrates and seeds the local database once, and says that a second run added
   const env = { DB_LOCATION: 'local', DB_PATH: join(dir, 'seed.db') }
   const first = run('seed.ts', env)
   assert.equal(await first.exited, 0, first.output())
-  assert.match(first.output(), /^SQLite .*seed\.db \(.+\): schema 0 → \d+ \(applied 1 users, animals, fosters, per-day intake counts.*\); added 8 users, 16 animals, 8 fosters, 7 adoptions; staff: juniper$/m)
+  assert.match(
+    first.output(),
+    /^SQLite .*seed\.db \(.+\): schema 0 → \d+ \(applied 1 users, animals, fosters, per-day intake counts.*\); added 8 users, 16 animals, 8 fosters, 7 adoptions; staff: juniper$/m,
+  )
   assert.match(first.output(), /Log in as juniper \(staff\) or any sample user with the password "password"/)
   const second = run('seed.ts', env)
   assert.equal(await second.exited, 0, second.output())
-  assert.match(second.output(), /: schema at version \d+; nothing added: the sample was loaded on \d{4}-\d\d-\d\dT[\d:]{8}, and is loaded only once/)
+  assert.match(
+    second.output(),
+    /: schema at version \d+; nothing added: the sample was loaded on \d{4}-\d\d-\d\dT[\d:]{8}, and is loaded only once/,
+  )
 })
 
 it('exits 1 with the reason when it cannot reach the database', async () => {
-  const failed = run('seed.ts', { DB_LOCATION: 'rds', PG_USERNAME: 'postgres', PG_ENDPOINT: undefined, PG_PASSWORD: undefined, PG_PORT: undefined })
+  const failed = run('seed.ts', {
+    DB_LOCATION: 'rds',
+    PG_USERNAME: 'postgres',
+    PG_ENDPOINT: undefined,
+    PG_PASSWORD: undefined,
+    PG_PORT: undefined,
+  })
   assert.equal(await failed.exited, 1)
   assert.match(failed.output(), /seeding failed: DB_LOCATION=rds needs PG_PASSWORD, PG_ENDPOINT, PG_PORT/)
 })

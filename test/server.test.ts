@@ -11,7 +11,13 @@ import { accessMatrix, type Send } from './access.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'buddy-server-'))
 after(() => rmSync(dir, { recursive: true, force: true }))
-const env = (name: string) => ({ DB_LOCATION: undefined, DB_PATH: join(dir, name), PORT: '0', HOST: '127.0.0.1', JWT_KEY: undefined })
+const env = (name: string) => ({
+  DB_LOCATION: undefined,
+  DB_PATH: join(dir, name),
+  PORT: '0',
+  HOST: '127.0.0.1',
+  JWT_KEY: undefined,
+})
 
 async function start(name: string) {
   const server = run('api.ts', env(name))
@@ -51,12 +57,17 @@ describe('the local server', () => {
       assert.equal(event.headers['x-custom'], 'v')
       assert.equal(event.headers.cookie, undefined)
       assert.deepEqual(event.requestContext.http, {
-        method: 'PUT', path: '/animals/5/', protocol: 'HTTP/1.1', sourceIp: '127.0.0.1', userAgent: event.headers['user-agent'],
+        method: 'PUT',
+        path: '/animals/5/',
+        protocol: 'HTTP/1.1',
+        sourceIp: '127.0.0.1',
+        userAgent: event.headers['user-agent'],
       })
       assert.deepEqual([event.body, event.isBase64Encoded], [Buffer.from('{"age": 3}').toString('base64'), true])
       const { time, timeEpoch } = event.requestContext
       assert.ok(timeEpoch >= sent && timeEpoch <= received, `${timeEpoch} between ${sent} and ${received}`)
-      const [, day, month, year, clock] = /^(\d{2})\/([A-Z][a-z]{2})\/(\d{4}):(\d{2}:\d{2}:\d{2}) \+0000$/.exec(time) ?? []
+      const [, day, month, year, clock] =
+        /^(\d{2})\/([A-Z][a-z]{2})\/(\d{4}):(\d{2}:\d{2}:\d{2}) \+0000$/.exec(time) ?? []
       assert.equal(Date.parse(`${day} ${month} ${year} ${clock} GMT`), Math.floor(timeEpoch / 1000) * 1000, time)
       // Each request its own ID, a UUID as Lambda's are.
       const next = await fetch(`http://127.0.0.1:${port}/`).then((r) => r.json())
@@ -75,7 +86,9 @@ describe('the local server', () => {
       for (let i = 0; i < 5; i++) {
         await new Promise<void>((resolve, reject) => {
           const socket = connect(Number(port), '127.0.0.1', () => {
-            socket.write(`POST /animals HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"name": "re`)
+            socket.write(
+              `POST /animals HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"name": "re`,
+            )
             setTimeout(() => {
               socket.destroy()
               resolve()
@@ -129,7 +142,9 @@ describe('the local server', () => {
       const patch = await fetch(`${server.url}/animals/1`, { method: 'PATCH' })
       assert.deepEqual([patch.status, patch.headers.get('allow')], [405, 'GET, PUT, DELETE, HEAD'])
 
-      const huge = await fetch(`${server.url}/animals`, { method: 'POST', body: 'x'.repeat(2 * 1024 * 1024) }).catch((e) => e)
+      const huge = await fetch(`${server.url}/animals`, { method: 'POST', body: 'x'.repeat(2 * 1024 * 1024) }).catch(
+        (e) => e,
+      )
       assert.equal(huge.status, 413, String(huge))
 
       await server.waitFor(/PATCH \/animals\/1 405 \d+\.\dms/)
@@ -140,53 +155,65 @@ describe('the local server', () => {
     }
   })
 
-  it('answers requests that arrive together each with its own answer, in order, whatever the other clients do', { timeout: 30_000 }, async () => {
-    const server = await start('together.db')
-    /** Writes `text` at once on a new connection, then ends it, destroys it or waits for the server to close it;
-     * resolves with all it received. */
-    const raw = (text: string, then: 'end' | 'destroy' | 'wait') =>
-      new Promise<string>((resolve, reject) => {
-        const { port } = new URL(server.url)
-        const socket = connect(Number(port), '127.0.0.1', () => {
-          socket.write(text)
-          if (then === 'end') socket.end()
-          if (then === 'destroy') socket.destroy()
+  it(
+    'answers requests that arrive together each with its own answer, in order, whatever the other clients do',
+    { timeout: 30_000 },
+    async () => {
+      const server = await start('together.db')
+      /** Writes `text` at once on a new connection, then ends it, destroys it or waits for the server to close it;
+       * resolves with all it received. */
+      const raw = (text: string, then: 'end' | 'destroy' | 'wait') =>
+        new Promise<string>((resolve, reject) => {
+          const { port } = new URL(server.url)
+          const socket = connect(Number(port), '127.0.0.1', () => {
+            socket.write(text)
+            if (then === 'end') socket.end()
+            if (then === 'destroy') socket.destroy()
+          })
+          let received = ''
+          socket.on('data', (chunk) => (received += chunk))
+          socket.on('error', reject)
+          socket.on('close', () => resolve(received))
         })
-        let received = ''
-        socket.on('data', (chunk) => (received += chunk))
-        socket.on('error', reject)
-        socket.on('close', () => resolve(received))
-      })
-    const get = (id: number, close = false) => `GET /animals/${id} HTTP/1.1\r\nHost: x\r\n${close ? 'Connection: close\r\n' : ''}\r\n`
-    try {
-      const ids = [3, 1, 16, 999, 7, 2, 2, 12, 5, 9]
-      const [pipelined, halfClosed, , ...fetched] = await Promise.all([
-        // Ten requests in one write: the server reads them in one turn of its event loop.
-        raw(ids.map((id, i) => get(id, i === ids.length - 1)).join(''), 'wait'),
-        raw(get(4), 'end'), // a client that stops sending before its answer comes
-        raw(get(6).repeat(5), 'destroy'), // one that leaves before its answers
-        ...ids.map((id) => fetch(`${server.url}/animals/${id}`).then(async (r) => [r.status, await r.json()])),
-      ])
-      const expected = ids.map((id) => (id === 999 ? [404, 'Animal'] : [200, id]))
-      const answers = pipelined.split(/(?=HTTP\/1\.1 )/).map((answer) => {
-        const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))
-        return [Number(answer.slice(9, 12)), body.animal?.id ?? body.detail.entity_name]
-      })
-      assert.deepEqual(answers, expected)
-      assert.deepEqual(fetched.map(([status, body]) => [status, body.animal?.id ?? body.detail.entity_name]), expected)
-      assert.match(halfClosed, /^HTTP\/1\.1 200 OK\r\n[^]*"id":4,/)
-      // The server is still up, and still answers.
-      assert.equal((await fetch(`${server.url}/animals/8`).then((r) => r.json())).animal.id, 8)
-    } finally {
-      assert.equal(await stop(server), 0)
-    }
-  })
+      const get = (id: number, close = false) =>
+        `GET /animals/${id} HTTP/1.1\r\nHost: x\r\n${close ? 'Connection: close\r\n' : ''}\r\n`
+      try {
+        const ids = [3, 1, 16, 999, 7, 2, 2, 12, 5, 9]
+        const [pipelined, halfClosed, , ...fetched] = await Promise.all([
+          // Ten requests in one write: the server reads them in one turn of its event loop.
+          raw(ids.map((id, i) => get(id, i === ids.length - 1)).join(''), 'wait'),
+          raw(get(4), 'end'), // a client that stops sending before its answer comes
+          raw(get(6).repeat(5), 'destroy'), // one that leaves before its answers
+          ...ids.map((id) => fetch(`${server.url}/animals/${id}`).then(async (r) => [r.status, await r.json()])),
+        ])
+        const expected = ids.map((id) => (id === 999 ? [404, 'Animal'] : [200, id]))
+        const answers = pipelined.split(/(?=HTTP\/1\.1 )/).map((answer) => {
+          const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4))
+          return [Number(answer.slice(9, 12)), body.animal?.id ?? body.detail.entity_name]
+        })
+        assert.deepEqual(answers, expected)
+        assert.deepEqual(
+          fetched.map(([status, body]) => [status, body.animal?.id ?? body.detail.entity_name]),
+          expected,
+        )
+        assert.match(halfClosed, /^HTTP\/1\.1 200 OK\r\n[^]*"id":4,/)
+        // The server is still up, and still answers.
+        assert.equal((await fetch(`${server.url}/animals/8`).then((r) => r.json())).animal.id, 8)
+      } finally {
+        assert.equal(await stop(server), 0)
+      }
+    },
+  )
 
   it("keeps the first version's React client working on the local sample: register, log in, list, and add an animal as juniper", async () => {
     const server = await start('react.db')
     const origin = { origin: 'http://localhost:5173' } // the client's development server, allowed by default
     const logIn = async (username: string, password: string) => {
-      const answer = await fetch(`${server.url}/auth/token`, { method: 'POST', headers: origin, body: new URLSearchParams({ username, password }) })
+      const answer = await fetch(`${server.url}/auth/token`, {
+        method: 'POST',
+        headers: origin,
+        body: new URLSearchParams({ username, password }),
+      })
       assert.equal(answer.status, 200, username)
       return (await answer.json()).access_token as string
     }
@@ -202,11 +229,12 @@ describe('the local server', () => {
       const newcomer = await logIn('newcomer', 'kestrel harbour')
       const list = await fetch(`${server.url}/animals`, { headers: origin }).then((r) => r.json())
       assert.equal(list.meta.count, 16)
-      const add = (token: string) => fetch(`${server.url}/animals`, {
-        method: 'POST',
-        headers: { ...origin, authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ name: 'rex', age: '3', kind: 'dog', fixed: 'true' }), // as its form sends them
-      })
+      const add = (token: string) =>
+        fetch(`${server.url}/animals`, {
+          method: 'POST',
+          headers: { ...origin, authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ name: 'rex', age: '3', kind: 'dog', fixed: 'true' }), // as its form sends them
+        })
       assert.equal((await add(newcomer)).status, 403, 'a public user may not')
       const added = await add(await logIn('juniper', 'password'))
       assert.equal(added.status, 200)
@@ -224,45 +252,66 @@ describe('the local server', () => {
         return { status: answer.status, text: await answer.text() }
       }
       const login = async (username: string, password: string) => {
-        const { text } = await send({ method: 'POST', path: '/auth/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ username, password }).toString() })
+        const { text } = await send({
+          method: 'POST',
+          path: '/auth/token',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ username, password }).toString(),
+        })
         return JSON.parse(text).access_token as string
       }
       const lines = await accessMatrix(send, login)
-      assert.deepEqual(lines.filter((line) => line.includes('should be')), [], lines.join('\n'))
+      assert.deepEqual(
+        lines.filter((line) => line.includes('should be')),
+        [],
+        lines.join('\n'),
+      )
       assert.equal(lines.length, 58)
     } finally {
       await stop(server)
     }
   })
 
-  it('holds failed logins across two servers on one SQLite file, as across Lambda containers', { timeout: 60_000 }, async () => {
-    const [first, second] = [await start('shared.db'), await start('shared.db')]
-    const login = (server: typeof first, password: string) =>
-      fetch(`${server.url}/auth/token`, { method: 'POST', body: new URLSearchParams({ username: 'reggie', password }) })
-    try {
-      for (let i = 0; i < 5; i++) assert.equal((await login(i % 2 ? second : first, `wrong-${i}`)).status, 401)
-      for (const server of [first, second]) {
-        const held = await login(server, 'password')
-        assert.equal(held.status, 429, 'the right password, during the wait, on either server')
-        assert.ok(Number(held.headers.get('retry-after')) > 0)
+  it(
+    'holds failed logins across two servers on one SQLite file, as across Lambda containers',
+    { timeout: 60_000 },
+    async () => {
+      const [first, second] = [await start('shared.db'), await start('shared.db')]
+      const login = (server: typeof first, password: string) =>
+        fetch(`${server.url}/auth/token`, {
+          method: 'POST',
+          body: new URLSearchParams({ username: 'reggie', password }),
+        })
+      try {
+        for (let i = 0; i < 5; i++) assert.equal((await login(i % 2 ? second : first, `wrong-${i}`)).status, 401)
+        for (const server of [first, second]) {
+          const held = await login(server, 'password')
+          assert.equal(held.status, 429, 'the right password, during the wait, on either server')
+          assert.ok(Number(held.headers.get('retry-after')) > 0)
+        }
+        await first.waitFor(/failed login for "reggie" from 127\.0\.0\.1/)
+      } finally {
+        await stop(first)
+        await stop(second)
       }
-      await first.waitFor(/failed login for "reggie" from 127\.0\.0\.1/)
-    } finally {
-      await stop(first)
-      await stop(second)
-    }
-  })
+    },
+  )
 
   it('refuses a body over 64 KB with 413, answers HEAD as GET without a body, and sends the safe headers', async () => {
     const server = await start('limits.db')
     try {
       const big = await fetch(`${server.url}/auth/registration`, {
-        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'x'.repeat(65 * 1024) }),
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'x'.repeat(65 * 1024) }),
       })
       assert.deepEqual([big.status, await big.json()], [413, { detail: 'request body too large' }])
       assert.equal(big.headers.get('x-content-type-options'), 'nosniff')
       const head = await fetch(`${server.url}/docs`, { method: 'HEAD' }) // curl -I
-      assert.deepEqual([head.status, head.headers.get('content-type'), await head.text()], [200, 'text/html; charset=utf-8', ''])
+      assert.deepEqual(
+        [head.status, head.headers.get('content-type'), await head.text()],
+        [200, 'text/html; charset=utf-8', ''],
+      )
       assert.match(head.headers.get('content-security-policy')!, /frame-ancestors 'none'/)
       for (const header of ['x-frame-options', 'referrer-policy']) assert.ok(head.headers.get(header), header)
       assert.equal(head.headers.get('strict-transport-security'), null, 'no HSTS over plain HTTP')
@@ -275,7 +324,10 @@ describe('the local server', () => {
     for (const key of ['a'.repeat(64), 'ab'.repeat(32), 'password'.repeat(5)]) {
       const server = run('api.ts', { ...env('weak.db'), JWT_KEY: key })
       assert.equal(await server.exited, 1)
-      assert.match(server.output(), /JWT_KEY is too weak \(too few distinct characters\): generate one with `openssl rand -hex 32`/)
+      assert.match(
+        server.output(),
+        /JWT_KEY is too weak \(too few distinct characters\): generate one with `openssl rand -hex 32`/,
+      )
     }
   })
 

@@ -13,39 +13,56 @@ import { run } from './cli.ts'
 describe('on SQLite', () => {
   apiSuite(freshDatabases())
 
-  it('answers 503 with Retry-After when another connection holds the write lock past the busy timeout', { timeout: 30_000 }, async (t) => {
-    t.mock.method(console, 'error', () => {})
-    const { handler } = await import('../api.ts')
-    const login = await handler(httpApiEvent({
-      method: 'POST', path: '/auth/token', body: 'username=juniper&password=password',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    }))
-    const token = JSON.parse(login.body!).access_token
-    const other = await openDatabase({ kind: 'sqlite', path: process.env.DB_PATH!, onNetworkFs: false })
-    await other.exec('BEGIN IMMEDIATE') // another container's write, in the middle
-    try {
-      const result = await handler(httpApiEvent({
-        method: 'POST', path: '/animals', body: '{"name": "Rex", "age": 1, "kind": "dog"}',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      }))
-      assert.equal(result.statusCode, 503, result.body)
-      assert.equal(result.headers?.['retry-after'], '5')
-      assert.equal((await handler(httpApiEvent({ path: '/animals/1' }))).statusCode, 200, 'reads go on (WAL)')
-    } finally {
-      await other.exec('ROLLBACK')
-      await other.close()
-    }
-    const after = await handler(httpApiEvent({
-      method: 'POST', path: '/animals', body: '{"name": "Rex", "age": 1, "kind": "dog"}',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-    }))
-    assert.equal(after.statusCode, 200, 'and the write once the lock is gone')
-  })
+  it(
+    'answers 503 with Retry-After when another connection holds the write lock past the busy timeout',
+    { timeout: 30_000 },
+    async (t) => {
+      t.mock.method(console, 'error', () => {})
+      const { handler } = await import('../api.ts')
+      const login = await handler(
+        httpApiEvent({
+          method: 'POST',
+          path: '/auth/token',
+          body: 'username=juniper&password=password',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        }),
+      )
+      const token = JSON.parse(login.body!).access_token
+      const other = await openDatabase({ kind: 'sqlite', path: process.env.DB_PATH!, onNetworkFs: false })
+      await other.exec('BEGIN IMMEDIATE') // another container's write, in the middle
+      try {
+        const result = await handler(
+          httpApiEvent({
+            method: 'POST',
+            path: '/animals',
+            body: '{"name": "Rex", "age": 1, "kind": "dog"}',
+            headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+          }),
+        )
+        assert.equal(result.statusCode, 503, result.body)
+        assert.equal(result.headers?.['retry-after'], '5')
+        assert.equal((await handler(httpApiEvent({ path: '/animals/1' }))).statusCode, 200, 'reads go on (WAL)')
+      } finally {
+        await other.exec('ROLLBACK')
+        await other.close()
+      }
+      const after = await handler(
+        httpApiEvent({
+          method: 'POST',
+          path: '/animals',
+          body: '{"name": "Rex", "age": 1, "kind": "dog"}',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        }),
+      )
+      assert.equal(after.statusCode, 200, 'and the write once the lock is gone')
+    },
+  )
 
   it('uses the SQLite that this Node has: node:sqlite on 24, better-sqlite3 on 20', async () => {
     const major = Number(process.versions.node.split('.')[0])
     // Node 22 has node:sqlite, but uses it only where its statements can return arrays.
-    const expected = major >= 24 ? ['node:sqlite'] : major <= 20 ? ['better-sqlite3'] : ['node:sqlite', 'better-sqlite3']
+    const expected =
+      major >= 24 ? ['node:sqlite'] : major <= 20 ? ['better-sqlite3'] : ['node:sqlite', 'better-sqlite3']
     const dir = mkdtempSync(join(tmpdir(), 'buddy-driver-'))
     const db = await openDatabase({ kind: 'sqlite', path: join(dir, 'x.db'), onNetworkFs: false })
     assert.ok(expected.map((name) => `SQLite ${join(dir, 'x.db')} (${name})`).includes(db.label), db.label)
@@ -70,30 +87,36 @@ describe('on SQLite', () => {
     }
   })
 
-  it('opens a file whose write lock another process holds by waiting for it, as a container starting during another one\'s write on EFS', { timeout: 30_000 }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'buddy-open-'))
-    const config = { kind: 'sqlite', path: join(dir, 'efs.db'), onNetworkFs: true } as const
-    try {
-      const db = await openDatabase(config)
-      await migrate(db)
-      await db.close()
-      const holder = run('-e', {}, [`(async () => {
+  it(
+    "opens a file whose write lock another process holds by waiting for it, as a container starting during another one's write on EFS",
+    { timeout: 30_000 },
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'buddy-open-'))
+      const config = { kind: 'sqlite', path: join(dir, 'efs.db'), onNetworkFs: true } as const
+      try {
+        const db = await openDatabase(config)
+        await migrate(db)
+        await db.close()
+        const holder = run('-e', {}, [
+          `(async () => {
         const { openDatabase } = await import('./db.ts')
         const db = await openDatabase(${JSON.stringify(config)})
         await db.exec('BEGIN EXCLUSIVE')
         await db.exec("INSERT INTO animals (name, age, kind, intake_date) VALUES ('a', 1, 'cat', '2024-01-01')")
         console.log('locked')
         setTimeout(async () => { await db.exec('COMMIT'); await db.close() }, 500)
-      })()`])
-      await holder.waitFor(/locked/)
-      const opened = await openDatabase(config) // SQLITE_BUSY at once if it sets journal_mode before busy_timeout
-      assert.deepEqual(await opened.values('SELECT count(*) FROM animals'), [[1]], 'opened after the commit')
-      await opened.close()
-      assert.equal(await holder.exited, 0, holder.output())
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
-  })
+      })()`,
+        ])
+        await holder.waitFor(/locked/)
+        const opened = await openDatabase(config) // SQLITE_BUSY at once if it sets journal_mode before busy_timeout
+        assert.deepEqual(await opened.values('SELECT count(*) FROM animals'), [[1]], 'opened after the commit')
+        await opened.close()
+        assert.equal(await holder.exited, 0, holder.output())
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    },
+  )
 
   // `b` stands for another process's connection: the seeder, or an sqlite3 shell.
   const twoConnections = async (onNetworkFs: boolean, test: (a: Database, b: Database) => Promise<void>) => {
@@ -126,7 +149,7 @@ describe('on SQLite', () => {
     })
   })
 
-  it('writes on the latest data after its own reads and another connection\'s writes', async () => {
+  it("writes on the latest data after its own reads and another connection's writes", async () => {
     await twoConnections(false, async (a, b) => {
       assert.equal(await count(a), 0)
       await b.values(INSERT)
