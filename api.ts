@@ -1108,7 +1108,7 @@ const HOME_PAGE = `<!doctype html>
 const SWAGGER_UI = 'https://cdn.jsdelivr.net/npm/swagger-ui-dist@5.35.0'
 const SWAGGER_START = "SwaggerUIBundle({ url: 'openapi.json', dom_id: '#swagger-ui' })"
 // The pages' Content-Security-Policy: scripts and styles from the pinned CDN only, and the one inline script by its
-// SHA-256 (test/docs.test.ts recomputes it, and checks that Swagger UI works under the policy); JSON fetched from
+// SHA-256 (a wrong one stops Swagger UI, which test/docs.test.ts would see in Chromium); JSON fetched from
 // here; no page may frame them. https://developer.mozilla.org/en-US/docs/Web/HTTP/Guides/CSP
 const HTML_POLICY = [
   "default-src 'none'",
