@@ -1,5 +1,7 @@
-// The buddy system API: one Lambda handler for API Gateway (REST and HTTP APIs) and Lambda
-// function URLs, routing through a table. `tsx api.ts` serves the same handler on node:http.
+// The buddy system API: one Lambda handler for API Gateway (REST and HTTP APIs) and Lambda function URLs, routing
+// through a table. `tsx api.ts` serves the same handler on node:http. In the order a request takes: configuration,
+// the handler, reading the event, matching the route, authenticating, parsing, the routes, answering; then the
+// schemas, /openapi.json and the pages, and the local server last.
 import type { IncomingMessage } from 'node:http'
 import { pathToFileURL } from 'node:url'
 import type {
@@ -18,21 +20,8 @@ import * as store from './db.ts'
 
 z.config(en())
 
-/** CORS_ORIGINS, read when it changes (a test sets it; on Lambda it is set once). By default the React client's
- * development server on a person's machine, and on Lambda no origin at all: a deployment trusts only what it was told. */
-let cors = { text: '', origins: [] as string[] }
-function corsOrigins(): string[] {
-  const text = process.env.CORS_ORIGINS ?? (process.env.AWS_LAMBDA_FUNCTION_NAME ? '' : 'http://localhost:5173')
-  if (text !== cors.text)
-    cors = {
-      text,
-      origins: text
-        .split(',')
-        .map((origin) => origin.trim())
-        .filter(Boolean),
-    }
-  return cors.origins
-}
+// Configuration: the token key, read once (a missing or weak one stops the cold start), and the CORS origins.
+
 const TOKEN_SECONDS = 3600
 const jwtKey = new TextEncoder().encode(loadJwtKey())
 
@@ -51,27 +40,285 @@ function loadJwtKey(): string {
   return Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('hex')
 }
 
-// Errors: thrown anywhere behind the handler, turned into a response in one place.
+/** CORS_ORIGINS: by default the React client's development server on a person's machine, and on Lambda no origin at
+ * all: a deployment trusts only what it was told. */
+function corsOrigins(): string[] {
+  const text = process.env.CORS_ORIGINS ?? (process.env.AWS_LAMBDA_FUNCTION_NAME ? '' : 'http://localhost:5173')
+  return text
+    .split(',')
+    .map((origin) => origin.trim())
+    .filter(Boolean)
+}
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly detail: unknown,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(typeof detail === 'string' ? detail : JSON.stringify(detail))
+// The handler
+
+export async function handler(event: Event, context?: { awsRequestId?: string }): Promise<Result> {
+  const started = performance.now()
+  let req: Request | undefined
+  let result: Result
+  try {
+    req = toRequest(event)
+    result = await answer(req)
+  } catch (error) {
+    // An event that is not one (400), or a body too large (413); anything else is logged and a bare 500.
+    result = toResult(failure(req ?? { method: '?', path: '?' }, error), {})
+  }
+  // On Lambda, a line per request in the function's log (the local server writes its own): what, how it
+  // went, how long it took, and the request ID that Lambda's own lines for this invocation carry.
+  if (process.env.AWS_LAMBDA_FUNCTION_NAME) {
+    const id =
+      context?.awsRequestId ?? (event as { requestContext?: { requestId?: string } }).requestContext?.requestId ?? '-'
+    console.log(
+      `${req?.method ?? '?'} ${req?.path ?? '?'} ${result.statusCode} ${(performance.now() - started).toFixed(1)}ms ${id}`,
+    )
+  }
+  return result
+}
+
+async function answer(req: Request): Promise<Result> {
+  if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) {
+    return toResult(preflight(req), {})
+  }
+  let res: Response
+  try {
+    res = await dispatch(req)
+  } catch (error) {
+    res = failure(req, error)
+  }
+  const result = toResult(res, corsHeaders(req))
+  return req.method === 'HEAD' ? { ...result, body: '' } : result
+}
+
+// Reading the event: one function per shape. Payload 2.0 (HTTP APIs, function URLs) carries requestContext.http,
+// payload 1.0 (REST APIs, HTTP APIs set to 1.0) httpMethod and multi-value maps.
+// https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html
+interface Request {
+  method: string
+  path: string
+  query: URLSearchParams
+  headers: Record<string, string>
+  body: string
+  /** The client's address as API Gateway or the function URL saw it (the socket's, locally): never a header. */
+  sourceIp: string
+}
+
+type Event = APIGatewayProxyEvent | APIGatewayProxyEventV2
+type Result = APIGatewayProxyResult & APIGatewayProxyStructuredResultV2
+
+function toRequest(event: Event): Request {
+  if (!isObject(event)) throw badEvent('not an object')
+  const body = eventBody(event)
+  const context = isObject(event.requestContext) ? (event.requestContext as Record<string, unknown>) : {}
+  return isObject(context.http)
+    ? fromHttpApi(event as APIGatewayProxyEventV2, context, body)
+    : fromRestApi(event as APIGatewayProxyEvent, context, body)
+}
+
+function fromHttpApi(event: APIGatewayProxyEventV2, context: Record<string, unknown>, body: string): Request {
+  const http = context.http as Record<string, unknown>
+  const rawPath = event.rawPath ?? http.path
+  if (!isString(http.method) || !isString(rawPath) || !rawPath.startsWith('/')) throw badEvent('no method or path')
+  if (event.rawQueryString != null && !isString(event.rawQueryString)) throw badEvent('rawQueryString is not a string')
+  const headers: Record<string, string> = {}
+  for (const [name, value] of stringMap(event.headers, 'header')) headers[name.toLowerCase()] = value
+  if (event.cookies != null) {
+    if (!Array.isArray(event.cookies) || !event.cookies.every(isString)) throw badEvent('cookies are not strings')
+    if (event.cookies.length) headers.cookie = event.cookies.join('; ')
+  }
+  // An HTTP API's rawPath starts with its named stage (/prod/animals) on the API's own execute-api domain,
+  // not on a custom domain, whose API mapping takes the stage out: strip it only where it is there.
+  // https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-stages.html
+  const { stage, domainName } = context
+  const onExecuteApi = isString(domainName) && /\.execute-api\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$/.test(domainName)
+  const staged =
+    isString(stage) && stage !== '$default' && (rawPath === `/${stage}` || rawPath.startsWith(`/${stage}/`))
+  const path = onExecuteApi && staged ? rawPath.slice(stage.length + 1) || '/' : rawPath
+  const query = new URLSearchParams(event.rawQueryString ?? '')
+  return {
+    method: http.method,
+    path: trimSlash(path),
+    query,
+    headers,
+    body,
+    sourceIp: isString(http.sourceIp) ? http.sourceIp : '',
   }
 }
 
-const notFound = (entity: 'Animal' | 'User', id: number) =>
-  new HttpError(404, { type: 'entity_not_found', entity_name: entity, entity_id: id })
+function fromRestApi(event: APIGatewayProxyEvent, context: Record<string, unknown>, body: string): Request {
+  if (!isString(event.httpMethod) || !isString(event.path) || !event.path.startsWith('/'))
+    throw badEvent('no method or path')
+  const headers: Record<string, string> = {}
+  for (const [name, value] of stringMap(event.headers, 'header')) headers[name.toLowerCase()] = value
+  for (const [name, values] of multiValues(event.multiValueHeaders, 'header')) {
+    if (values.length) headers[name.toLowerCase()] = values.join(',')
+  }
+  const query = new URLSearchParams()
+  const multi = multiValues(event.multiValueQueryStringParameters, 'query parameter')
+  for (const [name, values] of multi) for (const value of values) query.append(name, value)
+  const inMulti = new Set(multi.map(([name]) => name))
+  for (const [name, value] of stringMap(event.queryStringParameters, 'query parameter')) {
+    if (!inMulti.has(name)) query.append(name, value)
+  }
+  // A REST API's `path` leaves the stage out; requestContext.path has it.
+  const identity = isObject(context.identity) ? context.identity : {}
+  const sourceIp = isString(identity.sourceIp) ? identity.sourceIp : ''
+  return { method: event.httpMethod, path: trimSlash(event.path), query, headers, body, sourceIp }
+}
 
-const invalidToken = (description: string) =>
-  new HttpError(
-    401,
-    { error: 'invalid_client', error_description: description },
-    { 'www-authenticate': 'Bearer error="invalid_token"' },
+/** A multi-value map of a payload-1.0 event, checked: null values are left out, others must be lists of strings. */
+function multiValues(value: unknown, what: string): [string, string[]][] {
+  if (value == null) return []
+  if (!isObject(value)) throw badEvent(`multi-value ${what}s are not an object`)
+  const entries: [string, string[]][] = []
+  for (const [name, values] of Object.entries(value)) {
+    if (values == null) continue
+    if (!Array.isArray(values) || !values.every(isString))
+      throw badEvent(`${what} ${name.slice(0, 100)} is not a list of strings`)
+    entries.push([name, values])
+  }
+  return entries
+}
+
+/** A malformed event: a 400 that says so, never a JavaScript message. */
+const badEvent = (what: string) => new HttpError(400, `Bad Request: not an API Gateway or function URL event (${what})`)
+const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x)
+const isString = (x: unknown): x is string => typeof x === 'string'
+
+/** A string map of the event (headers, query parameters), checked: null values are left out, others must be strings. */
+function stringMap(value: unknown, what: string): [string, string][] {
+  if (value == null) return []
+  if (!isObject(value)) throw badEvent(`${what} is not an object`)
+  const entries: [string, string][] = []
+  for (const [name, item] of Object.entries(value)) {
+    if (item == null) continue
+    if (!isString(item)) throw badEvent(`${what} ${name.slice(0, 100)} is not a string`)
+    entries.push([name, item])
+  }
+  return entries
+}
+
+/** The largest body taken: a larger one answers 413 before it is decoded or parsed (API.md, Limits). */
+const MAX_BODY = 64 * 1024
+const tooLarge = () => new HttpError(413, 'request body too large')
+
+/** The event's body as text, refused past MAX_BODY bytes: a base64 text is measured before it is decoded. */
+function eventBody(event: Event): string {
+  if (event.body == null || event.body === '') return ''
+  if (!isString(event.body)) throw badEvent('body is not a string')
+  if (!event.isBase64Encoded) {
+    if (event.body.length > MAX_BODY || Buffer.byteLength(event.body) > MAX_BODY) throw tooLarge()
+    return event.body
+  }
+  if (event.body.length > Math.ceil(MAX_BODY / 3) * 4) throw tooLarge() // base64: 4 characters for 3 bytes
+  const bytes = Buffer.from(event.body, 'base64')
+  if (bytes.length > MAX_BODY) throw tooLarge()
+  return bytes.toString('utf8')
+}
+
+/** One trailing slash goes (/animals/ is /animals); `//` and the like stay, and match no route. */
+const trimSlash = (path: string) =>
+  path.length > 1 && path.endsWith('/') && !path.endsWith('//') ? path.slice(0, -1) : path
+
+// Matching the route: the table compiled into patterns on the first request; a known path with another method is a 405.
+
+interface CompiledRoute {
+  route: Route
+  /** The names of the path's parameters, {user_id} and the like, in order. */
+  names: string[]
+  pattern: RegExp
+}
+let compiled: CompiledRoute[] | undefined
+const routeTable = () =>
+  (compiled ??= routes().map((route) => ({
+    route,
+    names: [...route.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]),
+    // Each {name} matches one segment; everything else is literal (the `.` of /openapi.json included).
+    pattern: new RegExp(
+      `^${route.path
+        .split(/\{\w+\}/)
+        .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+        .join('([^/]+)')}$`,
+    ),
+  })))
+
+/** The methods a path answers: HEAD wherever GET is (RFC 9110 §9.3.2). */
+function methodsOf(path: string): string[] {
+  const methods = new Set(
+    routeTable()
+      .filter((e) => e.pattern.test(path))
+      .map((e) => e.route.method as string),
   )
+  if (methods.has('GET')) methods.add('HEAD')
+  return [...methods]
+}
+
+/** The route of the request's method and path, and the text of its path parameters; else 404, or 405 with Allow. */
+function match(req: Request): { entry: CompiledRoute; values: string[] } {
+  const method = req.method === 'HEAD' ? 'GET' : req.method // HEAD answers as GET does; answer() drops the body
+  for (const entry of routeTable()) {
+    const found = entry.route.method === method && entry.pattern.exec(req.path)
+    if (found) return { entry, values: found.slice(1) }
+  }
+  const allow = methodsOf(req.path)
+  if (!allow.length) throw new HttpError(404, 'Not Found')
+  throw new HttpError(405, 'Method Not Allowed', { allow: allow.join(', ') })
+}
+
+/** Match, authenticate, check who may call it, parse, run. */
+async function dispatch(req: Request): Promise<Response> {
+  const { entry, values } = match(req)
+  const { route } = entry
+  let conn: Promise<store.Database> | undefined
+  const db = () => (conn ??= store.database())
+  const user = route.access === 'anyone' ? undefined : await authenticate(req, db)
+  const ids = pathIds(entry.names, values)
+  if (user && !user.is_staff && (route.access === 'staff' || (route.access === 'self' && ids.user_id !== user.id))) {
+    throw new HttpError(403, 'Forbidden')
+  }
+  const { query, body } = input(route, req)
+  return route.run({ sourceIp: req.sourceIp, ids, body, query, me: async () => user!, db })
+}
+
+// Authenticating
+
+// Tokens: HS256 JWTs that name their user (sub), this API (issuer, audience, type) and the version of the user's
+// password they were issued under, which a change of password moves on (db.ts).
+const TOKEN = { issuer: 'buddy-system', audience: 'buddy-system-api', typ: 'at+jwt' } // RFC 9068's access token type
+const PASSWORD_VERSION = 'pwv'
+// A JWT's three parts in base64url without padding (RFC 7515 §2), each in its one canonical form: a string with other
+// bits in its last character decodes to the same bytes, and is refused, so that a token has one spelling only.
+const JWT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
+const canonical = (token: string) =>
+  token.split('.').every((part) => Buffer.from(part, 'base64url').toString('base64url') === part)
+
+async function authenticate(req: Request, db: () => Promise<store.Database>): Promise<store.User> {
+  const authorization = req.headers.authorization ?? ''
+  if (!/^bearer\s/i.test(authorization)) throw new HttpError(401, 'Not authenticated', { 'www-authenticate': 'Bearer' })
+  // Exactly one token, as RFC 6750 §2.1 writes it: "Bearer" 1*SP b64token, and nothing after it.
+  const token = /^bearer +(\S+)$/i.exec(authorization)?.[1]
+  if (!token || !JWT.test(token) || !canonical(token)) throw invalidToken('invalid bearer token')
+  let payload: { sub?: string; [PASSWORD_VERSION]?: unknown }
+  try {
+    // Only HS256 with our key (`alg: none` and every other algorithm are refused), issued by and for this API, at most
+    // an hour ago whatever its exp says.
+    ;({ payload } = await jwtVerify(token, jwtKey, {
+      algorithms: ['HS256'],
+      ...TOKEN,
+      maxTokenAge: TOKEN_SECONDS,
+      requiredClaims: ['sub', 'exp', 'iat', PASSWORD_VERSION],
+    }))
+  } catch (error) {
+    if (error instanceof joseErrors.JWTExpired) throw invalidToken('expired bearer token')
+    throw invalidToken('invalid bearer token')
+  }
+  const id = /^\d+$/.test(payload.sub ?? '') ? Number(payload.sub) : NaN
+  const account = Number.isSafeInteger(id) ? await store.getAccount(await db(), id) : undefined
+  // A user who is gone, or who changed their password after this token was issued.
+  if (!account || payload[PASSWORD_VERSION] !== account.passwordVersion) throw invalidToken('invalid bearer token')
+  return account.user
+}
+
+// Parsing
 
 type Location = 'body' | 'query' | 'path'
 
@@ -109,6 +356,531 @@ function parse<T>(schema: z.ZodMiniType<T>, value: unknown, where: Location): T 
   const result = schema.safeParse(value, { reportInput: true })
   if (!result.success) throw invalid(where, result.error.issues)
   return result.data
+}
+
+/** The path's ids as numbers (a 422 for any that is not one). */
+function pathIds(names: string[], values: string[]): Record<string, number> {
+  const ids: Record<string, number> = {}
+  const issues: z.core.$ZodIssue[] = []
+  names.forEach((name, i) => {
+    if (DIGITS.test(values[i])) return void (ids[name] = Number(values[i]))
+    const result = pathId.safeParse(decodePath(values[i]), { reportInput: true })
+    if (result.success) ids[name] = result.data
+    else issues.push(...result.error.issues.map((issue) => ({ ...issue, path: [name] })))
+  })
+  if (issues.length) throw invalid('path', issues)
+  return ids
+}
+
+/** The query and the body, each through its schema. A body only in the media type its route reads (415): another
+ * site's plain HTML form cannot post to a JSON route. */
+function input(route: Route, req: Request): { query: unknown; body: unknown } {
+  const query = route.query && parse(route.query, Object.fromEntries(req.query), 'query')
+  const type = route.body ? 'application/json' : route.form ? 'application/x-www-form-urlencoded' : undefined
+  if (type && mediaType(req) !== type) throw new HttpError(415, 'Unsupported Media Type')
+  if (route.body) return { query, body: parse(route.body, parseJson(req.body), 'body') }
+  if (route.form) return { query, body: parse(route.form, Object.fromEntries(new URLSearchParams(req.body)), 'body') }
+  return { query, body: undefined }
+}
+
+/** A path segment decoded; as it came when its percent-encoding is broken, for the 422 to show. */
+function decodePath(segment: string): string {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    return segment
+  }
+}
+
+function parseJson(text: string): unknown {
+  if (!text.trim()) return undefined
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    // Not V8's message: it quotes the body, which may hold a password. Its position alone, where it gives one.
+    const at = /position (\d+)/.exec((error as Error).message)?.[1]
+    throw new HttpError(422, [
+      { type: 'json_invalid', loc: ['body'], msg: `JSON decode error${at ? ` at position ${at}` : ''}` },
+    ])
+  }
+}
+
+/** The media type of the body, without parameters, in lowercase: media types are case-insensitive (RFC 9110 §8.3.1). */
+const mediaType = (req: Request) => (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()
+
+// The routes
+
+interface Response {
+  status: number
+  body?: unknown
+  html?: string
+  headers?: Record<string, string>
+}
+interface Context<B, Q> {
+  /** The client's address (Request.sourceIp), for the limits per address. */
+  sourceIp: string
+  ids: Record<string, number>
+  body: B
+  query: Q
+  /** The user of the request's bearer token, on a route that needs one. */
+  me(): Promise<store.User>
+  db(): Promise<store.Database>
+}
+/** Who may call a route (API.md, Access): anyone; any user with a valid bearer token; the user that the path's
+ * {user_id} names, or staff; staff only. Checked before the route runs: 401 without a token, 403 with the wrong one. */
+type Access = 'anyone' | 'user' | 'self' | 'staff'
+const ACCESS: Record<Access, string> = {
+  anyone: 'Anyone, without a token.',
+  user: 'Any user, with their bearer token.',
+  self: 'The user that user_id names, or staff.',
+  staff: 'Staff only.',
+}
+interface Route<B = any, Q = any> {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE'
+  path: string
+  summary: string
+  access: Access
+  body?: z.ZodMiniType<B>
+  form?: z.ZodMiniType<B>
+  query?: z.ZodMiniObject & z.ZodMiniType<Q>
+  response?: z.ZodMiniType
+  run(ctx: Context<B, Q>): Promise<Response>
+}
+const route = <B = undefined, Q = undefined>(r: Route<B, Q>) => r
+const ok = (body: unknown): Response => ({ status: 200, body })
+const noContent: Response = { status: 204 }
+
+/** The routes, in the order a reader meets them: built on the first request, once every schema below exists. */
+function routes(): Route[] {
+  return [
+    route({
+      method: 'GET',
+      path: '/',
+      access: 'anyone',
+      summary: 'A page about this API',
+      run: async () => ({ status: 200, html: HOME_PAGE }),
+    }),
+    route({
+      method: 'GET',
+      path: '/greet',
+      access: 'anyone',
+      summary: 'A greeting',
+      response: z.object({ greeting: z.string() }),
+      run: async () => ok({ greeting: 'hello to nobody' }),
+    }),
+    route({
+      method: 'GET',
+      path: '/openapi.json',
+      access: 'anyone',
+      summary: 'This document',
+      run: async () => ok((openApiDocument ??= buildOpenApi())),
+    }),
+    route({
+      method: 'GET',
+      path: '/docs',
+      access: 'anyone',
+      summary: 'An interactive page for this document (Swagger UI)',
+      run: async () => ({ status: 200, html: DOCS_PAGE }),
+    }),
+    route({
+      method: 'POST',
+      path: '/auth/registration',
+      access: 'anyone',
+      summary: 'Create a user',
+      body: Registration,
+      response: User,
+      async run({ body, sourceIp, db }) {
+        const conn = await db()
+        const wait = await store.addressWait(conn, sourceIp, 'registration')
+        if (wait) throw tooMany('too many registrations: try again later', wait)
+        await refuseCommon(body.password, 'password')
+        await store.recordAddressEvent(conn, sourceIp, 'registration')
+        const passwordHash = await store.hashPassword(body.password)
+        const created_at = new Date().toISOString().slice(0, 19)
+        try {
+          return ok(await store.createUser(conn, { ...body, passwordHash, created_at }))
+        } catch (error) {
+          const field = store.isUniqueViolation(error) && (await store.takenField(conn, body))
+          if (!field) throw error
+          throw new HttpError(422, {
+            type: 'duplicate_value',
+            entity_name: 'User',
+            entity_field: field,
+            entity_field_value: body[field],
+          })
+        }
+      },
+    }),
+    route({
+      method: 'POST',
+      path: '/auth/token',
+      access: 'anyone',
+      summary: 'Log in: trade a username and password for a bearer token',
+      form: TokenForm,
+      response: z.object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.int() }),
+      async run({ body, sourceIp, db }) {
+        const conn = await db()
+        const failures = await refuseWhileWaiting(conn, sourceIp, body.username)
+        const login = await store.findLogin(conn, body.username)
+        // An unknown user costs one hash, as a wrong password does, from the first request on: timing tells nothing.
+        const valid = await store.verifyPassword(body.password, login?.passwordHash ?? store.DUMMY_PASSWORD_HASH)
+        if (!login || !valid) {
+          await countFailedLogin(conn, sourceIp, body.username)
+          throw new HttpError(
+            401,
+            { error: 'invalid_client', error_description: 'invalid username or password' },
+            NO_STORE,
+          )
+        }
+        if (failures) await store.clearLoginFailures(conn, body.username) // a write only where there is a count to clear
+        const access_token = await new SignJWT({ [PASSWORD_VERSION]: login.passwordVersion })
+          .setProtectedHeader({ alg: 'HS256', typ: TOKEN.typ })
+          .setIssuer(TOKEN.issuer)
+          .setAudience(TOKEN.audience)
+          .setSubject(String(login.user.id))
+          .setIssuedAt()
+          .setExpirationTime(`${TOKEN_SECONDS}s`)
+          .sign(jwtKey)
+        return {
+          status: 200,
+          body: { access_token, token_type: 'Bearer', expires_in: TOKEN_SECONDS },
+          headers: NO_STORE,
+        }
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/users',
+      access: 'staff',
+      summary: 'Users, by id, a page at a time',
+      query: Page,
+      response: z.object({ meta: PageMeta, users: z.array(User) }),
+      async run({ query, db }) {
+        const { count, users } = await store.listUsers(await db(), query)
+        return ok({ meta: { count, limit: query.limit, offset: query.offset }, users })
+      },
+    }),
+    route({
+      method: 'PUT',
+      path: '/users/me/password',
+      access: 'user',
+      summary: 'Change your password: every token issued before is refused from then on',
+      body: PasswordChange,
+      async run({ body, sourceIp, me, db }) {
+        const conn = await db()
+        const { id, username } = await me()
+        // A wrong current password is a failed login: the same limits, the same count.
+        await refuseWhileWaiting(conn, sourceIp, username)
+        const account = await store.getAccount(conn, id)
+        if (!account || !(await store.verifyPassword(body.current_password, account.passwordHash))) {
+          await countFailedLogin(conn, sourceIp, username)
+          throw new HttpError(403, 'Forbidden')
+        }
+        await refuseCommon(body.new_password, 'new_password')
+        await store.changePassword(conn, account.user.id, await store.hashPassword(body.new_password))
+        return noContent
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/users/me',
+      access: 'user',
+      summary: 'The user of the bearer token',
+      response: z.object({ user: User }),
+      run: async ({ me }) => ok({ user: await me() }),
+    }),
+    route({
+      method: 'GET',
+      path: '/users/{user_id}',
+      access: 'self',
+      summary: 'One user',
+      response: z.object({ user: User }),
+      async run({ ids, db }) {
+        return ok({ user: await findUser(await db(), ids.user_id) })
+      },
+    }),
+    route({
+      method: 'DELETE',
+      path: '/users/{user_id}',
+      access: 'self',
+      summary: 'Delete a user, with their fosters; their pets lose their adopter',
+      async run({ ids, db }) {
+        if (!(await store.deleteUser(await db(), ids.user_id))) throw notFound('User', ids.user_id)
+        return noContent
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/users/{user_id}/fosters',
+      access: 'self',
+      summary: "A user's fosters",
+      query: Page,
+      response: z.object({
+        meta: PageMeta,
+        fosters: z.array(
+          z.object({ animal: Animal, user: User, start_date: z.iso.date(), end_date: z.nullable(z.iso.date()) }),
+        ),
+      }),
+      async run({ ids, query, db }) {
+        const conn = await db()
+        const { count, fosters } = await store.listFosters(conn, await findUser(conn, ids.user_id), query)
+        return ok({ meta: { count, ...query }, fosters })
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/users/{user_id}/pets',
+      access: 'self',
+      summary: 'The animals a user adopted',
+      query: Page,
+      response: z.object({ meta: PageMeta, animals: z.array(Animal) }),
+      async run({ ids, query, db }) {
+        const conn = await db()
+        await findUser(conn, ids.user_id)
+        const { count, animals } = await store.listPets(conn, ids.user_id, query)
+        return ok({ meta: { count, ...query }, animals })
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/animals',
+      access: 'anyone',
+      summary: 'Animals, sorted and filtered by intake date, a page at a time',
+      query: AnimalList,
+      response: z.object({ meta: PageMeta, animals: z.array(Animal) }),
+      async run({ query, db }) {
+        const { count, animals } = await store.listAnimals(await db(), query)
+        return ok({ meta: { count, limit: query.limit, offset: query.offset }, animals })
+      },
+    }),
+    route({
+      method: 'POST',
+      path: '/animals',
+      access: 'staff',
+      summary: 'Take in an animal: its intake date is today',
+      body: AnimalCreate,
+      response: z.object({ animal: Animal }),
+      async run({ body, db }) {
+        const intake_date = new Date().toISOString().slice(0, 10)
+        return ok({ animal: await store.createAnimal(await db(), { ...body, intake_date }) })
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/animals/{animal_id}',
+      access: 'anyone',
+      summary: 'One animal',
+      response: z.object({ animal: Animal }),
+      async run({ ids, db }) {
+        const animal = await store.getAnimal(await db(), ids.animal_id)
+        if (!animal) throw notFound('Animal', ids.animal_id)
+        return ok({ animal })
+      },
+    }),
+    route({
+      method: 'PUT',
+      path: '/animals/{animal_id}',
+      access: 'staff',
+      summary: "Change some of an animal's fields; the others stay as they are",
+      body: AnimalUpdate,
+      response: z.object({ animal: Animal }),
+      async run({ ids, body, db }) {
+        const conn = await db()
+        const current = await store.getAnimal(conn, ids.animal_id)
+        if (!current) throw notFound('Animal', ids.animal_id)
+        if (body.adopter_id != null) await findUser(conn, body.adopter_id)
+        // Clearing the adopter clears the date; then the two must go together, and the date make sense.
+        const changes = body.adopter_id === null ? { ...body, adoption_date: null } : body
+        checkAdoption(current, { ...current, ...definedOf(changes) })
+        const animal = await store.updateAnimal(conn, ids.animal_id, changes)
+        if (!animal) throw notFound('Animal', ids.animal_id)
+        return ok({ animal })
+      },
+    }),
+    route({
+      method: 'DELETE',
+      path: '/animals/{animal_id}',
+      access: 'staff',
+      summary: 'Delete an animal and its fosters',
+      async run({ ids, db }) {
+        if (!(await store.deleteAnimal(await db(), ids.animal_id))) throw notFound('Animal', ids.animal_id)
+        return noContent
+      },
+    }),
+  ]
+}
+
+// Limits (API.md): a 429 costs no password hash, so it comes before one.
+
+const tooMany = (detail: string, waitMs: number) =>
+  new HttpError(429, detail, { 'retry-after': String(Math.ceil(waitMs / 1000)) })
+
+/** 429 while the account (after its free failures) or the source address (past its limit) must wait; else how many
+ * failed logins the account has, for a right password to clear. */
+async function refuseWhileWaiting(db: store.Database, sourceIp: string, username: string): Promise<number> {
+  const account = await store.failedLogins(db, username)
+  const wait = Math.max(account.wait, await store.addressWait(db, sourceIp, 'failed_login'))
+  if (wait) throw tooMany('too many failed logins: try again later', wait)
+  return account.count
+}
+
+/** Counts a failed login for the account and the address, and logs it: who was tried, from where (never the password). */
+async function countFailedLogin(db: store.Database, sourceIp: string, username: string): Promise<void> {
+  await store.recordLoginFailure(db, username)
+  await store.recordAddressEvent(db, sourceIp, 'failed_login')
+  console.warn(`failed login for ${JSON.stringify(username.slice(0, 100))} from ${sourceIp || 'an unknown address'}`)
+}
+
+// A token answer is never cached (RFC 6749 §5.1).
+const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' }
+let openApiDocument: object | undefined
+
+/** An adoption that makes sense (API.md, Limits): adopter and date together, the date from the intake to today (UTC). */
+function checkAdoption(before: store.Animal, after: store.Animal) {
+  const problem = (field: string, msg: string) =>
+    new HttpError(422, [{ type: 'adoption_invalid', loc: ['body', field], msg }])
+  if ((after.adopter_id === null) !== (after.adoption_date === null)) {
+    throw problem(
+      after.adopter_id === null ? 'adopter_id' : 'adoption_date',
+      'adopter_id and adoption_date go together: set both, or set adopter_id to null',
+    )
+  }
+  const date = after.adoption_date
+  if (date !== null && date < before.intake_date)
+    throw problem('adoption_date', `The adoption date is before the intake date, ${before.intake_date}`)
+  if (date !== null && date > new Date().toISOString().slice(0, 10))
+    throw problem('adoption_date', 'The adoption date is after today (UTC)')
+}
+
+const definedOf = <T extends object>(o: T) =>
+  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
+
+async function findUser(db: store.Database, id: number): Promise<store.User> {
+  const user = await store.getUser(db, id)
+  if (!user) throw notFound('User', id)
+  return user
+}
+
+/** A password among the most commonly used ones is refused (422), as NIST SP 800-63B §3.1.1.2 asks of a verifier.
+ * The list is zxcvbn-ts's (its most frequent passwords, from leaks), loaded on the first password that needs it: the
+ * routes that take none do not pay for it on a cold start. Compared in lowercase, as the list is written. */
+let commonPasswords: Promise<Set<string>> | undefined
+async function refuseCommon(password: string, field: string): Promise<void> {
+  commonPasswords ??= import('@zxcvbn-ts/language-common').then(
+    ({ dictionary }) => new Set(dictionary['passwords-common']),
+  )
+  if (!(await commonPasswords).has(password.toLowerCase())) return
+  throw new HttpError(422, [
+    {
+      type: 'password_too_common',
+      loc: ['body', field],
+      msg: 'This password is among the most commonly used: choose another',
+    },
+  ])
+}
+
+// Answering: errors (thrown anywhere behind the handler, turned into a response in one place), CORS, headers.
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly detail: unknown,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(typeof detail === 'string' ? detail : JSON.stringify(detail))
+  }
+}
+
+const notFound = (entity: 'Animal' | 'User', id: number) =>
+  new HttpError(404, { type: 'entity_not_found', entity_name: entity, entity_id: id })
+
+const invalidToken = (description: string) =>
+  new HttpError(
+    401,
+    { error: 'invalid_client', error_description: description },
+    { 'www-authenticate': 'Bearer error="invalid_token"' },
+  )
+
+/** The answer to what a route threw: ours (HttpError), the database's state (503), a request PostgreSQL refused
+ * (409, 422), else a bare 500 whose cause goes to the log only. */
+function failure(req: Pick<Request, 'method' | 'path'>, error: unknown): Response {
+  if (error instanceof HttpError)
+    return { status: error.status, body: { detail: error.detail }, headers: error.headers }
+  // A 503 tells the caller to come back, never why: the cause (and what to do about it) goes to the log.
+  if (error instanceof store.SchemaError) {
+    // The schema is deploy.ts's work (its seeder applies the migrations), never a cold start's.
+    console.error(`${req.method} ${req.path}: ${error.message}`)
+    return { status: 503, body: { detail: 'Service Unavailable' }, headers: { 'retry-after': '60' } }
+  }
+  if (store.isUnavailable(error)) {
+    console.error(`${req.method} ${req.path}: the database is unavailable:`, (error as Error).message)
+    return { status: 503, body: { detail: 'Service Unavailable' }, headers: { 'retry-after': '5' } }
+  }
+  const fault = store.requestFault(error)
+  if (fault) return { status: fault.status, body: { detail: fault.detail } }
+  console.error(`${req.method} ${req.path} failed:`, error)
+  return { status: 500, body: { detail: 'Internal Server Error' } }
+}
+
+/** A listed origin is echoed, with credentials; with `*` listed, any other origin gets `*`, without credentials
+ * (https://fetch.spec.whatwg.org/#cors-protocol-and-credentials). What depends on Origin says so in Vary. */
+function corsHeaders(req: Request): Record<string, string> {
+  const origin = req.headers.origin
+  if (!origin) return {}
+  const allowed = corsOrigins()
+  const listed = allowed.some((o) => o !== '*')
+  const vary: Record<string, string> = listed ? { vary: 'Origin' } : {}
+  if (allowed.includes(origin) && origin !== '*') {
+    return { 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true', ...vary }
+  }
+  if (allowed.includes('*')) return { 'access-control-allow-origin': '*', ...vary }
+  return vary
+}
+
+/** A CORS preflight, answered without touching the database. */
+function preflight(req: Request): Response {
+  const cors = corsHeaders(req)
+  if (!cors['access-control-allow-origin'])
+    return { status: 400, body: { detail: 'Disallowed CORS origin' }, headers: cors }
+  const asked = req.headers['access-control-request-headers']
+  return {
+    status: 204,
+    headers: {
+      ...cors,
+      ...(asked ? { vary: [cors.vary, 'Access-Control-Request-Headers'].filter(Boolean).join(', ') } : {}),
+      'access-control-allow-methods': 'GET, POST, PUT, DELETE, OPTIONS',
+      'access-control-allow-headers': asked || '*',
+      'access-control-max-age': '600',
+    },
+  }
+}
+
+// On every answer (API.md, Limits): no sniffing of content types, no referrer, no framing; HSTS where the API is on
+// HTTPS, as on Lambda (function URLs serve HTTPS only); for the HTML pages, a Content-Security-Policy (HTML_POLICY).
+const SAFE_HEADERS = {
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+}
+const HSTS = { 'strict-transport-security': 'max-age=31536000; includeSubDomains' }
+
+function toResult(res: Response, extraHeaders: Record<string, string>): Result {
+  const headers: Record<string, string> = {
+    ...res.headers,
+    ...extraHeaders,
+    ...SAFE_HEADERS,
+    ...(process.env.AWS_LAMBDA_FUNCTION_NAME ? HSTS : {}),
+  }
+  let body = ''
+  if (res.html !== undefined) {
+    headers['content-type'] = 'text/html; charset=utf-8'
+    headers['content-security-policy'] = HTML_POLICY
+    body = res.html
+  } else if (res.body !== undefined) {
+    headers['content-type'] = 'application/json; charset=utf-8'
+    body = JSON.stringify(res.body)
+  }
+  return { statusCode: res.status, headers, body, isBase64Encoded: false }
 }
 
 // Schemas: they validate requests and describe them in /openapi.json. Lenient as the first
@@ -188,59 +960,10 @@ const AnimalList = z.object({
   intake_before: z.optional(date),
   ...Page.shape,
 })
-// Usernames: one in NFKC form and case-folded is taken once (db.ts's identityKey); none may hold a control, format
-// (zero-width, soft hyphen, direction) or private-use character, nor mix scripts the way look-alikes do: UTS #39's
-// "highly restrictive" level, https://www.unicode.org/reports/tr39/#Restriction_Level_Detection. A name in any
-// one script is welcome, and Japanese, Chinese and Korean mixes with Latin too.
-const SCRIPTS = [
-  'Latin',
-  'Greek',
-  'Cyrillic',
-  'Armenian',
-  'Georgian',
-  'Hebrew',
-  'Arabic',
-  'Syriac',
-  'Thaana',
-  'Devanagari',
-  'Bengali',
-  'Gurmukhi',
-  'Gujarati',
-  'Oriya',
-  'Tamil',
-  'Telugu',
-  'Kannada',
-  'Malayalam',
-  'Sinhala',
-  'Thai',
-  'Lao',
-  'Tibetan',
-  'Myanmar',
-  'Khmer',
-  'Mongolian',
-  'Ethiopic',
-  'Cherokee',
-  'Hangul',
-  'Hiragana',
-  'Katakana',
-  'Bopomofo',
-  'Han',
-].map((name) => [name, new RegExp(`\\p{Script=${name}}`, 'u')] as const)
-const SHARED = /[\p{Script=Common}\p{Script=Inherited}]/u // digits, punctuation, combining marks: any script's
-const MIXES = [
-  ['Latin', 'Han', 'Hiragana', 'Katakana'],
-  ['Latin', 'Han', 'Bopomofo'],
-  ['Latin', 'Han', 'Hangul'],
-]
-function oneScript(name: string): boolean {
-  const scripts = new Set<string>()
-  for (const char of name) {
-    if (!SHARED.test(char)) scripts.add(SCRIPTS.find(([, pattern]) => pattern.test(char))?.[0] ?? 'another')
-  }
-  return scripts.size <= 1 || MIXES.some((mix) => [...scripts].every((script) => mix.includes(script)))
-}
+// Usernames: taken once whatever their case and Unicode form (db.ts's identityKey), visible, and written in one
+// script (db.ts's oneScript).
 const username = visibleText(64).check(
-  z.refine<string>((u) => oneScript(u.normalize('NFKC')), {
+  z.refine<string>((u) => store.oneScript(u.normalize('NFKC')), {
     error: 'Input should be written in one script, without look-alike letters of another',
   }),
 )
@@ -289,746 +1012,6 @@ const User = z.object({
 })
 const PageMeta = z.object({ count: z.int(), limit: z.int(), offset: z.int() })
 
-// Routes
-
-interface Request {
-  method: string
-  path: string
-  query: URLSearchParams
-  headers: Record<string, string>
-  body: string
-  /** The client's address as API Gateway or the function URL saw it (the socket's, locally): never a header. */
-  sourceIp: string
-}
-interface Response {
-  status: number
-  body?: unknown
-  html?: string
-  headers?: Record<string, string>
-}
-interface Context<B, Q> {
-  /** The client's address (Request.sourceIp), for the limits per address. */
-  sourceIp: string
-  ids: Record<string, number>
-  body: B
-  query: Q
-  /** The user of the request's bearer token, on a route that needs one. */
-  me(): Promise<store.User>
-  db(): Promise<store.Database>
-}
-/** Who may call a route (API.md, Access): anyone; any user with a valid bearer token; the user that the path's
- * {user_id} names, or staff; staff only. Checked before the route runs: 401 without a token, 403 with the wrong one. */
-type Access = 'anyone' | 'user' | 'self' | 'staff'
-const ACCESS: Record<Access, string> = {
-  anyone: 'Anyone, without a token.',
-  user: 'Any user, with their bearer token.',
-  self: 'The user that user_id names, or staff.',
-  staff: 'Staff only.',
-}
-interface Route<B = any, Q = any> {
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE'
-  path: string
-  summary: string
-  access: Access
-  body?: z.ZodMiniType<B>
-  form?: z.ZodMiniType<B>
-  query?: z.ZodMiniObject & z.ZodMiniType<Q>
-  response?: z.ZodMiniType
-  run(ctx: Context<B, Q>): Promise<Response>
-}
-const route = <B = undefined, Q = undefined>(r: Route<B, Q>) => r
-const ok = (body: unknown): Response => ({ status: 200, body })
-const noContent: Response = { status: 204 }
-
-const routes: Route[] = [
-  route({
-    method: 'GET',
-    path: '/',
-    access: 'anyone',
-    summary: 'A page about this API',
-    run: async () => ({ status: 200, html: HOME_PAGE }),
-  }),
-  route({
-    method: 'GET',
-    path: '/greet',
-    access: 'anyone',
-    summary: 'A greeting',
-    response: z.object({ greeting: z.string() }),
-    run: async () => ok({ greeting: 'hello to nobody' }),
-  }),
-  route({
-    method: 'GET',
-    path: '/openapi.json',
-    access: 'anyone',
-    summary: 'This document',
-    run: async () => ok((openApiDocument ??= buildOpenApi())),
-  }),
-  route({
-    method: 'GET',
-    path: '/docs',
-    access: 'anyone',
-    summary: 'An interactive page for this document (Swagger UI)',
-    run: async () => ({ status: 200, html: DOCS_PAGE }),
-  }),
-  route({
-    method: 'POST',
-    path: '/auth/registration',
-    access: 'anyone',
-    summary: 'Create a user',
-    body: Registration,
-    response: User,
-    async run({ body, sourceIp, db }) {
-      const conn = await db()
-      const wait = await store.addressWait(conn, sourceIp, 'registration')
-      if (wait) throw tooMany('too many registrations: try again later', wait)
-      await refuseCommon(body.password, 'password')
-      await store.recordAddressEvent(conn, sourceIp, 'registration')
-      const passwordHash = await store.hashPassword(body.password)
-      const created_at = new Date().toISOString().slice(0, 19)
-      try {
-        return ok(await store.createUser(conn, { ...body, passwordHash, created_at }))
-      } catch (error) {
-        const field = store.isUniqueViolation(error) && (await store.takenField(conn, body))
-        if (!field) throw error
-        throw new HttpError(422, {
-          type: 'duplicate_value',
-          entity_name: 'User',
-          entity_field: field,
-          entity_field_value: body[field],
-        })
-      }
-    },
-  }),
-  route({
-    method: 'POST',
-    path: '/auth/token',
-    access: 'anyone',
-    summary: 'Log in: trade a username and password for a bearer token',
-    form: TokenForm,
-    response: z.object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.int() }),
-    async run({ body, sourceIp, db }) {
-      const conn = await db()
-      const failures = await refuseWhileWaiting(conn, sourceIp, body.username)
-      const login = await store.findLogin(conn, body.username)
-      // An unknown user costs one hash, as a wrong password does, from the first request on: timing tells nothing.
-      const valid = await store.verifyPassword(body.password, login?.passwordHash ?? store.DUMMY_PASSWORD_HASH)
-      if (!login || !valid) {
-        await countFailedLogin(conn, sourceIp, body.username)
-        throw new HttpError(
-          401,
-          { error: 'invalid_client', error_description: 'invalid username or password' },
-          NO_STORE,
-        )
-      }
-      if (failures) await store.clearLoginFailures(conn, body.username) // a write only where there is a count to clear
-      const access_token = await new SignJWT({ [PASSWORD_VERSION]: login.passwordVersion })
-        .setProtectedHeader({ alg: 'HS256', typ: TOKEN.typ })
-        .setIssuer(TOKEN.issuer)
-        .setAudience(TOKEN.audience)
-        .setSubject(String(login.user.id))
-        .setIssuedAt()
-        .setExpirationTime(`${TOKEN_SECONDS}s`)
-        .sign(jwtKey)
-      return { status: 200, body: { access_token, token_type: 'Bearer', expires_in: TOKEN_SECONDS }, headers: NO_STORE }
-    },
-  }),
-  route({
-    method: 'GET',
-    path: '/users',
-    access: 'staff',
-    summary: 'Users, by id, a page at a time',
-    query: Page,
-    response: z.object({ meta: PageMeta, users: z.array(User) }),
-    async run({ query, db }) {
-      const { count, users } = await store.listUsers(await db(), query)
-      return ok({ meta: { count, limit: query.limit, offset: query.offset }, users })
-    },
-  }),
-  route({
-    method: 'PUT',
-    path: '/users/me/password',
-    access: 'user',
-    summary: 'Change your password: every token issued before is refused from then on',
-    body: PasswordChange,
-    async run({ body, sourceIp, me, db }) {
-      const conn = await db()
-      const { id, username } = await me()
-      // A wrong current password is a failed login: the same limits, the same count.
-      await refuseWhileWaiting(conn, sourceIp, username)
-      const account = await store.getAccount(conn, id)
-      if (!account || !(await store.verifyPassword(body.current_password, account.passwordHash))) {
-        await countFailedLogin(conn, sourceIp, username)
-        throw new HttpError(403, 'Forbidden')
-      }
-      await refuseCommon(body.new_password, 'new_password')
-      await store.changePassword(conn, account.user.id, await store.hashPassword(body.new_password))
-      return noContent
-    },
-  }),
-  route({
-    method: 'GET',
-    path: '/users/me',
-    access: 'user',
-    summary: 'The user of the bearer token',
-    response: z.object({ user: User }),
-    run: async ({ me }) => ok({ user: await me() }),
-  }),
-  route({
-    method: 'GET',
-    path: '/users/{user_id}',
-    access: 'self',
-    summary: 'One user',
-    response: z.object({ user: User }),
-    async run({ ids, db }) {
-      return ok({ user: await findUser(await db(), ids.user_id) })
-    },
-  }),
-  route({
-    method: 'DELETE',
-    path: '/users/{user_id}',
-    access: 'self',
-    summary: 'Delete a user, with their fosters; their pets lose their adopter',
-    async run({ ids, db }) {
-      if (!(await store.deleteUser(await db(), ids.user_id))) throw notFound('User', ids.user_id)
-      return noContent
-    },
-  }),
-  route({
-    method: 'GET',
-    path: '/users/{user_id}/fosters',
-    access: 'self',
-    summary: "A user's fosters",
-    query: Page,
-    response: z.object({
-      meta: PageMeta,
-      fosters: z.array(
-        z.object({ animal: Animal, user: User, start_date: z.iso.date(), end_date: z.nullable(z.iso.date()) }),
-      ),
-    }),
-    async run({ ids, query, db }) {
-      const conn = await db()
-      const { count, fosters } = await store.listFosters(conn, await findUser(conn, ids.user_id), query)
-      return ok({ meta: { count, ...query }, fosters })
-    },
-  }),
-  route({
-    method: 'GET',
-    path: '/users/{user_id}/pets',
-    access: 'self',
-    summary: 'The animals a user adopted',
-    query: Page,
-    response: z.object({ meta: PageMeta, animals: z.array(Animal) }),
-    async run({ ids, query, db }) {
-      const conn = await db()
-      await findUser(conn, ids.user_id)
-      const { count, animals } = await store.listPets(conn, ids.user_id, query)
-      return ok({ meta: { count, ...query }, animals })
-    },
-  }),
-  route({
-    method: 'GET',
-    path: '/animals',
-    access: 'anyone',
-    summary: 'Animals, sorted and filtered by intake date, a page at a time',
-    query: AnimalList,
-    response: z.object({ meta: PageMeta, animals: z.array(Animal) }),
-    async run({ query, db }) {
-      const { count, animals } = await store.listAnimals(await db(), query)
-      return ok({ meta: { count, limit: query.limit, offset: query.offset }, animals })
-    },
-  }),
-  route({
-    method: 'POST',
-    path: '/animals',
-    access: 'staff',
-    summary: 'Take in an animal: its intake date is today',
-    body: AnimalCreate,
-    response: z.object({ animal: Animal }),
-    async run({ body, db }) {
-      const intake_date = new Date().toISOString().slice(0, 10)
-      return ok({ animal: await store.createAnimal(await db(), { ...body, intake_date }) })
-    },
-  }),
-  route({
-    method: 'GET',
-    path: '/animals/{animal_id}',
-    access: 'anyone',
-    summary: 'One animal',
-    response: z.object({ animal: Animal }),
-    async run({ ids, db }) {
-      const animal = await store.getAnimal(await db(), ids.animal_id)
-      if (!animal) throw notFound('Animal', ids.animal_id)
-      return ok({ animal })
-    },
-  }),
-  route({
-    method: 'PUT',
-    path: '/animals/{animal_id}',
-    access: 'staff',
-    summary: "Change some of an animal's fields; the others stay as they are",
-    body: AnimalUpdate,
-    response: z.object({ animal: Animal }),
-    async run({ ids, body, db }) {
-      const conn = await db()
-      const current = await store.getAnimal(conn, ids.animal_id)
-      if (!current) throw notFound('Animal', ids.animal_id)
-      if (body.adopter_id != null) await findUser(conn, body.adopter_id)
-      // Clearing the adopter clears the date; then the two must go together, and the date make sense.
-      const changes = body.adopter_id === null ? { ...body, adoption_date: null } : body
-      checkAdoption(current, { ...current, ...definedOf(changes) })
-      const animal = await store.updateAnimal(conn, ids.animal_id, changes)
-      if (!animal) throw notFound('Animal', ids.animal_id)
-      return ok({ animal })
-    },
-  }),
-  route({
-    method: 'DELETE',
-    path: '/animals/{animal_id}',
-    access: 'staff',
-    summary: 'Delete an animal and its fosters',
-    async run({ ids, db }) {
-      if (!(await store.deleteAnimal(await db(), ids.animal_id))) throw notFound('Animal', ids.animal_id)
-      return noContent
-    },
-  }),
-]
-
-// Limits (API.md): a 429 costs no password hash, so it comes before one.
-
-const tooMany = (detail: string, waitMs: number) =>
-  new HttpError(429, detail, { 'retry-after': String(Math.ceil(waitMs / 1000)) })
-
-/** 429 while the account (after its free failures) or the source address (past its limit) must wait; else how many
- * failed logins the account has, for a right password to clear. */
-async function refuseWhileWaiting(db: store.Database, sourceIp: string, username: string): Promise<number> {
-  const account = await store.failedLogins(db, username)
-  const wait = Math.max(account.wait, await store.addressWait(db, sourceIp, 'failed_login'))
-  if (wait) throw tooMany('too many failed logins: try again later', wait)
-  return account.count
-}
-
-/** Counts a failed login for the account and the address, and logs it: who was tried, from where (never the password). */
-async function countFailedLogin(db: store.Database, sourceIp: string, username: string): Promise<void> {
-  await store.recordLoginFailure(db, username)
-  await store.recordAddressEvent(db, sourceIp, 'failed_login')
-  console.warn(`failed login for ${JSON.stringify(username.slice(0, 100))} from ${sourceIp || 'an unknown address'}`)
-}
-
-// A token answer is never cached (RFC 6749 §5.1).
-const NO_STORE = { 'cache-control': 'no-store', pragma: 'no-cache' }
-let openApiDocument: object | undefined
-
-/** An adoption that makes sense (API.md, Limits): adopter and date together, the date from the intake to today (UTC). */
-function checkAdoption(before: store.Animal, after: store.Animal) {
-  const problem = (field: string, msg: string) =>
-    new HttpError(422, [{ type: 'adoption_invalid', loc: ['body', field], msg }])
-  if ((after.adopter_id === null) !== (after.adoption_date === null)) {
-    throw problem(
-      after.adopter_id === null ? 'adopter_id' : 'adoption_date',
-      'adopter_id and adoption_date go together: set both, or set adopter_id to null',
-    )
-  }
-  const date = after.adoption_date
-  if (date !== null && date < before.intake_date)
-    throw problem('adoption_date', `The adoption date is before the intake date, ${before.intake_date}`)
-  if (date !== null && date > new Date().toISOString().slice(0, 10))
-    throw problem('adoption_date', 'The adoption date is after today (UTC)')
-}
-
-const definedOf = <T extends object>(o: T) =>
-  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
-
-async function findUser(db: store.Database, id: number): Promise<store.User> {
-  const user = await store.getUser(db, id)
-  if (!user) throw notFound('User', id)
-  return user
-}
-
-/** A password among the most commonly used ones is refused (422), as NIST SP 800-63B §3.1.1.2 asks of a verifier.
- * The list is zxcvbn-ts's (its most frequent passwords, from leaks), loaded on the first password that needs it: the
- * routes that take none do not pay for it on a cold start. Compared in lowercase, as the list is written. */
-let commonPasswords: Promise<Set<string>> | undefined
-async function refuseCommon(password: string, field: string): Promise<void> {
-  commonPasswords ??= import('@zxcvbn-ts/language-common').then(
-    ({ dictionary }) => new Set(dictionary['passwords-common']),
-  )
-  if (!(await commonPasswords).has(password.toLowerCase())) return
-  throw new HttpError(422, [
-    {
-      type: 'password_too_common',
-      loc: ['body', field],
-      msg: 'This password is among the most commonly used: choose another',
-    },
-  ])
-}
-
-// Tokens: HS256 JWTs that name their user (sub), this API (issuer, audience, type) and the version of the user's
-// password they were issued under, which a change of password moves on (db.ts).
-const TOKEN = { issuer: 'buddy-system', audience: 'buddy-system-api', typ: 'at+jwt' } // RFC 9068's access token type
-const PASSWORD_VERSION = 'pwv'
-// A JWT's three parts in base64url without padding (RFC 7515 §2), each in its one canonical form: a string with other
-// bits in its last character decodes to the same bytes, and is refused, so that a token has one spelling only.
-const JWT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
-const canonical = (token: string) =>
-  token.split('.').every((part) => Buffer.from(part, 'base64url').toString('base64url') === part)
-
-async function authenticate(req: Request, db: () => Promise<store.Database>): Promise<store.User> {
-  const authorization = req.headers.authorization ?? ''
-  if (!/^bearer\s/i.test(authorization)) throw new HttpError(401, 'Not authenticated', { 'www-authenticate': 'Bearer' })
-  // Exactly one token, as RFC 6750 §2.1 writes it: "Bearer" 1*SP b64token, and nothing after it.
-  const token = /^bearer +(\S+)$/i.exec(authorization)?.[1]
-  if (!token || !JWT.test(token) || !canonical(token)) throw invalidToken('invalid bearer token')
-  let payload: { sub?: string; [PASSWORD_VERSION]?: unknown }
-  try {
-    // Only HS256 with our key (`alg: none` and every other algorithm are refused), issued by and for this API, at most
-    // an hour ago whatever its exp says.
-    ;({ payload } = await jwtVerify(token, jwtKey, {
-      algorithms: ['HS256'],
-      ...TOKEN,
-      maxTokenAge: TOKEN_SECONDS,
-      requiredClaims: ['sub', 'exp', 'iat', PASSWORD_VERSION],
-    }))
-  } catch (error) {
-    if (error instanceof joseErrors.JWTExpired) throw invalidToken('expired bearer token')
-    throw invalidToken('invalid bearer token')
-  }
-  const id = /^\d+$/.test(payload.sub ?? '') ? Number(payload.sub) : NaN
-  const account = Number.isSafeInteger(id) ? await store.getAccount(await db(), id) : undefined
-  // A user who is gone, or who changed their password after this token was issued.
-  if (!account || payload[PASSWORD_VERSION] !== account.passwordVersion) throw invalidToken('invalid bearer token')
-  return account.user
-}
-
-// Routing: the table compiled once into patterns; a known path with another method is a 405.
-
-const table = routes.map((r) => ({
-  route: r,
-  names: [...r.path.matchAll(/\{(\w+)\}/g)].map((m) => m[1]),
-  // Each {name} matches one segment; everything else is literal (the `.` of /openapi.json included).
-  pattern: new RegExp(
-    `^${r.path
-      .split(/\{\w+\}/)
-      .map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
-      .join('([^/]+)')}$`,
-  ),
-}))
-
-/** The methods a path answers: HEAD wherever GET is (RFC 9110 §9.3.2). */
-function methodsOf(path: string): string[] {
-  const methods = new Set(table.filter((e) => e.pattern.test(path)).map((e) => e.route.method as string))
-  if (methods.has('GET')) methods.add('HEAD')
-  return [...methods]
-}
-
-async function dispatch(req: Request): Promise<Response> {
-  let match: (typeof table)[number] | undefined
-  let values: string[] = []
-  const method = req.method === 'HEAD' ? 'GET' : req.method // HEAD answers as GET does; answer() drops the body
-  for (const entry of table) {
-    const m = entry.route.method === method && entry.pattern.exec(req.path)
-    if (m) {
-      match = entry
-      values = m.slice(1)
-      break
-    }
-  }
-  if (!match) {
-    const allow = methodsOf(req.path)
-    if (!allow.length) throw new HttpError(404, 'Not Found')
-    throw new HttpError(405, 'Method Not Allowed', { allow: allow.join(', ') })
-  }
-  const { route, names } = match
-
-  let conn: Promise<store.Database> | undefined
-  const db = () => (conn ??= store.database())
-  const user = route.access === 'anyone' ? undefined : await authenticate(req, db)
-  const me = async () => user!
-
-  const ids: Record<string, number> = {}
-  const issues: z.core.$ZodIssue[] = []
-  names.forEach((name, i) => {
-    if (DIGITS.test(values[i])) return void (ids[name] = Number(values[i]))
-    const result = pathId.safeParse(decodePath(values[i]), { reportInput: true })
-    if (result.success) ids[name] = result.data
-    else issues.push(...result.error.issues.map((issue) => ({ ...issue, path: [name] })))
-  })
-  if (issues.length) throw invalid('path', issues)
-  if (user && !user.is_staff && (route.access === 'staff' || (route.access === 'self' && ids.user_id !== user.id))) {
-    throw new HttpError(403, 'Forbidden')
-  }
-
-  const query = route.query && parse(route.query, Object.fromEntries(req.query), 'query')
-  // Only the media type a route reads: another site's plain HTML form cannot post to a JSON route.
-  const type = route.body ? 'application/json' : route.form ? 'application/x-www-form-urlencoded' : undefined
-  if (type && mediaType(req) !== type) throw new HttpError(415, 'Unsupported Media Type')
-  let body: unknown
-  if (route.body) body = parse(route.body, parseJson(req.body), 'body')
-  if (route.form) body = parse(route.form, Object.fromEntries(new URLSearchParams(req.body)), 'body')
-  return route.run({ sourceIp: req.sourceIp, ids, body, query, me, db })
-}
-
-/** A path segment decoded; as it came when its percent-encoding is broken, for the 422 to show. */
-function decodePath(segment: string): string {
-  try {
-    return decodeURIComponent(segment)
-  } catch {
-    return segment
-  }
-}
-
-function parseJson(text: string): unknown {
-  if (!text.trim()) return undefined
-  try {
-    return JSON.parse(text)
-  } catch (error) {
-    // Not V8's message: it quotes the body, which may hold a password. Its position alone, where it gives one.
-    const at = /position (\d+)/.exec((error as Error).message)?.[1]
-    throw new HttpError(422, [
-      { type: 'json_invalid', loc: ['body'], msg: `JSON decode error${at ? ` at position ${at}` : ''}` },
-    ])
-  }
-}
-
-/** The media type of the body, without parameters, in lowercase: media types are case-insensitive (RFC 9110 §8.3.1). */
-const mediaType = (req: Request) => (req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()
-
-// Events in, results out. Payload 2.0 (HTTP APIs, function URLs) carries requestContext.http;
-// payload 1.0 (REST APIs, HTTP APIs set to 1.0) carries httpMethod and multi-value maps.
-// https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html
-type Event = APIGatewayProxyEvent | APIGatewayProxyEventV2
-type Result = APIGatewayProxyResult & APIGatewayProxyStructuredResultV2
-
-/** The answer to what a route threw: ours (HttpError), the database's state (503), a request PostgreSQL refused
- * (409, 422), else a bare 500 whose cause goes to the log only. */
-function failure(req: Pick<Request, 'method' | 'path'>, error: unknown): Response {
-  if (error instanceof HttpError)
-    return { status: error.status, body: { detail: error.detail }, headers: error.headers }
-  // A 503 tells the caller to come back, never why: the cause (and what to do about it) goes to the log.
-  if (error instanceof store.SchemaError) {
-    // The schema is deploy.ts's work (its seeder applies the migrations), never a cold start's.
-    console.error(`${req.method} ${req.path}: ${error.message}`)
-    return { status: 503, body: { detail: 'Service Unavailable' }, headers: { 'retry-after': '60' } }
-  }
-  if (store.isUnavailable(error)) {
-    console.error(`${req.method} ${req.path}: the database is unavailable:`, (error as Error).message)
-    return { status: 503, body: { detail: 'Service Unavailable' }, headers: { 'retry-after': '5' } }
-  }
-  const fault = store.requestFault(error)
-  if (fault) return { status: fault.status, body: { detail: fault.detail } }
-  console.error(`${req.method} ${req.path} failed:`, error)
-  return { status: 500, body: { detail: 'Internal Server Error' } }
-}
-
-/** A malformed event: a 400 that says so, never a JavaScript message. */
-const badEvent = (what: string) => new HttpError(400, `Bad Request: not an API Gateway or function URL event (${what})`)
-const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x)
-const isString = (x: unknown): x is string => typeof x === 'string'
-
-/** A string map of the event (headers, query parameters), checked: null values are left out, others must be strings. */
-function stringMap(value: unknown, what: string): [string, string][] {
-  if (value == null) return []
-  if (!isObject(value)) throw badEvent(`${what} is not an object`)
-  const entries: [string, string][] = []
-  for (const [name, item] of Object.entries(value)) {
-    if (item == null) continue
-    if (!isString(item)) throw badEvent(`${what} ${name.slice(0, 100)} is not a string`)
-    entries.push([name, item])
-  }
-  return entries
-}
-
-/** The largest body taken: a larger one answers 413 before it is decoded or parsed (API.md, Limits). */
-const MAX_BODY = 64 * 1024
-const tooLarge = () => new HttpError(413, 'request body too large')
-
-/** The event's body as text, refused past MAX_BODY bytes: a base64 text is measured before it is decoded. */
-function eventBody(event: Event): string {
-  if (event.body == null || event.body === '') return ''
-  if (!isString(event.body)) throw badEvent('body is not a string')
-  if (!event.isBase64Encoded) {
-    if (event.body.length > MAX_BODY || Buffer.byteLength(event.body) > MAX_BODY) throw tooLarge()
-    return event.body
-  }
-  if (event.body.length > Math.ceil(MAX_BODY / 3) * 4) throw tooLarge() // base64: 4 characters for 3 bytes
-  const bytes = Buffer.from(event.body, 'base64')
-  if (bytes.length > MAX_BODY) throw tooLarge()
-  return bytes.toString('utf8')
-}
-
-function toRequest(event: Event): Request {
-  if (!isObject(event)) throw badEvent('not an object')
-  const body = eventBody(event)
-  const headers: Record<string, string> = {}
-  const context = event.requestContext as unknown
-  if (isObject(context) && isObject(context.http)) {
-    const v2 = event as APIGatewayProxyEventV2
-    const { method, path: httpPath } = context.http
-    const rawPath = v2.rawPath ?? httpPath
-    if (!isString(method) || !isString(rawPath) || !rawPath.startsWith('/')) throw badEvent('no method or path')
-    if (v2.rawQueryString != null && !isString(v2.rawQueryString)) throw badEvent('rawQueryString is not a string')
-    for (const [name, value] of stringMap(v2.headers, 'header')) headers[name.toLowerCase()] = value
-    if (v2.cookies != null) {
-      if (!Array.isArray(v2.cookies) || !v2.cookies.every(isString)) throw badEvent('cookies are not strings')
-      if (v2.cookies.length) headers.cookie = v2.cookies.join('; ')
-    }
-    // An HTTP API's rawPath starts with its named stage (/prod/animals) on the API's own execute-api domain,
-    // not on a custom domain, whose API mapping takes the stage out: strip it only where it is there.
-    // https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-stages.html
-    const stage = context.stage
-    const onExecuteApi =
-      isString(context.domainName) && /\.execute-api\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$/.test(context.domainName)
-    let path = rawPath
-    if (
-      onExecuteApi &&
-      isString(stage) &&
-      stage !== '$default' &&
-      (path === `/${stage}` || path.startsWith(`/${stage}/`))
-    ) {
-      path = path.slice(stage.length + 1) || '/'
-    }
-    const sourceIp = isString(context.http.sourceIp) ? context.http.sourceIp : ''
-    return {
-      method,
-      path: trimSlash(path),
-      query: new URLSearchParams(v2.rawQueryString ?? ''),
-      headers,
-      body,
-      sourceIp,
-    }
-  }
-  const v1 = event as APIGatewayProxyEvent
-  if (!isString(v1.httpMethod) || !isString(v1.path) || !v1.path.startsWith('/')) throw badEvent('no method or path')
-  for (const [name, value] of stringMap(v1.headers, 'header')) headers[name.toLowerCase()] = value
-  if (v1.multiValueHeaders != null && !isObject(v1.multiValueHeaders))
-    throw badEvent('multiValueHeaders is not an object')
-  for (const [name, values] of Object.entries(v1.multiValueHeaders ?? {})) {
-    if (values == null) continue
-    if (!Array.isArray(values) || !values.every(isString))
-      throw badEvent(`header ${name.slice(0, 100)} is not a list of strings`)
-    if (values.length) headers[name.toLowerCase()] = values.join(',')
-  }
-  const query = new URLSearchParams()
-  if (v1.multiValueQueryStringParameters != null && !isObject(v1.multiValueQueryStringParameters)) {
-    throw badEvent('multiValueQueryStringParameters is not an object')
-  }
-  const multi = v1.multiValueQueryStringParameters ?? {}
-  for (const [name, values] of Object.entries(multi)) {
-    if (values == null) continue
-    if (!Array.isArray(values) || !values.every(isString))
-      throw badEvent(`query parameter ${name.slice(0, 100)} is not a list of strings`)
-    for (const v of values) query.append(name, v)
-  }
-  for (const [name, value] of stringMap(v1.queryStringParameters, 'query parameter')) {
-    if (!(name in multi)) query.append(name, value)
-  }
-  // A REST API's `path` leaves the stage out; requestContext.path has it.
-  const identity = isObject(context) && isObject(context.identity) ? context.identity : {}
-  const sourceIp = isString(identity.sourceIp) ? identity.sourceIp : ''
-  return { method: v1.httpMethod, path: trimSlash(v1.path), query, headers, body, sourceIp }
-}
-
-/** One trailing slash goes (/animals/ is /animals); `//` and the like stay, and match no route. */
-const trimSlash = (path: string) =>
-  path.length > 1 && path.endsWith('/') && !path.endsWith('//') ? path.slice(0, -1) : path
-
-/** A listed origin is echoed, with credentials; with `*` listed, any other origin gets `*`, without credentials
- * (https://fetch.spec.whatwg.org/#cors-protocol-and-credentials). What depends on Origin says so in Vary. */
-function corsHeaders(req: Request): Record<string, string> {
-  const origin = req.headers.origin
-  if (!origin) return {}
-  const allowed = corsOrigins()
-  const listed = allowed.some((o) => o !== '*')
-  const vary: Record<string, string> = listed ? { vary: 'Origin' } : {}
-  if (allowed.includes(origin) && origin !== '*') {
-    return { 'access-control-allow-origin': origin, 'access-control-allow-credentials': 'true', ...vary }
-  }
-  if (allowed.includes('*')) return { 'access-control-allow-origin': '*', ...vary }
-  return vary
-}
-
-/** A CORS preflight, answered without touching the database. */
-function preflight(req: Request): Response {
-  const cors = corsHeaders(req)
-  if (!cors['access-control-allow-origin'])
-    return { status: 400, body: { detail: 'Disallowed CORS origin' }, headers: cors }
-  const asked = req.headers['access-control-request-headers']
-  return {
-    status: 204,
-    headers: {
-      ...cors,
-      ...(asked ? { vary: [cors.vary, 'Access-Control-Request-Headers'].filter(Boolean).join(', ') } : {}),
-      'access-control-allow-methods': 'GET, POST, PUT, DELETE, OPTIONS',
-      'access-control-allow-headers': asked || '*',
-      'access-control-max-age': '600',
-    },
-  }
-}
-
-// On every answer (API.md, Limits): no sniffing of content types, no referrer, no framing; HSTS where the API is on
-// HTTPS, as on Lambda (function URLs serve HTTPS only); for the HTML pages, a Content-Security-Policy (HTML_POLICY).
-const SAFE_HEADERS = {
-  'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer',
-  'x-frame-options': 'DENY',
-}
-const HSTS = { 'strict-transport-security': 'max-age=31536000; includeSubDomains' }
-
-function toResult(res: Response, extraHeaders: Record<string, string>): Result {
-  const headers: Record<string, string> = {
-    ...res.headers,
-    ...extraHeaders,
-    ...SAFE_HEADERS,
-    ...(process.env.AWS_LAMBDA_FUNCTION_NAME ? HSTS : {}),
-  }
-  let body = ''
-  if (res.html !== undefined) {
-    headers['content-type'] = 'text/html; charset=utf-8'
-    headers['content-security-policy'] = HTML_POLICY
-    body = res.html
-  } else if (res.body !== undefined) {
-    headers['content-type'] = 'application/json; charset=utf-8'
-    body = JSON.stringify(res.body)
-  }
-  return { statusCode: res.status, headers, body, isBase64Encoded: false }
-}
-
-export async function handler(event: Event, context?: { awsRequestId?: string }): Promise<Result> {
-  const started = performance.now()
-  let req: Request | undefined
-  let result: Result
-  try {
-    req = toRequest(event)
-    result = await answer(req)
-  } catch (error) {
-    // An event that is not one (400), or a body too large (413); anything else is logged and a bare 500.
-    result = toResult(failure(req ?? { method: '?', path: '?' }, error), {})
-  }
-  // On Lambda, a line per request in the function's log (the local server writes its own): what, how it
-  // went, how long it took, and the request ID that Lambda's own lines for this invocation carry.
-  if (process.env.AWS_LAMBDA_FUNCTION_NAME) {
-    const id =
-      context?.awsRequestId ?? (event as { requestContext?: { requestId?: string } }).requestContext?.requestId ?? '-'
-    console.log(
-      `${req?.method ?? '?'} ${req?.path ?? '?'} ${result.statusCode} ${(performance.now() - started).toFixed(1)}ms ${id}`,
-    )
-  }
-  return result
-}
-
-async function answer(req: Request): Promise<Result> {
-  if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) {
-    return toResult(preflight(req), {})
-  }
-  let res: Response
-  try {
-    res = await dispatch(req)
-  } catch (error) {
-    res = failure(req, error)
-  }
-  const result = toResult(res, corsHeaders(req))
-  return req.method === 'HEAD' ? { ...result, body: '' } : result
-}
-
 // /openapi.json, built from the route table and its schemas.
 
 function buildOpenApi(): object {
@@ -1037,7 +1020,7 @@ function buildOpenApi(): object {
     return rest
   }
   const paths: Record<string, Record<string, unknown>> = {}
-  for (const { route: r, names } of table) {
+  for (const { route: r, names } of routeTable()) {
     const parameters = [
       ...names.map((name) => ({ name, in: 'path', required: true, schema: { type: 'integer', minimum: 0 } })),
       ...Object.entries(r.query?.shape ?? {}).map(([name, s]) => ({

@@ -281,6 +281,57 @@ CREATE OR REPLACE TRIGGER animals_recounted AFTER UPDATE ON animals
 // https://www.unicode.org/reports/tr15/ and https://www.unicode.org/reports/tr44/#CaseFolding.txt
 export const identityKey = (text: string) => text.normalize('NFKC').toUpperCase().toLowerCase().normalize('NFKC')
 
+// A username does not mix scripts the way look-alikes do (a Cyrillic р among Latin letters): UTS #39's "highly
+// restrictive" level, https://www.unicode.org/reports/tr39/#Restriction_Level_Detection. A name in any one script is
+// welcome, and Japanese, Chinese and Korean mixes with Latin too.
+const SCRIPTS = [
+  'Latin',
+  'Greek',
+  'Cyrillic',
+  'Armenian',
+  'Georgian',
+  'Hebrew',
+  'Arabic',
+  'Syriac',
+  'Thaana',
+  'Devanagari',
+  'Bengali',
+  'Gurmukhi',
+  'Gujarati',
+  'Oriya',
+  'Tamil',
+  'Telugu',
+  'Kannada',
+  'Malayalam',
+  'Sinhala',
+  'Thai',
+  'Lao',
+  'Tibetan',
+  'Myanmar',
+  'Khmer',
+  'Mongolian',
+  'Ethiopic',
+  'Cherokee',
+  'Hangul',
+  'Hiragana',
+  'Katakana',
+  'Bopomofo',
+  'Han',
+].map((name) => [name, new RegExp(`\\p{Script=${name}}`, 'u')] as const)
+const SHARED = /[\p{Script=Common}\p{Script=Inherited}]/u // digits, punctuation, combining marks: any script's
+const MIXES = [
+  ['Latin', 'Han', 'Hiragana', 'Katakana'],
+  ['Latin', 'Han', 'Bopomofo'],
+  ['Latin', 'Han', 'Hangul'],
+]
+export function oneScript(name: string): boolean {
+  const scripts = new Set<string>()
+  for (const char of name) {
+    if (!SHARED.test(char)) scripts.add(SCRIPTS.find(([, pattern]) => pattern.test(char))?.[0] ?? 'another')
+  }
+  return scripts.size <= 1 || MIXES.some((mix) => [...scripts].every((script) => mix.includes(script)))
+}
+
 const IDENTITY_COLUMNS = `
 ALTER TABLE users ADD COLUMN username_key TEXT NOT NULL DEFAULT '';
 ALTER TABLE users ADD COLUMN email_key TEXT NOT NULL DEFAULT '';
