@@ -43,47 +43,54 @@ export class ConfigError extends Error {}
  * function's timeout, so that a client gets our 503 rather than Lambda's timeout (deploy.ts sets it from --timeout). */
 const WAIT_MS = Number(process.env.DB_WAIT_MS) > 0 ? Number(process.env.DB_WAIT_MS) : 5000
 
-/** Whether an error says the database cannot serve now (down, restarting, full, slow, locked), not that the
- * request is wrong: the API answers 503 and the next request tries again. */
-export function isUnavailable(error: unknown): boolean {
+// Driver errors, by what they mean, in one table: PostgreSQL's SQLSTATEs
+// (https://www.postgresql.org/docs/current/errcodes-appendix.html), postgres.js's and the operating system's connection
+// codes (https://github.com/porsager/postgres#connection-errors), and SQLite's extended codes as better-sqlite3 names them
+// and node:sqlite numbers them (https://www.sqlite.org/rescode.html).
+type Fault = 'unavailable' | 'duplicate' | 'dangling' | 'bad value' | 'no table'
+const DRIVER_ERRORS: [Fault, RegExp, number[]][] = [
+  // The database cannot serve now (down, restarting, full, slow, locked), not that the request is wrong: the API
+  // answers 503 and the next request tries again. PostgreSQL: connection exceptions (08), too many connections
+  // (53300), shutting down or starting (57P01-3), statement_timeout (57014); SQLite: the lock still held by another
+  // connection once busy_timeout ran out.
+  [
+    'unavailable',
+    /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|EPIPE|CONNECT_TIMEOUT|CONNECTION_(CLOSED|ENDED|DESTROYED)|08...|53300|57P0[123]|57014|SQLITE_(BUSY|LOCKED)\w*)$/,
+    [5, 6],
+  ],
+  ['duplicate', /^(23505|SQLITE_CONSTRAINT_UNIQUE)$/, [2067]],
+  ['dangling', /^(23503|SQLITE_CONSTRAINT_FOREIGNKEY)$/, [787]],
+  ['bad value', /^(22...|23514|23502|SQLITE_CONSTRAINT_CHECK|SQLITE_CONSTRAINT_NOTNULL)$/, [275, 1299]],
+  ['no table', /^42P01$/, []],
+]
+
+function faultOf(error: unknown): Fault | undefined {
   const e = error as { code?: string; errcode?: number; message?: string }
   const code = String(e?.code ?? '')
-  // postgres.js's own codes, and the operating system's: https://github.com/porsager/postgres#connection-errors
-  if (
-    /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND|EAI_AGAIN|EPIPE|CONNECT_TIMEOUT|CONNECTION_CLOSED|CONNECTION_ENDED|CONNECTION_DESTROYED)$/.test(
-      code,
-    )
-  )
-    return true
-  // PostgreSQL: connection exceptions (08), too many connections (53300), shutting down or starting (57P01-3),
-  // statement_timeout (57014). https://www.postgresql.org/docs/current/errcodes-appendix.html
-  if (/^(08...|53300|57P01|57P02|57P03|57014)$/.test(code)) return true
-  // SQLite: the lock still held by another connection once busy_timeout ran out.
-  return /^SQLITE_(BUSY|LOCKED)/.test(code) || e?.errcode === 5 || e?.errcode === 6
+  const found = DRIVER_ERRORS.find(([, codes, numbers]) => codes.test(code) || numbers.includes(Number(e?.errcode)))
+  if (found) return found[0]
+  // SQLite says a table is missing only in words (SQLITE_ERROR).
+  return /^no such table/.test(e?.message ?? '') ? 'no table' : undefined
 }
 
-/** A PostgreSQL error that says the request is at fault: its status (409 a conflict, 422 a value) and what it was. */
-export function requestFault(error: unknown): { status: 409 | 422; detail: string } | undefined {
-  const e = error as { code?: string; errcode?: number }
-  const code = String(e?.code ?? '')
-  // PostgreSQL's SQLSTATEs; SQLite's extended codes, as better-sqlite3 names them and node:sqlite numbers them
-  // (https://www.sqlite.org/rescode.html).
-  if (code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.errcode === 2067) {
-    return { status: 409, detail: 'Conflict: a row with this value exists already' }
-  }
-  if (code === '23503' || code === 'SQLITE_CONSTRAINT_FOREIGNKEY' || e?.errcode === 787) {
-    return { status: 409, detail: 'Conflict: it refers to a row that is gone, or is referred to' }
-  }
-  if (
-    /^22/.test(code) ||
-    ['23514', '23502', 'SQLITE_CONSTRAINT_CHECK', 'SQLITE_CONSTRAINT_NOTNULL'].includes(code) ||
-    e?.errcode === 275 ||
-    e?.errcode === 1299
-  ) {
-    return { status: 422, detail: 'A value is outside what the database accepts' }
-  }
-  return undefined
+/** Whether an error says the database cannot serve now: the API answers 503. */
+export const isUnavailable = (error: unknown) => faultOf(error) === 'unavailable'
+
+/** A UNIQUE constraint was violated (SQLite through either driver, or PostgreSQL). */
+export const isUniqueViolation = (error: unknown) => faultOf(error) === 'duplicate'
+
+const REQUEST_FAULTS: Partial<Record<Fault, { status: 409 | 422; detail: string }>> = {
+  duplicate: { status: 409, detail: 'Conflict: a row with this value exists already' },
+  dangling: { status: 409, detail: 'Conflict: it refers to a row that is gone, or is referred to' },
+  'bad value': { status: 422, detail: 'A value is outside what the database accepts' },
 }
+
+/** An error that says the request is at fault: its status (409 a conflict, 422 a value) and what it was. */
+export function requestFault(error: unknown): { status: 409 | 422; detail: string } | undefined {
+  const fault = faultOf(error)
+  return fault && REQUEST_FAULTS[fault]
+}
+
 /** The database has no schema yet, or an older one than this code needs: the API answers 503. */
 export class SchemaError extends Error {}
 
@@ -465,8 +472,7 @@ export async function schemaVersion(db: Database): Promise<number> {
     const [[version]] = await db.values('SELECT MAX(version) FROM schema_migrations')
     return Number(version ?? 0)
   } catch (error) {
-    const e = error as { code?: string; message?: string }
-    if (e.code === '42P01' || /no such table: schema_migrations/.test(e.message ?? '')) return 0
+    if (faultOf(error) === 'no table') return 0
     throw error
   }
 }
@@ -480,11 +486,17 @@ export interface MigrationResult {
   notes: string[]
 }
 
+/** Inside a transaction: another transaction that takes turns on `what` waits for this one to end. SQLite's
+ * transaction() holds the write lock from its start (BEGIN IMMEDIATE) already; PostgreSQL takes an advisory lock, to
+ * the transaction's end. https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADVISORY-LOCKS */
+export async function takeTurns(tx: Database, what: 'schema' | 'sample' | 'copy'): Promise<void> {
+  if (tx.kind === 'postgres') await tx.all('SELECT pg_advisory_xact_lock(hashtext(?))', [`buddy_system ${what}`])
+}
+
 /** Applies the missing migrations (up to `target`), all in one transaction; a second caller waits for the first. */
 export async function migrate(db: Database, target = SCHEMA_VERSION): Promise<MigrationResult> {
   return db.transaction(async (tx) => {
-    // SQLite: transaction() holds the write lock (BEGIN IMMEDIATE). PostgreSQL: this lock, to the transaction's end.
-    if (tx.kind === 'postgres') await tx.all("SELECT pg_advisory_xact_lock(hashtext('buddy_system schema'))")
+    await takeTurns(tx, 'schema')
     await tx.exec(MIGRATIONS_TABLE)
     const from = await schemaVersion(tx)
     const applied: string[] = []
@@ -646,6 +658,8 @@ async function openPostgres(config: Extract<DbConfig, { kind: 'postgres' }>): Pr
     let n = 0
     return text.replace(/\?/g, () => `$${++n}`)
   }
+  // Every query goes through sql.unsafe with its parameters bound (never quoted into the text): the SQL is written
+  // once, with `?`, for both engines, where postgres.js's tagged templates would be PostgreSQL's alone.
   const wrap = (q: Sql | TransactionSql): Database => {
     const query = (text: string, params: unknown[]) => q.unsafe(placeholders(text), params as ParameterOrJSON<never>[])
     return {
@@ -689,12 +703,6 @@ function iamToken(config: Extract<DbConfig, { kind: 'postgres' }>): () => Promis
   }
 }
 
-/** A UNIQUE constraint was violated (SQLite through either driver, or PostgreSQL). */
-export function isUniqueViolation(error: unknown): boolean {
-  const e = error as { code?: string; errcode?: number }
-  return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.errcode === 2067 || e?.code === '23505'
-}
-
 // The entities, as the API sends them.
 
 export interface Animal {
@@ -722,28 +730,74 @@ export interface Foster {
   end_date: string | null
 }
 
-const ANIMAL = 'id, name, age, kind, fixed, vaccinated, intake_date, adopter_id, adoption_date'
-const USER = 'id, username, email, created_at, is_staff'
+/** An entity's columns, each with how its value is read, in one place: the SELECT list and the reading of a row (an
+ * array, Database.values) are both made from it, so that a new column is one line. Both drivers' values come in:
+ * SQLite's 0 and 1 for booleans, PostgreSQL's strings for BIGINT. */
+function rowShape<T>(columns: { [K in keyof T]: (value: unknown) => T[K] }) {
+  const names = Object.keys(columns) as (keyof T & string)[]
+  return {
+    /** The SELECT list, its columns prefixed (`a.`) where the query joins. */
+    list: (prefix = '') => names.map((name) => prefix + name).join(', '),
+    width: names.length,
+    /** The entity in `row` from column `at` on. */
+    read(row: unknown[], at = 0): T {
+      const entity = {} as T
+      names.forEach((name, i) => (entity[name] = columns[name](row[at + i])))
+      return entity
+    },
+  }
+}
+const asNumber = (value: unknown) => Number(value)
+const asText = (value: unknown) => value as string
+const asBoolean = (value: unknown) => Boolean(value)
+const orNull =
+  <T>(read: (value: unknown) => T) =>
+  (value: unknown) =>
+    value == null ? null : read(value)
 
-// Rows come as arrays (Database.values), their columns in the order of ANIMAL and USER.
-const toAnimal = (row: unknown[]): Animal => ({
-  id: Number(row[0]),
-  name: row[1] as string,
-  age: Number(row[2]),
-  kind: row[3] as string,
-  fixed: Boolean(row[4]),
-  vaccinated: Boolean(row[5]),
-  intake_date: row[6] as string,
-  adopter_id: row[7] == null ? null : Number(row[7]),
-  adoption_date: (row[8] as string | null) ?? null,
+const ANIMAL_ROW = rowShape<Animal>({
+  id: asNumber,
+  name: asText,
+  age: asNumber,
+  kind: asText,
+  fixed: asBoolean,
+  vaccinated: asBoolean,
+  intake_date: asText,
+  adopter_id: orNull(asNumber),
+  adoption_date: orNull(asText),
 })
-const toUser = (row: unknown[]): User => ({
-  id: Number(row[0]),
-  username: row[1] as string,
-  email: row[2] as string,
-  created_at: row[3] as string,
-  is_staff: Boolean(row[4]),
+const USER_ROW = rowShape<User>({
+  id: asNumber,
+  username: asText,
+  email: asText,
+  created_at: asText,
+  is_staff: asBoolean,
 })
+const ANIMAL = ANIMAL_ROW.list()
+const USER = USER_ROW.list()
+const toAnimal = (row: unknown[]) => ANIMAL_ROW.read(row)
+const toUser = (row: unknown[]) => USER_ROW.read(row)
+
+// For speed alone (the figures are in BENCHMARKS.md; each was measured against the plain form in the same run).
+
+/** A page: LIMIT and OFFSET, each a CAST. SQLite plans a bare `LIMIT ?` with its bound value as a constant, so every
+ * new binding recompiles the statement (13 µs a page query instead of 8, here); a CAST is an expression, and the
+ * statement is compiled once. */
+const PAGE = 'LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)'
+
+/** Whether SQLite should read a filtered page by walking the index of its sort order, not the intake window.
+ * SQLite cannot tell how many animals a window holds (that takes ANALYZE's statistics, which nothing gathers
+ * here, and for a range STAT4, which node:sqlite is built without), so it reads the whole window and sorts it,
+ * however large: 14 ms for a page of a window of 20,000 animals. We know how many it holds, `count`. Walking
+ * the sort order reads about (offset + limit) × animals / count rows to fill the page; the window, `count`
+ * rows. When walking is cheaper, a unary + keeps SQLite off the intake_date index
+ * (https://www.sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_).
+ * PostgreSQL keeps statistics of its own, and plans this well. */
+async function walkSortIndex(db: Database, q: AnimalQuery, count: number): Promise<boolean> {
+  if (db.kind !== 'sqlite' || q.sort === 'intake_date' || !(q.intake_after || q.intake_before)) return false
+  const [[top]] = await db.values('SELECT MAX(id) FROM animals') // how many animals, near enough for this
+  return (q.offset + q.limit) * Number(top) < count * count
+}
 
 export const ANIMAL_SORTS = ['name', 'age', 'intake_date'] as const
 export interface AnimalQuery {
@@ -769,36 +823,24 @@ export async function listAnimals(db: Database, q: AnimalQuery): Promise<{ count
     params,
   )
   const column = (await walkSortIndex(db, q, Number(count))) ? '+intake_date' : 'intake_date'
-  // `sort` is one of ANIMAL_SORTS (validated), never text from the request. The CASTs: SQLite plans a bare
-  // `LIMIT ?` with its bound value as a constant, so every new binding recompiles the statement (13 µs a page
-  // query instead of 8, here); a CAST is an expression, and the statement is compiled once.
-  const rows = await db.values(
-    `SELECT ${ANIMAL} FROM animals ${window(column)} ORDER BY ${q.sort}, id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`,
-    [...params, q.limit, q.offset],
-  )
+  // `sort` is one of ANIMAL_SORTS (validated), never text from the request.
+  const rows = await db.values(`SELECT ${ANIMAL} FROM animals ${window(column)} ORDER BY ${q.sort}, id ${PAGE}`, [
+    ...params,
+    q.limit,
+    q.offset,
+  ])
   return { count: Number(count), animals: rows.map(toAnimal) }
 }
 
-/** Whether SQLite should read a filtered page by walking the index of its sort order, not the intake window.
- * SQLite cannot tell how many animals a window holds (that takes ANALYZE's statistics, which nothing gathers
- * here, and for a range STAT4, which node:sqlite is built without), so it reads the whole window and sorts it,
- * however large: 14 ms for a page of a window of 20,000 animals. We know how many it holds, `count`. Walking
- * the sort order reads about (offset + limit) × animals / count rows to fill the page; the window, `count`
- * rows. When walking is cheaper, a unary + keeps SQLite off the intake_date index
- * (https://www.sqlite.org/optoverview.html#disqualifying_where_clause_terms_using_unary_).
- * PostgreSQL keeps statistics of its own, and plans this well. */
-async function walkSortIndex(db: Database, q: AnimalQuery, count: number): Promise<boolean> {
-  if (db.kind !== 'sqlite' || q.sort === 'intake_date' || !(q.intake_after || q.intake_before)) return false
-  const [[top]] = await db.values('SELECT MAX(id) FROM animals') // how many animals, near enough for this
-  return (q.offset + q.limit) * Number(top) < count * count
-}
-
-// Ids are PostgreSQL INTEGERs: a larger one names no row (and PostgreSQL would refuse to compare it).
+// Ids are PostgreSQL INTEGERs: a larger one names no row (and PostgreSQL would refuse to compare it). Every query by
+// an id from a request goes through byId, which answers no row for one.
 const MAX_ID = 2 ** 31 - 1
+/** The rows of `sql`, whose last parameter is `id`. */
+const byId = (db: Database, sql: string, id: number, params: unknown[] = []) =>
+  id > MAX_ID ? Promise.resolve([]) : db.values(sql, [...params, id])
 const GET_ANIMAL = `SELECT ${ANIMAL} FROM animals WHERE id = ?`
 export async function getAnimal(db: Database, id: number): Promise<Animal | undefined> {
-  if (id > MAX_ID) return undefined
-  const [row] = await db.values(GET_ANIMAL, [id])
+  const [row] = await byId(db, GET_ANIMAL, id)
   return row && toAnimal(row)
 }
 
@@ -816,35 +858,31 @@ export type AnimalChanges = Partial<Omit<Animal, 'id' | 'intake_date'>>
 const CHANGEABLE = ['name', 'age', 'kind', 'fixed', 'vaccinated', 'adopter_id', 'adoption_date'] as const
 
 export async function updateAnimal(db: Database, id: number, changes: AnimalChanges): Promise<Animal | undefined> {
-  if (id > MAX_ID) return undefined
   const columns = CHANGEABLE.filter((column) => changes[column] !== undefined)
   if (!columns.length) return getAnimal(db, id)
-  const [row] = await db.values(
+  const [row] = await byId(
+    db,
     `UPDATE animals SET ${columns.map((c) => `${c} = ?`).join(', ')} WHERE id = ? RETURNING ${ANIMAL}`,
-    [...columns.map((c) => changes[c]), id],
+    id,
+    columns.map((c) => changes[c]),
   )
   return row && toAnimal(row)
 }
 
 /** Deletes the animal and its fosters; false when there was no such animal. */
 export async function deleteAnimal(db: Database, id: number): Promise<boolean> {
-  if (id > MAX_ID) return false
-  return (await db.all('DELETE FROM animals WHERE id = ? RETURNING id', [id])).length > 0
+  return (await byId(db, 'DELETE FROM animals WHERE id = ? RETURNING id', id)).length > 0
 }
 
 export async function listUsers(db: Database, page: Page): Promise<{ count: number; users: User[] }> {
   const [[count]] = await db.values('SELECT COUNT(*) FROM users')
-  const rows = await db.values(
-    `SELECT ${USER} FROM users ORDER BY id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`,
-    [page.limit, page.offset],
-  )
+  const rows = await db.values(`SELECT ${USER} FROM users ORDER BY id ${PAGE}`, [page.limit, page.offset])
   return { count: Number(count), users: rows.map(toUser) }
 }
 
 const GET_USER = `SELECT ${USER} FROM users WHERE id = ?`
 export async function getUser(db: Database, id: number): Promise<User | undefined> {
-  if (id > MAX_ID) return undefined
-  const [row] = await db.values(GET_USER, [id])
+  const [row] = await byId(db, GET_USER, id)
   return row && toUser(row)
 }
 
@@ -858,8 +896,8 @@ export interface Account {
 const ACCOUNT = `${USER}, password_hash, password_version`
 const toAccount = (row: unknown[]): Account => ({
   user: toUser(row),
-  passwordHash: row[5] as string,
-  passwordVersion: Number(row[6]),
+  passwordHash: row[USER_ROW.width] as string,
+  passwordVersion: Number(row[USER_ROW.width + 1]),
 })
 
 /** The account to log in to: by the name's key (JUNIPER is juniper), or its exact text. */
@@ -874,8 +912,7 @@ export async function findLogin(db: Database, username: string): Promise<Account
 const GET_ACCOUNT = `SELECT ${ACCOUNT} FROM users WHERE id = ?`
 /** The account of a token's user, by id. */
 export async function getAccount(db: Database, id: number): Promise<Account | undefined> {
-  if (id > MAX_ID) return undefined
-  const [row] = await db.values(GET_ACCOUNT, [id])
+  const [row] = await byId(db, GET_ACCOUNT, id)
   return row && toAccount(row)
 }
 
@@ -937,10 +974,9 @@ export async function takenField(
 
 /** Deletes the user and their fosters, and clears them as adopter of their pets, with the adoption date. */
 export async function deleteUser(db: Database, id: number): Promise<boolean> {
-  if (id > MAX_ID) return false
   return db.transaction(async (tx) => {
-    await tx.all('UPDATE animals SET adopter_id = NULL, adoption_date = NULL WHERE adopter_id = ?', [id])
-    return (await tx.all('DELETE FROM users WHERE id = ? RETURNING id', [id])).length > 0
+    await byId(tx, 'UPDATE animals SET adopter_id = NULL, adoption_date = NULL WHERE adopter_id = ? RETURNING id', id)
+    return (await byId(tx, 'DELETE FROM users WHERE id = ? RETURNING id', id)).length > 0
   })
 }
 
@@ -953,17 +989,16 @@ export interface Page {
 export async function listFosters(db: Database, user: User, page: Page): Promise<{ count: number; fosters: Foster[] }> {
   const [[count]] = await db.values('SELECT COUNT(*) FROM fosters WHERE user_id = ?', [user.id])
   const rows = await db.values(
-    `SELECT a.id, a.name, a.age, a.kind, a.fixed, a.vaccinated, a.intake_date, a.adopter_id, a.adoption_date,
-            f.start_date, f.end_date
+    `SELECT ${ANIMAL_ROW.list('a.')}, f.start_date, f.end_date
      FROM fosters f JOIN animals a ON a.id = f.animal_id
-     WHERE f.user_id = ? ORDER BY f.start_date, f.id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`,
+     WHERE f.user_id = ? ORDER BY f.start_date, f.id ${PAGE}`,
     [user.id, page.limit, page.offset],
   )
   const fosters = rows.map((row) => ({
     animal: toAnimal(row),
     user,
-    start_date: row[9] as string,
-    end_date: (row[10] as string | null) ?? null,
+    start_date: row[ANIMAL_ROW.width] as string,
+    end_date: (row[ANIMAL_ROW.width + 1] as string | null) ?? null,
   }))
   return { count: Number(count), fosters }
 }
@@ -976,7 +1011,7 @@ export async function listPets(
 ): Promise<{ count: number; animals: Animal[] }> {
   const [[count]] = await db.values('SELECT COUNT(*) FROM animals WHERE adopter_id = ?', [userId])
   const rows = await db.values(
-    `SELECT ${ANIMAL} FROM animals WHERE adopter_id = ? ORDER BY adoption_date, id LIMIT CAST(? AS BIGINT) OFFSET CAST(? AS BIGINT)`,
+    `SELECT ${ANIMAL} FROM animals WHERE adopter_id = ? ORDER BY adoption_date, id ${PAGE}`,
     [userId, page.limit, page.offset],
   )
   return { count: Number(count), animals: rows.map(toAnimal) }

@@ -14,6 +14,7 @@ import {
   openDatabase,
   setStaff,
   staffNames,
+  takeTurns,
   type Database,
   type DbConfig,
   type MigrationResult,
@@ -76,9 +77,8 @@ export async function seed(db: Database, use: SampleUse, data: SampleData = load
   }
 
   return db.transaction(async (tx) => {
-    // Another seeder may have loaded it while this one hashed; two at once take turns (SQLite's transaction
-    // holds the write lock from its start; PostgreSQL's, this lock).
-    if (tx.kind === 'postgres') await tx.all("SELECT pg_advisory_xact_lock(hashtext('buddy_system sample'))")
+    // Another seeder may have loaded it while this one hashed: two at once take turns.
+    await takeTurns(tx, 'sample')
     const loaded = await loadRecord(tx)
     if (loaded) return { sample: 'loaded before', loaded_at: loaded, ...counts, added: none }
     const loaded_at = new Date().toISOString().slice(0, 19)
@@ -336,8 +336,7 @@ export async function copyDatabase(from: Database, to: Database): Promise<CopyRe
     return { users: Number(users), animals: Number(animals), fosters: Number(fosters) }
   }
   return to.transaction(async (tx) => {
-    // Two copies at once take turns (SQLite's transaction holds the write lock from its start; PostgreSQL's, this lock).
-    if (tx.kind === 'postgres') await tx.all("SELECT pg_advisory_xact_lock(hashtext('buddy_system copy'))")
+    await takeTurns(tx, 'copy') // two copies at once take turns
     const held = await countsOf(tx)
     if (held.users + held.animals + held.fosters > 0) {
       for (const table of WITH_IDS) {
