@@ -581,7 +581,16 @@ async function checkRegion(): Promise<string | undefined> {
     try {
       region = await clients.sts.config.region()
     } catch (error) {
-      throw new StepError(`${(error as Error).message}${hint(error as Error)}`)
+      // A newcomer lacks both: say so at once, not one per run (`aws configure` asks for both).
+      const noCredentials = await clients.sts.config.credentials().then(
+        () => '',
+        (e: Error) => hint(e),
+      )
+      const both = noCredentials
+        ? `${noCredentials}
+\`aws configure\` sets both.`
+        : ''
+      throw new StepError(`${(error as Error).message}${hint(error as Error)}${both}`)
     }
   }
   if (!region) return undefined
@@ -1987,8 +1996,13 @@ async function showLogs() {
       `${logGroupName}, since ${new Date(since).toISOString()}${args.follow ? ', following (Ctrl-C stops)' : ''}`,
     ),
   )
-  const seen = new Set<string>()
+  // Each poll reads again the last LATE_MS before the newest event printed: a second container's lines can arrive
+  // after a first one's later lines, with their own earlier timestamps. `seen` prints each event once, and forgets
+  // those older than the window.
+  const LATE_MS = 5 * 60_000
+  const seen = new Map<string, number>()
   let from = since
+  let newest = since
   let stopped = false
   process.off('SIGINT', interrupted) // Ctrl-C ends --follow: nothing to finish
   process.once('SIGINT', () => (stopped = true))
@@ -2003,10 +2017,12 @@ async function showLogs() {
     }
     for (const event of events.sort((a, b) => a.timestamp! - b.timestamp! || a.eventId!.localeCompare(b.eventId!))) {
       if (seen.has(event.eventId!)) continue
-      seen.add(event.eventId!)
-      from = Math.max(from, event.timestamp!) // events with the same timestamp come again: `seen` drops them
+      seen.set(event.eventId!, event.timestamp!)
+      newest = Math.max(newest, event.timestamp!)
       echo(`${chalk.dim(new Date(event.timestamp!).toISOString())} ${event.message!.trimEnd()}`)
     }
+    from = Math.max(since, newest - LATE_MS)
+    for (const [id, timestamp] of seen) if (timestamp < from) seen.delete(id)
     if (!args.follow || stopped) break
     await new Promise((resolve) => setTimeout(resolve, pause))
     if (stopped) break
@@ -2049,6 +2065,13 @@ async function rollback() {
     )
   }
   if (to.Version === alias.FunctionVersion) return void say(`version ${to.Version} is live already: nothing to do`)
+  // A release names its database in its environment: one that is not the live release's would serve other data (the
+  // EFS file, after the move to RDS), or none (after destroy efs).
+  if (live && databaseOf(to) !== databaseOf(live)) {
+    throw new StepError(
+      `version ${to.Version} uses ${databaseOf(to)}, and the live release ${databaseOf(live)}: it would serve another database. Deploy a fix instead.`,
+    )
+  }
   // Every deploy migrates the database to its release's schema: the newest release's schema is the database's.
   const database = Math.max(...published.map(schemaOf).filter((n) => !Number.isNaN(n)))
   const needs = schemaOf(to)
@@ -2062,6 +2085,12 @@ async function rollback() {
     `${chalk.green('✔')} live: version ${alias.FunctionVersion} (${live?.Description ?? '?'}) → version ${to.Version} (${to.Description})`,
   )
   say('The URL is the same. The next deploy makes the newest source live again.')
+}
+
+/** The database a release serves, from its environment. */
+function databaseOf(release: FunctionConfiguration): string {
+  const { DB_LOCATION, PG_ENDPOINT, PG_DATABASE } = release.Environment?.Variables ?? {}
+  return DB_LOCATION === 'rds' ? `PostgreSQL at ${PG_ENDPOINT}${PG_DATABASE ? `/${PG_DATABASE}` : ''}` : 'SQLite on EFS'
 }
 
 // Destroy

@@ -532,6 +532,21 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       )
       assert.equal(await reserved(), 10)
 
+      // A rollback across the move would serve the EFS file again: refused, naming both databases (issue 26).
+      const live = (await lambda.send(new GetAliasCommand({ FunctionName: 'buddy-system', Name: 'live' })))
+        .FunctionVersion
+      const back = await deploy(moto.endpoint, 'rollback', 'rds')
+      assert.equal(back.code, 1, back.output)
+      assert.match(
+        back.output,
+        /version 1 uses SQLite on EFS, and the live release PostgreSQL at buddy-system\.\S+: it would serve another database/,
+      )
+      assert.equal(
+        (await lambda.send(new GetAliasCommand({ FunctionName: 'buddy-system', Name: 'live' }))).FunctionVersion,
+        live,
+        'live did not move',
+      )
+
       // Again: the move is done, and this is a deploy of rds.
       const again = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
       assert.equal(again.code, 0, again.output)
@@ -630,6 +645,26 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     )
     assert.equal(await child.exited, 1)
     assert.match(child.output(), /credentials failed: .*No AWS credentials found: run `aws configure`/s)
+    // With no region either, both at once (issue 26).
+    const newcomer = run(
+      'deploy.ts',
+      {
+        ...aws(moto.endpoint),
+        AWS_REGION: undefined,
+        AWS_DEFAULT_REGION: undefined,
+        AWS_ACCESS_KEY_ID: undefined,
+        AWS_SECRET_ACCESS_KEY: undefined,
+        AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
+        AWS_CONFIG_FILE: join(work, 'no-config'),
+      },
+      ['efs', '--yes'],
+      work,
+    )
+    assert.equal(await newcomer.exited, 1)
+    assert.match(
+      newcomer.output(),
+      /region failed: .*No region: pass --region.*\nNo AWS credentials found: run `aws configure`.*\n`aws configure` sets both\./s,
+    )
     assert.deepEqual(changes(moto.requests()), [])
   })
 
@@ -1189,14 +1224,17 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       await follow.waitFor(/third/, 30_000)
       await put('2026/12/01/[1]b', [[Date.now(), 'GET /greet 200 0.4ms fourth']])
       await follow.waitFor(/fourth/, 30_000)
+      // A second container's line, written late with an earlier timestamp than the newest printed (issue 26).
+      await put('2026/12/01/[2]c', [[Date.now() - 30_000, 'GET /animals 200 1.0ms late']])
+      await follow.waitFor(/late/, 30_000)
       await new Promise((resolve) => setTimeout(resolve, 2500)) // a poll more, which must print nothing again
       follow.child.kill('SIGINT')
       assert.equal(await follow.exited, 0, follow.output())
-      const lines = follow.output().match(/ms (first|second|third|fourth)$/gm) ?? []
+      const lines = follow.output().match(/ms (first|second|third|fourth|late)$/gm) ?? []
       assert.deepEqual(
         lines.map((l) => l.split(' ').at(-1)),
-        ['first', 'second', 'third', 'fourth'],
-        'each once, in order',
+        ['first', 'second', 'third', 'fourth', 'late'],
+        'each once, in the order they came',
       )
     },
   )
