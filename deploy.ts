@@ -52,6 +52,7 @@ import {
   DescribeDBSubnetGroupsCommand,
   ModifyDBInstanceCommand,
   RDSClient,
+  StartDBInstanceCommand,
   type DBInstance,
 } from '@aws-sdk/client-rds'
 import {
@@ -1094,6 +1095,21 @@ interface Database {
   instance?: DBInstance
 }
 
+/** Waits until the instance's status is `status` (for a stop in progress: minutes). */
+const instanceStatus = (status: string, what: string) =>
+  waitFor(
+    `DB instance ${names.db} to be ${what}`,
+    async () => {
+      const { DBInstances } = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }))
+      return DBInstances?.[0]?.DBInstanceStatus === status ? DBInstances[0] : undefined
+    },
+    15 * MINUTE,
+    untilShell(
+      `aws rds describe-db-instances --db-instance-identifier ${names.db} --query 'DBInstances[0].DBInstanceStatus' --output text`,
+      status,
+    ),
+  )
+
 const instanceAvailable = (status: string) =>
   waitFor(
     `DB instance ${names.db} to be ${status}`,
@@ -1141,6 +1157,14 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
   if (instance) {
     ensureOurs(`DB instance ${names.db}`, tagMap(instance.TagList))
     summary.reused.push(`DB instance ${names.db}`)
+    // An instance stopped on request stays stopped for up to 7 days (RDS starts it again then): start it now rather
+    // than wait for it. https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_StopDBInstance.html
+    if (!dryRun && ['stopped', 'stopping'].includes(instance.DBInstanceStatus ?? '')) {
+      if (instance.DBInstanceStatus === 'stopping') await instanceStatus('stopped', 'stopped, to start it again')
+      say(chalk.yellow(`  DB instance ${names.db} is stopped: starting it (a few minutes)`))
+      await send('rds', new StartDBInstanceCommand({ DBInstanceIdentifier: names.db }))
+      summary.updated.push(`DB instance ${names.db} (started)`)
+    }
   } else {
     masterPassword ||= generatedPassword = randomBytes(18).toString('base64url')
     await send(

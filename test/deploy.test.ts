@@ -54,7 +54,7 @@ import {
   UpdateFunctionConfigurationCommand,
 } from '@aws-sdk/client-lambda'
 import { DeleteAccessPointCommand } from '@aws-sdk/client-efs'
-import { DescribeDBInstancesCommand } from '@aws-sdk/client-rds'
+import { DescribeDBInstancesCommand, StopDBInstanceCommand } from '@aws-sdk/client-rds'
 import { run } from './cli.ts'
 import { changes, operationOf, startMoto, type Moto } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
@@ -360,6 +360,19 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.ok(!again.output.includes(password), 'a rerun does not print the password')
     assert.deepEqual(invocations(before), [{}], 'a rerun does not need the master password')
     assert.deepEqual(changes(moto.requests().slice(before)), [], 'and changes nothing')
+
+    // Stopped by its owner (RDS would start it again after 7 days): the deploy starts it, says so, and goes on.
+    await rds.send(new StopDBInstanceCommand({ DBInstanceIdentifier: 'buddy-system' }))
+    const stopped = moto.requests().length
+    await moto.answerInvocations([seederAnswer('loaded before')])
+    const started = await deploy(moto.endpoint, 'rds', '--yes')
+    assert.equal(started.code, 0, started.output)
+    assert.match(started.output, /DB instance buddy-system is stopped: starting it/)
+    assert.deepEqual(changes(moto.requests().slice(stopped)), ['StartDBInstance'])
+    const { DBInstances: [running] = [] } = await rds.send(
+      new DescribeDBInstancesCommand({ DBInstanceIdentifier: 'buddy-system' }),
+    )
+    assert.equal(running.DBInstanceStatus, 'available')
   })
 
   it('moves a deployment from before IAM authentication to it: the old password makes the API role, then goes', async () => {
