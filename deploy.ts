@@ -1438,7 +1438,9 @@ async function ensureConcurrency(instance?: DBInstance, before?: number) {
     ? undefined
     : (await send('lambda', new GetFunctionConcurrencyCommand({ FunctionName: names.api }), { lookup: true }))
         .ReservedConcurrentExecutions
-  const wanted = concurrency ?? before ?? have ?? fromDatabase ?? 10
+  // 0 is a move's, never a choice (--concurrency is 1 or more): a move stopped between the release and its restore.
+  const kept = have === 0 ? undefined : have
+  const wanted = concurrency ?? before ?? kept ?? fromDatabase ?? 10
   if (have === wanted) return void summary.reused.push(`concurrency ${have}`)
   const input = { FunctionName: names.api, ReservedConcurrentExecutions: wanted }
   // AWS keeps part of the account's concurrency unreserved (100, or all of it for a new account whose limit is
@@ -1457,6 +1459,7 @@ async function ensureConcurrency(instance?: DBInstance, before?: number) {
     summary[have === undefined ? 'created' : 'updated'].push(`concurrency ${wanted}`)
   } catch (error) {
     if (!REFUSED.test((error as Error).message)) throw error
+    if (have === 0) await send('lambda', new DeleteFunctionConcurrencyCommand({ FunctionName: names.api }))
     say(
       chalk.yellow(
         `  the account's concurrency is too small to reserve ${wanted} for ${names.api}: AWS keeps some unreserved.`,
@@ -1648,6 +1651,10 @@ async function moveFromEfs(api: FunctionSpec) {
         new PutFunctionConcurrencyCommand({ FunctionName: names.api, ReservedConcurrentExecutions: before }),
       )
   }
+  // 0 never outlives the move: every way out of it, Ctrl-C included, gives back what was there.
+  const interruptedMove = () => void restore().finally(interrupted)
+  process.off('SIGINT', interrupted)
+  process.once('SIGINT', interruptedMove)
   await send('lambda', new PutFunctionConcurrencyCommand({ FunctionName: names.api, ReservedConcurrentExecutions: 0 }))
   say('  writes stopped: the API answers 429 until the move is done')
   try {
@@ -1665,7 +1672,11 @@ async function moveFromEfs(api: FunctionSpec) {
     throw new StepError(
       `${(error as Error).message}\nThe API stays on EFS, and serves again. Run the same command to try the move again.`,
     )
+  } finally {
+    process.off('SIGINT', interruptedMove)
+    process.once('SIGINT', interrupted)
   }
+  if (before === undefined) await restore() // none before the move: none again, then what an rds deploy reserves
   await ensureConcurrency(undefined, before)
   say(
     `  the file system is still there, no longer used: tsx deploy.ts destroy efs${args.name ? ` --name ${name}` : ''} removes it, and only it`,

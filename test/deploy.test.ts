@@ -41,6 +41,7 @@ import {
 import {
   CreateFunctionCommand,
   DeleteFunctionCommand,
+  DeleteFunctionConcurrencyCommand,
   GetAliasCommand,
   GetFunctionCommand,
   GetFunctionConcurrencyCommand,
@@ -545,6 +546,14 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       )
       assert.equal(await reserved(), 10)
 
+      // A move stopped between the release and giving the concurrency back left 0: a rerun never keeps it (issue 26).
+      await lambda.send(
+        new PutFunctionConcurrencyCommand({ FunctionName: 'buddy-system', ReservedConcurrentExecutions: 0 }),
+      )
+      await moto.answerInvocations([seederAnswer('loaded before')])
+      assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+      assert.equal(await reserved(), 85, 'not 0: what an rds deploy reserves on a db.t4g.micro')
+
       // A rollback across the move would serve the EFS file again: refused, naming both databases (issue 26).
       const live = (await lambda.send(new GetAliasCommand({ FunctionName: 'buddy-system', Name: 'live' })))
         .FunctionVersion
@@ -581,6 +590,28 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       )
       assert.ok(
         !attached.AttachedPolicies?.some((p) => p.PolicyName === 'AmazonElasticFileSystemClientReadWriteAccess'),
+      )
+    },
+  )
+
+  it(
+    'never leaves the API at 0 after a move from an API that had no reservation (a small account)',
+    { timeout: 120_000 },
+    async () => {
+      await moto.answerInvocations([seederAnswer()])
+      assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+      // As an account too small to reserve any: the efs deploy went on unreserved.
+      await lambda.send(new DeleteFunctionConcurrencyCommand({ FunctionName: 'buddy-system' }))
+      await moto.answerInvocations([
+        { statusCode: 200, body: JSON.stringify({ status: 'copied', counts: { users: 8, animals: 16, fosters: 8 } }) },
+        seederAnswer('loaded before'),
+      ])
+      const moved = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
+      assert.equal(moved.code, 0, moved.output)
+      assert.notEqual(await reserved(), 0, 'every request would answer 429 from then on')
+      assert.ok(
+        sent(/concurrency$/i).includes('DELETE /2017-10-31/functions/buddy-system/concurrency'),
+        'none, as before the move',
       )
     },
   )
