@@ -675,35 +675,25 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   it('stops before creating anything without credentials, and says how to configure them', async () => {
-    const child = run(
-      'deploy.ts',
-      {
-        ...aws(moto.endpoint),
-        AWS_ACCESS_KEY_ID: undefined,
-        AWS_SECRET_ACCESS_KEY: undefined,
-        AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
-        AWS_CONFIG_FILE: join(work, 'no-config'),
-      },
-      ['efs', '--yes'],
-      work,
-    )
+    const withNone = (more: Record<string, undefined> = {}) =>
+      run(
+        'deploy.ts',
+        {
+          ...aws(moto.endpoint),
+          AWS_ACCESS_KEY_ID: undefined,
+          AWS_SECRET_ACCESS_KEY: undefined,
+          AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
+          AWS_CONFIG_FILE: join(work, 'no-config'),
+          ...more,
+        },
+        ['efs', '--yes'],
+        work,
+      )
+    const child = withNone()
     assert.equal(await child.exited, 1)
     assert.match(child.output(), /credentials failed: .*No AWS credentials found: run `aws configure`/s)
     // With no region either, both at once (issue 26).
-    const newcomer = run(
-      'deploy.ts',
-      {
-        ...aws(moto.endpoint),
-        AWS_REGION: undefined,
-        AWS_DEFAULT_REGION: undefined,
-        AWS_ACCESS_KEY_ID: undefined,
-        AWS_SECRET_ACCESS_KEY: undefined,
-        AWS_SHARED_CREDENTIALS_FILE: join(work, 'no-credentials'),
-        AWS_CONFIG_FILE: join(work, 'no-config'),
-      },
-      ['efs', '--yes'],
-      work,
-    )
+    const newcomer = withNone({ AWS_REGION: undefined, AWS_DEFAULT_REGION: undefined })
     assert.equal(await newcomer.exited, 1)
     assert.match(
       newcomer.output(),

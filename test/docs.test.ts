@@ -23,15 +23,21 @@ describe('the docs page in Chromium', { skip: existsSync(CHROMIUM) ? false : `no
   const dir = mkdtempSync(join(tmpdir(), 'buddy-docs-'))
   after(() => rmSync(dir, { recursive: true, force: true }))
 
-  it('lists every route, and "Try it out" on GET /animals shows the sample animals', { timeout: 90_000 }, async () => {
+  /** The local server on a new SQLite file, and its URL. */
+  const serve = async (file: string) => {
     const server = run('api.ts', {
       DB_LOCATION: undefined,
-      DB_PATH: join(dir, 'docs.db'),
+      DB_PATH: join(dir, file),
       PORT: '0',
       HOST: '127.0.0.1',
       JWT_KEY: undefined,
     })
     const [, url] = await server.waitFor(/API on (http:\/\/\S+)/)
+    return { server, url }
+  }
+
+  it('lists every route, and "Try it out" on GET /animals shows the sample animals', { timeout: 90_000 }, async () => {
+    const { server, url } = await serve('docs.db')
     // The flags this machine's Chromium needs as root and without a network (see the env notes).
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -103,14 +109,7 @@ describe('the docs page in Chromium', { skip: existsSync(CHROMIUM) ? false : `no
   })
 
   it('cannot be framed by a page on another origin, nor can the home page', { timeout: 60_000 }, async () => {
-    const server = run('api.ts', {
-      DB_LOCATION: undefined,
-      DB_PATH: join(dir, 'frame.db'),
-      PORT: '0',
-      HOST: '127.0.0.1',
-      JWT_KEY: undefined,
-    })
-    const [, url] = await server.waitFor(/API on (http:\/\/\S+)/)
+    const { server, url } = await serve('frame.db')
     // Another origin: another port on 127.0.0.1, serving a page that frames ours.
     const other = createServer((req, res) => {
       res.writeHead(200, { 'content-type': 'text/html' })
