@@ -1051,7 +1051,7 @@ export async function hashPassword(password: string): Promise<string> {
 // twice as long after each further one, up to 15 minutes; a right password after the wait clears the count.
 // A count ends a day after its last failure. A source address gets ADDRESS_LIMITS per quarter of an hour, counted in
 // fixed quarter-hour windows (so at most twice as many across a window's edge); rows older than an hour go.
-export const FREE_FAILURES = 5
+const FREE_FAILURES = 5
 const FIRST_WAIT_MS = 60_000
 const LONGEST_WAIT_MS = 15 * 60_000
 const FAILURES_KEPT_MS = 24 * 3_600_000
@@ -1060,7 +1060,7 @@ export const ADDRESS_WINDOW_MS = 15 * 60_000
  * each: 50 failed logins are 20 people mistyping twice and a few more; 30 registrations are an adoption day's desk
  * signing people up, one every half minute. An attacker from one address gets 50 guesses across all accounts. */
 export const ADDRESS_LIMITS = { failed_login: 50, registration: 30 } as const
-export type AddressEvent = keyof typeof ADDRESS_LIMITS
+type AddressEvent = keyof typeof ADDRESS_LIMITS
 
 /** The failed logins counted for `username`, and how long it must still wait before the next, in ms (0: not). */
 export async function failedLogins(
