@@ -1187,13 +1187,12 @@ async function serve() {
   const port = Number(process.env.PORT || 8000)
   const host = process.env.HOST || '127.0.0.1'
   // The schema first (as the seeder does at each deploy), and on a new local database the sample data.
-  const { seed, summarize, SAMPLE_PASSWORD, SAMPLE_STAFF } = await import('./seed.ts')
+  const { describeSchema, seed, summarize, SAMPLE_PASSWORD, SAMPLE_STAFF } = await import('./seed.ts')
   const config = store.configFromEnv()
   const setup = await store.openDatabase(config)
   try {
     const schema = await store.migrate(setup)
-    if (schema.applied.length)
-      console.log(`Schema ${schema.from} → ${schema.to}: applied ${schema.applied.join('; ')}.`)
+    if (schema.applied.length) console.log(`${describeSchema(schema)}.`)
     if (config.kind === 'sqlite' && !config.onNetworkFs) {
       // A person's own machine: the sample's users get SAMPLE_PASSWORD, and SAMPLE_STAFF is staff (seed.ts).
       const result = await seed(setup, 'local')

@@ -88,7 +88,7 @@ import {
   type FilteredLogEvent,
 } from '@aws-sdk/client-cloudwatch-logs'
 import { PASSWORD_LENGTH, SCHEMA_VERSION } from './db.ts'
-import { describeStaffChange, type StaffChange } from './seed.ts'
+import type { SeederAnswer, SeederEvent, SeederTask } from './seed.ts'
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts'
 
 // Options
@@ -1658,12 +1658,10 @@ async function moveFromEfs(api: FunctionSpec) {
   await send('lambda', new PutFunctionConcurrencyCommand({ FunctionName: names.api, ReservedConcurrentExecutions: 0 }))
   say('  writes stopped: the API answers 429 until the move is done')
   try {
-    const copy = await invokeSeeder({ from: 'efs' })
+    const copy = await invokeSeeder({ from: 'efs' }, 'copy')
     const { users, animals, fosters } = copy.counts
     const what = `${users} users, ${animals} animals and ${fosters} fosters`
-    say(
-      `  ${copy.status === 'copied' ? `copied ${what} into RDS, with their ids` : `RDS holds the ${what} of an earlier copy`}`,
-    )
+    say(`  ${copy.summary}`)
     await ensureFunction(api)
     await release()
     summary.updated.push(`the API from EFS to RDS (${what})`)
@@ -1696,19 +1694,15 @@ async function seedDatabase() {
     script(
       `FUNCTION_ERROR=$(aws lambda invoke --function-name ${names.seeder}${payload} --query FunctionError --output text seed-answer.json)`,
     )
-    script(`if [ "$FUNCTION_ERROR" != None ] || ! grep -q '"statusCode": *200' seed-answer.json; then`)
+    script(`if [ "$FUNCTION_ERROR" != None ] || ! grep -q '"task": *"set up"' seed-answer.json; then`)
     script('  echo "the seeder failed: $(cat seed-answer.json)" >&2; exit 1')
     script('fi')
     script('cat seed-answer.json; echo')
     return
   }
-  const answer = await invokeSeeder()
-  say(
-    answer
-      ? `  ${describeSeeding(JSON.stringify(answer))}`
-      : chalk.yellow('  the seeder answered something else than its counts'),
-  )
-  return answer as { staff?: string[] } | undefined
+  const answer = await invokeSeeder({}, 'set up')
+  for (const line of answer.summary.split('\n')) say(`  ${line}`)
+  return answer
 }
 
 // Staff: the seeder changes the user's row (the caller's AWS credentials, which may invoke it, are the proof).
@@ -1719,34 +1713,36 @@ async function changeStaff() {
     missing: ['ResourceNotFoundException'],
   })
   if (!found) throw new StepError(`function ${names.seeder} does not exist: deploy first (tsx deploy.ts ${scenario})`)
-  const answer: StaffChange = await invokeSeeder({ staff: { username, revoke: Boolean(args.revoke) } })
-  if (!Array.isArray(answer?.staff) || !answer.change)
-    throw new StepError(`the seeder answered something else than a change of staff: ${JSON.stringify(answer)}`)
-  say(describeStaffChange(answer))
+  const answer = await invokeSeeder({ staff: { username, revoke: Boolean(args.revoke) } }, 'staff')
+  say(answer.summary)
 }
 
-/** Invokes the seeder function with `payload`, and for rds the master password where this deploy holds it (the seeder
- * then makes the API role first): the body of its 200 (undefined where it is not JSON), else a StepError. Where the
- * API role cannot log in and nobody holds the master password (a first deploy stopped halfway), it resets that
- * password and invokes again. */
-async function invokeSeeder(payload: object = {}): Promise<any> {
+/** Invokes the seeder function with a task, and for rds the master password where this deploy holds it (the seeder
+ * then makes the API role first): its answer, which must be the one the task gives, else a StepError. Where the API
+ * role cannot log in and nobody holds the master password (a first deploy stopped halfway), it resets that password
+ * and invokes again. */
+async function invokeSeeder<Task extends SeederAnswer['task']>(
+  task: SeederTask,
+  expected: Task,
+): Promise<Extract<SeederAnswer, { task: Task }>> {
   const invoke = async () => {
     const master =
       scenario === 'rds' && masterPassword ? { master: { username: MASTER_USERNAME, password: masterPassword } } : {}
+    const event: SeederEvent = { ...task, ...master }
     const result = await send(
       'lambda',
-      new InvokeCommand({ FunctionName: names.seeder, Payload: JSON.stringify({ ...payload, ...master }) }),
+      new InvokeCommand({ FunctionName: names.seeder, Payload: JSON.stringify(event) }),
     )
     const text = Buffer.from(result.Payload ?? []).toString('utf8')
-    if (result.FunctionError) throw new StepError(`the seeder failed (${result.FunctionError}): ${text}`)
-    let answer: { statusCode?: number; body?: string } | undefined
+    let answer: any
     try {
       answer = JSON.parse(text)
     } catch {}
-    return { text, statusCode: answer?.statusCode, body: answer?.body }
+    return { text, answer, failed: Boolean(result.FunctionError) }
   }
-  let answer = await invoke()
-  if (answer.statusCode === 401 && scenario === 'rds' && !masterPassword && action === 'deploy') {
+  let reply = await invoke()
+  const needsMaster = reply.failed && reply.answer?.errorType === 'NeedsMaster'
+  if (needsMaster && scenario === 'rds' && !masterPassword && action === 'deploy') {
     // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.ResetPassword.html
     say(
       chalk.yellow(
@@ -1764,44 +1760,21 @@ async function invokeSeeder(payload: object = {}): Promise<any> {
     )
     summary.updated.push(`DB instance ${names.db} (a new master password)`)
     await instanceAvailable('done with the new password')
-    answer = await invoke()
+    reply = await invoke()
   }
-  if (answer.statusCode && answer.statusCode !== 200) {
-    const error = (() => {
-      try {
-        return JSON.parse(answer.body!).error
-      } catch {}
-    })()
-    throw new StepError(`the seeder answered ${answer.statusCode}: ${error ?? answer.body}`)
+  // A handler that throws: Lambda answers its error document (https://docs.aws.amazon.com/lambda/latest/dg/nodejs-exceptions.html).
+  if (reply.failed) {
+    const { errorType, errorMessage } = reply.answer ?? {}
+    throw new StepError(
+      `the seeder failed: ${errorMessage ? `${errorType}: ${errorMessage}` : reply.text.slice(0, 300)}`,
+    )
   }
-  try {
-    return JSON.parse(answer.body!)
-  } catch {
-    if (Object.keys(payload).length)
-      throw new StepError(`the seeder answered something else than its counts: ${answer.text}`)
-    return undefined
+  // Its keys only: an answer of unknown shape may hold anything (an echo of the event, with the master password).
+  if (reply.answer?.task !== expected || typeof reply.answer.summary !== 'string') {
+    const shape = reply.answer instanceof Object ? `{${Object.keys(reply.answer).join(', ')}}` : 'no JSON'
+    throw new StepError(`the seeder answered what deploy.ts cannot read (its ${expected} expected): ${shape}`)
   }
-}
-
-function describeSeeding(body = ''): string {
-  try {
-    const { schema, sample, added, loaded_at } = JSON.parse(body)
-    const migrations = schema.applied.length
-      ? `schema ${schema.from} → ${schema.to} (${schema.applied.join('; ')})`
-      : `schema at version ${schema.to}`
-    const data =
-      sample === 'loaded'
-        ? `sample loaded: ${added.users} users, ${added.animals} animals, ${added.fosters} fosters, ${added.adoptions} adoptions`
-        : sample === 'loaded before'
-          ? `sample loaded on ${loaded_at}: nothing added`
-          : 'the database had rows of its own: no sample'
-    return [
-      `${migrations}; ${data}`,
-      ...(schema.notes ?? []).map((note: string) => chalk.yellow(`  note: ${note}`)),
-    ].join('\n')
-  } catch {
-    return `seeded: ${body}`
-  }
+  return reply.answer
 }
 
 // Status: what is deployed, each part present, missing or not ours; then one request to the API.
@@ -1995,8 +1968,7 @@ async function status() {
   if (fns.get(names.seeder)) {
     // Who is staff, as the seeder reads it from the database (it changes nothing without a username).
     try {
-      const { staff } = await invokeSeeder({ staff: {} })
-      if (!Array.isArray(staff)) throw new StepError(`no list of staff in its answer`)
+      const { staff } = await invokeSeeder({ staff: {} }, 'staff list')
       if (staff.length) line('staff', 'present', `${staff.length}: ${staff.join(', ')}`)
       else
         say(

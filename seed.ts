@@ -166,12 +166,14 @@ export async function setUp(db: Database, use: SampleUse): Promise<SetUpResult> 
   return { schema, seed: await seed(db, use), staff: await staffNames(db) }
 }
 
-export function describeSetUp({ schema, seed, staff }: SetUpResult): string {
-  const migrations = schema.applied.length
+export const describeSchema = (schema: MigrationResult) =>
+  schema.applied.length
     ? `schema ${schema.from} → ${schema.to} (applied ${schema.applied.join('; ')})`
     : `schema at version ${schema.to}`
+
+export function describeSetUp({ schema, seed, staff }: SetUpResult): string {
   return [
-    `${migrations}; ${summarize(seed)}; ${describeStaff(staff)}`,
+    `${describeSchema(schema)}; ${summarize(seed)}; ${describeStaff(staff)}`,
     ...schema.notes.map((note) => `note: ${note}`),
   ].join('\n')
 }
@@ -182,7 +184,9 @@ export const describeStaff = (staff: string[]) =>
 // Staff: no route makes a user staff, so that no user can raise themself; whoever holds the database does, by name.
 
 /** There is no user of that name. */
-export class UnknownUser extends Error {}
+export class UnknownUser extends Error {
+  override name = 'UnknownUser'
+}
 
 export interface StaffChange {
   username: string
@@ -253,7 +257,9 @@ export interface CopyResult {
 }
 
 /** The target holds rows of its own: nothing was copied. */
-export class CopyRefused extends Error {}
+export class CopyRefused extends Error {
+  override name = 'CopyRefused'
+}
 
 async function rowsOf(db: Database, table: Table): Promise<unknown[][]> {
   const columns = COPIED[table]
@@ -408,19 +414,71 @@ export async function createApiRole(master: Database, role: string): Promise<voi
 /** PostgreSQL refused the login: no such role, or a token or password it does not take. */
 const loginRefused = (error: unknown) => ['28000', '28P01'].includes(String((error as { code?: string })?.code))
 
-/** What deploy.ts sends the seeder function: nothing (migrations and the sample), the copy of the EFS file, and with
- * either, once, the master user's password, to create the API role first. It is never stored, nor logged. */
-export interface SeederEvent {
+/** The API role cannot log in (it does not exist yet, or IAM refuses it): deploy.ts invokes again with the master's
+ * password. Lambda reports a thrown error's `name` as its errorType, so that the caller can tell this one. */
+export class NeedsMaster extends Error {
+  override name = 'NeedsMaster'
+}
+
+/** What the seeder is asked to do: nothing named (migrations and the sample), a copy (`from`: "efs" on Lambda, a
+ * file for the command), or a change of staff (with no username: only the list). */
+export interface SeederTask {
   from?: string
-  master?: { username: string; password: string }
-  /** `deploy.ts staff`: make the user of that name staff, or public again with `revoke`; without a username
-   * (`deploy.ts status`), only say who is staff. */
   staff?: { username?: string; revoke?: boolean }
 }
 
-// The seeder function's handler: it opens its own connection, sets the database up and closes it. Invoked with
+/** What deploy.ts sends the seeder function: a task, and with it, once, the master user's password, to create the
+ * API role first. The password is never stored, nor logged. */
+export interface SeederEvent extends SeederTask {
+  master?: { username: string; password: string }
+}
+
+/** The seeder's answer: what it did, as data, and as the sentence its callers print (`summary`). */
+export type SeederAnswer =
+  | ({ task: 'set up'; summary: string } & SetUpResult)
+  | ({ task: 'copy'; summary: string } & CopyResult)
+  | ({ task: 'staff'; summary: string } & StaffChange)
+  | { task: 'staff list'; summary: string; staff: string[] }
+
+/** One run of the seeder on `db`: the Lambda handler's and the command's. `source` opens what a copy reads. */
+export async function runSeeder(
+  db: Database,
+  task: SeederTask,
+  use: SampleUse,
+  source: (from: string) => Promise<Database>,
+): Promise<SeederAnswer> {
+  if (task.from !== undefined && task.staff !== undefined) throw new Error('a copy and a change of staff go separately')
+  if (task.staff !== undefined) {
+    const { username, revoke } = task.staff ?? {}
+    if (username === undefined) {
+      const staff = await staffNames(db)
+      return { task: 'staff list', summary: describeStaff(staff), staff }
+    }
+    if (typeof username !== 'string' || !username) throw new Error('{"staff": {"username"}}: the username is missing')
+    const change = await changeStaff(db, username, revoke === true)
+    return { task: 'staff', summary: describeStaffChange(change), ...change }
+  }
+  if (task.from !== undefined) {
+    const from = await source(task.from)
+    try {
+      const copy = await copyDatabase(from, db)
+      return { task: 'copy', summary: describeCopy(copy, from.label, db.label), ...copy }
+    } finally {
+      await from.close()
+    }
+  }
+  const result = await setUp(db, use)
+  return { task: 'set up', summary: describeSetUp(result), ...result }
+}
+
+const failure = (task: SeederTask) =>
+  task.from !== undefined ? 'copying failed' : task.staff !== undefined ? 'changing staff failed' : 'seeding failed'
+
+// The seeder function's handler: it opens its own connection, does the task and closes it. Invoked with
 // {"from": "efs"} (deploy.ts rds --from-efs), it copies the file on EFS into the database instead of seeding it.
-export async function handler(event: SeederEvent = {}) {
+// It answers a plain object, and throws on failure: Lambda then reports a FunctionError, with the error's name and
+// message (https://docs.aws.amazon.com/lambda/latest/dg/nodejs-exceptions.html).
+export async function handler(event: SeederEvent = {}): Promise<SeederAnswer> {
   const dbs: Database[] = []
   try {
     const config = configFromEnv()
@@ -437,34 +495,17 @@ export async function handler(event: SeederEvent = {}) {
     }
     const db = await openDatabase(config)
     dbs.push(db)
-    if (event.staff !== undefined) {
-      const { username, revoke } = event.staff ?? {}
-      if (username === undefined) return { statusCode: 200, body: JSON.stringify({ staff: await staffNames(db) }) }
-      if (typeof username !== 'string' || !username) throw new Error('{"staff": {"username"}}: the username is missing')
-      const result = await changeStaff(db, username, revoke === true)
-      console.log(describeStaffChange(result))
-      return { statusCode: 200, body: JSON.stringify(result) }
-    }
-    if (event.from !== undefined) {
-      if (event.from !== 'efs')
-        throw new Error(`{"from": ${JSON.stringify(event.from)}}: the seeder copies from "efs" only`)
-      const source = await openSource(configFromEnv({ ...process.env, DB_LOCATION: 'efs' }) as SqliteConfig)
-      dbs.push(source)
-      const result = await copyDatabase(source, db)
-      console.log(describeCopy(result, source.label, db.label))
-      return { statusCode: 200, body: JSON.stringify(result) }
-    }
     // The seeder function serves a deployment, whose URL is public: its sample users get no usable password.
-    const result = await setUp(db, 'deployed')
-    console.log(describeSetUp(result))
-    return { statusCode: 200, body: JSON.stringify({ ...result.seed, schema: result.schema, staff: result.staff }) }
+    const answer = await runSeeder(db, event, 'deployed', async (from) => {
+      if (from !== 'efs') throw new Error(`{"from": ${JSON.stringify(from)}}: the seeder copies from "efs" only`)
+      return openSource(configFromEnv({ ...process.env, DB_LOCATION: 'efs' }) as SqliteConfig)
+    })
+    console.log(answer.summary)
+    return answer
   } catch (error) {
-    console.error(event.from ? 'copying failed:' : event.staff ? 'changing staff failed:' : 'seeding failed:', error)
-    // No API role yet (or the master's password is wrong): deploy.ts invokes again with the master's password.
-    if (loginRefused(error))
-      return { statusCode: 401, body: JSON.stringify({ error: (error as Error).message, needs: 'master' }) }
-    const statusCode = error instanceof CopyRefused ? 409 : error instanceof UnknownUser ? 404 : 500
-    return { statusCode, body: JSON.stringify({ error: (error as Error).message }) }
+    console.error(`${failure(event)}:`, error)
+    if (loginRefused(error)) throw new NeedsMaster((error as Error).message, { cause: error })
+    throw error
   } finally {
     for (const db of dbs) await db.close()
   }
@@ -491,29 +532,24 @@ if (/seed\.[mc]?[jt]s$/.test(script) && import.meta.url === pathToFileURL(script
       process.exit(2)
     }
   })()
-  const dbs: Database[] = []
+  const task = {
+    from: values.from,
+    staff: values.staff === undefined ? undefined : { username: values.staff, revoke: values.revoke },
+  }
+  let db: Database | undefined
   try {
-    const db = await openDatabase(configFromEnv())
-    dbs.push(db)
-    if (values.staff !== undefined) {
-      console.log(`${db.label}: ${describeStaffChange(await changeStaff(db, values.staff, values.revoke))}`)
-    } else if (values.from !== undefined) {
-      const source = await openSource({ kind: 'sqlite', path: values.from, onNetworkFs: false })
-      dbs.push(source)
-      console.log(describeCopy(await copyDatabase(source, db), source.label, db.label))
-    } else {
-      // A person's own machine: the sample's users log in with SAMPLE_PASSWORD, and SAMPLE_STAFF is staff.
-      const result = await setUp(db, 'local')
-      console.log(`${db.label}: ${describeSetUp(result)}`)
-      if (result.seed.sample === 'loaded')
-        console.log(`Log in as ${SAMPLE_STAFF} (staff) or any sample user with the password "${SAMPLE_PASSWORD}".`)
-    }
-  } catch (error) {
-    console.error(
-      `${values.from ? 'copying' : values.staff !== undefined ? 'changing staff' : 'seeding'} failed: ${(error as Error).message}`,
+    db = await openDatabase(configFromEnv())
+    // A person's own machine: the sample's users log in with SAMPLE_PASSWORD, and SAMPLE_STAFF is staff.
+    const answer = await runSeeder(db, task, 'local', (from) =>
+      openSource({ kind: 'sqlite', path: from, onNetworkFs: false }),
     )
+    console.log(answer.task === 'copy' ? answer.summary : `${db.label}: ${answer.summary}`)
+    if (answer.task === 'set up' && answer.seed.sample === 'loaded')
+      console.log(`Log in as ${SAMPLE_STAFF} (staff) or any sample user with the password "${SAMPLE_PASSWORD}".`)
+  } catch (error) {
+    console.error(`${failure(task)}: ${(error as Error).message}`)
     process.exitCode = 1
   } finally {
-    for (const db of dbs) await db.close()
+    await db?.close()
   }
 }

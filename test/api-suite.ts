@@ -2043,8 +2043,8 @@ export function apiSuite(fixture: Fixture) {
       pointAt(await fixture.empty({ schema: false }))
       await closeDatabase()
       const seeded = await seedHandler()
-      assert.equal(seeded.statusCode, 200, seeded.body)
-      assert.deepEqual([JSON.parse(seeded.body).sample, JSON.parse(seeded.body).staff], ['loaded', []])
+      assert.equal(seeded.task, 'set up')
+      if (seeded.task === 'set up') assert.deepEqual([seeded.seed.sample, seeded.staff], ['loaded', []])
       const { default: crypto } = await import('node:crypto')
       const scrypt = t.mock.method(crypto, 'scrypt')
       for (const username of sampleUsers) {
@@ -2071,26 +2071,38 @@ export function apiSuite(fixture: Fixture) {
       const create = () => json('POST', '/animals', { name: 'rex', age: 3, kind: 'dog' }, reggie)
       assert.equal((await create()).status, 403)
       const granted = await seedHandler({ staff: { username: 'REGGIE' } })
-      assert.deepEqual(
-        [granted.statusCode, JSON.parse(granted.body)],
-        [200, { username: 'reggie', change: 'granted', staff: ['juniper', 'reggie'] }],
-      )
+      assert.deepEqual(granted, {
+        task: 'staff',
+        summary: 'reggie is staff now; staff: juniper, reggie',
+        username: 'reggie',
+        change: 'granted',
+        staff: ['juniper', 'reggie'],
+      })
       assert.equal((await create()).status, 200, 'the same token, staff now')
       const again = await seedHandler({ staff: { username: 'reggie' } })
-      assert.equal(JSON.parse(again.body).change, 'unchanged')
+      assert.equal(again.task === 'staff' && again.change, 'unchanged')
       const revoked = await seedHandler({ staff: { username: 'reggie', revoke: true } })
-      assert.deepEqual(JSON.parse(revoked.body), { username: 'reggie', change: 'revoked', staff: ['juniper'] })
+      assert.deepEqual(revoked, {
+        task: 'staff',
+        summary: 'reggie is no longer staff; staff: juniper',
+        username: 'reggie',
+        change: 'revoked',
+        staff: ['juniper'],
+      })
       assert.equal((await create()).status, 403, 'checked on every request, not kept in the token')
-      const unknown = await seedHandler({ staff: { username: 'nobody' } })
-      assert.equal(unknown.statusCode, 404)
-      assert.match(JSON.parse(unknown.body).error, /there is no user named "nobody" in .*: nothing changed/)
-      const empty = await seedHandler({ staff: { username: '' } })
-      assert.equal(empty.statusCode, 500)
-      assert.match(JSON.parse(empty.body).error, /the username is missing/)
+      // A failure is thrown, for Lambda to report as a FunctionError with the error's name as its errorType.
+      await assert.rejects(seedHandler({ staff: { username: 'nobody' } }), {
+        name: 'UnknownUser',
+        message: /there is no user named "nobody" in .*: nothing changed/,
+      })
+      await assert.rejects(seedHandler({ staff: { username: '' } }), {
+        name: 'Error',
+        message: /the username is missing/,
+      })
       const listed = await seedHandler({ staff: {} })
       assert.deepEqual(
-        JSON.parse(listed.body),
-        { staff: ['juniper'] },
+        listed,
+        { task: 'staff list', summary: 'staff: juniper', staff: ['juniper'] },
         'without a username: who is staff, and no change',
       )
     })
@@ -2098,17 +2110,22 @@ export function apiSuite(fixture: Fixture) {
     it("answers the seeder function's invocation with the migrations and the counts, or with the error", async (t) => {
       t.mock.method(console, 'log', () => {})
       const ok = await seedHandler()
-      assert.equal(ok.statusCode, 200)
-      const body = JSON.parse(ok.body)
-      assert.deepEqual([body.sample, body.added], ['loaded before', { users: 0, animals: 0, fosters: 0, adoptions: 0 }])
-      assert.deepEqual(body.schema, { from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [], notes: [] })
+      assert.equal(ok.task, 'set up')
+      if (ok.task !== 'set up') return
+      assert.deepEqual(
+        [ok.seed.sample, ok.seed.added],
+        ['loaded before', { users: 0, animals: 0, fosters: 0, adoptions: 0 }],
+      )
+      assert.deepEqual(ok.schema, { from: SCHEMA_VERSION, to: SCHEMA_VERSION, applied: [], notes: [] })
+      assert.match(
+        ok.summary,
+        new RegExp(`^schema at version ${SCHEMA_VERSION}; nothing added: the sample was loaded on `),
+      )
       const saved = process.env.DB_LOCATION
       process.env.DB_LOCATION = 'floppy'
       t.mock.method(console, 'error', () => {})
       try {
-        const failed = await seedHandler()
-        assert.equal(failed.statusCode, 500)
-        assert.match(JSON.parse(failed.body).error, /DB_LOCATION=floppy is not a database location/)
+        await assert.rejects(seedHandler(), /DB_LOCATION=floppy is not a database location/)
       } finally {
         process.env.DB_LOCATION = saved
       }

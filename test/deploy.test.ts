@@ -59,7 +59,8 @@ import { DescribeDBInstancesCommand, StopDBInstanceCommand } from '@aws-sdk/clie
 import { run } from './cli.ts'
 import { changes, operationOf, startMoto, type Moto } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
-import { awsClients, awsEnv, projectCopy, realSeederAnswers, seederAnswer } from './deploying.ts'
+import { awsClients, awsEnv, lambdaError, projectCopy, realSeederAnswers, seederAnswer } from './deploying.ts'
+import { NeedsMaster } from '../seed.ts'
 import { SCHEMA_VERSION } from '../db.ts'
 
 const moto = await startMoto()
@@ -80,6 +81,9 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   const { lambda, iam, efs, ec2, rds, logs } = awsClients(moto.endpoint)
   after(() => moto.stop())
   beforeEach(() => moto.reset())
+  /** Queues what the real seeder answers to `runs` deploys: the sample loaded by the first, then loaded before. */
+  const seeding = (runs: number) =>
+    moto.answerInvocations(Array.from({ length: runs }, (_, i) => seederAnswer(i ? 'loaded before' : 'loaded')))
 
   const fn = (name: string) => lambda.send(new GetFunctionCommand({ FunctionName: name }))
   const securityGroup = async () =>
@@ -244,11 +248,12 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.match(output, /log group \/aws\/lambda\/buddy-system, function buddy-system, .*concurrency 10/)
     assert.match(
       output,
-      /schema 0 → 1 \(1 users, animals, fosters, per-day intake counts\); sample loaded: 8 users, 16 animals, 8 fosters, 7 adoptions/,
+      /schema 0 → \d+ \(applied 1 users, animals, fosters, per-day intake counts; .*\); added 8 users, 16 animals, \d+ fosters, \d+ adoptions; no staff yet/,
     )
   })
 
   it('creates nothing and uploads no code when run again, and keeps JWT_KEY', async () => {
+    await seeding(2)
     assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
     const key = (await fn('buddy-system')).Configuration?.Environment?.Variables?.JWT_KEY
     const before = moto.requests().length
@@ -266,6 +271,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   it('uploads changed code once to each function, and not again', async () => {
+    await seeding(3)
     assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
     const api = join(work, 'api.ts')
     const source = readFileSync(api, 'utf8')
@@ -298,6 +304,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       .map((r) => JSON.parse(r.body || '{}'))
 
   it('deploys the rds scenario: a private PostgreSQL instance with IAM authentication, no password in any function', async () => {
+    await seeding(1)
     const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
     assert.equal(code, 0, output)
     await assertCommon(['AWSLambdaBasicExecutionRole', 'AWSLambdaVPCAccessExecutionRole', 'AWSXRayDaemonWriteAccess'])
@@ -377,6 +384,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   it('moves a deployment from before IAM authentication to it: the old password makes the API role, then goes', async () => {
+    await seeding(2)
     assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
     // As an older deploy left it: the functions log in as the master user with PG_PASSWORD, and so does version 1.
     const old = {
@@ -410,14 +418,12 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   it('resets the master password where the API role cannot log in and nobody holds that password, and says so', async () => {
+    await seeding(1)
     assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
     // A first deploy stopped after CreateDBInstance and before the seeder made the API role: the seeder answers 401.
     const before = moto.requests().length
     await moto.answerInvocations([
-      {
-        statusCode: 401,
-        body: JSON.stringify({ error: 'password authentication failed for user "buddy_api"', needs: 'master' }),
-      },
+      lambdaError(new NeedsMaster('password authentication failed for user "buddy_api"')),
       seederAnswer('loaded before'),
     ])
     const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
@@ -438,6 +444,17 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.deepEqual(invocations(before), [{}, { master: { username: 'postgres', password } }])
     assert.equal(output.split(password).length - 1, 1, 'the new password is printed once')
     assert.equal(changes(moto.requests().slice(before)).filter((op) => op === 'CreateDBInstance').length, 0)
+  })
+
+  it("stops before the release where the seeder's answer is not one it gives (moto's own, an echo of the event)", async () => {
+    const { code, output } = await deploy(moto.endpoint, 'efs', '--yes') // nothing queued
+    assert.equal(code, 1, output)
+    assert.match(
+      output,
+      /database schema and sample data failed: the seeder answered what deploy\.ts cannot read \(its set up expected\): \{\}/,
+    )
+    assert.deepEqual(sent(/\/versions$|\/aliases|\/url$/), [], 'no version, alias or URL')
+    assert.doesNotMatch(output, /The API is at/)
   })
 
   it(
@@ -485,17 +502,13 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
 
       // The copy fails: the API stays on EFS, its live version untouched, and serves again.
       const failing = moto.requests().length
-      await moto.answerInvocations([
-        {
-          statusCode: 500,
-          body: JSON.stringify({ error: 'the copy holds {"users":8}, the source {"users":9}: nothing was copied' }),
-        },
-      ])
+      // RDS holds other rows than the file: the real seeder refuses the copy.
+      await moto.answerInvocations((await realSeederAnswers([{}, { from: 'efs' }], 'local')).slice(1))
       const failed = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
       assert.equal(failed.code, 1, failed.output)
       assert.match(
         failed.output,
-        /the seeder answered 500: .*nothing was copied.*\n.*The API stays on EFS, and serves again/,
+        /the seeder failed: CopyRefused: .*nothing was copied.*\n.*The API stays on EFS, and serves again/,
       )
       // The instance is new: the master password comes along, for the seeder to make the API role.
       assert.deepEqual(steps(failing), [
@@ -514,10 +527,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
         new PutFunctionConcurrencyCommand({ FunctionName: 'buddy-system', ReservedConcurrentExecutions: 0 }),
       )
       const moving = moto.requests().length
-      await moto.answerInvocations([
-        { statusCode: 200, body: JSON.stringify({ status: 'copied', counts: { users: 8, animals: 16, fosters: 8 } }) },
-        seederAnswer('loaded before'),
-      ])
+      await moto.answerInvocations([...(await realSeederAnswers([{ from: 'efs' }])), seederAnswer('loaded before')])
       const moved = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
       assert.equal(moved.code, 0, moved.output)
       // moto keeps no FileSystemConfigs: the seeder is given its mount again each time (AWS would find it there
@@ -532,7 +542,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
         'invoke {}',
       ])
       assert.match(moved.output, /writes stopped: the API answers 429 until the move is done/)
-      assert.match(moved.output, /copied 8 users, 16 animals and 8 fosters into RDS, with their ids/)
+      assert.match(moved.output, /copied 8 users, 16 animals and \d+ fosters from SQLite .* into .*, with their ids/)
       assert.match(
         moved.output,
         /the file system is still there, no longer used: tsx deploy.ts destroy efs removes it, and only it/,
@@ -570,6 +580,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       )
 
       // Again: the move is done, and this is a deploy of rds.
+      await moto.answerInvocations([seederAnswer('loaded before')])
       const again = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
       assert.equal(again.code, 0, again.output)
       assert.match(again.output, /the API is on RDS already: the move from EFS is done/)
@@ -602,10 +613,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
       // As an account too small to reserve any: the efs deploy went on unreserved.
       await lambda.send(new DeleteFunctionConcurrencyCommand({ FunctionName: 'buddy-system' }))
-      await moto.answerInvocations([
-        { statusCode: 200, body: JSON.stringify({ status: 'copied', counts: { users: 8, animals: 16, fosters: 8 } }) },
-        seederAnswer('loaded before'),
-      ])
+      await moto.answerInvocations([...(await realSeederAnswers([{ from: 'efs' }])), seederAnswer('loaded before')])
       const moved = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
       assert.equal(moved.code, 0, moved.output)
       assert.notEqual(await reserved(), 0, 'every request would answer 429 from then on')
@@ -631,6 +639,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
 
   it('destroys everything a deploy made, and says so', async () => {
     for (const scenario of ['efs', 'rds']) {
+      await seeding(1)
       assert.equal((await deploy(moto.endpoint, scenario, '--yes')).code, 0)
       const refused = await deploy(moto.endpoint, 'destroy', scenario)
       assert.equal(refused.code, 1)
@@ -735,6 +744,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     await lambda.send(new DeleteFunctionCommand({ FunctionName: 'buddy-system-db-seeder' }))
 
     const before = moto.requests().length
+    await seeding(1)
     const again = await deploy(moto.endpoint, 'efs', '--yes')
     assert.equal(again.code, 0, again.output)
     const made = changes(moto.requests().slice(before)).filter((op) => !op.endsWith('/configuration'))
@@ -858,10 +868,13 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       )
 
       await moto.reset()
-      await moto.answerInvocations([{ statusCode: 500, body: '{"error":"disk full"}' }])
+      await moto.answerInvocations([lambdaError(new Error('database or disk is full'))])
       const failed = await bash(script)
       assert.equal(failed.code, 1, failed.output)
-      assert.match(failed.output, /the seeder failed: \{"statusCode": ?500/)
+      assert.match(
+        failed.output,
+        /the seeder failed: \{"errorType": ?"Error", ?"errorMessage": ?"database or disk is full"/,
+      )
       assert.doesNotMatch(failed.output, /The API:/)
 
       // rds: IAM authentication, the role's connect policy, the master password to the seeder once.
@@ -943,6 +956,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   it('reserves --concurrency, keeps a reservation on a rerun, and goes on where the account cannot reserve it', async () => {
+    await seeding(3)
     assert.equal((await deploy(moto.endpoint, 'efs', '--yes', '--concurrency', '40')).code, 0)
     assert.equal(await reserved(), 40)
     assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
@@ -962,6 +976,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   it('gives a reused or given security group the rules it lacks', async () => {
+    await seeding(3)
     assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
     const [group] = await securityGroup()
     await ec2.send(
@@ -1004,6 +1019,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   it("keeps the role while the functions' network interfaces hold the security group, and finishes on a later run", async () => {
+    await seeding(1)
     assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
     const [group] = await securityGroup()
     const subnet = (await fn('buddy-system')).Configuration!.VpcConfig!.SubnetIds![0]
@@ -1055,6 +1071,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   it('keeps the logs --log-retention days, sets CORS_ORIGINS from --cors-origins, and keeps both on a rerun', async () => {
+    await seeding(2)
     assert.equal(
       (
         await deploy(
@@ -1105,11 +1122,15 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       /There is no staff yet: nobody can add or change animals\. .*\n.*make them staff: tsx deploy\.ts staff efs USERNAME/,
     )
     await moto.answerInvocations(
-      await realSeederAnswers([
-        { staff: { username: 'reggie', revoke: false } },
-        { staff: { username: 'reggie', revoke: true } },
-        { staff: { username: 'nobody', revoke: false } },
-      ]),
+      // After the deploy's own set-up of the database, which the first answer is.
+      (
+        await realSeederAnswers([
+          {},
+          { staff: { username: 'reggie', revoke: false } },
+          { staff: { username: 'reggie', revoke: true } },
+          { staff: { username: 'nobody', revoke: false } },
+        ])
+      ).slice(1),
     )
     const before = changes(moto.requests()).length
     const invoked = () =>
@@ -1127,7 +1148,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(unknown.code, 1)
     assert.match(
       unknown.output,
-      /staff of buddy-system \(efs\) failed: the seeder answered 404: there is no user named "nobody" in SQLite .*: nothing changed/,
+      /staff of buddy-system \(efs\) failed: the seeder failed: UnknownUser: there is no user named "nobody" in SQLite .*: nothing changed/,
     )
     assert.deepEqual(invoked().slice(-3), [
       { staff: { username: 'reggie', revoke: false } },
@@ -1153,7 +1174,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const url = (await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system' }))).FunctionUrl!
     await moto.answerInvocations([
       { statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' },
-      ...(await realSeederAnswers([{ staff: {} }])),
+      ...(await realSeederAnswers([{}, { staff: {} }])).slice(1),
     ])
     const before = changes(moto.requests()).length
     const ok = await deploy(moto.endpoint, 'status', 'efs')
@@ -1191,7 +1212,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       gone.output,
       /GET \/greet +answered in \d+ ms, not as the API answers: \{"version":"2\.0","routeKey":"\$default","rawPath":"\/greet"/,
     )
-    assert.match(gone.output, /\? staff +the seeder did not say: the seeder answered something else than its counts/)
+    assert.match(
+      gone.output,
+      /\? staff +the seeder did not say: the seeder answered what deploy\.ts cannot read \(its staff list expected\): \{staff\}/,
+    )
     assert.match(
       gone.output,
       /Not all there: access point buddy-system-lambda\. `tsx deploy\.ts efs` makes what is missing\./,
@@ -1210,6 +1234,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     'logs: the events since --since, once each, in order; --follow picks up new ones and stops on Ctrl-C',
     { timeout: 60_000 },
     async () => {
+      await seeding(1)
       assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
       const put = async (stream: string, messages: [number, string][]) => {
         await logs

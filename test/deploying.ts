@@ -11,7 +11,8 @@ import { IAMClient } from '@aws-sdk/client-iam'
 import { LambdaClient } from '@aws-sdk/client-lambda'
 import { RDSClient } from '@aws-sdk/client-rds'
 import { root } from './cli.ts'
-import { handler as seeder, type SeederEvent } from '../seed.ts'
+import { configFromEnv, openDatabase } from '../db.ts'
+import { handler as seeder, runSeeder, setUp, type SampleUse, type SeederEvent } from '../seed.ts'
 
 /** A copy of the project, so that a test may change its source and build/ stays out of the repository. */
 export function projectCopy(): string {
@@ -47,44 +48,52 @@ export function awsClients(endpoint: string) {
   }
 }
 
-/** What the real seeder function (seed.handler) answers to each event, in turn, on one SQLite database seeded as a
- * deployment's is: for the tests to queue, where moto runs no code. */
-export async function realSeederAnswers(events: SeederEvent[]): Promise<unknown[]> {
+/** Lambda's answer to an invocation whose handler threw: the runtime's error document, with the error's name as its
+ * errorType (https://docs.aws.amazon.com/lambda/latest/dg/nodejs-exceptions.html). On AWS it comes with
+ * X-Amz-Function-Error: Unhandled, which moto's simple Lambda never sends: the harness adds it (moto.ts). */
+export const lambdaError = (error: Error) => ({
+  errorType: error.name,
+  errorMessage: error.message,
+  trace: String(error.stack).split('\n'),
+})
+
+/** What the seeder function answers to each task, in turn, as Lambda gives it back: the real seeder code (seed.ts) on
+ * one SQLite database, new to the first task; a copy reads another, seeded as a deployment's (or, with `efsUse`
+ * local, with the sample's local passwords: rows that differ). For the tests to queue, where moto runs no code. */
+export async function realSeederAnswers(events: SeederEvent[], efsUse: SampleUse = 'deployed'): Promise<unknown[]> {
   const dir = mkdtempSync(join(tmpdir(), 'buddy-seeder-'))
   const saved = { DB_LOCATION: process.env.DB_LOCATION, DB_PATH: process.env.DB_PATH }
   Object.assign(process.env, { DB_LOCATION: 'local', DB_PATH: join(dir, 'deployed.db') })
-  const log = console.log
-  console.log = () => {}
+  const efs = { kind: 'sqlite', path: join(dir, 'efs.db'), onNetworkFs: false } as const
+  const { log, error } = console
+  console.log = console.error = () => {}
   try {
-    const answers = [await seeder()] // the deploy's own invocation: the sample, with no usable password and no staff
-    for (const event of events) answers.push(await seeder(event))
-    return answers.slice(1)
+    const file = await openDatabase(efs)
+    await setUp(file, efsUse)
+    await file.close()
+    const answers = []
+    for (const event of events) {
+      try {
+        if (event.from === undefined) answers.push(await seeder(event))
+        else {
+          // The handler reads the EFS file where DB_PATH is, as the target here: the same code, given the other file.
+          const db = await openDatabase(configFromEnv())
+          answers.push(await runSeeder(db, event, 'deployed', () => openDatabase(efs)).finally(() => db.close()))
+        }
+      } catch (e) {
+        answers.push(lambdaError(e as Error))
+      }
+    }
+    return answers
   } finally {
-    console.log = log
+    Object.assign(console, { log, error })
     for (const [name, value] of Object.entries(saved))
       value === undefined ? delete process.env[name] : (process.env[name] = value)
     rmSync(dir, { recursive: true, force: true })
   }
 }
 
-/** seed.handler's answer, on a new database ('loaded') or on one seeded before. */
-export const seederAnswer = (sample = 'loaded') => ({
-  statusCode: 200,
-  body: JSON.stringify({
-    sample,
-    loaded_at: '2026-12-01T10:00:00',
-    user_count: 8,
-    animal_count: 16,
-    foster_count: 8,
-    adoption_count: 7,
-    added:
-      sample === 'loaded'
-        ? { users: 8, animals: 16, fosters: 8, adoptions: 7 }
-        : { users: 0, animals: 0, fosters: 0, adoptions: 0 },
-    schema:
-      sample === 'loaded'
-        ? { from: 0, to: 1, applied: ['1 users, animals, fosters, per-day intake counts'] }
-        : { from: 1, to: 1, applied: [] },
-    staff: [],
-  }),
-})
+const [loaded, loadedBefore] = await realSeederAnswers([{}, {}])
+/** The seeder's answer on a new database ('loaded'), and on one it seeded before. */
+export const seederAnswer = (sample: 'loaded' | 'loaded before' = 'loaded') =>
+  sample === 'loaded' ? loaded : loadedBefore

@@ -27,7 +27,8 @@ import {
 } from '@aws-sdk/client-lambda'
 import { DescribeDBInstancesCommand, DescribeDBSubnetGroupsCommand } from '@aws-sdk/client-rds'
 import { run } from './cli.ts'
-import { awsClients, awsEnv, projectCopy, seederAnswer } from './deploying.ts'
+import { awsClients, awsEnv, lambdaError, projectCopy, seederAnswer } from './deploying.ts'
+import { NeedsMaster } from '../seed.ts'
 import { operationOf, startMoto, startProxy } from './moto.ts'
 
 const moto = await startMoto()
@@ -203,10 +204,7 @@ describe('deploy.ts interrupted or throttled', { skip: typeof moto === 'string' 
         // password), a rerun finds an instance whose API role cannot log in: the seeder answers 401, as it would on RDS.
         const created = writes.indexOf('CreateDBInstance') + 1
         const seeded = writes.indexOf('POST /2015-03-31/functions/buddy-system-db-seeder/invocations') + 1
-        const needsMaster = {
-          statusCode: 401,
-          body: JSON.stringify({ error: 'password authentication failed for user "buddy_api"', needs: 'master' }),
-        }
+        const needsMaster = lambdaError(new NeedsMaster('password authentication failed for user "buddy_api"'))
 
         for (let k = 1; k <= writes.length; k++) {
           await moto.reset()

@@ -49,20 +49,23 @@ export async function startMoto(): Promise<Moto | string> {
     },
     stdio: 'ignore',
   })
-  const endpoint = `http://127.0.0.1:${port}`
+  const motoEndpoint = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 30_000
   for (;;) {
-    const up = await fetch(`${endpoint}/moto-api/`).then(
+    const up = await fetch(`${motoEndpoint}/moto-api/`).then(
       (r) => r.ok,
       () => false,
     )
     if (up) break
     if (Date.now() > deadline || child.exitCode !== null) {
       child.kill()
-      return `moto_server did not start on ${endpoint}`
+      return `moto_server did not start on ${motoEndpoint}`
     }
     await new Promise((resolve) => setTimeout(resolve, 200))
   }
+  // In front of moto, what it leaves out of Lambda's answers (startProxy): the callers see AWS's behaviour.
+  const front = await startProxy(motoEndpoint)
+  const endpoint = front.endpoint
   const configure = () =>
     fetch(`${endpoint}/moto-api/config`, { method: 'POST', body: JSON.stringify({ lambda: { use_docker: false } }) })
   await configure()
@@ -96,6 +99,7 @@ export async function startMoto(): Promise<Moto | string> {
         .filter((r) => !r.path.startsWith('/moto-api'))
     },
     stop() {
+      void front.close()
       child.kill()
       rmSync(dir, { recursive: true, force: true })
     },
@@ -150,7 +154,9 @@ export interface Proxy {
 }
 
 /** An HTTP proxy in front of moto that sees each AWS call: to cut a deploy off after its k-th write, or to
- * play AWS's throttling errors (Lambda's 429 TooManyRequestsException, the query APIs' Throttling). */
+ * play AWS's throttling errors (Lambda's 429 TooManyRequestsException, the query APIs' Throttling). It also adds
+ * what moto's simple Lambda leaves out: the X-Amz-Function-Error header of an invocation whose answer is the
+ * runtime's error document (https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html#API_Invoke_ResponseSyntax). */
 export async function startProxy(target: string, options: ProxyOptions = {}): Promise<Proxy> {
   const calls: string[] = []
   const writes: string[] = []
@@ -191,6 +197,7 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
     answer.headers.forEach((value, key) => {
       if (!['content-encoding', 'content-length', 'transfer-encoding', 'connection'].includes(key)) out[key] = value
     })
+    if (/\/invocations$/.test(url.pathname) && isErrorDocument(payload)) out['x-amz-function-error'] = 'Unhandled'
     res.writeHead(answer.status, { ...out, 'content-length': payload.length })
     res.end(payload)
   })
@@ -206,5 +213,15 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
         server.closeAllConnections()
         server.close(() => resolve())
       }),
+  }
+}
+
+/** The Node.js runtime's answer for a handler that threw: {errorType, errorMessage, trace}. */
+function isErrorDocument(payload: Buffer): boolean {
+  try {
+    const answer = JSON.parse(payload.toString('utf8'))
+    return typeof answer?.errorType === 'string' && typeof answer?.errorMessage === 'string'
+  } catch {
+    return false
   }
 }
