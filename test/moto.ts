@@ -72,6 +72,7 @@ export async function startMoto(): Promise<Moto | string> {
   return {
     endpoint,
     async reset() {
+      front.forget()
       await fetch(`${endpoint}/moto-api/reset`, { method: 'POST' })
       await configure()
       writeFileSync(recording, '')
@@ -150,17 +151,21 @@ export interface Proxy {
   writes: string[]
   /** The calls answered with a throttling error. */
   throttled: string[]
+  /** Forgets the functions' mounts it keeps for moto (after moto's reset). */
+  forget(): void
   close(): Promise<void>
 }
 
 /** An HTTP proxy in front of moto that sees each AWS call: to cut a deploy off after its k-th write, or to
  * play AWS's throttling errors (Lambda's 429 TooManyRequestsException, the query APIs' Throttling). It also adds
  * what moto's simple Lambda leaves out: the X-Amz-Function-Error header of an invocation whose answer is the
- * runtime's error document (https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html#API_Invoke_ResponseSyntax). */
+ * runtime's error document (https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html#API_Invoke_ResponseSyntax), and
+ * a function's FileSystemConfigs, which moto 5.2.1 takes and never gives back (see mounts). */
 export async function startProxy(target: string, options: ProxyOptions = {}): Promise<Proxy> {
   const calls: string[] = []
   const writes: string[] = []
   const throttled: string[] = []
+  const fileSystems = mounts()
   const server = createServer(async (req, res) => {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk)
@@ -187,7 +192,8 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
       ),
     ) as Record<string, string>
     const answer = await fetch(url, { method: req.method, headers, body: body.length ? body : undefined })
-    const payload = Buffer.from(await answer.arrayBuffer())
+    let payload: Buffer = Buffer.from(await answer.arrayBuffer())
+    if (answer.ok) payload = fileSystems.exchange(req.method!, url, body, payload)
     calls.push(operation)
     if (isWrite(operation)) {
       writes.push(operation)
@@ -208,6 +214,7 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
     calls,
     writes,
     throttled,
+    forget: fileSystems.forget,
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections()
@@ -223,5 +230,49 @@ function isErrorDocument(payload: Buffer): boolean {
     return typeof answer?.errorType === 'string' && typeof answer?.errorMessage === 'string'
   } catch {
     return false
+  }
+}
+
+/** What moto 5.2.1 leaves out of Lambda: a function's FileSystemConfigs, which CreateFunction and
+ * UpdateFunctionConfiguration take and GetFunction, GetFunctionConfiguration, PublishVersion and
+ * ListVersionsByFunction never give back. Kept here per function and version, and put into those answers, so that a
+ * rerun meets what AWS would show it (https://docs.aws.amazon.com/lambda/latest/api/API_FunctionConfiguration.html). */
+function mounts() {
+  type Mounts = { Arn: string; LocalMountPath: string }[]
+  const latest = new Map<string, Mounts>()
+  const published = new Map<string, Mounts>()
+  const fill = (config: { Version?: string; FileSystemConfigs?: Mounts }, fn: string) => {
+    const kept =
+      config.Version && config.Version !== '$LATEST' ? published.get(`${fn}:${config.Version}`) : latest.get(fn)
+    if (kept?.length) config.FileSystemConfigs = kept
+  }
+  return {
+    forget() {
+      latest.clear()
+      published.clear()
+    },
+    /** Notes the mounts a request sets, and puts the kept ones into its answer. */
+    exchange(method: string, url: URL, body: Buffer, payload: Buffer): Buffer {
+      const path = /^\/2015-03-31\/functions(?:\/([^/]+))?(\/configuration|\/versions)?$/.exec(url.pathname)
+      if (!path) return payload
+      const [, named, part] = path
+      const sent = body.length ? JSON.parse(body.toString('utf8')) : {}
+      const fn = decodeURIComponent(named ?? sent.FunctionName ?? '')
+      if (method === 'DELETE' && !url.searchParams.get('Qualifier')) latest.delete(fn)
+      if ((method === 'POST' && !named) || (method === 'PUT' && part === '/configuration')) {
+        if (sent.FileSystemConfigs) latest.set(fn, sent.FileSystemConfigs)
+      }
+      if (method === 'DELETE' || !payload.length) return payload
+      const answer = JSON.parse(payload.toString('utf8'))
+      if (method === 'POST' && part === '/versions') {
+        published.set(`${fn}:${answer.Version}`, latest.get(fn) ?? [])
+        fill(answer, fn)
+      } else if (method === 'GET' && part === '/versions')
+        for (const version of answer.Versions ?? []) fill(version, fn)
+      else if (method === 'GET' && part === '/configuration') fill(answer, fn)
+      else if (method === 'GET' && named && !part && answer.Configuration) fill(answer.Configuration, fn)
+      else return payload
+      return Buffer.from(JSON.stringify(answer))
+    },
   }
 }
