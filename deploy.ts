@@ -120,22 +120,8 @@ const dryRun = argv.includes('--dry-run')
 const say = (text: string) => (dryRun ? console.error(text) : echo(text))
 
 const args = minimist(argv, {
-  string: [
-    'region',
-    'name',
-    'arch',
-    'memory',
-    'timeout',
-    'subnets',
-    'security-group',
-    'concurrency',
-    'log-retention',
-    'cors-origins',
-    'wait-minutes',
-    'keep',
-    'since',
-    'to',
-  ],
+  string: `region name arch memory timeout subnets security-group concurrency log-retention cors-origins wait-minutes
+    keep since to`.split(/\s+/),
   boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke'],
   alias: { h: 'help', y: 'yes' },
   unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
@@ -151,54 +137,17 @@ const memory = Number(args.memory ?? 1024)
 const timeout = Number(args.timeout ?? 10)
 const yes = args.yes as boolean
 
-if (args.help) (echo(USAGE), process.exit(0))
-const packageOnly = action === 'package' && args._.length === 1
-const positional = action === 'deploy' ? 1 : action === 'staff' ? 3 : 2
-if (!packageOnly && (!['efs', 'rds'].includes(scenario) || args._.length !== positional)) {
-  const expected = `efs, rds, ${ACTIONS.map((a) => `${a} efs|rds${a === 'staff' ? ' USERNAME' : ''}`).join(', ')} or package`
-  fail(`expected ${expected}; got: ${args._.join(' ') || 'nothing'}\n\n${USAGE}`)
-}
-// The longest derived name, "<name>-lambda-execution-role", must fit IAM's 64 characters; RDS wants a letter first.
-if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(name) || name.length > 40) {
-  fail(`--name ${name}: use up to 40 lowercase letters, digits and single hyphens, starting with a letter`)
-}
-if (args.revoke && action !== 'staff') fail('--revoke goes with `tsx deploy.ts staff efs|rds USERNAME --revoke`')
-if (!['arm64', 'x86_64'].includes(arch)) fail(`--arch ${arch}: use arm64 or x86_64`)
-/** `rds --from-efs`: the move of an efs deployment (deploy() finds whether it is done). */
-const fromEfs = Boolean(args['from-efs'])
-if (fromEfs && (action !== 'deploy' || scenario !== 'rds'))
-  fail('--from-efs moves an efs deployment to RDS: tsx deploy.ts rds --from-efs')
-if (dryRun && action !== 'deploy') fail('--dry-run plans a deploy: tsx deploy.ts efs|rds --dry-run')
-if (fromEfs && dryRun)
-  fail(
-    '--from-efs moves data between two databases, which a script of AWS CLI commands does not show: run it without --dry-run',
-  )
-if (!Number.isInteger(memory) || memory < 128 || memory > 10240) fail(`--memory ${args.memory}: use 128 to 10240 (MB)`)
-if (!Number.isInteger(timeout) || timeout < 1 || timeout > 900)
-  fail(`--timeout ${args.timeout}: use 1 to 900 (seconds)`)
+const fromEfs = Boolean(args['from-efs']) // rds --from-efs: the move of an efs deployment
 const concurrency = args.concurrency === undefined ? undefined : Number(args.concurrency)
-if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1)) {
-  fail(`--concurrency ${args.concurrency}: use a whole number of 1 or more (the API function's reserved concurrency)`)
-}
-// The values PutRetentionPolicy accepts: https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutRetentionPolicy.html
-const RETENTION_DAYS = [
-  1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
-]
 const logRetention = Number(args['log-retention'] ?? 14)
-if (!RETENTION_DAYS.includes(logRetention)) {
-  fail(
-    `--log-retention ${args['log-retention']}: CloudWatch Logs keeps logs for one of ${RETENTION_DAYS.join(', ')} days`,
-  )
-}
 const corsOrigins = args['cors-origins'] === undefined ? undefined : parseOrigins(String(args['cors-origins']))
 const waitMinutes = Number(args['wait-minutes'] ?? 45)
-if (!(waitMinutes >= 0 && waitMinutes <= 240)) fail(`--wait-minutes ${args['wait-minutes']}: use 0 to 240`)
 const keepVersions = Number(args.keep ?? 5)
-if (!(Number.isInteger(keepVersions) && keepVersions >= 1)) fail(`--keep ${args.keep}: keep 1 version or more`)
 const rollbackTo = args.to === undefined ? undefined : Number(args.to)
-if (rollbackTo !== undefined && !(Number.isInteger(rollbackTo) && rollbackTo >= 1))
-  fail(`--to ${args.to}: a version number, 1 or more`)
 const since = parseSince(String(args.since ?? '15m'))
+const packageOnly = action === 'package' && args._.length === 1
+if (args.help) (echo(USAGE), process.exit(0))
+checkOptions()
 
 const names = {
   role: `${name}-lambda-execution-role`,
@@ -210,15 +159,6 @@ const names = {
 }
 const TAGS = { app: name }
 const tagList = Object.entries(TAGS).map(([Key, Value]) => ({ Key, Value }))
-const EFS_CLIENT_POLICY = 'AmazonElasticFileSystemClientReadWriteAccess'
-/** The role's policies: with `moving`, those of a move from EFS to RDS. */
-const managedPolicies = (moving = false) => [
-  'service-role/AWSLambdaBasicExecutionRole',
-  'service-role/AWSLambdaVPCAccessExecutionRole',
-  'AWSXRayDaemonWriteAccess',
-  // The move from EFS to RDS has the seeder read the file system, until `destroy efs`.
-  ...(scenario === 'efs' || moving ? [EFS_CLIENT_POLICY] : []),
-]
 const MINUTE = 60_000
 
 // Deploy
@@ -612,6 +552,15 @@ async function ensureSelfRules(groupId: string, permissions: IpPermission[] = []
     summary.updated.push(`security group ${groupId}: ports ${missing.join(', ')} from itself`)
 }
 
+const EFS_CLIENT_POLICY = 'AmazonElasticFileSystemClientReadWriteAccess'
+/** The role's policies: with `moving`, those of a move from EFS to RDS. */
+const managedPolicies = (moving = false) => [
+  'service-role/AWSLambdaBasicExecutionRole',
+  'service-role/AWSLambdaVPCAccessExecutionRole',
+  'AWSXRayDaemonWriteAccess',
+  // The move from EFS to RDS has the seeder read the file system, until `destroy efs`.
+  ...(scenario === 'efs' || moving ? [EFS_CLIENT_POLICY] : []),
+]
 async function ensureRole(partition: string, moving: boolean): Promise<string> {
   const found = await send('iam', new GetRoleCommand({ RoleName: names.role }), {
     missing: ['NoSuchEntityException'],
@@ -2372,6 +2321,48 @@ function fail(message: string): never {
 /** Under --dry-run, the script's wait: until the read's answer at `query` is `value`. */
 const until = (service: Service, read: Command, query: string, value: string) =>
   `until [ "$(${cliCommand(service, read)} --query ${quote(query)} --output text)" = ${value} ]; do sleep 5; done`
+
+/** Stops at the first option that makes no sense, saying what to use. */
+function checkOptions() {
+  const positional = action === 'deploy' ? 1 : action === 'staff' ? 3 : 2
+  if (!packageOnly && (!['efs', 'rds'].includes(scenario) || args._.length !== positional)) {
+    const expected = `efs, rds, ${ACTIONS.map((a) => `${a} efs|rds${a === 'staff' ? ' USERNAME' : ''}`).join(', ')} or package`
+    fail(`expected ${expected}; got: ${args._.join(' ') || 'nothing'}\n\n${USAGE}`)
+  }
+  // The longest derived name, "<name>-lambda-execution-role", must fit IAM's 64 characters; RDS wants a letter first.
+  if (!/^[a-z][a-z0-9]*(-[a-z0-9]+)*$/.test(name) || name.length > 40) {
+    fail(`--name ${name}: use up to 40 lowercase letters, digits and single hyphens, starting with a letter`)
+  }
+  if (args.revoke && action !== 'staff') fail('--revoke goes with `tsx deploy.ts staff efs|rds USERNAME --revoke`')
+  if (!['arm64', 'x86_64'].includes(arch)) fail(`--arch ${arch}: use arm64 or x86_64`)
+  if (fromEfs && (action !== 'deploy' || scenario !== 'rds'))
+    fail('--from-efs moves an efs deployment to RDS: tsx deploy.ts rds --from-efs')
+  if (dryRun && action !== 'deploy') fail('--dry-run plans a deploy: tsx deploy.ts efs|rds --dry-run')
+  if (fromEfs && dryRun)
+    fail(
+      '--from-efs moves data between two databases, which a script of AWS CLI commands does not show: run it without --dry-run',
+    )
+  if (!Number.isInteger(memory) || memory < 128 || memory > 10240)
+    fail(`--memory ${args.memory}: use 128 to 10240 (MB)`)
+  if (!Number.isInteger(timeout) || timeout < 1 || timeout > 900)
+    fail(`--timeout ${args.timeout}: use 1 to 900 (seconds)`)
+  if (concurrency !== undefined && !(Number.isInteger(concurrency) && concurrency >= 1)) {
+    fail(`--concurrency ${args.concurrency}: use a whole number of 1 or more (the API function's reserved concurrency)`)
+  }
+  // The values PutRetentionPolicy accepts: https://docs.aws.amazon.com/AmazonCloudWatchLogs/latest/APIReference/API_PutRetentionPolicy.html
+  const RETENTION_DAYS = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+  ]
+  if (!RETENTION_DAYS.includes(logRetention)) {
+    fail(
+      `--log-retention ${args['log-retention']}: CloudWatch Logs keeps logs for one of ${RETENTION_DAYS.join(', ')} days`,
+    )
+  }
+  if (!(waitMinutes >= 0 && waitMinutes <= 240)) fail(`--wait-minutes ${args['wait-minutes']}: use 0 to 240`)
+  if (!(Number.isInteger(keepVersions) && keepVersions >= 1)) fail(`--keep ${args.keep}: keep 1 version or more`)
+  if (rollbackTo !== undefined && !(Number.isInteger(rollbackTo) && rollbackTo >= 1))
+    fail(`--to ${args.to}: a version number, 1 or more`)
+}
 
 /** `--since`: 15m, 1h, 2d (ago), or an ISO time; as epoch milliseconds. */
 function parseSince(text: string): number {
