@@ -2223,7 +2223,7 @@ function printScript(region: string) {
     live
       ? `# What \`tsx deploy.ts ${scenario}\` would change now, with the AWS CLI: a plan, read from the account.`
       : `# What \`tsx deploy.ts ${scenario}\` does on a fresh account, with the AWS CLI.`,
-    '# Run it where build.zip is (tsx deploy.ts package makes it).',
+    '# Run it where build.zip is: this dry run made it, as a deploy would.',
     'set -euo pipefail',
     `export AWS_DEFAULT_REGION=${quote(region)}`,
   ]
