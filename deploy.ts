@@ -2233,6 +2233,14 @@ function printScript(region: string) {
     )
     for (const guard of guards) out.push(`! ${guard} > /dev/null 2>&1 || exists_already ${quote(guard)}`)
   }
+  // A function URL's public permission needs --invoked-via-function-url (October 2025): an older AWS CLI refuses it,
+  // after the script made the rest. https://docs.aws.amazon.com/lambda/latest/dg/urls-auth.html
+  if (scriptLines.some((line) => line.text.includes('--invoked-via-function-url'))) {
+    const old = 'this AWS CLI does not know --invoked-via-function-url, which a function URL needs: update it'
+    out.push(
+      `aws lambda add-permission --invoked-via-function-url --generate-cli-skeleton > /dev/null 2>&1 || { echo ${quote(old)} >&2; exit 1; }`,
+    )
+  }
   for (const v of variables.values()) if (v.set && v.used) out.push(`${v.name}=${v.set}`)
   const used = (c: { name: string }) => variables.get(`\${${c.name}}`)!.used
   const kept = scriptLines.filter(

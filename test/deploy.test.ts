@@ -86,11 +86,15 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   /** Runs a script of deploy.ts --dry-run with the AWS CLI against moto. The AWS CLI v1 of this machine sends rds
    * commands to rds.amazonaws.com whatever AWS_ENDPOINT_URL says: an `aws` first on PATH passes moto's endpoint as
    * --endpoint-url, which every version takes. */
-  const bash = (file: string) => {
+  const bash = (file: string, { oldCli = false } = {}) => {
     const bin = join(work, 'bin')
     mkdirSync(bin, { recursive: true })
     const realAws = execFileSync('sh', ['-c', 'command -v aws'], { encoding: 'utf8' }).trim()
-    writeFileSync(join(bin, 'aws'), `#!/bin/sh\nexec ${realAws} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n`, {
+    // An AWS CLI from before October 2025, as far as the script can tell: it does not know that option.
+    const refuse = oldCli
+      ? `case "$*" in *--invoked-via-function-url*) echo 'Unknown options' >&2; exit 252;; esac\n`
+      : ''
+    writeFileSync(join(bin, 'aws'), `#!/bin/sh\n${refuse}exec ${realAws} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n`, {
       mode: 0o755,
     })
     const env = { ...process.env, ...aws(moto.endpoint), PATH: `${bin}:${process.env.PATH}` } as NodeJS.ProcessEnv
@@ -843,6 +847,13 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     async () => {
       const script = join(work, 'deploy-efs.sh')
       await moto.answerInvocations([seederAnswer()])
+      const old = await bash(script, { oldCli: true })
+      assert.equal(old.code, 1, old.output)
+      assert.match(
+        old.output,
+        /this AWS CLI does not know --invoked-via-function-url, which a function URL needs: update it/,
+      )
+      assert.deepEqual(changes(moto.requests()), [], 'before it made anything')
       const first = await bash(script)
       assert.equal(first.code, 0, first.output)
       assert.match(first.output, /The API is at https:\/\/\w+\.lambda-url\.us-east-1\.on\.aws/)
