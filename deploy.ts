@@ -17,6 +17,7 @@ import {
   GetAliasCommand,
   GetFunctionCommand,
   GetFunctionConcurrencyCommand,
+  GetFunctionConfigurationCommand,
   GetFunctionUrlConfigCommand,
   GetPolicyCommand,
   InvokeCommand,
@@ -182,14 +183,16 @@ async function deploy() {
   const current = await functionEnvironment(names.api)
   const moving = fromEfs && moveToDo(current)
   const network = await step('network', findNetwork)
-  const roleArn = await step('role', () => ensureRole(account.partition, moving))
+  const roleArn = await step('role', () => ensureRole(account.partition))
   const database =
     scenario === 'rds'
       ? await step('database (RDS PostgreSQL)', () => ensureDatabase(network, current, account))
       : undefined
   const fileSystem =
     scenario === 'efs' || moving
-      ? await step(moving ? 'file system (EFS), to copy from' : 'file system (EFS)', () => ensureFileSystem(network))
+      ? await step(moving ? 'file system (EFS), to copy from' : 'file system (EFS)', () =>
+          ensureFileSystem(network, account),
+        )
       : undefined
   const environment = database?.environment ?? { DB_LOCATION: 'efs' }
 
@@ -552,16 +555,18 @@ async function ensureSelfRules(groupId: string, permissions: IpPermission[] = []
     summary.updated.push(`security group ${groupId}: ports ${missing.join(', ')} from itself`)
 }
 
-const EFS_CLIENT_POLICY = 'AmazonElasticFileSystemClientReadWriteAccess'
-/** The role's policies: with `moving`, those of a move from EFS to RDS. */
-const managedPolicies = (moving = false) => [
+// The role's one managed policy: the functions' network interfaces in the VPC, and their logs.
+// https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSLambdaVPCAccessExecutionRole.html
+const MANAGED_POLICY = 'service-role/AWSLambdaVPCAccessExecutionRole'
+/** What earlier deploys attached, and a deploy now takes off: the VPC policy covers the logs, nothing traces, and
+ * the file system has a policy of its own (EFS_POLICY) where this one let the functions mount every one. */
+const FORMER_POLICIES = [
   'service-role/AWSLambdaBasicExecutionRole',
-  'service-role/AWSLambdaVPCAccessExecutionRole',
   'AWSXRayDaemonWriteAccess',
-  // The move from EFS to RDS has the seeder read the file system, until `destroy efs`.
-  ...(scenario === 'efs' || moving ? [EFS_CLIENT_POLICY] : []),
+  'AmazonElasticFileSystemClientReadWriteAccess',
 ]
-async function ensureRole(partition: string, moving: boolean): Promise<string> {
+
+async function ensureRole(partition: string): Promise<string> {
   const found = await send('iam', new GetRoleCommand({ RoleName: names.role }), {
     missing: ['NoSuchEntityException'],
   })
@@ -589,21 +594,41 @@ async function ensureRole(partition: string, moving: boolean): Promise<string> {
     ? await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
     : { AttachedPolicies: [] }
   const have = new Set((attached.AttachedPolicies ?? []).map((p) => p.PolicyArn))
-  for (const policy of managedPolicies(moving)) {
-    const policyArn = `arn:${partition}:iam::aws:policy/${policy}`
-    if (have.has(policyArn)) continue
-    await send('iam', new AttachRolePolicyCommand({ RoleName: names.role, PolicyArn: policyArn }))
-    if (found) summary.updated.push(`role ${names.role}: attached ${policy}`)
+  const policyArn = (policy: string) => `arn:${partition}:iam::aws:policy/${policy}`
+  const changes: string[] = []
+  if (!have.has(policyArn(MANAGED_POLICY))) {
+    await send('iam', new AttachRolePolicyCommand({ RoleName: names.role, PolicyArn: policyArn(MANAGED_POLICY) }))
+    changes.push(`attached ${MANAGED_POLICY}`)
   }
-  if (found && have.size >= managedPolicies(moving).length) summary.reused.push(`role ${names.role}`)
+  for (const policy of FORMER_POLICIES.filter((p) => have.has(policyArn(p)))) {
+    await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn: policyArn(policy) }))
+    changes.push(`detached ${policy}`)
+  }
+  if (found)
+    summary[changes.length ? 'updated' : 'reused'].push(
+      `role ${names.role}${changes.length ? `: ${changes.join(', ')}` : ''}`,
+    )
   return arn
+}
+
+/** An inline policy of the role, as `document` says (made or brought to it). */
+async function ensureRolePolicy(policyName: string, document: object) {
+  const wanted = JSON.stringify(document)
+  const found = await send('iam', new GetRolePolicyCommand({ RoleName: names.role, PolicyName: policyName }), {
+    missing: ['NoSuchEntityException'],
+  })
+  if (found && JSON.stringify(JSON.parse(decodeURIComponent(found.PolicyDocument!))) === wanted) {
+    return void summary.reused.push(`role policy ${policyName}`)
+  }
+  await send('iam', new PutRolePolicyCommand({ RoleName: names.role, PolicyName: policyName, PolicyDocument: wanted }))
+  summary[found ? 'updated' : 'created'].push(`role policy ${policyName}`)
 }
 
 interface FileSystem {
   accessPointArn: string
 }
 
-async function ensureFileSystem(network: Network): Promise<FileSystem> {
+async function ensureFileSystem(network: Network, account: Account): Promise<FileSystem> {
   const found = await send('efs', new DescribeFileSystemsCommand({ CreationToken: name }))
   let fs = found?.FileSystems?.[0]
   if (fs) {
@@ -700,8 +725,25 @@ async function ensureFileSystem(network: Network): Promise<FileSystem> {
       'available',
     ),
   )
+  // The functions may mount this file system through this access point, and nothing else: the two actions Lambda
+  // needs, scoped by the access point condition key of EFS.
+  // https://docs.aws.amazon.com/lambda/latest/dg/configuration-filesystem.html
+  // https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonelasticfilesystem.html
+  const { partition, region, id } = account
+  await ensureRolePolicy(EFS_POLICY, {
+    Version: '2012-10-17',
+    Statement: [
+      {
+        Effect: 'Allow',
+        Action: ['elasticfilesystem:ClientMount', 'elasticfilesystem:ClientWrite'],
+        Resource: `arn:${partition}:elasticfilesystem:${region}:${id}:file-system/${fsId}`,
+        Condition: { StringEquals: { 'elasticfilesystem:AccessPointArn': point!.AccessPointArn } },
+      },
+    ],
+  })
   return { accessPointArn: point!.AccessPointArn! }
 }
+const EFS_POLICY = 'efs-client'
 
 const MASTER_USERNAME = 'postgres'
 /** The role the functions log in as, with IAM tokens: the seeder makes it (seed.ts, createApiRole). */
@@ -733,7 +775,8 @@ const instanceStatus = (status: string, what: string) =>
     ),
   )
 
-const instanceAvailable = (status: string) =>
+/** Waits until the instance is available with no change pending (with `iam`, once it says IAM authentication is on). */
+const instanceAvailable = (status: string, { iam = false } = {}) =>
   waitFor(
     `DB instance ${names.db} to be ${status}`,
     async () => {
@@ -742,7 +785,8 @@ const instanceAvailable = (status: string) =>
       const pending = db?.PendingModifiedValues
       return db?.DBInstanceStatus === 'available' &&
         !pending?.MasterUserPassword &&
-        !pending?.IAMDatabaseAuthenticationEnabled
+        !pending?.IAMDatabaseAuthenticationEnabled &&
+        (!iam || db.IAMDatabaseAuthenticationEnabled)
         ? db
         : undefined
     },
@@ -834,7 +878,7 @@ async function ensureDatabase(network: Network, current: Record<string, string>,
       }),
     )
     summary.updated.push(`DB instance ${names.db} (IAM database authentication)`)
-    instance = await instanceAvailable('done with IAM authentication')
+    instance = await instanceAvailable('done with IAM authentication', { iam: true })
   }
   const endpoint = instance!.Endpoint!.Address!
   await ensureConnectPolicy(instance!, account)
@@ -859,25 +903,18 @@ async function ensureDatabase(network: Network, current: Record<string, string>,
  * https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.IAMPolicy.html */
 const CONNECT_POLICY = 'rds-db-connect'
 async function ensureConnectPolicy(instance: DBInstance, account: Account) {
-  const policy = (resource: string) =>
-    JSON.stringify({
-      Version: '2012-10-17',
-      Statement: [{ Effect: 'Allow', Action: 'rds-db:connect', Resource: resource }],
-    })
   // arn:<partition>:rds-db:<region>:<account>:dbuser:<DbiResourceId>/<user>, in the caller's account and region.
   const { partition, region, id } = account
-  const wanted = policy(`arn:${partition}:rds-db:${region}:${id}:dbuser:${instance.DbiResourceId}/${API_ROLE}`)
-  const found = await send('iam', new GetRolePolicyCommand({ RoleName: names.role, PolicyName: CONNECT_POLICY }), {
-    missing: ['NoSuchEntityException'],
+  await ensureRolePolicy(CONNECT_POLICY, {
+    Version: '2012-10-17',
+    Statement: [
+      {
+        Effect: 'Allow',
+        Action: 'rds-db:connect',
+        Resource: `arn:${partition}:rds-db:${region}:${id}:dbuser:${instance.DbiResourceId}/${API_ROLE}`,
+      },
+    ],
   })
-  if (found && JSON.stringify(JSON.parse(decodeURIComponent(found.PolicyDocument!))) === wanted) {
-    return void summary.reused.push(`role policy ${CONNECT_POLICY}`)
-  }
-  await send(
-    'iam',
-    new PutRolePolicyCommand({ RoleName: names.role, PolicyName: CONNECT_POLICY, PolicyDocument: wanted }),
-  )
-  summary[found ? 'updated' : 'created'].push(`role policy ${CONNECT_POLICY}`)
 }
 
 interface FunctionSpec {
@@ -1099,9 +1136,13 @@ async function invokeSeeder<Task extends SeederAnswer['task']>(
     // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Appendix.ResetPassword.html
     say(
       chalk.yellow(
-        `  the API role cannot log in yet, and nobody holds the master password (an earlier deploy stopped halfway): resetting it`,
+        `  the API role does not exist yet, and nobody holds the master password (an earlier deploy stopped halfway)`,
       ),
     )
+    const reset = `Reset the master password of DB instance ${names.db}, to make the API role with it?`
+    if (!(await confirm(reset, { withoutTerminal: false })))
+      throw new StepError(`${reset} Not without --yes, or an answer at a terminal: nothing was changed`)
+    say(chalk.yellow('  resetting it'))
     const password = secret(
       randomBytes(18).toString('base64url'),
       'PG_PASSWORD',
@@ -1123,8 +1164,12 @@ async function invokeSeeder<Task extends SeederAnswer['task']>(
   // A handler that throws: Lambda answers its error document (https://docs.aws.amazon.com/lambda/latest/dg/nodejs-exceptions.html).
   if (reply.failed) {
     const { errorType, errorMessage } = reply.answer ?? {}
+    const why =
+      errorType === 'TokenRefused'
+        ? '\nThe API role exists and RDS refused its IAM token: IAM authentication or the connect policy is not in effect yet. Run the same command again in a minute.'
+        : ''
     throw new StepError(
-      `the seeder failed: ${errorMessage ? `${errorType}: ${errorMessage}` : reply.text.slice(0, 300)}`,
+      `the seeder failed: ${errorMessage ? `${errorType}: ${errorMessage}` : reply.text.slice(0, 300)}${why}`,
     )
   }
   // Its keys only: an answer of unknown shape may hold anything (an echo of the event, with the master password).
@@ -1301,9 +1346,18 @@ async function moveFromEfs(api: FunctionSpec, database: Database) {
   const interruptedMove = () => void restore().finally(interrupted)
   process.off('SIGINT', interrupted)
   process.once('SIGINT', interruptedMove)
+  const { Timeout: running = timeout } = await send(
+    'lambda',
+    new GetFunctionConfigurationCommand({ FunctionName: names.api }),
+  )
   await send('lambda', new PutFunctionConcurrencyCommand({ FunctionName: names.api, ReservedConcurrentExecutions: 0 }))
   say('  writes stopped: the API answers 429 until the move is done')
   try {
+    // 0 stops new invocations only: one already running may still write to the file, for up to its timeout.
+    // https://docs.aws.amazon.com/lambda/latest/dg/configuration-concurrency.html
+    const drain = running + 2
+    say(`  waiting ${drain} s for the requests already running (timeout ${running} s) to end`)
+    await sleep(drain * 1000)
     const copy = await invokeSeeder({ from: 'efs' }, 'copy', database)
     const { users, animals, fosters } = copy.counts
     const what = `${users} users, ${animals} animals and ${fosters} fosters`
@@ -1346,11 +1400,14 @@ async function status() {
   if (!role) line(`role ${names.role}`, 'missing')
   else {
     const { AttachedPolicies = [] } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
-    const lacking = managedPolicies().filter((p) => !AttachedPolicies.some((a) => a.PolicyArn?.endsWith(`/${p}`)))
+    const { PolicyNames = [] } = await send('iam', new ListRolePoliciesCommand({ RoleName: names.role }))
+    const wanted = [MANAGED_POLICY.split('/').at(-1)!, ...(scenario === 'efs' ? [EFS_POLICY] : [CONNECT_POLICY])]
+    const policies = [...AttachedPolicies.map((a) => a.PolicyName!), ...PolicyNames]
+    const lacking = wanted.filter((p) => !policies.includes(p))
     line(
       `role ${names.role}`,
       lacking.length ? 'missing' : ours(tagMap(role.Role?.Tags)),
-      lacking.length ? `lacks ${lacking.join(', ')}` : `${AttachedPolicies.length} policies`,
+      lacking.length ? `lacks ${lacking.join(', ')}` : policies.join(', '),
     )
   }
 
@@ -1688,14 +1745,10 @@ async function destroy() {
   if (moved) {
     await step('file system', destroyFileSystem)
     await step('role', async () => {
-      const policyArn = `arn:${String(me.Arn).split(':')[1]}:iam::aws:policy/${EFS_CLIENT_POLICY}`
-      const { AttachedPolicies } =
-        (await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }), {
-          missing: ['NoSuchEntityException'],
-        })) ?? {}
-      if (!AttachedPolicies?.some((p) => p.PolicyArn === policyArn)) return
-      await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn: policyArn }))
-      summary.removed.push(`role ${names.role}: ${EFS_CLIENT_POLICY}`)
+      const gone = await send('iam', new DeleteRolePolicyCommand({ RoleName: names.role, PolicyName: EFS_POLICY }), {
+        missing: ['NoSuchEntityException'],
+      })
+      if (gone) summary.removed.push(`role ${names.role}: ${EFS_POLICY}`)
     })
     say('')
     say(
@@ -2210,9 +2263,11 @@ function report(text: string, style = (plain: string) => plain) {
   else say(style(text))
 }
 
-/** Asks before a change, on a terminal without --yes; a dry run changes nothing, and asks nothing. */
-async function confirm(what: string): Promise<boolean> {
-  if (dryRun || yes || !process.stdin.isTTY) return true
+/** Asks before a change, on a terminal without --yes; a dry run changes nothing, and asks nothing. Without a terminal
+ * the answer is yes, unless `withoutTerminal` is false: then only --yes says yes. */
+async function confirm(what: string, { withoutTerminal = true } = {}): Promise<boolean> {
+  if (dryRun || yes) return true
+  if (!process.stdin.isTTY) return withoutTerminal
   return /^y(es)?$/i.test((await question(`${what} [y/N] `)).trim())
 }
 

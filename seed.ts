@@ -331,9 +331,13 @@ export async function copyDatabase(from: Database, to: Database): Promise<CopyRe
     throw new CopyRefused(`${from.label} is not a buddy system database (it has no animals): nothing was copied`)
   await migrate(from)
   await migrate(to)
-  const source = {} as Record<Table, unknown[][]>
-  for (const table of Object.keys(COPIED) as Table[]) source[table] = await rowsOf(from, table)
-  const last = await lastIds(from)
+  // One moment of the source: every read in one transaction, which on SQLite holds the write lock (BEGIN IMMEDIATE),
+  // so that no write lands between two tables (an API container finishing a request, on EFS, during a move).
+  const { source, last } = await from.transaction(async (tx) => {
+    const source = {} as Record<Table, unknown[][]>
+    for (const table of Object.keys(COPIED) as Table[]) source[table] = await rowsOf(tx, table)
+    return { source, last: await lastIds(tx) }
+  })
   const counts = { users: source.users.length, animals: source.animals.length, fosters: source.fosters.length }
   const countsOf = async (db: Database) => {
     const [[users, animals, fosters]] = await db.values(
@@ -411,13 +415,26 @@ export async function createApiRole(master: Database, role: string): Promise<voi
   `)
 }
 
-/** PostgreSQL refused the login: no such role, or a token or password it does not take. */
-const loginRefused = (error: unknown) => ['28000', '28P01'].includes(String((error as { code?: string })?.code))
-
-/** The API role cannot log in (it does not exist yet, or IAM refuses it): deploy.ts invokes again with the master's
- * password. Lambda reports a thrown error's `name` as its errorType, so that the caller can tell this one. */
+/** The API role cannot log in as it does not exist yet (or is no member of rds_iam): deploy.ts invokes again with the
+ * master's password. Lambda reports a thrown error's `name` as its errorType, so that the caller can tell this one. */
 export class NeedsMaster extends Error {
   override name = 'NeedsMaster'
+}
+
+/** The API role exists, and RDS refused its IAM token: IAM authentication not enabled (yet), or the role's connect
+ * policy not (yet) in effect. A new master password would change nothing. */
+export class TokenRefused extends Error {
+  override name = 'TokenRefused'
+}
+
+/** What a refused login means. RDS checks a token through PAM for members of rds_iam only ("PAM authentication
+ * failed"); any other user, one that does not exist included, meets password authentication, which fails without
+ * saying whether the role exists. https://repost.aws/knowledge-center/aurora-postgresql-connect-iam */
+export function loginFailure(error: unknown): Error | undefined {
+  const { code, message } = (error ?? {}) as { code?: string; message?: string }
+  if (!['28000', '28P01'].includes(String(code))) return undefined
+  const Failure = /PAM authentication failed/.test(String(message)) ? TokenRefused : NeedsMaster
+  return new Failure(String(message), { cause: error })
 }
 
 /** What the seeder is asked to do: nothing named (migrations and the sample), a copy (`from`: "efs" on Lambda, a
@@ -504,8 +521,7 @@ export async function handler(event: SeederEvent = {}): Promise<SeederAnswer> {
     return answer
   } catch (error) {
     console.error(`${failure(event)}:`, error)
-    if (loginRefused(error)) throw new NeedsMaster((error as Error).message, { cause: error })
-    throw error
+    throw loginFailure(error) ?? error
   } finally {
     for (const db of dbs) await db.close()
   }

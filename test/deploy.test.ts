@@ -36,7 +36,9 @@ import {
 import {
   CreateRoleCommand,
   GetRoleCommand,
+  AttachRolePolicyCommand,
   GetRolePolicyCommand,
+  ListRolePoliciesCommand,
   ListAttachedRolePoliciesCommand,
 } from '@aws-sdk/client-iam'
 import {
@@ -62,7 +64,7 @@ import { run } from './cli.ts'
 import { changes, operationOf, startMoto, type Moto } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
 import { awsClients, awsEnv, lambdaError, projectCopy, realSeederAnswers, seederAnswer } from './deploying.ts'
-import { NeedsMaster } from '../seed.ts'
+import { NeedsMaster, TokenRefused } from '../seed.ts'
 import { SCHEMA_VERSION } from '../db.ts'
 
 const moto = await startMoto()
@@ -193,12 +195,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     await moto.answerInvocations([seederAnswer()])
     const { code, output } = await deploy(moto.endpoint, 'efs', '--yes')
     assert.equal(code, 0, output)
-    const url = await assertCommon([
-      'AWSLambdaBasicExecutionRole',
-      'AWSLambdaVPCAccessExecutionRole',
-      'AWSXRayDaemonWriteAccess',
-      'AmazonElasticFileSystemClientReadWriteAccess',
-    ])
+    const url = await assertCommon(['AWSLambdaVPCAccessExecutionRole'])
     assert.match(output, new RegExp(`The API is at ${url}`))
     await assertFunctions((vars) => {
       assert.equal(vars.DB_LOCATION, 'efs')
@@ -235,6 +232,18 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     for (const created of createdFunctions()) {
       assert.deepEqual(created.FileSystemConfigs, [{ Arn: point.AccessPointArn, LocalMountPath: '/mnt/efs' }])
     }
+    // The role mounts this file system, through this access point, and no other (issue 26).
+    const { PolicyDocument } = await iam.send(
+      new GetRolePolicyCommand({ RoleName: 'buddy-system-lambda-execution-role', PolicyName: 'efs-client' }),
+    )
+    assert.deepEqual(JSON.parse(decodeURIComponent(PolicyDocument!)).Statement, [
+      {
+        Effect: 'Allow',
+        Action: ['elasticfilesystem:ClientMount', 'elasticfilesystem:ClientWrite'],
+        Resource: `arn:aws:elasticfilesystem:us-east-1:123456789012:file-system/${fs.FileSystemId}`,
+        Condition: { StringEquals: { 'elasticfilesystem:AccessPointArn': point.AccessPointArn } },
+      },
+    ])
     for (const name of ['buddy-system', 'buddy-system-db-seeder']) {
       const group = await logGroup(`/aws/lambda/${name}`)
       assert.equal(group?.retentionInDays, 14, `log group of ${name}`)
@@ -289,6 +298,29 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal((await fn('buddy-system')).Configuration?.Environment?.Variables?.JWT_KEY, key)
   })
 
+  it("takes off an earlier deploy's managed policies: the VPC policy covers the logs, and the file system has its own", async () => {
+    await seeding(2)
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    const role = 'buddy-system-lambda-execution-role'
+    for (const policy of [
+      'service-role/AWSLambdaBasicExecutionRole',
+      'AWSXRayDaemonWriteAccess',
+      'AmazonElasticFileSystemClientReadWriteAccess',
+    ])
+      await iam.send(new AttachRolePolicyCommand({ RoleName: role, PolicyArn: `arn:aws:iam::aws:policy/${policy}` }))
+    const { code, output } = await deploy(moto.endpoint, 'efs', '--yes')
+    assert.equal(code, 0, output)
+    assert.match(
+      output,
+      /updated: role buddy-system-lambda-execution-role: detached service-role\/AWSLambdaBasicExecutionRole, detached AWSXRayDaemonWriteAccess, detached AmazonElasticFileSystemClientReadWriteAccess/,
+    )
+    const { AttachedPolicies = [] } = await iam.send(new ListAttachedRolePoliciesCommand({ RoleName: role }))
+    assert.deepEqual(
+      AttachedPolicies.map((p) => p.PolicyName),
+      ['AWSLambdaVPCAccessExecutionRole'],
+    )
+  })
+
   it('uploads changed code once to each function, and not again', async () => {
     await seeding(3)
     assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
@@ -326,7 +358,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     await seeding(1)
     const { code, output } = await deploy(moto.endpoint, 'rds', '--yes')
     assert.equal(code, 0, output)
-    await assertCommon(['AWSLambdaBasicExecutionRole', 'AWSLambdaVPCAccessExecutionRole', 'AWSXRayDaemonWriteAccess'])
+    await assertCommon(['AWSLambdaVPCAccessExecutionRole'])
     const { DBInstances: [db] = [] } = await rds.send(
       new DescribeDBInstancesCommand({ DBInstanceIdentifier: 'buddy-system' }),
     )
@@ -439,6 +471,22 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   it('resets the master password where the API role cannot log in and nobody holds that password, and says so', async () => {
     await seeding(1)
     assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+    // RDS refused the API role's token (IAM not in effect yet): a new master password would change nothing.
+    const refusing = moto.requests().length
+    await moto.answerInvocations([lambdaError(new TokenRefused('PAM authentication failed for user "buddy_api"'))])
+    const refused = await deploy(moto.endpoint, 'rds', '--yes')
+    assert.equal(refused.code, 1, refused.output)
+    assert.match(refused.output, /RDS refused its IAM token: .*Run the same command again in a minute/)
+    assert.deepEqual(changes(moto.requests().slice(refusing)), [], 'no new password')
+
+    // No API role: a reset, but not without --yes where nobody can answer the question.
+    const asking = moto.requests().length
+    await moto.answerInvocations([lambdaError(new NeedsMaster('password authentication failed for user "buddy_api"'))])
+    const unasked = await deploy(moto.endpoint, 'rds')
+    assert.equal(unasked.code, 1, unasked.output)
+    assert.match(unasked.output, /Reset the master password of DB instance buddy-system, .* Not without --yes/)
+    assert.deepEqual(changes(moto.requests().slice(asking)), [])
+
     // A first deploy stopped after CreateDBInstance and before the seeder made the API role: the seeder answers 401.
     const before = moto.requests().length
     await moto.answerInvocations([
@@ -449,7 +497,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(code, 0, output)
     assert.match(
       output,
-      /the API role cannot log in yet, and nobody holds the master password \(an earlier deploy stopped halfway\): resetting it/,
+      /the API role does not exist yet, and nobody holds the master password \(an earlier deploy stopped halfway\)\n.*resetting it/,
     )
     const modify = moto
       .requests()
@@ -560,6 +608,16 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
         'invoke {}',
       ])
       assert.match(moved.output, /writes stopped: the API answers 429 until the move is done/)
+      // Requests already running may write until their timeout (10 s): the copy waits them out (issue 26).
+      const sentAt = (op: RegExp, body: RegExp) =>
+        moto
+          .requests()
+          .slice(moving)
+          .find((r) => op.test(operationOf(r)) && body.test(r.body))!.signed!
+      const stopped = sentAt(/\/functions\/buddy-system\/concurrency$/, /"ReservedConcurrentExecutions":0/)
+      const copied = sentAt(/buddy-system-db-seeder\/invocations$/, /"from":"efs"/)
+      assert.ok(copied.getTime() - stopped.getTime() >= 11_000, `${stopped.toISOString()} → ${copied.toISOString()}`)
+      assert.match(moved.output, /waiting 12 s for the requests already running \(timeout 10 s\) to end/)
       assert.match(moved.output, /copied 8 users, 16 animals and \d+ fosters from SQLite .* into .*, with their ids/)
       assert.match(
         moved.output,
@@ -609,17 +667,13 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.match(output, /runs on RDS now \(moved from EFS\): destroy efs removes only the file system/)
       assert.match(
         output,
-        /removed: access point fsap-\w+, (mount target fsmt-\w+, )+file system fs-\w+, role buddy-system-lambda-execution-role: AmazonElasticFileSystemClientReadWriteAccess; the RDS deployment is untouched/,
+        /removed: access point fsap-\w+, (mount target fsmt-\w+, )+file system fs-\w+, role buddy-system-lambda-execution-role: efs-client; the RDS deployment is untouched/,
       )
       assert.deepEqual((await efs.send(new DescribeFileSystemsCommand({}))).FileSystems, [])
       assert.equal((await lambda.send(new ListFunctionsCommand({}))).Functions?.length, 2)
       assert.equal((await rds.send(new DescribeDBInstancesCommand({}))).DBInstances?.length, 1)
-      const attached = await iam.send(
-        new ListAttachedRolePoliciesCommand({ RoleName: 'buddy-system-lambda-execution-role' }),
-      )
-      assert.ok(
-        !attached.AttachedPolicies?.some((p) => p.PolicyName === 'AmazonElasticFileSystemClientReadWriteAccess'),
-      )
+      const inline = await iam.send(new ListRolePoliciesCommand({ RoleName: 'buddy-system-lambda-execution-role' }))
+      assert.deepEqual(inline.PolicyNames, ['rds-db-connect'])
     },
   )
 
@@ -679,7 +733,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
         'DELETE /2015-03-31/functions/buddy-system',
         'DELETE /2015-03-31/functions/buddy-system-db-seeder',
         'DeleteSecurityGroup',
-        ...(scenario === 'rds' ? ['DeleteRolePolicy'] : []),
+        'DeleteRolePolicy', // efs-client, or rds-db-connect
         'DeleteRole',
       ])
       assert.ok(
@@ -980,6 +1034,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       const missing = await plan('--memory', '2048')
       assert.deepEqual(missing.writes, [
         'efs create-access-point',
+        'iam put-role-policy', // the role may mount through the new access point, and no other
         'lambda update-function-configuration',
         'logs create-log-group',
         'logs put-retention-policy',
@@ -1268,7 +1323,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const ok = await deploy(moto.endpoint, 'status', 'efs')
     assert.equal(ok.code, 0, ok.output)
     for (const line of [
-      /✔ role buddy-system-lambda-execution-role +4 policies/,
+      /✔ role buddy-system-lambda-execution-role +AWSLambdaVPCAccessExecutionRole, efs-client/,
       /✔ security group sg-\w+/,
       /✔ file system fs-\w+ +available/,
       /✔ mount targets +6: us-east-1a available, us-east-1b available/,
@@ -1561,8 +1616,8 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
     const [[beforeStatus, before], seeded, [afterStatus, after]] = JSON.parse(out)
     assert.equal(beforeStatus, 503)
     assert.deepEqual(before, { detail: 'Service Unavailable' })
-    assert.equal(seeded.statusCode, 200)
-    assert.deepEqual(JSON.parse(seeded.body).added, { users: 8, animals: 16, fosters: 8, adoptions: 7 })
+    assert.equal(seeded.task, 'set up')
+    assert.deepEqual(seeded.seed.added, { users: 8, animals: 16, fosters: 8, adoptions: 7 })
     assert.equal(afterStatus, 200)
     assert.deepEqual(after.meta, { count: 16, limit: 2, offset: 0 })
   })
@@ -1584,6 +1639,17 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
     )
   })
 
+  /** The bundled seeder's answer, or what Lambda reports of the error it throws (its name and message). */
+  const bundledSeeder = (env: Record<string, string>) => {
+    const out = lambdaRun(
+      `const { handler } = await import('./seed.mjs')
+      const answer = await handler().catch((e) => ({ errorType: e.name, errorMessage: e.message }))
+      console.log(JSON.stringify(answer))`,
+      env,
+    )
+    return JSON.parse(out.trim().split('\n').at(-1)!)
+  }
+
   it('trusts a PostgreSQL server whose certificate chains to PG_SSLROOTCERT under verify-full, and refuses any other', async (t) => {
     const server = await startPostgres()
     if (typeof server === 'string') {
@@ -1602,20 +1668,15 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
           PG_SSLMODE: 'verify-full',
           PG_SSLROOTCERT: caFile,
         }
-        const out = lambdaRun(
-          "const { handler } = await import('./seed.mjs'); console.log(JSON.stringify(await handler()))",
-          env,
-        )
-        return JSON.parse(out.trim().split('\n').at(-1)!)
+        return bundledSeeder(env)
       }
       const trusted = seedWith(join(dir, 'with-server-ca.pem'))
-      assert.equal(trusted.statusCode, 200, trusted.body)
+      assert.equal(trusted.task, 'set up', JSON.stringify(trusted))
       const refused = seedWith(join(dir, 'task', 'rds-ca.pem'))
-      assert.equal(refused.statusCode, 500)
-      assert.match(JSON.parse(refused.body).error, /self[- ]signed certificate|unable to verify|certificate/)
+      assert.match(refused.errorMessage, /self[- ]signed certificate|unable to verify|certificate/)
 
       // PG_AUTH=iam, as deployed: the bundled signer makes a token, which this server (no RDS) refuses as a
-      // password; the seeder then asks for the master password (401). A signer that failed to load would be a 500.
+      // password; the seeder then asks for the master password (NeedsMaster). A signer that failed to load would not.
       const env = {
         ...server.env,
         DB_LOCATION: 'rds',
@@ -1629,13 +1690,9 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
         AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE',
         AWS_SECRET_ACCESS_KEY: 'secret-for-the-test',
       }
-      const out = lambdaRun(
-        "const { handler } = await import('./seed.mjs'); console.log(JSON.stringify(await handler()))",
-        env,
-      )
-      const withToken = JSON.parse(out.trim().split('\n').at(-1)!)
-      assert.equal(withToken.statusCode, 401, withToken.body)
-      assert.match(JSON.parse(withToken.body).error, /password authentication failed for user "buddy_api"/)
+      const withToken = bundledSeeder(env)
+      assert.equal(withToken.errorType, 'NeedsMaster', JSON.stringify(withToken))
+      assert.match(withToken.errorMessage, /password authentication failed for user "buddy_api"/)
     } finally {
       server.stop()
     }

@@ -83,7 +83,13 @@ describe('deploy.ts interrupted or throttled', { skip: typeof moto === 'string' 
                 const { PolicyDocument } = await iam.send(
                   new GetRolePolicyCommand({ RoleName: r.RoleName, PolicyName: name }),
                 )
-                return [name, decodeURIComponent(PolicyDocument!).replace(/dbuser:[\w-]+\//, 'dbuser:<the instance>/')]
+                return [
+                  name,
+                  decodeURIComponent(PolicyDocument!)
+                    .replace(/dbuser:[\w-]+\//, 'dbuser:<the instance>/')
+                    .replace(/file-system\/fs-\w+/, 'file-system/<the file system>')
+                    .replace(/access-point\/fsap-\w+/, 'access-point/<the access point>'),
+                ]
               },
             ),
           ),

@@ -16,6 +16,8 @@ export interface Recorded {
   query: URLSearchParams
   target?: string
   body: string
+  /** When it was signed (SigV4's X-Amz-Date, to the second). */
+  signed?: Date
 }
 
 export interface Moto {
@@ -95,7 +97,11 @@ export async function startMoto(): Promise<Moto | string> {
           const body = entry.body_encoded ? Buffer.from(entry.body, 'base64').toString('utf8') : (entry.body ?? '')
           const target = entry.headers['X-Amz-Target'] ?? entry.headers['x-amz-target']
           const url = new URL(entry.url)
-          return { method: entry.method, path: url.pathname, query: url.searchParams, target, body }
+          const date = /^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z$/.exec(entry.headers['X-Amz-Date'] ?? '')
+          const signed = date
+            ? new Date(`${date[1]}-${date[2]}-${date[3]}T${date[4]}:${date[5]}:${date[6]}Z`)
+            : undefined
+          return { method: entry.method, path: url.pathname, query: url.searchParams, target, body, signed }
         })
         .filter((r) => !r.path.startsWith('/moto-api'))
     },

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, it } from 'node:test'
 import { run } from './cli.ts'
+import { loginFailure } from '../seed.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'buddy-seed-'))
 after(() => rmSync(dir, { recursive: true, force: true }))
@@ -53,4 +54,16 @@ it('makes a user staff by name with --staff, takes it back with --revoke, and re
   const misused = run('seed.ts', env, ['--revoke'])
   assert.equal(await misused.exited, 2)
   assert.match(misused.output(), /--revoke goes with --staff USERNAME\nusage: tsx seed\.ts/)
+})
+
+it("tells a missing API role from a token RDS refused, by PostgreSQL's answer to the login", () => {
+  // RDS checks tokens through PAM for members of rds_iam; a user that does not exist meets password authentication.
+  const refused = (code: string, message: string) => Object.assign(new Error(message), { code })
+  assert.equal(
+    loginFailure(refused('28P01', 'password authentication failed for user "buddy_api"'))?.name,
+    'NeedsMaster',
+  )
+  assert.equal(loginFailure(refused('28000', 'role "buddy_api" does not exist'))?.name, 'NeedsMaster')
+  assert.equal(loginFailure(refused('28P01', 'PAM authentication failed for user "buddy_api"'))?.name, 'TokenRefused')
+  assert.equal(loginFailure(refused('53300', 'too many connections for role "buddy_api"')), undefined)
 })
