@@ -948,14 +948,24 @@ async function ensureFunction(spec: FunctionSpec): Promise<boolean> {
   if (found) ensureOurs(`function ${spec.name}`, found.Tags)
   // Made before the function, so that its first line is kept no longer than the retention.
   await ensureLogGroup(found?.Configuration?.LoggingConfig?.LogGroup ?? `/aws/lambda/${spec.name}`)
-  if (!found) {
+  // A function whose creation failed serves nothing and takes no update: "you must delete and recreate the function".
+  // https://docs.aws.amazon.com/lambda/latest/dg/functions-states.html
+  const failed = found?.Configuration?.State === 'Failed'
+  if (failed) {
+    say(
+      chalk.yellow(`  function ${spec.name} failed to be made (${found.Configuration!.StateReason}): making it again`),
+    )
+    await send('lambda', new DeleteFunctionCommand({ FunctionName: spec.name }))
+    summary.removed.push(`function ${spec.name} (failed)`)
+  }
+  if (!found || failed) {
     await createFunction({ ...desired, Code: { ZipFile: spec.zip }, Architectures: [arch], Tags: TAGS })
     summary.created.push(`function ${spec.name}`)
     await waitForFunction(spec.name, 'active')
     return true
   }
   const current = found.Configuration!
-  await waitForFunction(spec.name, 'updated')
+  await waitForFunction(spec.name, 'updated', { afterOurs: false })
   const changes = configChanges(current, desired)
   if (changes.length) {
     await send('lambda', new UpdateFunctionConfigurationCommand(desired))
@@ -1028,16 +1038,20 @@ async function createFunction(input: ConstructorParameters<typeof CreateFunction
   })
 }
 
-/** Waits until the function can take the next change: an update in progress fails it with ResourceConflictException. */
-async function waitForFunction(fn: string, state: 'active' | 'updated') {
+/** Waits until the function can take the next change: an update in progress fails it with ResourceConflictException.
+ * A failed update is ours to report only after our own (`afterOurs`): before it, AWS keeps the previous configuration
+ * live, and our update is the repair. An Inactive function (idle, its network reclaimed) takes updates; an invoke
+ * wakes it (invokeSeeder). https://docs.aws.amazon.com/lambda/latest/dg/functions-states.html */
+async function waitForFunction(fn: string, state: 'active' | 'updated', { afterOurs = true } = {}) {
   await waitFor(
     `function ${fn} to be ${state}`,
     async () => {
       const c = (await send('lambda', new GetFunctionCommand({ FunctionName: fn }))).Configuration!
-      if (c.State === 'Failed' || c.LastUpdateStatus === 'Failed') {
-        throw new StepError(`function ${fn} failed: ${c.StateReason ?? c.LastUpdateStatusReason}`)
-      }
-      return c.State === 'Active' && (state === 'active' || c.LastUpdateStatus !== 'InProgress') ? true : undefined
+      if (c.State === 'Failed') throw new StepError(`function ${fn} failed: ${c.StateReason}`)
+      if (c.LastUpdateStatus === 'Failed' && afterOurs)
+        throw new StepError(`the update of function ${fn} failed: ${c.LastUpdateStatusReason}`)
+      const ready = c.State === 'Active' || (state === 'updated' && c.State === 'Inactive')
+      return ready && (state === 'active' || c.LastUpdateStatus !== 'InProgress') ? true : undefined
     },
     10 * MINUTE,
     `aws lambda wait function-${state}-v2 --function-name ${fn}`,
@@ -1118,10 +1132,13 @@ async function invokeSeeder<Task extends SeederAnswer['task']>(
     const event: SeederEvent = master ? { ...task, master } : task
     // Under --dry-run the script checks the answer as it runs; the plan takes the task as done.
     const planned = { Payload: Buffer.from(JSON.stringify({ task: expected, summary: 'as the script runs' })) }
+    // An idle function goes Inactive: an invoke fails, and starts its reactivation (Pending, then Active); so does
+    // one right after an update. Tried again until it takes the invoke. https://docs.aws.amazon.com/lambda/latest/dg/functions-states.html
+    const notReady = { refused: /ResourceConflictException|ResourceNotReadyException/, minutes: 10 }
     const result = await send(
       'lambda',
       new InvokeCommand({ FunctionName: names.seeder, Payload: JSON.stringify(event) }),
-      { planned },
+      { planned, retry: { ...notReady, while: `function ${names.seeder} to be active` } },
     )
     const text = Buffer.from(result.Payload ?? []).toString('utf8')
     let answer: any

@@ -61,7 +61,7 @@ import {
 import { DeleteAccessPointCommand } from '@aws-sdk/client-efs'
 import { DescribeDBInstancesCommand, StopDBInstanceCommand } from '@aws-sdk/client-rds'
 import { run } from './cli.ts'
-import { changes, operationOf, startMoto, type Moto } from './moto.ts'
+import { changes, operationOf, startMoto, startProxy, type Moto, type ProxyOptions } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
 import { awsClients, awsEnv, lambdaError, projectCopy, realSeederAnswers, seederAnswer } from './deploying.ts'
 import { NeedsMaster, TokenRefused } from '../seed.ts'
@@ -319,6 +319,71 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       AttachedPolicies.map((p) => p.PolicyName),
       ['AWSLambdaVPCAccessExecutionRole'],
     )
+  })
+
+  it("goes through Lambda's function states: a failed update is repaired, a failed function made again, an Inactive seeder woken", async () => {
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    const api = 'GET /2015-03-31/functions/buddy-system'
+    const seeder = 'GET /2015-03-31/functions/buddy-system-db-seeder'
+    const through = async (options: ProxyOptions, ...flags: string[]) => {
+      const proxy = await startProxy(moto.endpoint, options)
+      await seeding(1)
+      const result = await deploy(proxy.endpoint, 'efs', '--yes', ...flags)
+      await proxy.close()
+      assert.equal(result.code, 0, result.output)
+      return { ...result, calls: proxy.calls }
+    }
+
+    // The API's last update failed (a subnet out of addresses): AWS keeps its previous configuration live, and
+    // shows Failed until the next update, which this deploy makes.
+    const update = 'PUT /2015-03-31/functions/buddy-system/configuration'
+    const repaired = await through(
+      {
+        amend(op, answer, before) {
+          if (op === api && !before.includes(update))
+            Object.assign(answer.Configuration, {
+              LastUpdateStatus: 'Failed',
+              LastUpdateStatusReason: 'The subnet has no free addresses',
+            })
+        },
+      },
+      '--memory',
+      '2048',
+    )
+    assert.ok(repaired.calls.includes(update), repaired.output)
+    assert.equal((await fn('buddy-system')).Configuration?.MemorySize, 2048)
+
+    // The seeder's creation failed: it is deleted and made again.
+    const remade = await through({
+      amend(op, answer, before) {
+        if (op === seeder && !before.includes('DELETE /2015-03-31/functions/buddy-system-db-seeder'))
+          Object.assign(answer.Configuration, { State: 'Failed', StateReason: 'Lambda could not make its interfaces' })
+      },
+    })
+    assert.match(
+      remade.output,
+      /function buddy-system-db-seeder failed to be made \(Lambda could not make its interfaces\): making it again/,
+    )
+    assert.ok(remade.calls.includes('POST /2015-03-31/functions'), 'made again')
+
+    // Weeks idle, the seeder is Inactive: the first invoke is refused and wakes it; the deploy invokes it again.
+    let refused = 0
+    const woken = await through({
+      refuse: (op) =>
+        op.endsWith('/functions/buddy-system-db-seeder/invocations') && refused++ === 0
+          ? {
+              type: 'ResourceConflictException',
+              message:
+                'The operation cannot be performed at this time. The function is currently in the following state: Inactive',
+            }
+          : undefined,
+      amend(op, answer) {
+        if (op === seeder && refused === 0) Object.assign(answer.Configuration, { State: 'Inactive' })
+      },
+    })
+    assert.equal(woken.calls.filter((op) => op.endsWith('/functions/buddy-system-db-seeder/invocations')).length, 2)
+    assert.match(woken.output, /database schema and sample data/)
   })
 
   it('uploads changed code once to each function, and not again', async () => {

@@ -148,6 +148,10 @@ export interface ProxyOptions {
   afterWrite?(n: number, operation: string): boolean
   /** Answer this call as AWS does when it throttles, instead of passing it on. */
   throttle?(operation: string): boolean
+  /** Answer this call with a Lambda error instead of passing it on (its type, and message); `before`: the calls so far. */
+  refuse?(operation: string, before: string[]): { type: string; message: string } | undefined
+  /** Changes moto's JSON answer to this call: AWS's, in a state moto never shows (a function Failed, Inactive). */
+  amend?(operation: string, answer: any, before: string[]): void
 }
 
 export interface Proxy {
@@ -192,6 +196,12 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
         '<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>throttled</RequestId></ErrorResponse>',
       )
     }
+    const refused = options.refuse?.(operation, calls)
+    if (refused) {
+      calls.push(operation)
+      res.writeHead(409, { 'content-type': 'application/json', 'x-amzn-errortype': refused.type })
+      return void res.end(JSON.stringify({ Type: 'User', message: refused.message }))
+    }
     const headers = Object.fromEntries(
       Object.entries(req.headers).filter(
         ([k]) => !['host', 'connection', 'expect', 'content-length', 'transfer-encoding'].includes(k),
@@ -200,6 +210,11 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
     const answer = await fetch(url, { method: req.method, headers, body: body.length ? body : undefined })
     let payload: Buffer = Buffer.from(await answer.arrayBuffer())
     if (answer.ok) payload = fileSystems.exchange(req.method!, url, body, payload)
+    const json = answer.ok && options.amend && parseJson(payload) // moto's content-type does not always say JSON
+    if (json) {
+      options.amend!(operation, json, calls)
+      payload = Buffer.from(JSON.stringify(json))
+    }
     calls.push(operation)
     if (isWrite(operation)) {
       writes.push(operation)
@@ -229,14 +244,18 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
   }
 }
 
+function parseJson(payload: Buffer): any {
+  try {
+    return JSON.parse(payload.toString('utf8'))
+  } catch {
+    return undefined
+  }
+}
+
 /** The Node.js runtime's answer for a handler that threw: {errorType, errorMessage, trace}. */
 function isErrorDocument(payload: Buffer): boolean {
-  try {
-    const answer = JSON.parse(payload.toString('utf8'))
-    return typeof answer?.errorType === 'string' && typeof answer?.errorMessage === 'string'
-  } catch {
-    return false
-  }
+  const answer = parseJson(payload)
+  return typeof answer?.errorType === 'string' && typeof answer?.errorMessage === 'string'
 }
 
 /** What moto 5.2.1 leaves out of Lambda: a function's FileSystemConfigs, which CreateFunction and
