@@ -77,7 +77,11 @@ import {
   DescribeSubnetsCommand,
   DescribeVpcsCommand,
   EC2Client,
+  CreateTagsCommand,
+  DeleteTagsCommand,
+  RevokeSecurityGroupIngressCommand,
   type IpPermission,
+  type NetworkInterface,
   type Subnet,
 } from '@aws-sdk/client-ec2'
 import {
@@ -525,13 +529,19 @@ async function useSecurityGroup(groupId: string, vpcId: string): Promise<string>
   if (!group) throw new StepError(`--security-group ${groupId}: no such security group`)
   if (group.VpcId !== vpcId)
     throw new StepError(`--security-group ${groupId} is in ${group.VpcId}, and the subnets in ${vpcId}`)
-  await ensureSelfRules(groupId, group.IpPermissions)
+  await ensureSelfRules(
+    groupId,
+    group.IpPermissions,
+    RULES_TAG in tagMap(group.Tags) ? tagMap(group.Tags)[RULES_TAG] : '',
+  )
   return groupId
 }
+/** On a given group, the ports whose rules a deploy added (destroy takes those away, and only those). */
+const RULES_TAG = `${name}:added-rules`
 
 /** Members of the group reach each other on NFS (EFS) and PostgreSQL (RDS): the rules a group needs,
  * added where missing (a reused or given group may lack them); nothing else comes in. */
-async function ensureSelfRules(groupId: string, permissions: IpPermission[] = []) {
+async function ensureSelfRules(groupId: string, permissions: IpPermission[] = [], given?: string) {
   const has = (port: number) =>
     permissions.some(
       (p) =>
@@ -551,6 +561,10 @@ async function ensureSelfRules(groupId: string, permissions: IpPermission[] = []
     })),
   })
   await send('ec2', authorize, { missing: ['InvalidPermission.Duplicate'] }) // there already: what we wanted
+  if (given !== undefined) {
+    const added = [...new Set([...given.split(' ').filter(Boolean), ...missing.map(String)])].join(' ')
+    await send('ec2', new CreateTagsCommand({ Resources: [groupId], Tags: [{ Key: RULES_TAG, Value: added }] }))
+  }
   if (permissions.length || args['security-group'])
     summary.updated.push(`security group ${groupId}: ports ${missing.join(', ')} from itself`)
 }
@@ -1809,6 +1823,21 @@ async function destroy() {
   else await step('database', destroyDatabase)
   const released = await step('network interfaces and security group', () => destroySecurityGroup(groups))
   if (released) await step('role', destroyRole)
+  // What the other scenario keeps (the instance of a move that did not finish, the file system a move left): named,
+  // as it bills, and left to the destroy that is its own.
+  const other =
+    scenario === 'efs'
+      ? (await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
+          missing: ['DBInstanceNotFoundFault'],
+        })) && `DB instance ${names.db} and its subnet group`
+      : (await send('efs', new DescribeFileSystemsCommand({ CreationToken: name }))).FileSystems?.length &&
+        `file system ${name}`
+  if (other)
+    say(
+      chalk.yellow(
+        `Still there, and billing: ${other}, of ${name}'s ${scenario === 'efs' ? 'rds' : 'efs'}. \`${again('destroy', scenario === 'efs' ? 'rds' : 'efs')}\` removes it.`,
+      ),
+    )
 
   say('')
   say(summary.removed.length ? `removed: ${summary.removed.join(', ')}` : 'nothing to remove: it was all gone already')
@@ -1901,7 +1930,9 @@ async function destroyDatabase() {
 // Lambda deletes a deleted function's network interfaces itself, with the function's execution role
 // (AWSLambdaVPCAccessExecutionRole's ec2:DeleteNetworkInterface), in minutes, sometimes over half an hour:
 // https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html. So the role goes last, once they are
-// gone; until then the security group is in use too (DependencyViolation). Returns whether they are gone.
+// gone; until then the security group is in use too (DependencyViolation). Only our functions' interfaces are waited
+// for: any other one in the group (another function's, the other scenario's storage, someone else's) is named, with
+// what removes it, and the group kept. Returns whether our functions' interfaces are gone (the role may go).
 async function destroySecurityGroup(groups: Set<string>): Promise<boolean> {
   const { SecurityGroups: ours = [] } = await send(
     'ec2',
@@ -1914,21 +1945,19 @@ async function destroySecurityGroup(groups: Set<string>): Promise<boolean> {
   )
   for (const group of ours) groups.add(group.GroupId!)
   const ourIds = new Set(ours.map((g) => g.GroupId))
+  let released = true
   for (const groupId of groups) {
-    const released = await waitFor(
+    const outcome = await waitFor(
       `AWS to release the functions' network interfaces in ${groupId}`,
       async () => {
         const { NetworkInterfaces = [] } = await send(
           'ec2',
-          new DescribeNetworkInterfacesCommand({
-            Filters: [
-              { Name: 'group-id', Values: [groupId] },
-              { Name: 'description', Values: ['AWS Lambda VPC ENI*'] },
-            ],
-          }),
+          new DescribeNetworkInterfacesCommand({ Filters: [{ Name: 'group-id', Values: [groupId] }] }),
         )
-        if (NetworkInterfaces.length) return undefined
-        if (!ourIds.has(groupId)) return true // --security-group: someone else's, kept
+        const holders = NetworkInterfaces.map(holder)
+        if (holders.some((h) => h.ours)) return undefined
+        if (!ourIds.has(groupId)) return { kept: 'given' as const }
+        if (holders.length) return { kept: 'held' as const, holders }
         const deleted = await send('ec2', new DeleteSecurityGroupCommand({ GroupId: groupId })).then(
           () => true,
           (error: Error) => {
@@ -1937,27 +1966,77 @@ async function destroySecurityGroup(groups: Set<string>): Promise<boolean> {
           },
         )
         if (deleted) summary.removed.push(`security group ${groupId}`)
-        return deleted
+        return deleted && { kept: 'no' as const }
       },
       waitMinutes * MINUTE,
       '',
     ).catch((error: Error) => {
       if (!/gave up waiting/.test(error.message)) throw error
-      return false
+      return undefined
     })
-    if (!released) {
+    if (!outcome) {
       say(
         chalk.yellow(
           `Left: security group ${groupId}, still in use by network interfaces that AWS has not released yet,`,
         ),
       )
       say(chalk.yellow(`and role ${names.role}, which Lambda needs to delete them. Everything else is removed.`))
-      say(chalk.yellow(`Run \`tsx deploy.ts destroy ${scenario} --yes\` again later to finish.`))
+      say(chalk.yellow(`Run \`${again('destroy')}\` again later to finish.`))
       process.exitCode = 1
-      return false
+      released = false
+    } else if (outcome.kept === 'given') await removeAddedRules(groupId)
+    else if (outcome.kept === 'held') {
+      say(chalk.yellow(`Left: security group ${groupId}, in use by what is not this destroy's to remove:`))
+      for (const { what, removedBy } of outcome.holders)
+        say(chalk.yellow(`  ${what}${removedBy ? `: ${removedBy} removes it` : ''}`))
+      say(chalk.yellow(`Once they are gone, \`${again('destroy')}\` removes the group.`))
+      process.exitCode = 1
     }
   }
-  return true
+  return released
+}
+
+/** What a network interface in our group belongs to; `ours`: one of our functions' (destroy waits for those). */
+function holder(eni: NetworkInterface): { what: string; ours?: boolean; removedBy?: string } {
+  const description = eni.Description ?? ''
+  const id = eni.NetworkInterfaceId
+  // "AWS Lambda VPC ENI-<function>-<uuid>": https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html
+  const fn = /^AWS Lambda VPC ENI-(.+?)-[0-9a-f-]+$/.exec(description)
+  if (fn && new RegExp(`^AWS Lambda VPC ENI-(${names.api}|${names.seeder})-[0-9a-f-]+$`).test(description))
+    return { what: `${id}, of function ${fn[1]}`, ours: true }
+  if (fn) return { what: `${id}, of another Lambda function (${fn[1]}): not ours` }
+  const fs = /^EFS mount target for (fs-\w+)/.exec(description)
+  if (fs && scenario === 'efs') return { what: `${id}, of a mount target of ${fs[1]} being deleted`, ours: true }
+  if (fs) return { what: `${id}, of a mount target of ${fs[1]}`, removedBy: again('destroy', 'efs') }
+  if (description === 'RDSNetworkInterface' && scenario === 'rds')
+    return { what: `${id}, of the DB instance being deleted`, ours: true }
+  if (description === 'RDSNetworkInterface')
+    return { what: `${id}, of an RDS instance`, removedBy: again('destroy', 'rds') }
+  return { what: `${id} (${description || eni.InterfaceType || 'no description'}): not ours` }
+}
+
+/** A given group keeps its own rules, and loses those a deploy added (RULES_TAG). */
+async function removeAddedRules(groupId: string) {
+  const { SecurityGroups: [group] = [] } = await send('ec2', new DescribeSecurityGroupsCommand({ GroupIds: [groupId] }))
+  const ports = (tagMap(group?.Tags)[RULES_TAG] ?? '').split(' ').filter(Boolean).map(Number)
+  if (!ports.length) return
+  const IpPermissions = ports.map((port: number) => ({
+    IpProtocol: 'tcp',
+    FromPort: port,
+    ToPort: port,
+    UserIdGroupPairs: [{ GroupId: groupId }],
+  }))
+  await send('ec2', new RevokeSecurityGroupIngressCommand({ GroupId: groupId, IpPermissions }), {
+    missing: ['InvalidPermission.NotFound'],
+  })
+  await send('ec2', new DeleteTagsCommand({ Resources: [groupId], Tags: [{ Key: RULES_TAG }] }))
+  summary.removed.push(`security group ${groupId} (yours, kept): the rules for ports ${ports.join(', ')} from itself`)
+}
+
+/** This command again, for another action (and scenario), with the options that name the deployment. */
+function again(what: string, other = scenario): string {
+  const flags = ['region', 'name', 'security-group'].filter((f) => args[f]).map((f) => ` --${f} ${args[f]}`)
+  return `tsx deploy.ts ${what} ${other}${flags.join('')}${what === 'destroy' ? ' --yes' : ''}`
 }
 
 // AWS calls: sent through the SDK, or under --dry-run planned (see below).

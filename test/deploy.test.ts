@@ -1226,6 +1226,75 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.match(elsewhere.output, /--security-group sg-0123456789abcdef0: no such security group/)
   })
 
+  it("waits only for its own functions' network interfaces: another's, the other scenario's, a given group's rules", async () => {
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    const [group] = await securityGroup()
+    const subnet = (await fn('buddy-system')).Configuration!.VpcConfig!.SubnetIds![0]
+    const eni = async (Description: string, groupId = group.GroupId!) =>
+      (await ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet, Groups: [groupId], Description })))
+        .NetworkInterface!.NetworkInterfaceId!
+    // Another app's function shares the group (Lambda shares interfaces), and an RDS instance a move left.
+    const theirs = await eni('AWS Lambda VPC ENI-someone-elses-app-7c4ba1e2-1f6e-4a4b-9d55-0a1b2c3d4e5f')
+    const database = await eni('RDSNetworkInterface')
+    const before = Date.now()
+    const held = await deploy(moto.endpoint, 'destroy', 'efs', '--yes') // the default: wait up to 45 minutes
+    assert.equal(held.code, 1, held.output)
+    assert.ok(Date.now() - before < 120_000, 'no wait for what is not ours')
+    assert.match(held.output, new RegExp(`Left: security group ${group.GroupId}, in use by what is not this destroy's`))
+    assert.match(held.output, new RegExp(`${theirs}, of another Lambda function \\(someone-elses-app\\): not ours`))
+    assert.match(held.output, new RegExp(`${database}, of an RDS instance: tsx deploy.ts destroy rds --yes removes it`))
+    assert.match(
+      held.output,
+      /removed: .*role buddy-system-lambda-execution-role/,
+      'our functions are gone: the role goes',
+    )
+    for (const id of [theirs, database]) await ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: id }))
+    assert.equal((await deploy(moto.endpoint, 'destroy', 'efs', '--yes')).code, 0)
+    assert.deepEqual(await securityGroup(), [])
+
+    // A given group is not ours: it keeps its own rules, loses the two a deploy added, and the rerun hint names it.
+    const { Vpcs: [vpc] = [] } = await ec2.send(
+      new DescribeVpcsCommand({ Filters: [{ Name: 'is-default', Values: ['true'] }] }),
+    )
+    const mine = (
+      await ec2.send(new CreateSecurityGroupCommand({ GroupName: 'mine', Description: 'mine', VpcId: vpc.VpcId }))
+    ).GroupId!
+    const own = { IpProtocol: 'tcp', FromPort: 443, ToPort: 443, UserIdGroupPairs: [{ GroupId: mine }] }
+    await ec2.send(new AuthorizeSecurityGroupIngressCommand({ GroupId: mine, IpPermissions: [own] }))
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes', '--security-group', mine)).code, 0)
+    const ports = async () =>
+      (await ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [mine] })))
+        .SecurityGroups![0].IpPermissions!.map((p) => p.FromPort)
+        .sort()
+    assert.deepEqual(await ports(), [2049, 443, 5432])
+    const lambdaEni = await eni('AWS Lambda VPC ENI-buddy-system-0f1e2d3c', mine)
+    const waiting = await deploy(
+      moto.endpoint,
+      'destroy',
+      'efs',
+      '--yes',
+      '--security-group',
+      mine,
+      '--wait-minutes',
+      '0',
+    )
+    assert.equal(waiting.code, 1)
+    assert.match(
+      waiting.output,
+      new RegExp(`Run \`tsx deploy.ts destroy efs --security-group ${mine} --yes\` again later`),
+    )
+    await ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: lambdaEni }))
+    const done = await deploy(moto.endpoint, 'destroy', 'efs', '--yes', '--security-group', mine)
+    assert.equal(done.code, 0, done.output)
+    assert.match(
+      done.output,
+      new RegExp(`security group ${mine} \\(yours, kept\\): the rules for ports 2049, 5432 from itself`),
+    )
+    assert.deepEqual(await ports(), [443], 'its own rule stays')
+  })
+
   it("keeps the role while the functions' network interfaces hold the security group, and finishes on a later run", async () => {
     await seeding(1)
     assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
