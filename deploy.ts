@@ -94,7 +94,7 @@ import {
   type FilteredLogEvent,
 } from '@aws-sdk/client-cloudwatch-logs'
 import { PASSWORD_LENGTH, SCHEMA_VERSION } from './db.ts'
-import type { SeederAnswer, SeederEvent, SeederTask } from './seed.ts'
+import type { Connections, SeederAnswer, SeederEvent, SeederTask } from './seed.ts'
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts'
 
 // Options
@@ -103,7 +103,7 @@ const USAGE = `usage:
   tsx deploy.ts efs|rds [--region R] [--name buddy-system] [--arch arm64|x86_64] [--memory 1024]
                 [--timeout 10] [--subnets subnet-a,subnet-b] [--security-group sg-x] [--concurrency N]
                 [--log-retention 14] [--cors-origins https://a.example,https://b.example] [--keep 5]
-                [--dry-run] [--yes]
+                [--instance-class db.t4g.micro] [--dry-run] [--yes]
                                     deploy, or update a deployment: safe to run again
   tsx deploy.ts rds --from-efs [the options above]
                                     move an efs deployment to RDS, with its data, its function and its URL
@@ -126,7 +126,7 @@ const say = (text: string) => (dryRun ? console.error(text) : echo(text))
 
 const args = minimist(argv, {
   string: `region name arch memory timeout subnets security-group concurrency log-retention cors-origins wait-minutes
-    keep since to`.split(/\s+/),
+    keep since to instance-class`.split(/\s+/),
   boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke'],
   alias: { h: 'help', y: 'yes' },
   unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
@@ -144,6 +144,7 @@ const yes = args.yes as boolean
 
 const fromEfs = Boolean(args['from-efs']) // rds --from-efs: the move of an efs deployment
 const concurrency = args.concurrency === undefined ? undefined : Number(args.concurrency)
+const instanceClass = String(args['instance-class'] ?? 'db.t4g.micro')
 const logRetention = Number(args['log-retention'] ?? 14)
 const corsOrigins = args['cors-origins'] === undefined ? undefined : parseOrigins(String(args['cors-origins']))
 const waitMinutes = Number(args['wait-minutes'] ?? 45)
@@ -233,12 +234,12 @@ async function deploy() {
     apiChanged = await step('functions', async () => {
       const changed = await ensureFunction(api)
       await ensureFunction(seeder)
-      await ensureConcurrency(database?.instance)
       return changed
     })
   }
   // Migrations first, then the new release: the live one meets the new schema only for the moments between.
   const seeded = await step('database schema and sample data', () => seedDatabase(database))
+  if (!moving) await step('concurrency', () => ensureConcurrency(serves(database, seeded.connections), database))
   await step('release', () => release(api, apiChanged))
   const url = await step('URL', ensureFunctionUrl)
 
@@ -766,6 +767,8 @@ const API_ROLE = 'buddy_api'
 interface Database {
   environment: Record<string, string>
   instance: DBInstance
+  /** This deploy changed the instance's class: the API's concurrency follows. */
+  resized: boolean
   /** The master user's password where this deploy holds it: PG_PASSWORD, what the functions of a deployment from
    * before IAM authentication held, or `generated` for a new instance (or reset: invokeSeeder). In memory only:
    * passed once to the seeder, and a generated one shown once. */
@@ -800,6 +803,7 @@ const instanceAvailable = (status: string, { iam = false } = {}) =>
       return db?.DBInstanceStatus === 'available' &&
         !pending?.MasterUserPassword &&
         !pending?.IAMDatabaseAuthenticationEnabled &&
+        !pending?.DBInstanceClass &&
         (!iam || db.IAMDatabaseAuthenticationEnabled)
         ? db
         : undefined
@@ -866,7 +870,7 @@ async function ensureDatabase(network: Network, current: Record<string, string>,
       new CreateDBInstanceCommand({
         DBInstanceIdentifier: names.db,
         Engine: 'postgres',
-        DBInstanceClass: 'db.t4g.micro',
+        DBInstanceClass: instanceClass,
         AllocatedStorage: 20,
         MasterUsername: MASTER_USERNAME,
         MasterUserPassword: master.password,
@@ -894,10 +898,31 @@ async function ensureDatabase(network: Network, current: Record<string, string>,
     summary.updated.push(`DB instance ${names.db} (IAM database authentication)`)
     instance = await instanceAvailable('done with IAM authentication', { iam: true })
   }
+  // A shelter that outgrows its instance grows it: --instance-class, applied at once (RDS restarts the database).
+  // https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Overview.DBInstance.Modifying.html
+  const resized = args['instance-class'] !== undefined && instance!.DBInstanceClass !== instanceClass
+  if (resized) {
+    say(
+      chalk.yellow(
+        `  DB instance ${names.db}: ${instance!.DBInstanceClass} → ${instanceClass}; RDS restarts the database`,
+      ),
+    )
+    await send(
+      'rds',
+      new ModifyDBInstanceCommand({
+        DBInstanceIdentifier: names.db,
+        DBInstanceClass: instanceClass,
+        ApplyImmediately: true,
+      }),
+    )
+    summary.updated.push(`DB instance ${names.db} (${instanceClass})`)
+    instance = await instanceAvailable(`${instanceClass} (a few minutes)`)
+  }
   const endpoint = instance!.Endpoint!.Address!
   await ensureConnectPolicy(instance!, account)
   return {
     instance,
+    resized,
     master,
     environment: {
       DB_LOCATION: 'rds',
@@ -1090,18 +1115,26 @@ function databaseConcurrency(instanceClass: string): number | undefined {
 // locked for a few NFS round trips: past ~10 containers, writers mostly wait out the busy timeout (5 s).
 const EFS_CONCURRENCY = 10
 
-/** Reserves the API function's concurrency: --concurrency, else what it had (`before` a move), else what it has,
- * else what its database serves. */
-async function ensureConcurrency(instance?: DBInstance, before?: number) {
-  const fromDatabase =
-    scenario === 'efs' ? EFS_CONCURRENCY : databaseConcurrency(instance?.DBInstanceClass ?? 'db.t4g.micro')
+/** How many API containers the database serves at once: SQLite on EFS, EFS_CONCURRENCY; PostgreSQL, one connection
+ * each, what max_connections leaves (as the seeder read it; else as the class's memory makes it). */
+function serves(database: Database | undefined, connections?: Connections): number {
+  if (!database) return EFS_CONCURRENCY
+  // Left over: the seeder, a migration, a person's psql.
+  if (connections) return Math.max(1, connections.max - connections.reserved - 5)
+  return databaseConcurrency(database.instance.DBInstanceClass ?? instanceClass) ?? 10
+}
+
+/** Reserves the API function's concurrency: --concurrency, else what it has, as long as the database serves that
+ * many (and was not resized), else what the database serves. */
+async function ensureConcurrency(serving: number, database?: Database) {
   const { ReservedConcurrentExecutions: have } = await send(
     'lambda',
     new GetFunctionConcurrencyCommand({ FunctionName: names.api }),
   )
   // 0 is a move's, never a choice (--concurrency is 1 or more): a move stopped between the release and its restore.
-  const kept = have === 0 ? undefined : have
-  const wanted = concurrency ?? before ?? kept ?? fromDatabase ?? 10
+  const tooMany = database !== undefined && ((have ?? 0) > serving || database.resized) // connections would run out
+  const kept = have === 0 || tooMany ? undefined : have
+  const wanted = concurrency ?? kept ?? serving
   if (have === wanted) return void summary.reused.push(`concurrency ${have}`)
   const input = { FunctionName: names.api, ReservedConcurrentExecutions: wanted }
   // AWS keeps part of the account's concurrency unreserved (100, or all of it for a new account whose limit is
@@ -1377,6 +1410,7 @@ async function moveFromEfs(api: FunctionSpec, database: Database) {
   const interruptedMove = () => void restore().finally(interrupted)
   process.off('SIGINT', interrupted)
   process.once('SIGINT', interruptedMove)
+  let connections: Connections | undefined
   const { Timeout: running = timeout } = await send(
     'lambda',
     new GetFunctionConfigurationCommand({ FunctionName: names.api }),
@@ -1390,6 +1424,7 @@ async function moveFromEfs(api: FunctionSpec, database: Database) {
     say(`  waiting ${drain} s for the requests already running (timeout ${running} s) to end`)
     await sleep(drain * 1000)
     const copy = await invokeSeeder({ from: 'efs' }, 'copy', database)
+    connections = copy.connections
     const { users, animals, fosters } = copy.counts
     const what = `${users} users, ${animals} animals and ${fosters} fosters`
     say(`  ${copy.summary}`)
@@ -1406,7 +1441,7 @@ async function moveFromEfs(api: FunctionSpec, database: Database) {
     process.once('SIGINT', interrupted)
   }
   if (before === undefined) await restore() // none before the move: none again, then what an rds deploy reserves
-  await ensureConcurrency(undefined, before)
+  await ensureConcurrency(serves(database, connections), database) // the API on RDS: what RDS serves, not EFS's
   say(
     `  the file system is still there, no longer used: tsx deploy.ts destroy efs${args.name ? ` --name ${name}` : ''} removes it, and only it`,
   )
@@ -2289,7 +2324,7 @@ const ANSWERS: Record<string, (v: (name: string, query: string) => string, input
     DBInstances: [
       {
         DBInstanceStatus: 'available',
-        DBInstanceClass: 'db.t4g.micro',
+        DBInstanceClass: instanceClass,
         IAMDatabaseAuthenticationEnabled: true,
         Endpoint: { Address: v('PG_ENDPOINT', 'DBInstances[0].Endpoint.Address'), Port: 5432 },
         DbiResourceId: v('DBI_RESOURCE_ID', 'DBInstances[0].DbiResourceId'),
@@ -2517,6 +2552,8 @@ function checkOptions() {
       `--log-retention ${args['log-retention']}: CloudWatch Logs keeps logs for one of ${RETENTION_DAYS.join(', ')} days`,
     )
   }
+  if (!/^db\.[a-z0-9-]+\.[a-z0-9]+$/.test(instanceClass))
+    fail(`--instance-class ${instanceClass}: an RDS instance class, such as db.t4g.micro or db.t4g.small`)
   if (!(waitMinutes >= 0 && waitMinutes <= 240)) fail(`--wait-minutes ${args['wait-minutes']}: use 0 to 240`)
   if (!(Number.isInteger(keepVersions) && keepVersions >= 1)) fail(`--keep ${args.keep}: keep 1 version or more`)
   if (rollbackTo !== undefined && !(Number.isInteger(rollbackTo) && rollbackTo >= 1))

@@ -437,6 +437,22 @@ export function loginFailure(error: unknown): Error | undefined {
   return new Failure(String(message), { cause: error })
 }
 
+/** PostgreSQL's connections: how many it takes, and how many of those it keeps for superusers (RDS keeps some more for
+ * its own rdsadmin). deploy.ts reserves the API's concurrency from what is left, one connection per container. */
+export interface Connections {
+  max: number
+  reserved: number
+}
+
+async function connectionsOf(db: Database): Promise<Connections | undefined> {
+  if (db.kind !== 'postgres') return undefined
+  const [[max, reserved, rds]] = await db.values(
+    `SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections'),
+      current_setting('rds.rds_superuser_reserved_connections', true)`,
+  )
+  return { max: Number(max), reserved: Number(reserved) + Number(rds ?? 0) }
+}
+
 /** What the seeder is asked to do: nothing named (migrations and the sample), a copy (`from`: "efs" on Lambda, a
  * file for the command), or a change of staff (with no username: only the list). */
 export interface SeederTask {
@@ -452,8 +468,8 @@ export interface SeederEvent extends SeederTask {
 
 /** The seeder's answer: what it did, as data, and as the sentence its callers print (`summary`). */
 export type SeederAnswer =
-  | ({ task: 'set up'; summary: string } & SetUpResult)
-  | ({ task: 'copy'; summary: string } & CopyResult)
+  | ({ task: 'set up'; summary: string; connections?: Connections } & SetUpResult)
+  | ({ task: 'copy'; summary: string; connections?: Connections } & CopyResult)
   | ({ task: 'staff'; summary: string } & StaffChange)
   | { task: 'staff list'; summary: string; staff: string[] }
 
@@ -479,13 +495,14 @@ export async function runSeeder(
     const from = await source(task.from)
     try {
       const copy = await copyDatabase(from, db)
-      return { task: 'copy', summary: describeCopy(copy, from.label, db.label), ...copy }
+      const connections = await connectionsOf(db)
+      return { task: 'copy', summary: describeCopy(copy, from.label, db.label), ...copy, connections }
     } finally {
       await from.close()
     }
   }
   const result = await setUp(db, use)
-  return { task: 'set up', summary: describeSetUp(result), ...result }
+  return { task: 'set up', summary: describeSetUp(result), ...result, connections: await connectionsOf(db) }
 }
 
 const failure = (task: SeederTask) =>

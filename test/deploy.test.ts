@@ -499,6 +499,40 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(running.DBInstanceStatus, 'available')
   })
 
+  it('reserves the concurrency that PostgreSQL serves, as the seeder reads it, and grows the instance with --instance-class', async () => {
+    // The seeder's answer on PostgreSQL carries its connection figures (postgres.test.ts checks them on a real one).
+    const onPostgres = (max: number) => ({ ...(seederAnswer() as object), connections: { max, reserved: 5 } })
+    await moto.answerInvocations([onPostgres(40)])
+    const first = await deploy(moto.endpoint, 'rds', '--yes')
+    assert.equal(first.code, 0, first.output)
+    assert.equal(await reserved(), 30, 'max_connections less the reserved ones and 5 for the seeder and people')
+    await moto.answerInvocations([onPostgres(40)])
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes', '--instance-class', 'db.t4g.micro')).code, 0)
+    assert.deepEqual(sent(/^ModifyDBInstance$/), [], 'the same class: nothing to change')
+
+    const before = moto.requests().length
+    await moto.answerInvocations([onPostgres(180)])
+    const grown = await deploy(moto.endpoint, 'rds', '--yes', '--instance-class', 'db.t4g.small')
+    assert.equal(grown.code, 0, grown.output)
+    assert.match(grown.output, /DB instance buddy-system: db\.t4g\.micro → db\.t4g\.small; RDS restarts the database/)
+    const modified = moto
+      .requests()
+      .slice(before)
+      .filter((r) => operationOf(r) === 'ModifyDBInstance')
+      .map((r) => new URLSearchParams(r.body))
+    assert.deepEqual(
+      modified.map((m) => [m.get('DBInstanceClass'), m.get('ApplyImmediately')]),
+      [['db.t4g.small', 'true']],
+    )
+    const { DBInstances: [db] = [] } = await rds.send(
+      new DescribeDBInstancesCommand({ DBInstanceIdentifier: 'buddy-system' }),
+    )
+    assert.equal(db.DBInstanceClass, 'db.t4g.small')
+    assert.equal(await reserved(), 170, 'the reservation follows the instance')
+    const bad = await deploy(moto.endpoint, 'rds', '--yes', '--instance-class', 'huge')
+    assert.match(bad.output, /--instance-class huge: an RDS instance class, such as db\.t4g\.micro/)
+  })
+
   it('moves a deployment from before IAM authentication to it: the old password makes the API role, then goes', async () => {
     await seeding(2)
     assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
@@ -654,7 +688,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal(await reserved(), 10)
 
       // The copy succeeds: the switch comes after it, and the concurrency after the release. Before it, the
-      // concurrency is 0, as a move stopped after it stopped writes leaves it: the API gets efs's 10 back, not 0.
+      // concurrency is 0, as a move stopped after it stopped writes leaves it: the API gets what RDS serves (85), not 0 nor efs's 10.
       await lambda.send(
         new PutFunctionConcurrencyCommand({ FunctionName: 'buddy-system', ReservedConcurrentExecutions: 0 }),
       )
@@ -668,7 +702,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
         'invoke {"from":"efs"}',
         'buddy-system on rds',
         'alias live',
-        'concurrency 10',
+        'concurrency 85',
         'buddy-system-db-seeder on rds',
         'invoke {}',
       ])
@@ -695,7 +729,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
         url,
         'the same URL',
       )
-      assert.equal(await reserved(), 10)
+      assert.equal(await reserved(), 85)
 
       // A move stopped between the release and giving the concurrency back left 0: a rerun never keeps it (issue 26).
       await lambda.send(

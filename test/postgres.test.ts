@@ -359,6 +359,11 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
       const master = { username: server.env.PG_USERNAME, password: server.env.PG_PASSWORD }
       const done = await seeder({ master })
       assert.equal(done.task === 'set up' && done.seed.sample, 'loaded before')
+      // What deploy.ts reserves the API's concurrency from: PostgreSQL's own figures.
+      const [[max, reserved]] = await admin.values(
+        "SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections')",
+      )
+      assert.deepEqual(done.task === 'set up' && done.connections, { max: Number(max), reserved: Number(reserved) })
       const check = await openDatabase({ ...config(), database })
       const owners = await check.values("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
       assert.deepEqual(owners, [[role]], "every table is the API role's")
