@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import postgres from 'postgres'
-import { closeDatabase, configFromEnv, openDatabase, type DbConfig } from '../db.ts'
+import { closeDatabase, configFromEnv, openDatabase, type Database, type DbConfig } from '../db.ts'
 import { copyDatabase, CopyRefused, handler as seeder, SAMPLE_PASSWORD, setUp } from '../seed.ts'
 import { run } from './cli.ts'
 import { httpApiEvent } from './events.ts'
@@ -221,6 +221,46 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     }
     await use(target)
     assert.deepEqual(await everything(), before)
+  })
+
+  it('reads the whole source at one moment: every read of its rows inside one transaction (on SQLite, under its write lock)', async () => {
+    const { config: sqlite } = await shelter()
+    const source = await openDatabase(sqlite)
+    // The real file, watched: each statement that reaches it, and whether a transaction was open around it.
+    const reads: string[] = []
+    let open = 0
+    const watched = (db: Database): Database => ({
+      ...db,
+      label: db.label,
+      kind: db.kind,
+      all: (sql, params) => (reads.push(`${open ? 'in' : 'out'}: ${sql}`), db.all(sql, params)),
+      values: (sql, params) => (reads.push(`${open ? 'in' : 'out'}: ${sql}`), db.values(sql, params)),
+      exec: (sql) => db.exec(sql),
+      close: () => db.close(),
+      transaction: (fn) =>
+        db.transaction(async (tx) => {
+          open++
+          try {
+            return await fn(watched(tx))
+          } finally {
+            open--
+          }
+        }),
+    })
+    const target = await openDatabase(await emptyPostgres())
+    try {
+      await copyDatabase(watched(source), target)
+      const rowReads = reads.filter((r) => /FROM (users|animals|fosters|sample_loads|sqlite_sequence)\b/.test(r))
+      assert.ok(rowReads.length >= 5, reads.join('\n'))
+      assert.deepEqual(
+        rowReads.filter((r) => r.startsWith('out')),
+        rowReads.filter((r) => r.startsWith('out') && /COUNT\(\*\) FROM animals$/.test(r)),
+        'only the check that it is a buddy system database reads outside the transaction',
+      )
+    } finally {
+      await source.close()
+      await target.close()
+    }
   })
 
   it('leaves the target empty when the copy fails halfway', async () => {
