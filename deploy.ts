@@ -26,6 +26,7 @@ import {
   ListAliasesCommand,
   PublishVersionCommand,
   PutFunctionConcurrencyCommand,
+  TagResourceCommand,
   UpdateAliasCommand,
   UpdateFunctionCodeCommand,
   UpdateFunctionConfigurationCommand,
@@ -429,6 +430,8 @@ interface Network {
   /** The subnets of each Availability Zone, each list sorted. */
   zones: Map<string, string[]>
   securityGroupId: string
+  /** The zones Lambda refused, left out of every function's subnets (and named in a tag on each, ZONES_TAG). */
+  lambdaRefuses: string[]
 }
 
 async function findNetwork(): Promise<Network> {
@@ -487,7 +490,23 @@ async function findNetwork(): Promise<Network> {
     : await ensureSecurityGroup(vpcId)
   const inZones = [...zones].map(([zone, ids]) => `${zone}: ${ids.join(', ')}`).join('; ')
   say(`  VPC ${vpcId}, subnets ${inZones}, security group ${securityGroupId}`)
-  return { vpcId, subnetIds, zones, securityGroupId }
+  return { vpcId, subnetIds, zones, securityGroupId, lambdaRefuses: [] }
+}
+
+/** Leaves out a zone that EFS or Lambda does not support (some regions have one), saying so, while two remain:
+ * its subnets serve neither the functions nor a mount target. */
+function leaveOut(network: Network, zone: string, why: string) {
+  const subnets = network.zones.get(zone)
+  if (!subnets) return // left out already
+  const where = `Availability Zone ${zone} (${subnets.join(', ')})`
+  if (network.zones.size <= 2) {
+    throw new StepError(
+      `${why} ${where}, and RDS and EFS want two zones or more: pass --subnets in two zones it supports`,
+    )
+  }
+  say(chalk.yellow(`  leaving out ${where}: ${why} it`))
+  network.zones.delete(zone)
+  network.subnetIds = network.subnetIds.filter((id) => !subnets.includes(id))
 }
 
 async function ensureSecurityGroup(vpcId: string): Promise<string> {
@@ -530,11 +549,7 @@ async function useSecurityGroup(groupId: string, vpcId: string): Promise<string>
   if (!group) throw new StepError(`--security-group ${groupId}: no such security group`)
   if (group.VpcId !== vpcId)
     throw new StepError(`--security-group ${groupId} is in ${group.VpcId}, and the subnets in ${vpcId}`)
-  await ensureSelfRules(
-    groupId,
-    group.IpPermissions,
-    RULES_TAG in tagMap(group.Tags) ? tagMap(group.Tags)[RULES_TAG] : '',
-  )
+  await ensureSelfRules(groupId, group.IpPermissions, tagMap(group.Tags)[RULES_TAG] ?? '')
   return groupId
 }
 /** On a given group, the ports whose rules a deploy added (destroy takes those away, and only those). */
@@ -678,17 +693,21 @@ async function ensureFileSystem(network: Network, account: Account): Promise<Fil
   // https://docs.aws.amazon.com/efs/latest/ug/accessing-fs.html
   const { MountTargets: targets = [] } = await send('efs', new DescribeMountTargetsCommand({ FileSystemId: fsId }))
   const covered = new Set(targets.map((t) => t.AvailabilityZoneName))
-  for (const [zone, subnets] of network.zones) {
+  for (const [zone, subnets] of [...network.zones]) {
     if (covered.has(zone)) continue
-    await send(
-      'efs',
-      new CreateMountTargetCommand({
-        FileSystemId: fsId,
-        SubnetId: subnets[0],
-        SecurityGroups: [network.securityGroupId],
-      }),
-    )
-    summary.created.push(`mount target in ${zone} (${subnets[0]})`)
+    const mountTarget = new CreateMountTargetCommand({
+      FileSystemId: fsId,
+      SubnetId: subnets[0],
+      SecurityGroups: [network.securityGroupId],
+    })
+    try {
+      await send('efs', mountTarget)
+      summary.created.push(`mount target in ${zone} (${subnets[0]})`)
+    } catch (error) {
+      // https://docs.aws.amazon.com/efs/latest/ug/API_CreateMountTarget.html#API_CreateMountTarget_Errors
+      if (((error as Error).cause as Error)?.name !== 'UnsupportedAvailabilityZone') throw error
+      leaveOut(network, zone, 'EFS does not support')
+    }
   }
   await waitFor(
     `mount targets of ${fsId} to be available`,
@@ -970,17 +989,6 @@ interface FunctionSpec {
 
 /** Makes the function, or brings its configuration and code to the spec: whether it changed. */
 async function ensureFunction(spec: FunctionSpec): Promise<boolean> {
-  const desired = {
-    FunctionName: spec.name,
-    Role: spec.roleArn,
-    Handler: spec.handler,
-    Runtime: 'nodejs24.x' as const,
-    MemorySize: memory,
-    Timeout: spec.timeout,
-    Environment: { Variables: spec.environment },
-    VpcConfig: { SubnetIds: spec.network.subnetIds, SecurityGroupIds: [spec.network.securityGroupId] },
-    FileSystemConfigs: spec.fileSystem ? [{ Arn: spec.fileSystem.accessPointArn, LocalMountPath: '/mnt/efs' }] : [],
-  }
   const found = await send('lambda', new GetFunctionCommand({ FunctionName: spec.name }), {
     missing: ['ResourceNotFoundException'],
   })
@@ -997,32 +1005,94 @@ async function ensureFunction(spec: FunctionSpec): Promise<boolean> {
     await send('lambda', new DeleteFunctionCommand({ FunctionName: spec.name }))
     summary.removed.push(`function ${spec.name} (failed)`)
   }
-  if (!found || failed) {
-    await createFunction({ ...desired, Code: { ZipFile: spec.zip }, Architectures: [arch], Tags: TAGS })
+  const kept = failed ? undefined : found
+  let arn = kept?.Configuration?.FunctionArn
+  // The zones Lambda refused to an earlier deploy stay out: it would refuse them again.
+  const refusedBefore = kept?.Tags?.[ZONES_TAG] ?? ''
+  for (const zone of refusedBefore.split(' ').filter(Boolean)) lambdaRefuses(spec.network, zone)
+  const desired = {
+    FunctionName: spec.name,
+    Role: spec.roleArn,
+    Handler: spec.handler,
+    Runtime: 'nodejs24.x' as const,
+    MemorySize: memory,
+    Timeout: spec.timeout,
+    Environment: { Variables: spec.environment },
+    VpcConfig: { SubnetIds: spec.network.subnetIds, SecurityGroupIds: [spec.network.securityGroupId] },
+    FileSystemConfigs: spec.fileSystem ? [{ Arn: spec.fileSystem.accessPointArn, LocalMountPath: '/mnt/efs' }] : [],
+  }
+  const inSubnets = (SubnetIds: string[]) => ({ ...desired, VpcConfig: { ...desired.VpcConfig, SubnetIds } })
+  let changed = true
+  if (!kept) {
+    const code = { Code: { ZipFile: spec.zip }, Architectures: [arch], Tags: TAGS }
+    await inZonesLambdaTakes(spec.network, async (ids) => {
+      arn = (await createFunction({ ...inSubnets(ids), ...code })).FunctionArn
+    })
     summary.created.push(`function ${spec.name}`)
     await waitForFunction(spec.name, 'active')
-    return true
+  } else {
+    const current = kept.Configuration!
+    await waitForFunction(spec.name, 'updated', { afterOurs: false })
+    const changes = configChanges(current, desired)
+    if (changes.length) {
+      const update = (ids: string[]) => send('lambda', new UpdateFunctionConfigurationCommand(inSubnets(ids)))
+      await inZonesLambdaTakes(spec.network, update)
+      summary.updated.push(`function ${spec.name} (${changes.join(', ')})`)
+      await waitForFunction(spec.name, 'updated')
+    }
+    const archChanged = current.Architectures?.[0] !== arch
+    const codeChanged = current.CodeSha256 !== spec.sha256 || archChanged
+    if (codeChanged) {
+      await send(
+        'lambda',
+        new UpdateFunctionCodeCommand({ FunctionName: spec.name, ZipFile: spec.zip, Architectures: [arch] }),
+      )
+      summary.updated.push(`function ${spec.name} (code${archChanged ? `, ${arch}` : ''})`)
+      await waitForFunction(spec.name, 'updated')
+    }
+    if (!changes.length && !codeChanged) summary.reused.push(`function ${spec.name}`)
+    changed = changes.length > 0 || codeChanged
   }
-  const current = found.Configuration!
-  await waitForFunction(spec.name, 'updated', { afterOurs: false })
-  const changes = configChanges(current, desired)
-  if (changes.length) {
-    await send('lambda', new UpdateFunctionConfigurationCommand(desired))
-    summary.updated.push(`function ${spec.name} (${changes.join(', ')})`)
-    await waitForFunction(spec.name, 'updated')
+  const refused = spec.network.lambdaRefuses.join(' ')
+  if (refused !== refusedBefore) {
+    await send('lambda', new TagResourceCommand({ Resource: arn!, Tags: { [ZONES_TAG]: refused } }))
   }
-  const archChanged = current.Architectures?.[0] !== arch
-  if (current.CodeSha256 !== spec.sha256 || archChanged) {
-    await send(
-      'lambda',
-      new UpdateFunctionCodeCommand({ FunctionName: spec.name, ZipFile: spec.zip, Architectures: [arch] }),
-    )
-    summary.updated.push(`function ${spec.name} (code${archChanged ? `, ${arch}` : ''})`)
-    await waitForFunction(spec.name, 'updated')
-    return true
+  return changed
+}
+
+/** The zones Lambda refused, on each function (a rerun leaves them out without asking Lambda again). */
+const ZONES_TAG = `${name}:zones-lambda-refuses`
+function lambdaRefuses(network: Network, zone: string) {
+  leaveOut(network, zone, 'Lambda does not support')
+  if (!network.lambdaRefuses.includes(zone)) network.lambdaRefuses.push(zone)
+}
+
+/** Sends a create or update that puts a function in the network's subnets. Where a zone is one Lambda does not
+ * support, it refuses them all without naming the zone ("The provided subnets contain availability zone Lambda
+ * doesn't support. Please use a different set of subnets.": an InvalidParameterValueException, as in
+ * https://github.com/keboola/developer-portal/issues/81): the zone is found by sending the same call without one zone
+ * at a time, while two remain. https://docs.aws.amazon.com/lambda/latest/api/API_CreateFunction.html#API_CreateFunction_Errors */
+async function inZonesLambdaTakes(network: Network, write: (subnetIds: string[]) => Promise<unknown>) {
+  const refused = (error: unknown) => /availability zone Lambda doesn't support/.test((error as Error).message)
+  try {
+    return await write(network.subnetIds)
+  } catch (error) {
+    if (!refused(error)) throw error
   }
-  if (!changes.length) summary.reused.push(`function ${spec.name}`)
-  return changes.length > 0
+  for (const [zone, subnets] of network.zones.size > 2 ? [...network.zones] : []) {
+    try {
+      await write(network.subnetIds.filter((id) => !subnets.includes(id)))
+    } catch (error) {
+      if (refused(error)) continue
+      throw error
+    }
+    lambdaRefuses(network, zone)
+    return
+  }
+  const zones = [...network.zones.keys()].join(', ')
+  throw new StepError(
+    `Lambda does not support one of the Availability Zones ${zones} (it does not say which), and leaving out any one does not help: pass --subnets in two zones or more that it supports`,
+  )
 }
 
 function configChanges(current: FunctionConfiguration, desired: Record<string, any>): string[] {
@@ -1072,7 +1142,7 @@ async function ensureLogGroup(group: string) {
 const ROLE_NOT_READY = /cannot be assumed by Lambda|does not have permissions to call/
 
 async function createFunction(input: ConstructorParameters<typeof CreateFunctionCommand>[0]) {
-  await send('lambda', new CreateFunctionCommand(input), {
+  return send('lambda', new CreateFunctionCommand(input), {
     retry: { refused: ROLE_NOT_READY, while: `role ${names.role} to be usable by Lambda`, minutes: 3 },
   })
 }

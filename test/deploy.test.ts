@@ -61,7 +61,7 @@ import {
 import { DeleteAccessPointCommand } from '@aws-sdk/client-efs'
 import { DescribeDBInstancesCommand, StopDBInstanceCommand } from '@aws-sdk/client-rds'
 import { run } from './cli.ts'
-import { changes, operationOf, startMoto, startProxy, type Moto, type ProxyOptions } from './moto.ts'
+import { changes, operationOf, startMoto, startProxy, type ProxyOptions } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
 import { awsClients, awsEnv, lambdaError, projectCopy, realSeederAnswers, seederAnswer } from './deploying.ts'
 import { NeedsMaster, TokenRefused } from '../seed.ts'
@@ -1195,6 +1195,114 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const rerun = await deploy(moto.endpoint, 'efs', '--yes', '--subnets', subnets)
     assert.equal(rerun.code, 0, rerun.output)
     assert.equal(sent(/^POST \/2015-02-01\/mount-targets$/).length, 2, 'no mount target made twice')
+  })
+
+  it('leaves out an Availability Zone that EFS or Lambda does not support, saying so, while two zones remain', async () => {
+    const { Subnets = [] } = await ec2.send(
+      new DescribeSubnetsCommand({ Filters: [{ Name: 'default-for-az', Values: ['true'] }] }),
+    )
+    const zoneOf = new Map(Subnets.map((s) => [s.SubnetId!, s.AvailabilityZone!]))
+    const zones = [...new Set(zoneOf.values())].sort()
+    assert.ok(zones.length >= 4, `moto's default VPC has ${zones.length} zones`)
+    const [efsRefuses, lambdaRefuses] = [zones[1], zones[2]]
+    // AWS's answers: EFS names its error (https://docs.aws.amazon.com/efs/latest/ug/API_CreateMountTarget.html),
+    // Lambda refuses the whole set without naming the zone.
+    const placing = /^POST \/2015-03-31\/functions$|^PUT \/2015-03-31\/functions\/[\w-]+\/configuration$/
+    const proxy = await startProxy(moto.endpoint, {
+      refuse(op, _before, body) {
+        if (op === 'POST /2015-02-01/mount-targets' && zoneOf.get(JSON.parse(body).SubnetId) === efsRefuses)
+          return { status: 400, type: 'UnsupportedAvailabilityZone', message: 'Unsupported availability zone' }
+        if (
+          placing.test(op) &&
+          JSON.parse(body).VpcConfig?.SubnetIds?.some((id: string) => zoneOf.get(id) === lambdaRefuses)
+        )
+          return {
+            status: 400,
+            type: 'InvalidParameterValueException',
+            message:
+              "The provided subnets contain availability zone Lambda doesn't support. Please use a different set of subnets.",
+          }
+      },
+    })
+    try {
+      await seeding(2)
+      const made = await deploy(proxy.endpoint, 'efs', '--yes')
+      assert.equal(made.code, 0, made.output)
+      assert.match(
+        made.output,
+        new RegExp(`leaving out Availability Zone ${efsRefuses} \\(subnet-\\w+\\): EFS does not support it`),
+      )
+      assert.match(
+        made.output,
+        new RegExp(`leaving out Availability Zone ${lambdaRefuses} \\(subnet-\\w+\\): Lambda does not support it`),
+      )
+      const others = [...zoneOf.keys()].filter((id) => ![efsRefuses, lambdaRefuses].includes(zoneOf.get(id)!)).sort()
+      for (const name of ['buddy-system', 'buddy-system-db-seeder']) {
+        const { Configuration, Tags } = await fn(name)
+        assert.deepEqual([...(Configuration?.VpcConfig?.SubnetIds ?? [])].sort(), others, `${name}'s subnets`)
+        assert.equal(Tags?.['buddy-system:zones-lambda-refuses'], lambdaRefuses, `${name} names the zone`)
+      }
+      const { FileSystems: [fs] = [] } = await efs.send(
+        new DescribeFileSystemsCommand({ CreationToken: 'buddy-system' }),
+      )
+      const { MountTargets = [] } = await efs.send(new DescribeMountTargetsCommand({ FileSystemId: fs.FileSystemId }))
+      assert.deepEqual(
+        MountTargets.map((t) => t.AvailabilityZoneName).sort(),
+        zones.filter((z) => z !== efsRefuses),
+        "no mount target where EFS refused (Lambda's zone has one: it was made before Lambda refused)",
+      )
+      // The API's create, refused; the probe without the first zone left, refused; without Lambda's, made. The
+      // seeder, made in the zones left at once.
+      assert.equal(proxy.calls.filter((op) => op === 'POST /2015-03-31/functions').length, 4)
+
+      // A rerun leaves both out again, asking Lambda nothing it refused, and changes nothing.
+      const [calls, requests] = [proxy.calls.length, moto.requests().length]
+      const rerun = await deploy(proxy.endpoint, 'efs', '--yes')
+      assert.equal(rerun.code, 0, rerun.output)
+      assert.deepEqual(
+        proxy.calls.slice(calls).filter((op) => placing.test(op)),
+        [],
+        'no function placed again',
+      )
+      assert.deepEqual(changes(moto.requests().slice(requests)), [])
+      assert.match(
+        rerun.output,
+        new RegExp(`leaving out Availability Zone ${lambdaRefuses} .*Lambda does not support it`),
+      )
+    } finally {
+      await proxy.close()
+    }
+
+    // With two zones, none can go: the deploy stops, naming the zone and what to do.
+    await moto.reset()
+    const { Subnets: fresh = [] } = await ec2.send(
+      new DescribeSubnetsCommand({ Filters: [{ Name: 'default-for-az', Values: ['true'] }] }),
+    )
+    for (const s of fresh) zoneOf.set(s.SubnetId!, s.AvailabilityZone!)
+    const inZone = (zone: string) => fresh.find((s) => s.AvailabilityZone === zone)!.SubnetId!
+    const two = [inZone(zones[0]), inZone(lambdaRefuses)].join(',')
+    const refusing = await startProxy(moto.endpoint, {
+      refuse: (op, _before, body) =>
+        placing.test(op) &&
+        JSON.parse(body).VpcConfig?.SubnetIds?.some((id: string) => zoneOf.get(id) === lambdaRefuses)
+          ? {
+              status: 400,
+              type: 'InvalidParameterValueException',
+              message:
+                "The provided subnets contain availability zone Lambda doesn't support. Please use a different set of subnets.",
+            }
+          : undefined,
+    })
+    try {
+      const stopped = await deploy(refusing.endpoint, 'rds', '--yes', '--subnets', two)
+      assert.equal(stopped.code, 1)
+      assert.match(
+        stopped.output,
+        /Lambda does not support one of the Availability Zones .* \(it does not say which\), and leaving out any one does not help: pass --subnets in two zones or more that it supports/,
+      )
+    } finally {
+      await refusing.close()
+    }
   })
 
   it('reserves --concurrency, keeps a reservation on a rerun, and goes on where the account cannot reserve it', async () => {

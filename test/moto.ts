@@ -148,8 +148,13 @@ export interface ProxyOptions {
   afterWrite?(n: number, operation: string): boolean
   /** Answer this call as AWS does when it throttles, instead of passing it on. */
   throttle?(operation: string): boolean
-  /** Answer this call with a Lambda error instead of passing it on (its type, and message); `before`: the calls so far. */
-  refuse?(operation: string, before: string[]): { type: string; message: string } | undefined
+  /** Answer this call with an error of a JSON API (Lambda's, EFS's) instead of passing it on: its type, message and
+   * status (409 unless said). `before`: the calls so far; `body`: the request's. */
+  refuse?(
+    operation: string,
+    before: string[],
+    body: string,
+  ): { type: string; message: string; status?: number } | undefined
   /** Changes moto's JSON answer to this call: AWS's, in a state moto never shows (a function Failed, Inactive). */
   amend?(operation: string, answer: any, before: string[]): void
 }
@@ -196,10 +201,10 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
         '<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>throttled</RequestId></ErrorResponse>',
       )
     }
-    const refused = options.refuse?.(operation, calls)
+    const refused = options.refuse?.(operation, calls, body.toString('utf8'))
     if (refused) {
       calls.push(operation)
-      res.writeHead(409, { 'content-type': 'application/json', 'x-amzn-errortype': refused.type })
+      res.writeHead(refused.status ?? 409, { 'content-type': 'application/json', 'x-amzn-errortype': refused.type })
       return void res.end(JSON.stringify({ Type: 'User', message: refused.message }))
     }
     const headers = Object.fromEntries(
