@@ -57,6 +57,7 @@ import {
   StartDBInstanceCommand,
   type DBInstance,
 } from '@aws-sdk/client-rds'
+import { BackupClient, ListRecoveryPointsByResourceCommand } from '@aws-sdk/client-backup'
 import {
   CreateAccessPointCommand,
   CreateFileSystemCommand,
@@ -65,9 +66,11 @@ import {
   DeleteFileSystemCommand,
   DeleteMountTargetCommand,
   DescribeAccessPointsCommand,
+  DescribeBackupPolicyCommand,
   DescribeFileSystemsCommand,
   DescribeMountTargetsCommand,
   EFSClient,
+  PutBackupPolicyCommand,
 } from '@aws-sdk/client-efs'
 import {
   AuthorizeSecurityGroupIngressCommand,
@@ -104,7 +107,7 @@ const USAGE = `usage:
   tsx deploy.ts efs|rds [--region R] [--name buddy-system] [--arch arm64|x86_64] [--memory 1024]
                 [--timeout 10] [--subnets subnet-a,subnet-b] [--security-group sg-x] [--concurrency N]
                 [--log-retention 14] [--cors-origins https://a.example,https://b.example] [--keep 5]
-                [--instance-class db.t4g.micro] [--dry-run] [--yes]
+                [--instance-class db.t4g.micro] [--backup-days 7] [--dry-run] [--yes]
                                     deploy, or update a deployment: safe to run again
   tsx deploy.ts rds --from-efs [the options above]
                                     move an efs deployment to RDS, with its data, its function and its URL
@@ -115,8 +118,9 @@ const USAGE = `usage:
                                     point the URL at the release before the live one (or at N)
   tsx deploy.ts staff efs|rds USERNAME [--revoke]
                                     make a registered user staff (they manage animals), or public again
-  tsx deploy.ts destroy efs|rds [--wait-minutes 45] [--yes]
-                                    remove it all
+  tsx deploy.ts destroy efs|rds [--wait-minutes 45] [--yes] [--delete-data]
+                                    remove it all; the data stays in a final snapshot (rds) or
+                                    AWS Backup's recovery points (efs) unless --delete-data
   tsx deploy.ts package [--region R]
                                     only build build.zip
   Every command takes --region R and --name buddy-system.`
@@ -127,8 +131,8 @@ const say = (text: string) => (dryRun ? console.error(text) : echo(text))
 
 const args = minimist(argv, {
   string: `region name arch memory timeout subnets security-group concurrency log-retention cors-origins wait-minutes
-    keep since to instance-class`.split(/\s+/),
-  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke'],
+    keep since to instance-class backup-days`.split(/\s+/),
+  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke', 'delete-data'],
   alias: { h: 'help', y: 'yes' },
   unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
 })
@@ -149,6 +153,7 @@ const instanceClass = String(args['instance-class'] ?? 'db.t4g.micro')
 const logRetention = Number(args['log-retention'] ?? 14)
 const corsOrigins = args['cors-origins'] === undefined ? undefined : parseOrigins(String(args['cors-origins']))
 const waitMinutes = Number(args['wait-minutes'] ?? 45)
+const backupDays = args['backup-days'] === undefined ? undefined : Number(args['backup-days'])
 const keepVersions = Number(args.keep ?? 5)
 const rollbackTo = args.to === undefined ? undefined : Number(args.to)
 const since = parseSince(String(args.since ?? '15m'))
@@ -664,6 +669,17 @@ async function ensureFileSystem(network: Network, account: Account): Promise<Fil
   if (fs) {
     ensureOurs(`file system ${fs.FileSystemId}`, tagMap(fs.Tags))
     summary.reused.push(`file system ${fs.FileSystemId}`)
+    // Made before backups were on: EFS turns them on for a file system the API made only when told.
+    const policy = await send('efs', new DescribeBackupPolicyCommand({ FileSystemId: fs.FileSystemId }), {
+      missing: ['PolicyNotFound'],
+    })
+    if (!['ENABLED', 'ENABLING'].includes(policy?.BackupPolicy?.Status ?? '')) {
+      await send(
+        'efs',
+        new PutBackupPolicyCommand({ FileSystemId: fs.FileSystemId, BackupPolicy: { Status: 'ENABLED' } }),
+      )
+      summary.updated.push(`file system ${fs.FileSystemId} (automatic backups)`)
+    }
   } else {
     // The creation token makes this idempotent: a rerun after an interruption finds the same file system.
     fs = await send(
@@ -672,6 +688,9 @@ async function ensureFileSystem(network: Network, account: Account): Promise<Fil
         CreationToken: name,
         Encrypted: true,
         PerformanceMode: 'generalPurpose',
+        // AWS Backup's daily backup, each kept 35 days: off by default for a file system the API makes.
+        // https://docs.aws.amazon.com/efs/latest/ug/awsbackup.html
+        Backup: true,
         Tags: [{ Key: 'Name', Value: name }, ...tagList],
       }),
     )
@@ -898,6 +917,8 @@ async function ensureDatabase(network: Network, current: Record<string, string>,
         VpcSecurityGroupIds: [network.securityGroupId],
         PubliclyAccessible: false,
         StorageEncrypted: true,
+        BackupRetentionPeriod: backupDays ?? 7,
+        DeletionProtection: true, // destroy turns it off, as part of what the user confirmed
         Tags: tagList,
       }),
     )
@@ -937,6 +958,7 @@ async function ensureDatabase(network: Network, current: Record<string, string>,
     summary.updated.push(`DB instance ${names.db} (${instanceClass})`)
     instance = await instanceAvailable(`${instanceClass} (a few minutes)`)
   }
+  instance = await ensureBackups(instance!)
   const endpoint = instance!.Endpoint!.Address!
   await ensureConnectPolicy(instance!, account)
   return {
@@ -954,6 +976,26 @@ async function ensureDatabase(network: Network, current: Record<string, string>,
       PG_SSLROOTCERT: RDS_CA_FILE, // in the package: see rdsCertificates
     },
   }
+}
+
+/** Automated backups (--backup-days, 7 for a new instance; kept as set without the flag, but never off) and
+ * deletion protection, on an instance from before them too: one modification, applied at once (no restart).
+ * https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_WorkingWithAutomatedBackups.html */
+async function ensureBackups(instance: DBInstance): Promise<DBInstance> {
+  const kept = instance.BackupRetentionPeriod ?? 0
+  const days = backupDays ?? (kept > 0 ? kept : 7)
+  const changes = {
+    ...(days !== kept ? { BackupRetentionPeriod: days } : {}),
+    ...(!instance.DeletionProtection ? { DeletionProtection: true } : {}),
+  }
+  if (!Object.keys(changes).length) return instance
+  await send('rds', new ModifyDBInstanceCommand({ DBInstanceIdentifier: names.db, ApplyImmediately: true, ...changes }))
+  const what = [
+    ...(changes.BackupRetentionPeriod ? [`backups kept ${days} days`] : []),
+    ...(changes.DeletionProtection ? ['deletion protection'] : []),
+  ]
+  summary.updated.push(`DB instance ${names.db} (${what.join(', ')})`)
+  return instanceAvailable('available again')
 }
 
 /** The execution role may connect as the API role to this instance, and as nothing else: rds-db:connect on
@@ -1596,6 +1638,15 @@ async function status() {
       const point = AccessPoints.find((p: any) => tagMap(p.Tags).Name === names.accessPoint)
       if (point) line(`access point ${point.AccessPointId}`, 'present', point.LifeCycleState)
       else line(`access point ${names.accessPoint}`, 'missing')
+      const policy = await send('efs', new DescribeBackupPolicyCommand({ FileSystemId: fs.FileSystemId }), {
+        missing: ['PolicyNotFound'],
+      })
+      const newest = await newestRecoveryPoint(fs.FileSystemArn!)
+      line(
+        'automatic backups',
+        policy?.BackupPolicy?.Status === 'ENABLED' ? 'present' : 'missing',
+        `${policy?.BackupPolicy?.Status ?? 'DISABLED'}; newest: ${newest ? `${newest.CreationDate!.toISOString()} in ${newest.BackupVaultName}` : 'none yet (AWS Backup makes one a day)'}`,
+      )
     }
   } else {
     const found = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
@@ -1603,12 +1654,19 @@ async function status() {
     })
     const db: DBInstance | undefined = found?.DBInstances?.[0]
     if (!db) line(`DB instance ${names.db}`, 'missing')
-    else
+    else {
       line(
         `DB instance ${names.db}`,
         ours(tagMap(db.TagList)),
         `${db.DBInstanceClass}, ${db.Engine} ${db.EngineVersion}, ${db.DBInstanceStatus}`,
       )
+      const days = db.BackupRetentionPeriod ?? 0
+      line(
+        'automated backups',
+        days > 0 && db.DeletionProtection ? 'present' : 'missing',
+        `${days ? `kept ${days} days, restorable to ${db.LatestRestorableTime?.toISOString() ?? 'soon'}` : 'off'}; deletion protection ${db.DeletionProtection ? 'on' : 'off'}`,
+      )
+    }
   }
 
   for (const [fn, found] of fns) {
@@ -1864,10 +1922,13 @@ async function destroy() {
     say(
       `${name} runs on RDS now (moved from EFS): destroy efs removes only the file system, its mount targets and access point`,
     )
-  const lost =
-    scenario === 'rds'
-      ? 'the PostgreSQL instance and every record in it (no final snapshot)'
-      : 'the EFS file system and the SQLite database on it'
+  // The records stay (a final snapshot, AWS Backup's recovery points) unless --delete-data says otherwise.
+  const deleteData = Boolean(args['delete-data'])
+  const lost = deleteData
+    ? `${scenario === 'rds' ? 'the PostgreSQL instance' : 'the EFS file system'} and EVERY RECORD IN IT, for good (${scenario === 'rds' ? 'no final snapshot, and its automated backups go too' : "only AWS Backup's recovery points, if any, keep it"})`
+    : scenario === 'rds'
+      ? 'the PostgreSQL instance (its records stay in a final snapshot, and in its automated backups for their retention)'
+      : "the EFS file system (its records stay in AWS Backup's recovery points)"
   if (!yes) {
     if (!process.stdin.isTTY) fail('destroy asks before it deletes anything: pass --yes to confirm without a prompt')
     say(
@@ -1878,6 +1939,7 @@ async function destroy() {
     const answer = await question(`Type ${name} to confirm: `)
     if (answer.trim() !== name) fail('stopped: nothing was deleted')
   }
+  if (scenario === 'efs' && !deleteData) await step('backups', recoveryPointsKeep)
   if (moved) {
     await step('file system', destroyFileSystem)
     await step('role', async () => {
@@ -1964,6 +2026,33 @@ async function destroyRole() {
   summary.removed.push(`role ${names.role}`)
 }
 
+/** EFS's automatic backups (AWS Backup, daily) outlive the file system: each recovery point is kept for its
+ * retention (35 days in EFS's default plan), in the vault aws/efs/automatic-backup-vault. A file system with none
+ * yet (the first comes within a day of the deploy) is not deleted without --delete-data.
+ * https://docs.aws.amazon.com/efs/latest/ug/awsbackup.html */
+async function recoveryPointsKeep() {
+  const { FileSystems: [fs] = [] } = await send('efs', new DescribeFileSystemsCommand({ CreationToken: name }))
+  if (!fs) return
+  const newest = await newestRecoveryPoint(fs.FileSystemArn!)
+  if (!newest) {
+    throw new StepError(
+      `file system ${fs.FileSystemId} has no backup yet (AWS Backup makes the first within a day of the deploy): \`${again('export')}\` keeps its records in a file; then destroy with --delete-data`,
+    )
+  }
+  say(
+    `  AWS Backup keeps the file system's recovery points (the newest from ${newest.CreationDate!.toISOString()}) in ${newest.BackupVaultName}, each for its retention (35 days for EFS's automatic backups); restore one from the AWS Backup console`,
+  )
+}
+
+async function newestRecoveryPoint(resourceArn: string) {
+  const { RecoveryPoints = [] } = await send(
+    'backup',
+    new ListRecoveryPointsByResourceCommand({ ResourceArn: resourceArn }),
+  )
+  const done = RecoveryPoints.filter((p) => p.Status === 'COMPLETED')
+  return done.sort((a, b) => b.CreationDate!.getTime() - a.CreationDate!.getTime())[0]
+}
+
 async function destroyFileSystem() {
   const { FileSystems } = await send('efs', new DescribeFileSystemsCommand({ CreationToken: name }))
   const fs = FileSystems?.[0]
@@ -1993,7 +2082,11 @@ async function destroyFileSystem() {
   summary.removed.push(`file system ${fsId}`)
 }
 
+/** The instance the API uses, with a final snapshot named after the deployment and the time, its automated backups
+ * kept for their retention (RDS's own); its deletion protection is turned off first, as part of what the user
+ * confirmed. Only --delete-data deletes it with neither. https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_DeleteDBInstance.html */
 async function destroyDatabase() {
+  const deleteData = Boolean(args['delete-data'])
   const found = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }), {
     missing: ['DBInstanceNotFoundFault'],
   })
@@ -2001,14 +2094,32 @@ async function destroyDatabase() {
   if (instance) {
     ensureOurs(`DB instance ${names.db}`, tagMap(instance.TagList))
     if (instance.DBInstanceStatus !== 'deleting') {
+      if (instance.DeletionProtection) {
+        await send(
+          'rds',
+          new ModifyDBInstanceCommand({
+            DBInstanceIdentifier: names.db,
+            DeletionProtection: false,
+            ApplyImmediately: true,
+          }),
+        )
+      }
+      const snapshot = `${names.db}-final-${stamp(new Date())}`
       await send(
         'rds',
         new DeleteDBInstanceCommand({
           DBInstanceIdentifier: names.db,
-          SkipFinalSnapshot: true,
-          DeleteAutomatedBackups: true,
+          ...(deleteData
+            ? { SkipFinalSnapshot: true, DeleteAutomatedBackups: true }
+            : { FinalDBSnapshotIdentifier: snapshot, DeleteAutomatedBackups: false }),
         }),
       )
+      if (!deleteData) {
+        say(`  final snapshot ${snapshot}: every record, kept until you delete it (RDS bills its storage)`)
+        say(
+          `  to serve it again: \`${again('', 'rds')}\`, then \`${again('restore', 'rds')} --from-snapshot ${snapshot}\``,
+        )
+      }
     }
     await waitFor(
       `DB instance ${names.db} to be deleted`,
@@ -2021,7 +2132,18 @@ async function destroyDatabase() {
       40 * MINUTE,
       '',
     )
-    summary.removed.push(`DB instance ${names.db}`)
+    summary.removed.push(`DB instance ${names.db}${deleteData ? ' (no snapshot)' : ''}`)
+  }
+  // An instance a restore left behind (the one the API used before) keeps the subnet group in use: named, kept.
+  const { DBInstances: all = [] } = await send('rds', new DescribeDBInstancesCommand({}))
+  const left = all.filter((db) => tagMap(db.TagList).app === name && db.DBInstanceIdentifier !== names.db)
+  if (left.length) {
+    const ids = left.map((db) => db.DBInstanceIdentifier).join(', ')
+    return void say(
+      chalk.yellow(
+        `Still there, and billing: DB instance ${ids}, which a restore left (the API used it before); the DB subnet group ${name} stays for it. Remove it: aws rds modify-db-instance --db-instance-identifier ID --no-deletion-protection --apply-immediately, then aws rds delete-db-instance --db-instance-identifier ID --final-db-snapshot-identifier ID-final`,
+      ),
+    )
   }
   const group = await send('rds', new DescribeDBSubnetGroupsCommand({ DBSubnetGroupName: name }), {
     missing: ['DBSubnetGroupNotFoundFault'],
@@ -2031,6 +2153,9 @@ async function destroyDatabase() {
     summary.removed.push(`DB subnet group ${name}`)
   }
 }
+
+/** 2026-12-01T10:00:00Z → 20261201-1000: a time in a name RDS takes (letters, digits, single hyphens). */
+const stamp = (time: Date) => time.toISOString().slice(0, 16).replace(/-|:/g, '').replace('T', '-')
 
 // Lambda deletes a deleted function's network interfaces itself, with the function's execution role
 // (AWSLambdaVPCAccessExecutionRole's ec2:DeleteNetworkInterface), in minutes, sometimes over half an hour:
@@ -2141,7 +2266,8 @@ async function removeAddedRules(groupId: string) {
 /** This command again, for another action (and scenario), with the options that name the deployment. */
 function again(what: string, other = scenario): string {
   const flags = ['region', 'name', 'security-group'].filter((f) => args[f]).map((f) => ` --${f} ${args[f]}`)
-  return `tsx deploy.ts ${what} ${other}${flags.join('')}${what === 'destroy' ? ' --yes' : ''}`
+  const command = [what, other].filter(Boolean).join(' ') // what '': the deploy itself
+  return `tsx deploy.ts ${command}${flags.join('')}${what === 'destroy' ? ' --yes' : ''}`
 }
 
 // AWS calls: sent through the SDK, or under --dry-run planned (see below).
@@ -2159,6 +2285,7 @@ const clients = {
   ec2: sayWhenThrottled(new EC2Client(config)),
   logs: sayWhenThrottled(new CloudWatchLogsClient(config)),
   sts: sayWhenThrottled(new STSClient(config)),
+  backup: sayWhenThrottled(new BackupClient(config)),
 }
 type Service = keyof typeof clients
 
@@ -2625,6 +2752,9 @@ function checkOptions() {
   if (!/^db\.[a-z0-9-]+\.[a-z0-9]+$/.test(instanceClass))
     fail(`--instance-class ${instanceClass}: an RDS instance class, such as db.t4g.micro or db.t4g.small`)
   if (!(waitMinutes >= 0 && waitMinutes <= 240)) fail(`--wait-minutes ${args['wait-minutes']}: use 0 to 240`)
+  // RDS keeps automated backups 1 to 35 days (0 turns them off, which a deploy does not do).
+  if (backupDays !== undefined && !(Number.isInteger(backupDays) && backupDays >= 1 && backupDays <= 35))
+    fail(`--backup-days ${args['backup-days']}: RDS keeps automated backups 1 to 35 days`)
   if (!(Number.isInteger(keepVersions) && keepVersions >= 1)) fail(`--keep ${args.keep}: keep 1 version or more`)
   if (rollbackTo !== undefined && !(Number.isInteger(rollbackTo) && rollbackTo >= 1))
     fail(`--to ${args.to}: a version number, 1 or more`)

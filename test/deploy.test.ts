@@ -29,7 +29,9 @@ import {
   PutLogEventsCommand,
 } from '@aws-sdk/client-cloudwatch-logs'
 import {
+  CreateFileSystemCommand,
   DescribeAccessPointsCommand,
+  DescribeBackupPolicyCommand,
   DescribeFileSystemsCommand,
   DescribeMountTargetsCommand,
 } from '@aws-sdk/client-efs'
@@ -59,7 +61,12 @@ import {
   UpdateFunctionConfigurationCommand,
 } from '@aws-sdk/client-lambda'
 import { DeleteAccessPointCommand } from '@aws-sdk/client-efs'
-import { DescribeDBInstancesCommand, StopDBInstanceCommand } from '@aws-sdk/client-rds'
+import {
+  DescribeDBInstancesCommand,
+  DescribeDBSnapshotsCommand,
+  ModifyDBInstanceCommand,
+  StopDBInstanceCommand,
+} from '@aws-sdk/client-rds'
 import { run } from './cli.ts'
 import { changes, operationOf, startMoto, startProxy, type ProxyOptions } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
@@ -184,6 +191,19 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   const reserved = async () =>
     (await lambda.send(new GetFunctionConcurrencyCommand({ FunctionName: 'buddy-system' })))
       .ReservedConcurrentExecutions
+  /** AWS Backup's first daily recovery point of each file system (moto makes none: see backupsKept in moto.ts). */
+  const backedUp = async () => {
+    for (const fs of (await efs.send(new DescribeFileSystemsCommand({}))).FileSystems ?? []) {
+      moto.recoveryPoints.set(fs.FileSystemArn!, [
+        {
+          RecoveryPointArn: `arn:aws:backup:us-east-1:123456789012:recovery-point:${fs.FileSystemId}-1`,
+          CreationDate: Math.floor(Date.now() / 1000) - 3600,
+          Status: 'COMPLETED',
+          BackupVaultName: 'aws/efs/automatic-backup-vault',
+        },
+      ])
+    }
+  }
   /** The operations of the recorded requests, in order, that match `pattern`. */
   const sent = (pattern: RegExp) =>
     moto
@@ -761,6 +781,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.match(again.output, /the API is on RDS already: the move from EFS is done/)
 
       // destroy efs: the file system alone, and the role's EFS policy; the RDS deployment serves on.
+      await backedUp()
       const { code, output } = await deploy(moto.endpoint, 'destroy', 'efs', '--yes')
       assert.equal(code, 0, output)
       assert.match(output, /runs on RDS now \(moved from EFS\): destroy efs removes only the file system/)
@@ -818,6 +839,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal((await lambda.send(new ListFunctionsCommand({}))).Functions?.length, 2, 'nothing was deleted')
 
       const before: number = moto.requests().length
+      await backedUp()
       const { code, output } = await deploy(moto.endpoint, 'destroy', scenario, '--yes')
       assert.equal(code, 0, output)
       assert.match(
@@ -852,6 +874,168 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal(twice.code, 0, twice.output)
       assert.match(twice.output, /nothing to remove/)
     }
+  })
+
+  it('turns backups on from the first deploy and on an older one: EFS automatic backups, RDS --backup-days and deletion protection; status shows them', async () => {
+    // A fresh file system is made with AWS Backup's automatic backups.
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    const [made] = moto
+      .requests()
+      .filter((r) => operationOf(r) === 'POST /2015-02-01/file-systems')
+      .map((r) => JSON.parse(r.body))
+    assert.equal(made.Backup, true)
+    const none = await deploy(moto.endpoint, 'status', 'efs')
+    assert.match(none.output, /automatic backups\s+ENABLED; newest: none yet \(AWS Backup makes one a day\)/)
+    await backedUp()
+    const one = await deploy(moto.endpoint, 'status', 'efs')
+    assert.match(
+      one.output,
+      /automatic backups\s+ENABLED; newest: \d{4}-\d\d-\d\dT[\d:.]+Z in aws\/efs\/automatic-backup-vault/,
+    )
+
+    // One made before backups (CreateFileSystem's Backup defaults to false): a rerun turns them on.
+    await moto.reset()
+    const old = await efs.send(
+      new CreateFileSystemCommand({
+        CreationToken: 'buddy-system',
+        Encrypted: true,
+        Tags: [
+          { Key: 'Name', Value: 'buddy-system' },
+          { Key: 'app', Value: 'buddy-system' },
+        ],
+      }),
+    )
+    await assert.rejects(
+      efs.send(new DescribeBackupPolicyCommand({ FileSystemId: old.FileSystemId })),
+      /PolicyNotFound/,
+    )
+    await seeding(1)
+    const older = await deploy(moto.endpoint, 'efs', '--yes')
+    assert.equal(older.code, 0, older.output)
+    assert.match(older.output, new RegExp(`updated: file system ${old.FileSystemId} \\(automatic backups\\)`))
+    const policy = await efs.send(new DescribeBackupPolicyCommand({ FileSystemId: old.FileSystemId }))
+    assert.equal(policy.BackupPolicy?.Status, 'ENABLED')
+
+    // RDS: 7 days and deletion protection from the first deploy; --backup-days changes it, a rerun keeps it.
+    await moto.reset()
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+    const instance = async () =>
+      (await rds.send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: 'buddy-system' }))).DBInstances![0]
+    assert.equal((await instance()).BackupRetentionPeriod, 7)
+    assert.equal((await instance()).DeletionProtection, true)
+    const modifications = (from: number) =>
+      moto
+        .requests()
+        .slice(from)
+        .filter((r) => operationOf(r) === 'ModifyDBInstance')
+        .map((r) => Object.fromEntries(new URLSearchParams(r.body)))
+    let before = moto.requests().length
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes', '--backup-days', '14')).code, 0)
+    assert.deepEqual(
+      modifications(before).map((m) => [m.BackupRetentionPeriod, m.DeletionProtection]),
+      [['14', undefined]],
+    )
+    before = moto.requests().length
+    await seeding(1)
+    const kept = await deploy(moto.endpoint, 'rds', '--yes')
+    assert.equal(kept.code, 0, kept.output)
+    assert.deepEqual(modifications(before), [], 'without the flag, a rerun keeps 14 days')
+    assert.match(
+      (await deploy(moto.endpoint, 'status', 'rds')).output,
+      /automated backups\s+kept 14 days, restorable to \d{4}-[\d-]+T[\d:.]+Z; deletion protection on/,
+    )
+
+    // An instance from before: one day (RDS's default then), no protection. The rerun keeps the day, protects it.
+    await rds.send(
+      new ModifyDBInstanceCommand({
+        DBInstanceIdentifier: 'buddy-system',
+        BackupRetentionPeriod: 1,
+        DeletionProtection: false,
+        ApplyImmediately: true,
+      }),
+    )
+    before = moto.requests().length
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+    assert.deepEqual(
+      modifications(before).map((m) => [m.BackupRetentionPeriod, m.DeletionProtection]),
+      [[undefined, 'true']],
+    )
+    const wrong = await deploy(moto.endpoint, 'rds', '--yes', '--backup-days', '36')
+    assert.equal(wrong.code, 1)
+    assert.match(wrong.output, /--backup-days 36: RDS keeps automated backups 1 to 35 days/)
+  })
+
+  it('keeps the data when it destroys, unless --delete-data: a final snapshot, the recovery points, and a stop where none is made yet', async () => {
+    // EFS: no recovery point yet, nothing deleted; with one, it says where the data stays.
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    const early = await deploy(moto.endpoint, 'destroy', 'efs', '--yes')
+    assert.equal(early.code, 1, early.output)
+    assert.match(
+      early.output,
+      /file system fs-\w+ has no backup yet \(AWS Backup makes the first within a day of the deploy\): `tsx deploy\.ts export efs` keeps its records in a file; then destroy with --delete-data/,
+    )
+    assert.equal((await lambda.send(new ListFunctionsCommand({}))).Functions?.length, 2, 'nothing was deleted')
+    await backedUp()
+    const efsGone = await deploy(moto.endpoint, 'destroy', 'efs', '--yes')
+    assert.equal(efsGone.code, 0, efsGone.output)
+    assert.match(
+      efsGone.output,
+      /AWS Backup keeps the file system's recovery points \(the newest from [\d-]+T[\d:.]+Z\) in aws\/efs\/automatic-backup-vault/,
+    )
+
+    // RDS: --delete-data asks, as every destroy does; --yes --delete-data: no snapshot, the automated backups go too.
+    // (This one first: moto names an automated backup by the minute, and a new instance's would clash with the
+    // kept one's.)
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+    const asked = await deploy(moto.endpoint, 'destroy', 'rds', '--delete-data')
+    assert.equal(asked.code, 1)
+    assert.match(asked.output, /pass --yes to confirm/)
+    const rdsWrites = (from: number) =>
+      moto
+        .requests()
+        .slice(from)
+        .filter((r) => /^(Modify|Delete)DBInstance$/.test(operationOf(r)))
+        .map((r) => Object.fromEntries(new URLSearchParams(r.body)))
+    let before = moto.requests().length
+    const lost = await deploy(moto.endpoint, 'destroy', 'rds', '--yes', '--delete-data')
+    assert.equal(lost.code, 0, lost.output)
+    const [, gone] = rdsWrites(before)
+    assert.deepEqual(
+      [gone.Action, gone.SkipFinalSnapshot, gone.DeleteAutomatedBackups, gone.FinalDBSnapshotIdentifier],
+      ['DeleteDBInstance', 'true', 'true', undefined],
+    )
+    assert.match(lost.output, /removed: .*DB instance buddy-system \(no snapshot\)/)
+    assert.deepEqual((await rds.send(new DescribeDBSnapshotsCommand({}))).DBSnapshots, [])
+
+    // --yes alone: protection off, then the delete with a final snapshot, the automated backups kept.
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+    before = moto.requests().length
+    const kept = await deploy(moto.endpoint, 'destroy', 'rds', '--yes')
+    assert.equal(kept.code, 0, kept.output)
+    const [unprotect, deletion] = rdsWrites(before)
+    assert.deepEqual([unprotect.Action, unprotect.DeletionProtection], ['ModifyDBInstance', 'false'])
+    assert.equal(deletion.Action, 'DeleteDBInstance')
+    assert.match(deletion.FinalDBSnapshotIdentifier, /^buddy-system-final-\d{8}-\d{4}$/)
+    assert.equal(deletion.DeleteAutomatedBackups, 'false')
+    assert.equal(deletion.SkipFinalSnapshot, undefined)
+    const { DBSnapshots = [] } = await rds.send(new DescribeDBSnapshotsCommand({ SnapshotType: 'manual' }))
+    assert.deepEqual(
+      DBSnapshots.map((s) => s.DBSnapshotIdentifier),
+      [deletion.FinalDBSnapshotIdentifier],
+    )
+    assert.match(
+      kept.output,
+      new RegExp(
+        `final snapshot ${deletion.FinalDBSnapshotIdentifier}: every record, kept until you delete it[^\\n]*\\n.*to serve it again: \`tsx deploy\\.ts rds\`, then \`tsx deploy\\.ts restore rds --from-snapshot ${deletion.FinalDBSnapshotIdentifier}\``,
+      ),
+    )
   })
 
   it('stops before creating anything without credentials, and says how to configure them', async () => {
@@ -1380,6 +1564,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const theirs = await eni('AWS Lambda VPC ENI-someone-elses-app-7c4ba1e2-1f6e-4a4b-9d55-0a1b2c3d4e5f')
     const database = await eni('RDSNetworkInterface')
     const before = Date.now()
+    await backedUp()
     const held = await deploy(moto.endpoint, 'destroy', 'efs', '--yes') // the default: wait up to 45 minutes
     assert.equal(held.code, 1, held.output)
     assert.ok(Date.now() - before < 120_000, 'no wait for what is not ours')
@@ -1392,6 +1577,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       'our functions are gone: the role goes',
     )
     for (const id of [theirs, database]) await ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: id }))
+    await backedUp()
     assert.equal((await deploy(moto.endpoint, 'destroy', 'efs', '--yes')).code, 0)
     assert.deepEqual(await securityGroup(), [])
 
@@ -1412,6 +1598,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
         .sort()
     assert.deepEqual(await ports(), [2049, 443, 5432])
     const lambdaEni = await eni('AWS Lambda VPC ENI-buddy-system-0f1e2d3c', mine)
+    await backedUp()
     const waiting = await deploy(
       moto.endpoint,
       'destroy',
@@ -1428,6 +1615,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       new RegExp(`Run \`tsx deploy.ts destroy efs --security-group ${mine} --yes\` again later`),
     )
     await ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: lambdaEni }))
+    await backedUp()
     const done = await deploy(moto.endpoint, 'destroy', 'efs', '--yes', '--security-group', mine)
     assert.equal(done.code, 0, done.output)
     assert.match(
@@ -1582,6 +1770,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       (await deploy(moto.endpoint, 'status', 'efs', '--revoke')).output,
       /--revoke goes with `tsx deploy\.ts staff/,
     )
+    await backedUp()
     assert.equal((await deploy(moto.endpoint, 'destroy', 'efs', '--yes')).code, 0)
     const gone = await deploy(moto.endpoint, 'staff', 'efs', 'reggie')
     assert.match(gone.output, /function buddy-system-db-seeder does not exist: deploy first/)
@@ -1640,6 +1829,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       /Not all there: access point buddy-system-lambda\. `tsx deploy\.ts efs` makes what is missing\./,
     )
 
+    await backedUp()
     assert.equal((await deploy(moto.endpoint, 'destroy', 'efs', '--yes')).code, 0)
     const destroyed = await deploy(moto.endpoint, 'status', 'efs')
     assert.equal(destroyed.code, 1)

@@ -26,6 +26,8 @@ export interface Moto {
   reset(): Promise<void>
   /** The requests received since the last reset (or since `since`). */
   requests(): Recorded[]
+  /** AWS Backup's recovery points of each resource, by ARN (moto has none: see backupsKept). */
+  recoveryPoints: Map<string, RecoveryPoint[]>
   /** What the next Lambda invocations answer, one payload each, in order. */
   answerInvocations(payloads: unknown[]): Promise<void>
   stop(): void
@@ -73,6 +75,7 @@ export async function startMoto(): Promise<Moto | string> {
   await configure()
   return {
     endpoint,
+    recoveryPoints: front.recoveryPoints,
     async reset() {
       front.forget()
       await fetch(`${endpoint}/moto-api/reset`, { method: 'POST' })
@@ -166,7 +169,9 @@ export interface Proxy {
   writes: string[]
   /** The calls answered with a throttling error. */
   throttled: string[]
-  /** Forgets the functions' mounts it keeps for moto (after moto's reset). */
+  /** AWS Backup's recovery points of each resource (by ARN), as ListRecoveryPointsByResource answers them. */
+  recoveryPoints: Map<string, RecoveryPoint[]>
+  /** Forgets what it keeps for moto (after moto's reset). */
   forget(): void
   close(): Promise<void>
 }
@@ -181,6 +186,7 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
   const writes: string[] = []
   const throttled: string[] = []
   const fileSystems = mounts()
+  const backups = backupsKept()
   const server = createServer(async (req, res) => {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk)
@@ -200,6 +206,13 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
       return void res.end(
         '<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>throttled</RequestId></ErrorResponse>',
       )
+    }
+    const filled = backups.answer(req.method!, url, body)
+    if (filled) {
+      calls.push(operation)
+      if (isWrite(operation)) writes.push(operation)
+      res.writeHead(200, { 'content-type': 'application/json' })
+      return void res.end(JSON.stringify(filled))
     }
     const refused = options.refuse?.(operation, calls, body.toString('utf8'))
     if (refused) {
@@ -240,7 +253,11 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
     calls,
     writes,
     throttled,
-    forget: fileSystems.forget,
+    recoveryPoints: backups.recoveryPoints,
+    forget() {
+      fileSystems.forget()
+      backups.forget()
+    },
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections()
@@ -303,6 +320,37 @@ function mounts() {
       else if (method === 'GET' && named && !part && answer.Configuration) fill(answer.Configuration, fn)
       else return payload
       return Buffer.from(JSON.stringify(answer))
+    },
+  }
+}
+
+export interface RecoveryPoint {
+  RecoveryPointArn: string
+  CreationDate: number // epoch seconds, as AWS Backup's JSON has it
+  Status: 'COMPLETED' | 'PARTIAL' | 'EXPIRED' | 'DELETING'
+  BackupVaultName: string
+}
+
+/** What moto 5.2.1 lacks of backups: EFS's PutBackupPolicy ("not implemented"), and AWS Backup's
+ * ListRecoveryPointsByResource (no such route). The policies set are answered by DescribeBackupPolicy; the recovery
+ * points are the ones a test puts in `recoveryPoints`, as AWS Backup makes them once a day.
+ * https://docs.aws.amazon.com/efs/latest/ug/API_PutBackupPolicy.html,
+ * https://docs.aws.amazon.com/aws-backup/latest/devguide/API_ListRecoveryPointsByResource.html */
+function backupsKept() {
+  const policies = new Map<string, string>()
+  const recoveryPoints = new Map<string, RecoveryPoint[]>()
+  return {
+    recoveryPoints,
+    forget() {
+      policies.clear()
+      recoveryPoints.clear()
+    },
+    answer(method: string, url: URL, body: Buffer): object | undefined {
+      const policy = /^\/2015-02-01\/file-systems\/([^/]+)\/backup-policy$/.exec(url.pathname)
+      if (policy && method === 'PUT') policies.set(policy[1], JSON.parse(body.toString('utf8')).BackupPolicy.Status)
+      if (policy && policies.has(policy[1])) return { BackupPolicy: { Status: policies.get(policy[1]) } }
+      const points = /^\/resources\/(.+)\/recovery-points\/?$/.exec(url.pathname)
+      if (points && method === 'GET') return { RecoveryPoints: recoveryPoints.get(decodeURIComponent(points[1])) ?? [] }
     },
   }
 }
