@@ -50,10 +50,14 @@ import {
   CreateDBSubnetGroupCommand,
   DeleteDBInstanceCommand,
   DeleteDBSubnetGroupCommand,
+  DescribeDBInstanceAutomatedBackupsCommand,
   DescribeDBInstancesCommand,
+  DescribeDBSnapshotsCommand,
   DescribeDBSubnetGroupsCommand,
   ModifyDBInstanceCommand,
   RDSClient,
+  RestoreDBInstanceFromDBSnapshotCommand,
+  RestoreDBInstanceToPointInTimeCommand,
   StartDBInstanceCommand,
   type DBInstance,
 } from '@aws-sdk/client-rds'
@@ -118,6 +122,10 @@ const USAGE = `usage:
                                     point the URL at the release before the live one (or at N)
   tsx deploy.ts staff efs|rds USERNAME [--revoke]
                                     make a registered user staff (they manage animals), or public again
+  tsx deploy.ts restore rds --to-time 2026-12-01T10:00:00Z | --latest | --from-snapshot NAME [--yes]
+                                    a new instance with the data of that moment (or snapshot); the API
+                                    moves to it, the one it used stays [--from-instance ID: another source]
+  tsx deploy.ts restore efs         how AWS Backup restores the file system
   tsx deploy.ts destroy efs|rds [--wait-minutes 45] [--yes] [--delete-data]
                                     remove it all; the data stays in a final snapshot (rds) or
                                     AWS Backup's recovery points (efs) unless --delete-data
@@ -131,14 +139,14 @@ const say = (text: string) => (dryRun ? console.error(text) : echo(text))
 
 const args = minimist(argv, {
   string: `region name arch memory timeout subnets security-group concurrency log-retention cors-origins wait-minutes
-    keep since to instance-class backup-days`.split(/\s+/),
-  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke', 'delete-data'],
+    keep since to instance-class backup-days to-time from-snapshot from-instance`.split(/\s+/),
+  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke', 'delete-data', 'latest'],
   alias: { h: 'help', y: 'yes' },
   unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
 })
 const [command, target] = args._ as string[]
 /** The commands that name a scenario after them; the others are the scenario. */
-const ACTIONS = ['destroy', 'status', 'logs', 'rollback', 'staff']
+const ACTIONS = ['destroy', 'status', 'logs', 'rollback', 'staff', 'restore']
 const action = ACTIONS.includes(command) ? command : command === 'package' ? 'package' : 'deploy'
 const scenario = action === 'deploy' ? command : target
 const name = args.name ?? 'buddy-system'
@@ -192,6 +200,7 @@ async function deploy() {
 
   // What the api function has now: its secrets and settings stay across deploys.
   const current = await functionEnvironment(names.api)
+  followInstance(current)
   const moving = fromEfs && moveToDo(current)
   const network = await step('network', findNetwork)
   const roleArn = await step('role', () => ensureRole(account.partition))
@@ -246,7 +255,7 @@ async function deploy() {
   // Migrations first, then the new release: the live one meets the new schema only for the moments between.
   const seeded = await step('database schema and sample data', () => seedDatabase(database))
   if (!moving) await step('concurrency', () => ensureConcurrency(serves(database, seeded.connections), database))
-  await step('release', () => release(api, apiChanged))
+  await step('release', () => release(api.sha256, apiChanged))
   const url = await step('URL', ensureFunctionUrl)
 
   say('')
@@ -408,6 +417,12 @@ async function functionEnvironment(fn: string): Promise<Record<string, string>> 
     missing: ['ResourceNotFoundException'],
   })
   return found?.Configuration?.Environment?.Variables ?? {}
+}
+
+/** The DB instance the API uses (a restore moves it to a new one): every command follows it. Its endpoint names it,
+ * <identifier>.<random>.<region>.rds.amazonaws.com. https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_Endpoint.html */
+function followInstance(current: Record<string, string>) {
+  if (current.PG_ENDPOINT) names.db = current.PG_ENDPOINT.split('.')[0]
 }
 
 /** `rds --from-efs`: whether the move is still to do (the API is on EFS), or done (on RDS). */
@@ -831,11 +846,11 @@ const instanceStatus = (status: string, what: string) =>
   )
 
 /** Waits until the instance is available with no change pending (with `iam`, once it says IAM authentication is on). */
-const instanceAvailable = (status: string, { iam = false } = {}) =>
+const instanceAvailable = (status: string, { iam = false, id = names.db } = {}) =>
   waitFor(
-    `DB instance ${names.db} to be ${status}`,
+    `DB instance ${id} to be ${status}`,
     async () => {
-      const { DBInstances } = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: names.db }))
+      const { DBInstances } = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: id }))
       const db: DBInstance | undefined = DBInstances?.[0]
       const pending = db?.PendingModifiedValues
       return db?.DBInstanceStatus === 'available' &&
@@ -847,7 +862,7 @@ const instanceAvailable = (status: string, { iam = false } = {}) =>
         : undefined
     },
     40 * MINUTE,
-    `aws rds wait db-instance-available --db-instance-identifier ${names.db}`,
+    `aws rds wait db-instance-available --db-instance-identifier ${id}`,
   )
 
 /** Where the deploy goes: the caller's account, its partition, and the region. */
@@ -1397,7 +1412,7 @@ const releaseKey = (c: FunctionConfiguration) =>
 
 /** Publishes a version where the api function `changed` (or differs from the newest version: a deploy stopped
  * between its update and its release), and points the alias at the newest. */
-async function release(api: FunctionSpec, changed: boolean) {
+async function release(sha256: string, changed: boolean) {
   const { latest, published } = await versions()
   let newest = published.at(-1)
   if (!newest || changed || releaseKey(newest) !== releaseKey(latest!)) {
@@ -1406,7 +1421,7 @@ async function release(api: FunctionSpec, changed: boolean) {
       'lambda',
       new PublishVersionCommand({
         FunctionName: names.api,
-        CodeSha256: api.sha256,
+        CodeSha256: sha256,
         Description: describeRelease(SCHEMA_VERSION),
       }),
     )
@@ -1541,7 +1556,7 @@ async function moveFromEfs(api: FunctionSpec, database: Database) {
     const what = `${users} users, ${animals} animals and ${fosters} fosters`
     say(`  ${copy.summary}`)
     await ensureFunction(api)
-    await release(api, true)
+    await release(api.sha256, true)
     summary.updated.push(`the API from EFS to RDS (${what})`)
   } catch (error) {
     await restore()
@@ -1573,6 +1588,7 @@ async function status() {
   const ours = (tags?: Record<string, string | undefined>) => (tags?.app === name ? 'present' : 'not ours')
   const me = await send('sts', new GetCallerIdentityCommand({}))
   say(`${name} (${scenario}) in account ${me.Account}, ${await clients.sts.config.region()}`)
+  followInstance(await functionEnvironment(names.api))
 
   const role = await send('iam', new GetRoleCommand({ RoleName: names.role }), { missing: ['NoSuchEntityException'] })
   if (!role) line(`role ${names.role}`, 'missing')
@@ -1911,13 +1927,193 @@ async function changeStaff() {
   say(answer.summary)
 }
 
+// Restore: RDS makes a new instance from a moment of the one the API uses (or from a snapshot); the functions move to
+// it, and the old instance stays, unchanged, so that a mistaken restore is undone by another.
+
+async function restore() {
+  if (scenario === 'efs') return restoreEfs()
+  const me = await step('credentials', () => send('sts', new GetCallerIdentityCommand({})))
+  const account = { id: me.Account!, partition: me.Arn!.split(':')[1], region: await clients.sts.config.region() }
+  const current = await functionEnvironment(names.api)
+  if (!current.PG_ENDPOINT) fail(`${name} has no rds deployment to restore: deploy it first (${again('', 'rds')})`)
+  followInstance(current)
+  const source = String(args['from-instance'] ?? names.db)
+  const point = await step('the moment', () => restorePoint(source))
+  const target = `${name}-at-${stamp(point.at)}`
+  const question = `Restore ${point.what} as a new DB instance ${target}, and point the API at it? (${names.db} stays as it is)`
+  if (!(await confirm(question, { withoutTerminal: false }))) {
+    fail(`stopped: nothing was made${process.stdin.isTTY ? '' : ' (pass --yes to restore without a terminal)'}`)
+  }
+  const used = names.db
+  const instance = await step(`DB instance ${target}`, () => restoredInstance(used, target, point))
+  names.db = target
+  await step('role', () => ensureConnectPolicy(instance, account))
+  const fn = await step('functions', async () => {
+    await pointAt(names.seeder, instance)
+    return pointAt(names.api, instance)
+  })
+  // A moment before a migration holds the schema before it: the seeder brings it up to date.
+  await step('database schema', () => seedDatabase())
+  await step('release', () => release(fn.CodeSha256!, true))
+  say('')
+  for (const [what, list] of Object.entries(summary)) if (list.length) say(`${what}: ${list.join(', ')}`)
+  report(`The API serves ${point.what}, from DB instance ${target}.`, chalk.bold)
+  say(
+    `DB instance ${used} stays, as it was (and bills): to go back to it, \`${again('restore')} --latest --from-instance ${used}\`;`,
+  )
+  say(
+    `to remove it, \`aws rds modify-db-instance --db-instance-identifier ${used} --no-deletion-protection --apply-immediately\`, then \`aws rds delete-db-instance --db-instance-identifier ${used} --final-db-snapshot-identifier ${used}-final\`.`,
+  )
+}
+
+interface RestorePoint {
+  /** The moment the data is from. */
+  at: Date
+  what: string
+  from: { DBSnapshotIdentifier: string } | { RestoreTime: Date } | { UseLatestRestorableTime: true }
+}
+
+/** The moment to restore, checked against what RDS can restore before anything is made: a snapshot that exists, or
+ * a time in the instance's restore window. https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_PIT.html */
+async function restorePoint(source: string): Promise<RestorePoint> {
+  const found = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: source }), {
+    missing: ['DBInstanceNotFoundFault'],
+  })
+  const db = found?.DBInstances?.[0]
+  if (!db) throw new StepError(`there is no DB instance ${source} to restore from`)
+  ensureOurs(`DB instance ${source}`, tagMap(db.TagList))
+  if (args['from-snapshot'] !== undefined) {
+    const id = String(args['from-snapshot'])
+    const snapshots = await send('rds', new DescribeDBSnapshotsCommand({ DBSnapshotIdentifier: id }), {
+      missing: ['DBSnapshotNotFoundFault'],
+    })
+    const snapshot = snapshots?.DBSnapshots?.[0]
+    if (!snapshot) throw new StepError(`there is no DB snapshot ${id} (aws rds describe-db-snapshots lists them)`)
+    if (snapshot.Status !== 'available')
+      throw new StepError(`DB snapshot ${id} is ${snapshot.Status}, not available yet`)
+    const at = snapshot.SnapshotCreateTime!
+    return { at, what: `snapshot ${id} (of ${at.toISOString()})`, from: { DBSnapshotIdentifier: id } }
+  }
+  // The window RDS keeps: from the oldest automated backup (no earlier than the instance itself) to about five
+  // minutes ago. https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_RestoreWindow.html
+  const { DBInstanceAutomatedBackups: backups = [] } = await send(
+    'rds',
+    new DescribeDBInstanceAutomatedBackupsCommand({ DBInstanceIdentifier: source }),
+  )
+  const window = backups.find((b) => b.DbiResourceId === db.DbiResourceId)?.RestoreWindow ?? backups[0]?.RestoreWindow
+  const earliest = window?.EarliestTime ?? db.InstanceCreateTime!
+  const latest = db.LatestRestorableTime ?? window?.LatestTime
+  if (!latest)
+    throw new StepError(
+      `DB instance ${source} has no backup to restore from yet (automated backups are ${db.BackupRetentionPeriod ? 'on' : 'off'})`,
+    )
+  if (args.latest)
+    return {
+      at: latest,
+      what: `${source} as it was at ${latest.toISOString()}, its latest`,
+      from: { UseLatestRestorableTime: true },
+    }
+  const at = new Date(String(args['to-time']))
+  const range = `${earliest.toISOString()} to ${latest.toISOString()}`
+  if (at < earliest)
+    throw new StepError(
+      `--to-time ${args['to-time']} is before the earliest moment DB instance ${source} can be restored to: it can restore ${range}`,
+    )
+  if (at > latest)
+    throw new StepError(
+      `--to-time ${args['to-time']} is after the latest moment DB instance ${source} can be restored to: it can restore ${range} (or --latest)`,
+    )
+  return { at, what: `${source} as it was at ${at.toISOString()}`, from: { RestoreTime: at } }
+}
+
+/** The new instance, in the network of the one the API uses, with IAM authentication, backups and deletion
+ * protection as a deploy sets them; found again by a rerun after an interruption. */
+async function restoredInstance(source: string, target: string, point: RestorePoint): Promise<DBInstance> {
+  const { DBInstances: [db] = [] } = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: source }))
+  const found = await send('rds', new DescribeDBInstancesCommand({ DBInstanceIdentifier: target }), {
+    missing: ['DBInstanceNotFoundFault'],
+  })
+  if (found) {
+    ensureOurs(`DB instance ${target}`, tagMap(found.DBInstances?.[0]?.TagList))
+    say(`  DB instance ${target} is there already (a restore that stopped before the end): the restore goes on with it`)
+  } else {
+    const settings = {
+      DBInstanceClass: db.DBInstanceClass,
+      DBSubnetGroupName: db.DBSubnetGroup?.DBSubnetGroupName,
+      VpcSecurityGroupIds: db.VpcSecurityGroups?.map((g) => g.VpcSecurityGroupId!),
+      PubliclyAccessible: false,
+      EnableIAMDatabaseAuthentication: true,
+      DeletionProtection: true,
+      BackupRetentionPeriod: backupDays ?? (db.BackupRetentionPeriod || 7),
+      Tags: tagList,
+    }
+    if ('DBSnapshotIdentifier' in point.from) {
+      await send(
+        'rds',
+        new RestoreDBInstanceFromDBSnapshotCommand({ DBInstanceIdentifier: target, ...point.from, ...settings }),
+      )
+    } else {
+      await send(
+        'rds',
+        new RestoreDBInstanceToPointInTimeCommand({
+          SourceDBInstanceIdentifier: source,
+          TargetDBInstanceIdentifier: target,
+          ...point.from,
+          ...settings,
+        }),
+      )
+    }
+    summary.created.push(`DB instance ${target}`)
+  }
+  return instanceAvailable('available (a restore takes 10 to 30 minutes)', { id: target, iam: true })
+}
+
+/** Points a function at the instance (its endpoint; the rest of its environment stays): its configuration. */
+async function pointAt(fn: string, instance: DBInstance): Promise<FunctionConfiguration> {
+  const c = (await send('lambda', new GetFunctionCommand({ FunctionName: fn }))).Configuration!
+  const env = c.Environment?.Variables ?? {}
+  const endpoint = { PG_ENDPOINT: instance.Endpoint!.Address!, PG_PORT: String(instance.Endpoint!.Port ?? 5432) }
+  if (env.PG_ENDPOINT === endpoint.PG_ENDPOINT && env.PG_PORT === endpoint.PG_PORT) return c
+  await waitForFunction(fn, 'updated', { afterOurs: false })
+  await send(
+    'lambda',
+    new UpdateFunctionConfigurationCommand({ FunctionName: fn, Environment: { Variables: { ...env, ...endpoint } } }),
+  )
+  summary.updated.push(`function ${fn} (on ${instance.DBInstanceIdentifier})`)
+  await waitForFunction(fn, 'updated')
+  return c
+}
+
+/** EFS: AWS Backup restores a recovery point to a new file system or a directory of this one; the deploy does not
+ * do it for you (the SQLite file must come back while nothing writes to it): the steps, with the newest point. */
+async function restoreEfs() {
+  const { FileSystems: [fs] = [] } = await send('efs', new DescribeFileSystemsCommand({ CreationToken: name }))
+  if (!fs) fail(`${name} has no efs file system to restore`)
+  const newest = await newestRecoveryPoint(fs.FileSystemArn!)
+  say(
+    [
+      `AWS Backup restores ${fs.FileSystemId}'s recovery points (${newest ? `the newest from ${newest.CreationDate!.toISOString()}` : 'none yet: the first comes within a day of the deploy'}):`,
+      `  1. aws backup list-recovery-points-by-resource --resource-arn ${fs.FileSystemArn}`,
+      `  2. aws backup start-restore-job --recovery-point-arn ARN --iam-role-arn arn:aws:iam::ACCOUNT:role/service-role/AWSBackupDefaultServiceRole \\`,
+      `       --metadata file-system-id=${fs.FileSystemId},newFileSystem=false,Encrypted=true,PerformanceMode=generalPurpose,CreationToken=${name}-restore`,
+      `     (AWS Backup puts the files in a directory aws-backup-restore_<time> at the file system's root)`,
+      `  3. deploy.ts does not swap the restored buddy_system.db in: that takes a machine that mounts the file system`,
+      `     (an EC2 instance in its VPC), the API stopped (reserved concurrency 0), and a copy over the live file.`,
+      `An rds deployment restores in one command (restore rds --to-time): \`${again('', 'rds')} --from-efs\` moves this one there.`,
+      'https://docs.aws.amazon.com/aws-backup/latest/devguide/restoring-efs.html',
+    ].join('\n'),
+  )
+}
+
 // Destroy
 
 async function destroy() {
   const started = Date.now()
   const me = await step('credentials', () => send('sts', new GetCallerIdentityCommand({})))
+  const current = await functionEnvironment(names.api)
+  followInstance(current)
   // After `rds --from-efs`, the functions, their URL, role and network serve the RDS deployment.
-  const moved = scenario === 'efs' && (await functionEnvironment(names.api)).DB_LOCATION === 'rds'
+  const moved = scenario === 'efs' && current.DB_LOCATION === 'rds'
   if (moved)
     say(
       `${name} runs on RDS now (moved from EFS): destroy efs removes only the file system, its mount targets and access point`,
@@ -2036,7 +2232,7 @@ async function recoveryPointsKeep() {
   const newest = await newestRecoveryPoint(fs.FileSystemArn!)
   if (!newest) {
     throw new StepError(
-      `file system ${fs.FileSystemId} has no backup yet (AWS Backup makes the first within a day of the deploy): \`${again('export')}\` keeps its records in a file; then destroy with --delete-data`,
+      `file system ${fs.FileSystemId} has no backup yet (AWS Backup makes the first within a day of the deploy): run destroy again once it has one, or pass --delete-data to delete its records for good`,
     )
   }
   say(
@@ -2154,8 +2350,8 @@ async function destroyDatabase() {
   }
 }
 
-/** 2026-12-01T10:00:00Z → 20261201-1000: a time in a name RDS takes (letters, digits, single hyphens). */
-const stamp = (time: Date) => time.toISOString().slice(0, 16).replace(/-|:/g, '').replace('T', '-')
+/** 2026-12-01T10:00:00Z → 20261201-100000: a time in a name RDS takes (letters, digits, single hyphens). */
+const stamp = (time: Date) => time.toISOString().slice(0, 19).replace(/-|:/g, '').replace('T', '-')
 
 // Lambda deletes a deleted function's network interfaces itself, with the function's execution role
 // (AWSLambdaVPCAccessExecutionRole's ec2:DeleteNetworkInterface), in minutes, sometimes over half an hour:
@@ -2756,6 +2952,17 @@ function checkOptions() {
   if (backupDays !== undefined && !(Number.isInteger(backupDays) && backupDays >= 1 && backupDays <= 35))
     fail(`--backup-days ${args['backup-days']}: RDS keeps automated backups 1 to 35 days`)
   if (!(Number.isInteger(keepVersions) && keepVersions >= 1)) fail(`--keep ${args.keep}: keep 1 version or more`)
+  const moments = ['to-time', 'latest', 'from-snapshot'].filter((o) => args[o] !== undefined && args[o] !== false)
+  if (action === 'restore' && scenario === 'rds' && moments.length !== 1)
+    fail('restore rds takes one of --to-time 2026-12-01T10:00:00Z, --latest or --from-snapshot NAME')
+  if (action !== 'restore' && (moments.length || args['from-instance']))
+    fail(`--${moments[0] ?? 'from-instance'} goes with \`tsx deploy.ts restore rds\``)
+  // A time with its zone: a bare 10:00 would be the machine's local time, which the user may not mean.
+  if (
+    args['to-time'] !== undefined &&
+    !/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/.test(String(args['to-time']))
+  )
+    fail(`--to-time ${args['to-time']}: a time with its zone, such as 2026-12-01T10:00:00Z`)
   if (rollbackTo !== undefined && !(Number.isInteger(rollbackTo) && rollbackTo >= 1))
     fail(`--to ${args.to}: a version number, 1 or more`)
 }
@@ -2809,6 +3016,7 @@ try {
   else if (action === 'logs') await showLogs()
   else if (action === 'rollback') await rollback()
   else if (action === 'staff') await step(`staff of ${name} (${scenario})`, changeStaff)
+  else if (action === 'restore') await restore()
   else {
     await deploy()
     if (dryRun) printScript(await clients.sts.config.region())

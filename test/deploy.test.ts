@@ -62,6 +62,7 @@ import {
 } from '@aws-sdk/client-lambda'
 import { DeleteAccessPointCommand } from '@aws-sdk/client-efs'
 import {
+  CreateDBSnapshotCommand,
   DescribeDBInstancesCommand,
   DescribeDBSnapshotsCommand,
   ModifyDBInstanceCommand,
@@ -977,7 +978,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(early.code, 1, early.output)
     assert.match(
       early.output,
-      /file system fs-\w+ has no backup yet \(AWS Backup makes the first within a day of the deploy\): `tsx deploy\.ts export efs` keeps its records in a file; then destroy with --delete-data/,
+      /file system fs-\w+ has no backup yet \(AWS Backup makes the first within a day of the deploy\): run destroy again once it has one, or pass --delete-data to delete its records for good/,
     )
     assert.equal((await lambda.send(new ListFunctionsCommand({}))).Functions?.length, 2, 'nothing was deleted')
     await backedUp()
@@ -1022,7 +1023,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const [unprotect, deletion] = rdsWrites(before)
     assert.deepEqual([unprotect.Action, unprotect.DeletionProtection], ['ModifyDBInstance', 'false'])
     assert.equal(deletion.Action, 'DeleteDBInstance')
-    assert.match(deletion.FinalDBSnapshotIdentifier, /^buddy-system-final-\d{8}-\d{4}$/)
+    assert.match(deletion.FinalDBSnapshotIdentifier, /^buddy-system-final-\d{8}-\d{6}$/)
     assert.equal(deletion.DeleteAutomatedBackups, 'false')
     assert.equal(deletion.SkipFinalSnapshot, undefined)
     const { DBSnapshots = [] } = await rds.send(new DescribeDBSnapshotsCommand({ SnapshotType: 'manual' }))
@@ -1034,6 +1035,113 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       kept.output,
       new RegExp(
         `final snapshot ${deletion.FinalDBSnapshotIdentifier}: every record, kept until you delete it[^\\n]*\\n.*to serve it again: \`tsx deploy\\.ts rds\`, then \`tsx deploy\\.ts restore rds --from-snapshot ${deletion.FinalDBSnapshotIdentifier}\``,
+      ),
+    )
+  })
+
+  it('restores rds to a moment or a snapshot as a new instance: the functions and their connect policy follow, the old one stays', async () => {
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'rds', '--yes')).code, 0)
+    const instance = async (id: string) =>
+      (await rds.send(new DescribeDBInstancesCommand({ DBInstanceIdentifier: id }))).DBInstances![0]
+    const first = await instance('buddy-system')
+    const restores = () =>
+      moto
+        .requests()
+        .filter((r) => /^RestoreDBInstance/.test(operationOf(r)))
+        .map((r) => Object.fromEntries(new URLSearchParams(r.body)))
+
+    // Refused before anything is made: a moment before the instance, a time without its zone, no moment, no --yes.
+    const early = await deploy(moto.endpoint, 'restore', 'rds', '--yes', '--to-time', '2020-01-01T00:00:00Z')
+    assert.equal(early.code, 1)
+    assert.match(
+      early.output,
+      /--to-time 2020-01-01T00:00:00Z is before the earliest moment DB instance buddy-system can be restored to: it can restore \S+Z to \S+Z/,
+    )
+    const local = await deploy(moto.endpoint, 'restore', 'rds', '--yes', '--to-time', '2026-12-01T10:00')
+    assert.match(local.output, /--to-time 2026-12-01T10:00: a time with its zone, such as 2026-12-01T10:00:00Z/)
+    const none = await deploy(moto.endpoint, 'restore', 'rds', '--yes')
+    assert.match(none.output, /restore rds takes one of --to-time .*, --latest or --from-snapshot NAME/)
+    await new Promise((resolve) => setTimeout(resolve, 1100)) // a whole second after the instance was made
+    const moment = new Date(Math.ceil(first.InstanceCreateTime!.getTime() / 1000) * 1000).toISOString()
+    const unasked = await deploy(moto.endpoint, 'restore', 'rds', '--to-time', moment)
+    assert.equal(unasked.code, 1)
+    assert.match(unasked.output, /stopped: nothing was made \(pass --yes to restore without a terminal\)/)
+    assert.deepEqual(restores(), [])
+
+    // A moment in the window: a new instance of it, the functions on it, the policy on its resource id, a release.
+    await seeding(1)
+    const restored = await deploy(moto.endpoint, 'restore', 'rds', '--yes', '--to-time', moment)
+    assert.equal(restored.code, 0, restored.output)
+    const target = `buddy-system-at-${moment.slice(0, 19).replace(/-|:/g, '').replace('T', '-')}`
+    const [sent] = restores()
+    assert.deepEqual(
+      [sent.Action, sent.SourceDBInstanceIdentifier, sent.TargetDBInstanceIdentifier, sent.RestoreTime],
+      ['RestoreDBInstanceToPointInTime', 'buddy-system', target, moment.replace('.000Z', 'Z')],
+    )
+    assert.deepEqual(
+      [sent.DBSubnetGroupName, sent.PubliclyAccessible, sent.EnableIAMDatabaseAuthentication, sent.DeletionProtection],
+      ['buddy-system', 'false', 'true', 'true'],
+    )
+    const onIt = async (db: { Endpoint?: { Address?: string }; DbiResourceId?: string }) => {
+      for (const name of ['buddy-system', 'buddy-system-db-seeder'])
+        assert.equal((await fn(name)).Configuration?.Environment?.Variables?.PG_ENDPOINT, db.Endpoint?.Address, name)
+      const policy = await iam.send(
+        new GetRolePolicyCommand({ RoleName: 'buddy-system-lambda-execution-role', PolicyName: 'rds-db-connect' }),
+      )
+      const resource = JSON.parse(decodeURIComponent(policy.PolicyDocument!)).Statement[0].Resource
+      assert.equal(resource, `arn:aws:rds-db:us-east-1:123456789012:dbuser:${db.DbiResourceId}/buddy_api`)
+    }
+    const second = await instance(target)
+    await onIt(second)
+    assert.equal((await instance('buddy-system')).DBInstanceStatus, 'available', 'the one it used stays')
+    assert.match(restored.output, /created: DB instance buddy-system-at-\d{8}-\d{6}, version 2/)
+    assert.match(
+      restored.output,
+      /DB instance buddy-system stays, as it was \(and bills\): to go back to it, `tsx deploy\.ts restore rds --latest --from-instance buddy-system`/,
+    )
+
+    // status, a deploy and destroy follow the instance the API uses.
+    assert.match((await deploy(moto.endpoint, 'status', 'rds')).output, new RegExp(`✔ DB instance ${target} `))
+    let before = moto.requests().length
+    await seeding(1)
+    const rerun = await deploy(moto.endpoint, 'rds', '--yes')
+    assert.equal(rerun.code, 0, rerun.output)
+    assert.deepEqual(changes(moto.requests().slice(before)), [], 'the deploy finds the restored instance as it is')
+
+    // From a snapshot (a final snapshot of a destroy, say): the same, from RestoreDBInstanceFromDBSnapshot.
+    await rds.send(new CreateDBSnapshotCommand({ DBInstanceIdentifier: target, DBSnapshotIdentifier: 'kept' }))
+    await new Promise((resolve) => setTimeout(resolve, 1100)) // its name's second differs from the first restore's
+    await seeding(1)
+    const fromSnapshot = await deploy(moto.endpoint, 'restore', 'rds', '--yes', '--from-snapshot', 'kept')
+    assert.equal(fromSnapshot.code, 0, fromSnapshot.output)
+    const [, snapshotRestore] = restores()
+    assert.deepEqual(
+      [snapshotRestore.Action, snapshotRestore.DBSnapshotIdentifier, snapshotRestore.DeletionProtection],
+      ['RestoreDBInstanceFromDBSnapshot', 'kept', 'true'],
+    )
+    const third = await instance(snapshotRestore.DBInstanceIdentifier)
+    // Each instance has its own resource id (moto gives all one: its front proxy gives each its own, as AWS does).
+    assert.notEqual(third.DbiResourceId, second.DbiResourceId)
+    assert.notEqual(second.DbiResourceId, first.DbiResourceId)
+    await onIt(third)
+    const missing = await deploy(moto.endpoint, 'restore', 'rds', '--yes', '--from-snapshot', 'nothing-here')
+    assert.match(missing.output, /there is no DB snapshot nothing-here/)
+
+    // destroy removes the instance the API uses, and names the two a restore left.
+    before = moto.requests().length
+    const destroyed = await deploy(moto.endpoint, 'destroy', 'rds', '--yes')
+    assert.equal(destroyed.code, 0, destroyed.output)
+    const deleted = moto
+      .requests()
+      .slice(before)
+      .filter((r) => operationOf(r) === 'DeleteDBInstance')
+      .map((r) => new URLSearchParams(r.body).get('DBInstanceIdentifier'))
+    assert.deepEqual(deleted, [third.DBInstanceIdentifier])
+    assert.match(
+      destroyed.output,
+      new RegExp(
+        `Still there, and billing: DB instance (buddy-system, ${target}|${target}, buddy-system), which a restore left`,
       ),
     )
   })

@@ -2,6 +2,7 @@
 // It records every request it gets, so a test can check what deploy.ts sent and what it did not. It runs no
 // function code: each invocation answers what a test queued (answerInvocations), else a fixed text.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -227,7 +228,7 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
     ) as Record<string, string>
     const answer = await fetch(url, { method: req.method, headers, body: body.length ? body : undefined })
     let payload: Buffer = Buffer.from(await answer.arrayBuffer())
-    if (answer.ok) payload = fileSystems.exchange(req.method!, url, body, payload)
+    if (answer.ok) payload = ownResourceIds(fileSystems.exchange(req.method!, url, body, payload))
     const json = answer.ok && options.amend && parseJson(payload) // moto's content-type does not always say JSON
     if (json) {
       options.amend!(operation, json, calls)
@@ -353,4 +354,19 @@ function backupsKept() {
       if (points && method === 'GET') return { RecoveryPoints: recoveryPoints.get(decodeURIComponent(points[1])) ?? [] }
     },
   }
+}
+
+/** moto 5.2.1 gives every DB instance one DbiResourceId; AWS gives each its own ("the AWS Region-unique, immutable
+ * identifier for the DB instance"), and a restored instance a new one, which its IAM connect policy must name:
+ * each instance's, made from its identifier. https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_DBInstance.html */
+function ownResourceIds(payload: Buffer): Buffer {
+  const text = payload.toString('utf8')
+  if (!text.includes('<DbiResourceId>')) return payload
+  const own = (block: string) => {
+    const id = /<DBInstanceIdentifier>([^<]+)<\/DBInstanceIdentifier>/.exec(block)?.[1]
+    if (!id) return block
+    const resource = `db-${createHash('sha256').update(id).digest('hex').slice(0, 26).toUpperCase()}`
+    return block.replace(/<DbiResourceId>[^<]*<\/DbiResourceId>/, `<DbiResourceId>${resource}</DbiResourceId>`)
+  }
+  return Buffer.from(text.replace(/<DBInstance>[\s\S]*?<\/DBInstance>/g, own))
 }
