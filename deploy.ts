@@ -1,7 +1,16 @@
 // Deploys the buddy system API to AWS Lambda: what the deployment guide has a person do by hand
 // (package, role, network, storage, logs, functions, seed), in one command that is safe to run again.
 import { createHash, randomBytes, X509Certificate } from 'node:crypto'
-import { copyFileSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import {
+  copyFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
 import { chalk, echo, minimist, question, quote, sleep, spinner } from 'zx'
 import { build, type Plugin } from 'esbuild'
 import { zipSync, type ZipOptions } from 'fflate'
@@ -101,8 +110,9 @@ import {
   PutRetentionPolicyCommand,
   type FilteredLogEvent,
 } from '@aws-sdk/client-cloudwatch-logs'
-import { PASSWORD_LENGTH, SCHEMA_VERSION } from './db.ts'
-import type { Connections, SeederAnswer, SeederEvent, SeederTask } from './seed.ts'
+import { migrate, openDatabase, PASSWORD_LENGTH, SCHEMA_VERSION } from './db.ts'
+import { countRows, EXPORTED, importPage } from './seed.ts'
+import type { Connections, ExportPage, SeederAnswer, SeederEvent, SeederTask } from './seed.ts'
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts'
 
 // Options
@@ -126,6 +136,8 @@ const USAGE = `usage:
                                     a new instance with the data of that moment (or snapshot); the API
                                     moves to it, the one it used stays [--from-instance ID: another source]
   tsx deploy.ts restore efs         how AWS Backup restores the file system
+  tsx deploy.ts export efs|rds [--out FILE]
+                                    the whole database into a local SQLite file (npm start serves it)
   tsx deploy.ts destroy efs|rds [--wait-minutes 45] [--yes] [--delete-data]
                                     remove it all; the data stays in a final snapshot (rds) or
                                     AWS Backup's recovery points (efs) unless --delete-data
@@ -139,14 +151,14 @@ const say = (text: string) => (dryRun ? console.error(text) : echo(text))
 
 const args = minimist(argv, {
   string: `region name arch memory timeout subnets security-group concurrency log-retention cors-origins wait-minutes
-    keep since to instance-class backup-days to-time from-snapshot from-instance`.split(/\s+/),
+    keep since to instance-class backup-days to-time from-snapshot from-instance out`.split(/\s+/),
   boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke', 'delete-data', 'latest'],
   alias: { h: 'help', y: 'yes' },
   unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
 })
 const [command, target] = args._ as string[]
 /** The commands that name a scenario after them; the others are the scenario. */
-const ACTIONS = ['destroy', 'status', 'logs', 'rollback', 'staff', 'restore']
+const ACTIONS = ['destroy', 'status', 'logs', 'rollback', 'staff', 'restore', 'export']
 const action = ACTIONS.includes(command) ? command : command === 'package' ? 'package' : 'deploy'
 const scenario = action === 'deploy' ? command : target
 const name = args.name ?? 'buddy-system'
@@ -2105,6 +2117,62 @@ async function restoreEfs() {
   )
 }
 
+// Export: the whole deployed database into a local SQLite file of npm start's schema, a page at a time through the
+// seeder function (each answer under Lambda's 6 MB). It is written as FILE.partial and named FILE only once every
+// table is in and counted: an export that stops leaves no file that passes for whole.
+
+async function exportDatabase() {
+  const out = String(args.out ?? `${name}-${scenario}-${stamp(new Date())}.db`)
+  if (existsSync(out)) fail(`--out ${out}: the file is there already; name another (nothing was overwritten)`)
+  await step('credentials', () => send('sts', new GetCallerIdentityCommand({})))
+  const found = await send('lambda', new GetFunctionCommand({ FunctionName: names.seeder }), {
+    missing: ['ResourceNotFoundException'],
+  })
+  if (!found) throw new StepError(`function ${names.seeder} does not exist: deploy first (tsx deploy.ts ${scenario})`)
+  const partial = `${out}.partial`
+  rmSync(partial, { force: true }) // what an export that stopped left
+  const file = await openDatabase({ kind: 'sqlite', path: partial, onNetworkFs: false })
+  let done = false
+  try {
+    await migrate(file)
+    const counts = await step(`export to ${out}`, async () => {
+      const counts: Record<string, number> = {}
+      for (const table of EXPORTED) {
+        let page: ExportPage | undefined
+        let rows = 0
+        do {
+          page = await invokeSeeder({ export: { table, after: page?.next } }, 'export')
+          await importPage(file, page)
+          rows += page.rows.length
+          say(`  ${table}: ${rows} of ${page.count}`)
+        } while (page.next !== undefined)
+        counts[table] = page.count
+      }
+      return counts
+    })
+    // Each table as the seeder counted it when its last page was read; a write in between (the API serves on)
+    // shows here, and the export is tried again rather than kept.
+    const held = await countRows(file)
+    const differ = EXPORTED.filter((t) => held[t] !== counts[t])
+    if (differ.length) {
+      const what = differ.map((t) => `${t}: ${held[t]} here, ${counts[t]} there`).join(', ')
+      throw new StepError(`the database changed during the export (${what}): run it again`)
+    }
+    await file.close()
+    renameSync(partial, out)
+    done = true
+    say('')
+    report(`Exported ${held.users} users, ${held.animals} animals and ${held.fosters} fosters to ${out}`, chalk.bold)
+    say(`It holds every record, password hashes included: keep it as you keep the deployment's credentials.`)
+    say(`Serve it: DB_PATH=${out} npm start. Copy it into another database: tsx seed.ts --from ${out}`)
+  } finally {
+    if (!done) {
+      await file.close().catch(() => {})
+      rmSync(partial, { force: true })
+    }
+  }
+}
+
 // Destroy
 
 async function destroy() {
@@ -2232,7 +2300,7 @@ async function recoveryPointsKeep() {
   const newest = await newestRecoveryPoint(fs.FileSystemArn!)
   if (!newest) {
     throw new StepError(
-      `file system ${fs.FileSystemId} has no backup yet (AWS Backup makes the first within a day of the deploy): run destroy again once it has one, or pass --delete-data to delete its records for good`,
+      `file system ${fs.FileSystemId} has no backup yet (AWS Backup makes the first within a day of the deploy): run destroy again once it has one, or keep its records in a file (\`${again('export')}\`) and pass --delete-data`,
     )
   }
   say(
@@ -2955,6 +3023,7 @@ function checkOptions() {
   const moments = ['to-time', 'latest', 'from-snapshot'].filter((o) => args[o] !== undefined && args[o] !== false)
   if (action === 'restore' && scenario === 'rds' && moments.length !== 1)
     fail('restore rds takes one of --to-time 2026-12-01T10:00:00Z, --latest or --from-snapshot NAME')
+  if (args.out !== undefined && action !== 'export') fail('--out goes with `tsx deploy.ts export efs|rds`')
   if (action !== 'restore' && (moments.length || args['from-instance']))
     fail(`--${moments[0] ?? 'from-instance'} goes with \`tsx deploy.ts restore rds\``)
   // A time with its zone: a bare 10:00 would be the machine's local time, which the user may not mean.
@@ -3017,6 +3086,7 @@ try {
   else if (action === 'rollback') await rollback()
   else if (action === 'staff') await step(`staff of ${name} (${scenario})`, changeStaff)
   else if (action === 'restore') await restore()
+  else if (action === 'export') await exportDatabase()
   else {
     await deploy()
     if (dryRun) printScript(await clients.sts.config.region())

@@ -261,11 +261,13 @@ export class CopyRefused extends Error {
   override name = 'CopyRefused'
 }
 
-async function rowsOf(db: Database, table: Table): Promise<unknown[][]> {
+/** A table's rows, in order (of id, where it has one; `page`: only those after an id, so many at most). */
+async function rowsOf(db: Database, table: Table, page?: { after: number; limit: number }): Promise<unknown[][]> {
   const columns = COPIED[table]
   const names = Object.keys(columns)
   const rows = await db.values(
-    `SELECT ${names.join(', ')} FROM ${table} ORDER BY ${'id' in columns ? 'id' : names.join(', ')}`,
+    `SELECT ${names.join(', ')} FROM ${table}${page ? ' WHERE id > ?' : ''} ORDER BY ${'id' in columns ? 'id' : names.join(', ')}${page ? ' LIMIT ?' : ''}`,
+    page ? [page.after, page.limit] : [],
   )
   const kinds = Object.values(columns)
   return rows.map((row) =>
@@ -371,6 +373,69 @@ export async function copyDatabase(from: Database, to: Database): Promise<CopyRe
   })
 }
 
+// Exports: the whole database, a page at a time, into a SQLite file of npm start's schema (deploy.ts export). Each
+// page is one answer of the seeder function, which Lambda caps at 6 MB: a page holds EXPORT_ROWS rows at most, and
+// fewer where they would pass EXPORT_BYTES. https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
+
+export const EXPORTED = Object.keys(COPIED) as Table[]
+const EXPORT_ROWS = 1000
+const EXPORT_BYTES = 4_000_000
+
+/** What the seeder is asked for one page: a table's rows after the id `after` (a table without ids comes whole). */
+export interface ExportRequest {
+  table: Table
+  after?: number
+}
+
+export interface ExportPage {
+  table: Table
+  columns: string[]
+  rows: unknown[][]
+  /** The id to ask after for the next page; none once the table is done. */
+  next?: number
+  /** The table's rows, and the largest ids ever given, as the database holds them when this page was read. */
+  count: number
+  lastIds: Record<(typeof WITH_IDS)[number], number>
+}
+
+export async function exportPage(db: Database, { table, after = 0 }: ExportRequest): Promise<ExportPage> {
+  if (!EXPORTED.includes(table)) throw new Error(`{"export": {"table": ${JSON.stringify(table)}}}: no such table`)
+  await migrate(db)
+  return db.transaction(async (tx) => {
+    const keyed = 'id' in COPIED[table]
+    const rows = await rowsOf(tx, table, keyed ? { after, limit: EXPORT_ROWS } : undefined)
+    let bytes = 0
+    const page = rows.filter((row) => (bytes += JSON.stringify(row).length) <= EXPORT_BYTES)
+    const [[count]] = await tx.values(`SELECT COUNT(*) FROM ${table}`)
+    const more = keyed && (page.length < rows.length || rows.length === EXPORT_ROWS)
+    return {
+      table,
+      columns: Object.keys(COPIED[table]),
+      rows: page,
+      next: more ? Number(page.at(-1)![0]) : undefined,
+      count: Number(count),
+      lastIds: await lastIds(tx),
+    }
+  })
+}
+
+/** Writes a page into the export's file; after the last, its ids go on from the source's. */
+export async function importPage(db: Database, page: ExportPage): Promise<void> {
+  if (JSON.stringify(page.columns) !== JSON.stringify(Object.keys(COPIED[page.table])))
+    throw new Error(`the seeder's ${page.table} has the columns ${page.columns.join(', ')}: deploy first, then export`)
+  await db.transaction(async (tx) => {
+    await insertAll(tx, page.table, page.rows)
+    if (page.next === undefined) await continueIds(tx, page.lastIds)
+  })
+}
+
+/** Each exported table's rows, as the file holds them. */
+export async function countRows(db: Database): Promise<Record<Table, number>> {
+  const counts = {} as Record<Table, number>
+  for (const table of EXPORTED) counts[table] = Number((await db.values(`SELECT COUNT(*) FROM ${table}`))[0][0])
+  return counts
+}
+
 type SqliteConfig = Extract<DbConfig, { kind: 'sqlite' }>
 
 /** The SQLite file to copy from: one that is there (SQLite would make an empty one, and the copy be of nothing). */
@@ -458,6 +523,7 @@ async function connectionsOf(db: Database): Promise<Connections | undefined> {
 export interface SeederTask {
   from?: string
   staff?: { username?: string; revoke?: boolean }
+  export?: ExportRequest
 }
 
 /** What deploy.ts sends the seeder function: a task, and with it, once, the master user's password, to create the
@@ -472,6 +538,7 @@ export type SeederAnswer =
   | ({ task: 'copy'; summary: string; connections?: Connections } & CopyResult)
   | ({ task: 'staff'; summary: string } & StaffChange)
   | { task: 'staff list'; summary: string; staff: string[] }
+  | ({ task: 'export'; summary: string } & ExportPage)
 
 /** One run of the seeder on `db`: the Lambda handler's and the command's. `source` opens what a copy reads. */
 export async function runSeeder(
@@ -480,7 +547,12 @@ export async function runSeeder(
   use: SampleUse,
   source: (from: string) => Promise<Database>,
 ): Promise<SeederAnswer> {
-  if (task.from !== undefined && task.staff !== undefined) throw new Error('a copy and a change of staff go separately')
+  const asked = [task.from, task.staff, task.export].filter((t) => t !== undefined)
+  if (asked.length > 1) throw new Error('a copy, a change of staff and an export go separately')
+  if (task.export !== undefined) {
+    const page = await exportPage(db, task.export)
+    return { task: 'export', summary: `${page.table}: ${page.rows.length} of ${page.count}`, ...page }
+  }
   if (task.staff !== undefined) {
     const { username, revoke } = task.staff ?? {}
     if (username === undefined) {
@@ -506,7 +578,13 @@ export async function runSeeder(
 }
 
 const failure = (task: SeederTask) =>
-  task.from !== undefined ? 'copying failed' : task.staff !== undefined ? 'changing staff failed' : 'seeding failed'
+  task.from !== undefined
+    ? 'copying failed'
+    : task.staff !== undefined
+      ? 'changing staff failed'
+      : task.export !== undefined
+        ? 'exporting failed'
+        : 'seeding failed'
 
 // The seeder function's handler: it opens its own connection, does the task and closes it. Invoked with
 // {"from": "efs"} (deploy.ts rds --from-efs), it copies the file on EFS into the database instead of seeding it.

@@ -2,7 +2,7 @@
 // unzipped and run under Node 24 as the nodejs24.x runtime would. With CI=true nothing is skipped.
 import assert from 'node:assert/strict'
 import { execFile, execFileSync } from 'node:child_process'
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -72,8 +72,16 @@ import { run } from './cli.ts'
 import { changes, operationOf, startMoto, startProxy, type ProxyOptions } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
 import { awsClients, awsEnv, lambdaError, projectCopy, realSeederAnswers, seederAnswer } from './deploying.ts'
-import { NeedsMaster, TokenRefused } from '../seed.ts'
-import { SCHEMA_VERSION } from '../db.ts'
+import { NeedsMaster, runSeeder, setUp, TokenRefused } from '../seed.ts'
+import {
+  configFromEnv,
+  createAnimal,
+  createUser,
+  NO_PASSWORD,
+  openDatabase,
+  SCHEMA_VERSION,
+  type Database,
+} from '../db.ts'
 
 const moto = await startMoto()
 if (typeof moto === 'string' && process.env.CI === 'true')
@@ -978,7 +986,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(early.code, 1, early.output)
     assert.match(
       early.output,
-      /file system fs-\w+ has no backup yet \(AWS Backup makes the first within a day of the deploy\): run destroy again once it has one, or pass --delete-data to delete its records for good/,
+      /file system fs-\w+ has no backup yet \(AWS Backup makes the first within a day of the deploy\): run destroy again once it has one, or keep its records in a file \(`tsx deploy\.ts export efs`\) and pass --delete-data/,
     )
     assert.equal((await lambda.send(new ListFunctionsCommand({}))).Functions?.length, 2, 'nothing was deleted')
     await backedUp()
@@ -1144,6 +1152,179 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
         `Still there, and billing: DB instance (buddy-system, ${target}|${target}, buddy-system), which a restore left`,
       ),
     )
+  })
+
+  it('exports the deployed database to a local SQLite file a page at a time: every row, npm start serves it, seed.ts copies it; a stopped export leaves no file', async (t) => {
+    const server = await startPostgres()
+    if (typeof server === 'string') {
+      if (process.env.CI === 'true') throw new Error(`CI=true and PostgreSQL cannot start: ${server}`)
+      return t.skip(server)
+    }
+    t.after(() => server.stop())
+    const dir = mkdtempSync(join(tmpdir(), 'buddy-export-'))
+    t.after(() => rmSync(dir, { recursive: true, force: true }))
+    // What the seeder function reads: a real SQLite file (efs), a real PostgreSQL database (rds), each with the
+    // sample and then more rows than a page holds (1,000).
+    const sources = {
+      efs: await openDatabase({ kind: 'sqlite', path: join(dir, 'source-efs.db'), onNetworkFs: false }),
+      rds: await openDatabase(configFromEnv({ ...server.env, DB_LOCATION: 'rds', PG_DATABASE: 'postgres' })),
+    }
+    t.after(async () => {
+      for (const db of Object.values(sources)) await db.close()
+    })
+    /** Every exported table's rows, in order, as plain values (SQLite's 0/1 and PostgreSQL's booleans alike). */
+    const dump = async (db: Database) => {
+      const tables = {
+        users: 'id, username, username_key, email, email_key, password_hash, created_at, is_staff, password_version',
+        animals: 'id, name, age, kind, fixed, vaccinated, intake_date, adopter_id, adoption_date',
+        fosters: 'id, animal_id, user_id, start_date, end_date',
+        sample_loads: 'loaded_at, added_rows',
+      }
+      const out: Record<string, string[]> = {}
+      for (const [table, columns] of Object.entries(tables)) {
+        const rows = await db.values(`SELECT ${columns} FROM ${table} ORDER BY ${columns.split(',')[0]}`)
+        out[table] = rows.map((row) =>
+          JSON.stringify(
+            row.map((v) =>
+              v === null
+                ? null
+                : typeof v === 'boolean'
+                  ? String(Number(v))
+                  : String(v).replace(/^([\d-]{10}) /, '$1T'),
+            ),
+          ),
+        )
+      }
+      return out
+    }
+
+    for (const scenario of ['efs', 'rds'] as const) {
+      const source = sources[scenario]
+      await setUp(source, 'deployed')
+      for (let i = 0; i < 1100; i++) {
+        const username = `exported${i}`
+        await createUser(source, {
+          username,
+          email: `${username}@example.org`,
+          passwordHash: NO_PASSWORD,
+          created_at: '2026-12-01T10:00:00Z',
+        })
+      }
+      for (let i = 0; i < 2500; i++)
+        await createAnimal(source, {
+          name: `Pet ${i}`,
+          age: i % 15,
+          kind: i % 2 ? 'cat' : 'dog',
+          fixed: i % 3 === 0,
+          vaccinated: true,
+          intake_date: '2026-11-01',
+        })
+      await source.all('DELETE FROM animals WHERE id = ?', [20]) // a gap in the ids
+      await moto.reset()
+      await seeding(1)
+      assert.equal((await deploy(moto.endpoint, scenario, '--yes')).code, 0)
+
+      const proxy = await startProxy(moto.endpoint, {
+        invoke: (fn, event) => {
+          assert.equal(fn, 'buddy-system-db-seeder')
+          return runSeeder(source, event, 'deployed', () => Promise.reject(new Error('no copy here')))
+        },
+      })
+      t.after(() => proxy.close())
+      const out = join(dir, `${scenario}.db`)
+      const exported = await deploy(proxy.endpoint, 'export', scenario, '--out', out)
+      assert.equal(exported.code, 0, exported.output)
+      const held = await dump(source)
+      assert.match(
+        exported.output,
+        new RegExp(`users: 1000 of ${held.users.length}\\n.*users: ${held.users.length} of ${held.users.length}\\n`),
+      )
+      assert.match(exported.output, new RegExp(`animals: ${held.animals.length} of ${held.animals.length}`))
+      assert.match(
+        exported.output,
+        new RegExp(
+          `Exported ${held.users.length} users, ${held.animals.length} animals and ${held.fosters.length} fosters to ${out}`,
+        ),
+      )
+      const pages = proxy.calls.filter((op) => op.endsWith('/invocations')).length
+      assert.equal(
+        pages,
+        2 + 3 + 1 + 1,
+        'users in two pages, animals in three, fosters and the sample record in one each',
+      )
+      const file = await openDatabase({ kind: 'sqlite', path: out, onNetworkFs: false })
+      assert.deepEqual(await dump(file), held, 'row by row')
+      await file.close()
+      assert.equal(existsSync(`${out}.partial`), false)
+
+      // npm start serves it; a new animal takes the next id after the source's largest, the deleted ones' included.
+      const api = run('api.ts', {
+        DB_LOCATION: undefined,
+        DB_PATH: out,
+        PORT: '0',
+        HOST: '127.0.0.1',
+        JWT_KEY: undefined,
+      })
+      try {
+        const [, url] = await api.waitFor(/API on (http:\/\/\S+)/)
+        const answer = await (await fetch(`${url}/animals?limit=1`)).json()
+        assert.equal(answer.meta.count, held.animals.length)
+      } finally {
+        api.child.kill('SIGINT')
+        await api.exited
+      }
+      // seed.ts copies it into another database.
+      const copy = run('seed.ts', { DB_LOCATION: undefined, DB_PATH: join(dir, `${scenario}-copy.db`) }, [
+        '--from',
+        out,
+      ])
+      assert.equal(await copy.exited, 0, copy.output())
+      assert.match(copy.output(), new RegExp(`copied ${held.users.length} users, ${held.animals.length} animals`))
+
+      // A file that is there is never overwritten.
+      const again = await deploy(proxy.endpoint, 'export', scenario, '--out', out)
+      assert.equal(again.code, 1)
+      assert.match(again.output, /the file is there already; name another \(nothing was overwritten\)/)
+    }
+
+    // An export that fails halfway (the seeder fails on its third page) leaves no file, half or whole.
+    let page = 0
+    const failing = await startProxy(moto.endpoint, {
+      invoke: async (_fn, event) => {
+        if (++page === 3) throw new Error('connection lost')
+        return runSeeder(sources.rds, event, 'deployed', () => Promise.reject(new Error('no copy here')))
+      },
+    })
+    t.after(() => failing.close())
+    const broken = join(dir, 'broken.db')
+    const failed = await deploy(failing.endpoint, 'export', 'rds', '--out', broken)
+    assert.equal(failed.code, 1)
+    assert.match(failed.output, /connection lost/)
+    assert.equal(existsSync(broken), false)
+    assert.equal(existsSync(`${broken}.partial`), false)
+
+    // Stopped with Ctrl-C between two pages: only FILE.partial, which the next export replaces.
+    let stop: () => void = () => {}
+    const stopped = new Promise<void>((resolve) => (stop = resolve))
+    page = 0
+    const slow = await startProxy(moto.endpoint, {
+      invoke: async (_fn, event) => {
+        if (++page === 3) {
+          stop()
+          await new Promise((resolve) => setTimeout(resolve, 5000))
+        }
+        return runSeeder(sources.rds, event, 'deployed', () => Promise.reject(new Error('no copy here')))
+      },
+    })
+    t.after(() => slow.close())
+    const child = run('deploy.ts', aws(slow.endpoint), ['export', 'rds', '--out', broken], work)
+    await stopped
+    child.child.kill('SIGINT')
+    assert.equal(await child.exited, 130, child.output())
+    assert.equal(existsSync(broken), false, 'no file passes for whole')
+    const whole = await deploy(slow.endpoint, 'export', 'rds', '--out', broken)
+    assert.equal(whole.code, 0, whole.output)
+    assert.equal(existsSync(`${broken}.partial`), false)
   })
 
   it('stops before creating anything without credentials, and says how to configure them', async () => {

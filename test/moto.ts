@@ -159,6 +159,9 @@ export interface ProxyOptions {
     before: string[],
     body: string,
   ): { type: string; message: string; status?: number } | undefined
+  /** Answers each invocation with what this gives for the function and its event (the real seeder code, run here
+   * against a real database), or with the runtime's error document where it throws: moto runs no function code. */
+  invoke?(fn: string, event: any): Promise<unknown>
   /** Changes moto's JSON answer to this call: AWS's, in a state moto never shows (a function Failed, Inactive). */
   amend?(operation: string, answer: any, before: string[]): void
 }
@@ -214,6 +217,22 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
       if (isWrite(operation)) writes.push(operation)
       res.writeHead(200, { 'content-type': 'application/json' })
       return void res.end(JSON.stringify(filled))
+    }
+    const invoked = /^\/2015-03-31\/functions\/([^/]+)\/invocations$/.exec(url.pathname)
+    if (invoked && options.invoke) {
+      calls.push(operation)
+      writes.push(operation)
+      const event = body.length ? JSON.parse(body.toString('utf8')) : {}
+      try {
+        const answer = await options.invoke(decodeURIComponent(invoked[1]), event)
+        res.writeHead(200, { 'content-type': 'application/json' })
+        return void res.end(JSON.stringify(answer))
+      } catch (error) {
+        // The runtime's error document: https://docs.aws.amazon.com/lambda/latest/dg/nodejs-exceptions.html
+        const e = error as Error
+        res.writeHead(200, { 'content-type': 'application/json', 'x-amz-function-error': 'Unhandled' })
+        return void res.end(JSON.stringify({ errorType: e.name, errorMessage: e.message, trace: [] }))
+      }
     }
     const refused = options.refuse?.(operation, calls, body.toString('utf8'))
     if (refused) {

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, it } from 'node:test'
 import { run } from './cli.ts'
-import { loginFailure } from '../seed.ts'
+import { exportPage, loginFailure } from '../seed.ts'
+import { createAnimal, migrate, openDatabase } from '../db.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'buddy-seed-'))
 after(() => rmSync(dir, { recursive: true, force: true }))
@@ -66,4 +67,33 @@ it("tells a missing API role from a token RDS refused, by PostgreSQL's answer to
   assert.equal(loginFailure(refused('28000', 'role "buddy_api" does not exist'))?.name, 'NeedsMaster')
   assert.equal(loginFailure(refused('28P01', 'PAM authentication failed for user "buddy_api"'))?.name, 'TokenRefused')
   assert.equal(loginFailure(refused('53300', 'too many connections for role "buddy_api"')), undefined)
+})
+
+it("cuts an export page short of Lambda's 6 MB answer, and the next page goes on after its last row", async () => {
+  const db = await openDatabase({ kind: 'sqlite', path: join(dir, 'large.db'), onNetworkFs: false })
+  try {
+    await migrate(db)
+    // 1,000 animals of 8 KB names: 8 MB, more than one answer of the seeder function may hold.
+    for (let i = 0; i < 1000; i++) {
+      await createAnimal(db, {
+        name: `${i}`.padEnd(8000, 'x'),
+        age: 1,
+        kind: 'cat',
+        fixed: true,
+        vaccinated: true,
+        intake_date: '2026-11-01',
+      })
+    }
+    const first = await exportPage(db, { table: 'animals' })
+    assert.ok(JSON.stringify(first).length < 6 * 1024 * 1024, `${JSON.stringify(first).length} bytes`)
+    assert.ok(first.rows.length > 0 && first.rows.length < 1000, `${first.rows.length} rows`)
+    assert.equal(first.next, first.rows.at(-1)![0])
+    let rows = first.rows.length
+    for (let page = first; page.next !== undefined; rows += page.rows.length)
+      page = await exportPage(db, { table: 'animals', after: page.next })
+    assert.equal(rows, 1000)
+    await assert.rejects(exportPage(db, { table: 'sessions' as 'animals' }), /no such table/)
+  } finally {
+    await db.close()
+  }
 })
