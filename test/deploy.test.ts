@@ -1077,10 +1077,26 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.match(unasked.output, /stopped: nothing was made \(pass --yes to restore without a terminal\)/)
     assert.deepEqual(restores(), [])
 
-    // A moment in the window: a new instance of it, the functions on it, the policy on its resource id, a release.
+    // A moment in the window: a new instance of it, the policy on its resource id, the functions on it, the seeder,
+    // a release; in that order.
     await seeding(1)
+    const start = moto.requests().length
     const restored = await deploy(moto.endpoint, 'restore', 'rds', '--yes', '--to-time', moment)
     assert.equal(restored.code, 0, restored.output)
+    const sentSince = moto
+      .requests()
+      .slice(start)
+      .map(operationOf)
+      .filter((op) => !/^(Describe|Get|List)|^GET /.test(op))
+    assert.deepEqual(sentSince, [
+      'RestoreDBInstanceToPointInTime',
+      'PutRolePolicy',
+      'PUT /2015-03-31/functions/buddy-system-db-seeder/configuration',
+      'PUT /2015-03-31/functions/buddy-system/configuration',
+      'POST /2015-03-31/functions/buddy-system-db-seeder/invocations',
+      'POST /2015-03-31/functions/buddy-system/versions',
+      'PUT /2015-03-31/functions/buddy-system/aliases/live',
+    ])
     const target = `buddy-system-at-${moment.slice(0, 19).replace(/-|:/g, '').replace('T', '-')}`
     const [sent] = restores()
     assert.deepEqual(
