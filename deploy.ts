@@ -1006,8 +1006,9 @@ async function ensureDatabase(network: Network, current: Record<string, string>,
 }
 
 /** Automated backups (--backup-days, 7 for a new instance; kept as set without the flag, but never off) and
- * deletion protection, on an instance from before them too: one modification, applied at once (no restart).
- * https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_WorkingWithAutomatedBackups.html */
+ * deletion protection, on an instance from before them too: one modification, applied at once. Turning backups on
+ * where they were off (0 days) is an outage of seconds to minutes; changing the days, or the protection, is not.
+ * https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_WorkingWithAutomatedBackups.BackupRetention.html */
 async function ensureBackups(instance: DBInstance): Promise<DBInstance> {
   const kept = instance.BackupRetentionPeriod ?? 0
   const days = backupDays ?? (kept > 0 ? kept : 7)
@@ -1016,6 +1017,7 @@ async function ensureBackups(instance: DBInstance): Promise<DBInstance> {
     ...(!instance.DeletionProtection ? { DeletionProtection: true } : {}),
   }
   if (!Object.keys(changes).length) return instance
+  if (kept === 0) say(chalk.yellow(`  DB instance ${names.db} has no backups: turning them on pauses it, briefly`))
   await send('rds', new ModifyDBInstanceCommand({ DBInstanceIdentifier: names.db, ApplyImmediately: true, ...changes }))
   const what = [
     ...(changes.BackupRetentionPeriod ? [`backups kept ${days} days`] : []),
@@ -1942,7 +1944,7 @@ async function changeStaff() {
 // Restore: RDS makes a new instance from a moment of the one the API uses (or from a snapshot); the functions move to
 // it, and the old instance stays, unchanged, so that a mistaken restore is undone by another.
 
-async function restore() {
+async function restoreDatabase() {
   if (scenario === 'efs') return restoreEfs()
   const me = await step('credentials', () => send('sts', new GetCallerIdentityCommand({})))
   const account = { id: me.Account!, partition: me.Arn!.split(':')[1], region: await clients.sts.config.region() }
@@ -1957,7 +1959,7 @@ async function restore() {
     fail(`stopped: nothing was made${process.stdin.isTTY ? '' : ' (pass --yes to restore without a terminal)'}`)
   }
   const used = names.db
-  const instance = await step(`DB instance ${target}`, () => restoredInstance(used, target, point))
+  const instance = await step(`DB instance ${target}`, () => restoredInstance(source, target, point))
   names.db = target
   await step('role', () => ensureConnectPolicy(instance, account))
   const fn = await step('functions', async () => {
@@ -3085,7 +3087,7 @@ try {
   else if (action === 'logs') await showLogs()
   else if (action === 'rollback') await rollback()
   else if (action === 'staff') await step(`staff of ${name} (${scenario})`, changeStaff)
-  else if (action === 'restore') await restore()
+  else if (action === 'restore') await restoreDatabase()
   else if (action === 'export') await exportDatabase()
   else {
     await deploy()

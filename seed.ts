@@ -405,7 +405,7 @@ export async function exportPage(db: Database, { table, after = 0 }: ExportReque
     const keyed = 'id' in COPIED[table]
     const rows = await rowsOf(tx, table, keyed ? { after, limit: EXPORT_ROWS } : undefined)
     let bytes = 0
-    const page = rows.filter((row) => (bytes += JSON.stringify(row).length) <= EXPORT_BYTES)
+    const page = rows.filter((row, i) => (bytes += JSON.stringify(row).length) <= EXPORT_BYTES || i === 0)
     const [[count]] = await tx.values(`SELECT COUNT(*) FROM ${table}`)
     const more = keyed && (page.length < rows.length || rows.length === EXPORT_ROWS)
     return {
