@@ -2,6 +2,7 @@
 // (package, role, network, storage, logs, functions, seed), in one command that is safe to run again.
 import { createHash, randomBytes, X509Certificate } from 'node:crypto'
 import {
+  appendFileSync,
   copyFileSync,
   existsSync,
   readdirSync,
@@ -148,6 +149,7 @@ const argv = process.argv.slice(2)
 const dryRun = argv.includes('--dry-run')
 /** Progress and results; under --dry-run on stderr, so that stdout is the script alone. */
 const say = (text: string) => (dryRun ? console.error(text) : echo(text))
+const onGitHub = process.env.GITHUB_ACTIONS === 'true'
 
 const args = minimist(argv, {
   string: `region name arch memory timeout subnets security-group concurrency log-retention cors-origins wait-minutes
@@ -267,12 +269,19 @@ async function deploy() {
   // Migrations first, then the new release: the live one meets the new schema only for the moments between.
   const seeded = await step('database schema and sample data', () => seedDatabase(database))
   if (!moving) await step('concurrency', () => ensureConcurrency(serves(database, seeded.connections), database))
-  await step('release', () => release(api.sha256, apiChanged))
+  const live = await step('release', () => release(api.sha256, apiChanged))
   const url = await step('URL', ensureFunctionUrl)
 
   say('')
   for (const [what, list] of Object.entries(summary)) if (list.length) say(`${what}: ${list.join(', ')}`)
   report(`The API is at ${url}`, chalk.bold)
+  jobSummary([
+    `### ${name} (${scenario}) deployed to account ${account.id}, ${region}`,
+    '',
+    `- The API: ${url}`,
+    `- Live: version ${live.Version} (${live.Description})`,
+    ...Object.entries(summary).map(([what, list]) => `- ${what}: ${list.length ? list.join(', ') : 'nothing'}`),
+  ])
   // No route makes anyone staff (API.md, Access): whoever holds the AWS credentials does, through the seeder.
   if (Array.isArray(seeded?.staff) && !seeded.staff.length) {
     say(
@@ -1460,6 +1469,7 @@ async function release(sha256: string, changed: boolean) {
   }
   say(`  live: version ${newest.Version} (${newest.Description})`)
   await pruneVersions(published, newest.Version!)
+  return newest
 }
 
 /** Deletes the versions older than the last --keep that no alias points at, and any that holds the database
@@ -2972,7 +2982,25 @@ const tagMap = (list?: { Key?: string; Value?: string }[]) =>
 
 function fail(message: string): never {
   say(chalk.red(`✘ ${message}`))
+  if (onGitHub) console.log(`::error title=${property(`deploy.ts ${argv.join(' ')}`)}::${data(message)}`)
   process.exit(1)
+}
+
+// Under GitHub Actions, a failure is also an error annotation on the run, and a deploy's outcome goes to the job's
+// summary page. https://docs.github.com/en/actions/reference/workflows-and-actions/workflow-commands
+
+/** A workflow command's message: %, CR and LF escaped, as actions/toolkit does; a property's, : and , too. */
+function data(text: string) {
+  return text.replace(/%/g, '%25').replace(/\r/g, '%0D').replace(/\n/g, '%0A')
+}
+function property(text: string) {
+  return data(text).replace(/:/g, '%3A').replace(/,/g, '%2C')
+}
+
+/** Adds lines of Markdown to the job's summary ($GITHUB_STEP_SUMMARY), under GitHub Actions. */
+function jobSummary(lines: string[]) {
+  if (onGitHub && process.env.GITHUB_STEP_SUMMARY)
+    appendFileSync(process.env.GITHUB_STEP_SUMMARY, `${lines.join('\n')}\n`)
 }
 
 /** Under --dry-run, the script's wait: until the read's answer at `query` is `value`. */

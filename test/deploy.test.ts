@@ -1351,6 +1351,42 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(existsSync(`${broken}.partial`), false)
   })
 
+  it("under GitHub Actions: the deploy's outcome on the job's summary page, a failure as an error annotation naming the step", async () => {
+    const summaryFile = join(work, 'step-summary.md')
+    writeFileSync(summaryFile, '')
+    const onGitHub = async (...args: string[]) => {
+      const child = run(
+        'deploy.ts',
+        { ...aws(moto.endpoint), GITHUB_ACTIONS: 'true', GITHUB_STEP_SUMMARY: summaryFile },
+        args,
+        work,
+      )
+      return { code: await child.exited, output: child.output() }
+    }
+    await seeding(1)
+    const done = await onGitHub('rds', '--yes')
+    assert.equal(done.code, 0, done.output)
+    const page = readFileSync(summaryFile, 'utf8')
+    assert.match(page, /^### buddy-system \(rds\) deployed to account 123456789012, us-east-1\n\n/)
+    assert.match(
+      page,
+      /\n- The API: https:\/\/\w+\.lambda-url\.us-east-1\.on\.aws\/?\n- Live: version 1 \(schema \d+[^)]*\)\n- created: .*DB instance buddy-system.*\n- reused: .*\n- updated: nothing\n- removed: nothing\n$/,
+    )
+    assert.doesNotMatch(done.output, /::error/)
+
+    // The seeder fails with a message of two lines and a %: one annotation, its message escaped as the runner reads it.
+    await moto.answerInvocations([lambdaError(new Error('disk full: 100% used\nno space left'))])
+    const failed = await onGitHub('rds', '--yes')
+    assert.equal(failed.code, 1)
+    const annotations = failed.output.split('\n').filter((line) => line.startsWith('::error'))
+    assert.equal(annotations.length, 1, failed.output)
+    assert.match(
+      annotations[0],
+      /^::error title=deploy\.ts rds --yes::database schema and sample data failed: .*disk full: 100%25 used%0Ano space left/,
+    )
+    assert.equal(readFileSync(summaryFile, 'utf8'), page, 'a failed deploy adds nothing to the summary')
+  })
+
   it('stops before creating anything without credentials, and says how to configure them', async () => {
     const withNone = (more: Record<string, undefined> = {}) =>
       run(
