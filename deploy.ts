@@ -1,10 +1,12 @@
 // Deploys the buddy system API to AWS Lambda: what the deployment guide has a person do by hand
 // (package, role, network, storage, logs, functions, seed), in one command that is safe to run again.
 import { createHash, randomBytes, X509Certificate } from 'node:crypto'
+import { dirname } from 'node:path'
 import {
   appendFileSync,
   copyFileSync,
   existsSync,
+  mkdirSync,
   readdirSync,
   readFileSync,
   renameSync,
@@ -48,9 +50,14 @@ import {
   DeleteRoleCommand,
   DeleteRolePolicyCommand,
   DetachRolePolicyCommand,
+  AddClientIDToOpenIDConnectProviderCommand,
+  CreateOpenIDConnectProviderCommand,
+  GetOpenIDConnectProviderCommand,
   GetRoleCommand,
   GetRolePolicyCommand,
   IAMClient,
+  ListOpenIDConnectProvidersCommand,
+  UpdateAssumeRolePolicyCommand,
   ListAttachedRolePoliciesCommand,
   ListRolePoliciesCommand,
   PutRolePolicyCommand,
@@ -139,6 +146,9 @@ const USAGE = `usage:
   tsx deploy.ts restore efs         how AWS Backup restores the file system
   tsx deploy.ts export efs|rds [--out FILE]
                                     the whole database into a local SQLite file (npm start serves it)
+  tsx deploy.ts ci github OWNER/REPO efs|rds [--branch main] [--force]
+                                    a GitHub Actions workflow that tests every push and deploys the
+                                    branch, and the AWS role it deploys with (GitHub's OIDC, no keys)
   tsx deploy.ts destroy efs|rds [--wait-minutes 45] [--yes] [--delete-data]
                                     remove it all; the data stays in a final snapshot (rds) or
                                     AWS Backup's recovery points (efs) unless --delete-data
@@ -153,16 +163,17 @@ const onGitHub = process.env.GITHUB_ACTIONS === 'true'
 
 const args = minimist(argv, {
   string: `region name arch memory timeout subnets security-group concurrency log-retention cors-origins wait-minutes
-    keep since to instance-class backup-days to-time from-snapshot from-instance out`.split(/\s+/),
-  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke', 'delete-data', 'latest'],
+    keep since to instance-class backup-days to-time from-snapshot from-instance out branch`.split(/\s+/),
+  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke', 'delete-data', 'latest', 'force'],
   alias: { h: 'help', y: 'yes' },
   unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
 })
 const [command, target] = args._ as string[]
 /** The commands that name a scenario after them; the others are the scenario. */
-const ACTIONS = ['destroy', 'status', 'logs', 'rollback', 'staff', 'restore', 'export']
+const ACTIONS = ['destroy', 'status', 'logs', 'rollback', 'staff', 'restore', 'export', 'ci']
 const action = ACTIONS.includes(command) ? command : command === 'package' ? 'package' : 'deploy'
-const scenario = action === 'deploy' ? command : target
+// `ci github OWNER/REPO efs|rds`: the scenario comes last.
+const scenario = action === 'deploy' ? command : action === 'ci' ? String(args._[3]) : target
 const name = args.name ?? 'buddy-system'
 const arch = args.arch ?? 'arm64'
 const memory = Number(args.memory ?? 1024)
@@ -185,6 +196,7 @@ checkOptions()
 
 const names = {
   role: `${name}-lambda-execution-role`,
+  deployer: `${name}-github-deployer`,
   api: name,
   seeder: `${name}-db-seeder`,
   securityGroup: name,
@@ -683,15 +695,15 @@ async function ensureRole(partition: string): Promise<string> {
 }
 
 /** An inline policy of the role, as `document` says (made or brought to it). */
-async function ensureRolePolicy(policyName: string, document: object) {
+async function ensureRolePolicy(policyName: string, document: object, role = names.role) {
   const wanted = JSON.stringify(document)
-  const found = await send('iam', new GetRolePolicyCommand({ RoleName: names.role, PolicyName: policyName }), {
+  const found = await send('iam', new GetRolePolicyCommand({ RoleName: role, PolicyName: policyName }), {
     missing: ['NoSuchEntityException'],
   })
   if (found && JSON.stringify(JSON.parse(decodeURIComponent(found.PolicyDocument!))) === wanted) {
     return void summary.reused.push(`role policy ${policyName}`)
   }
-  await send('iam', new PutRolePolicyCommand({ RoleName: names.role, PolicyName: policyName, PolicyDocument: wanted }))
+  await send('iam', new PutRolePolicyCommand({ RoleName: role, PolicyName: policyName, PolicyDocument: wanted }))
   summary[found ? 'updated' : 'created'].push(`role policy ${policyName}`)
 }
 
@@ -2185,6 +2197,358 @@ async function exportDatabase() {
   }
 }
 
+// CI: GitHub Actions tests every push and deploys the branch, under a role that only that repository's branch may
+// assume with GitHub's OIDC token (no AWS keys in the repository), allowed what deploy, status, logs and rollback
+// call on this deployment's resources, and nothing else. destroy stays a person's job.
+// https://docs.github.com/en/actions/how-tos/secure-your-work/security-harden-deployments/oidc-in-aws
+
+const GITHUB_OIDC = 'token.actions.githubusercontent.com'
+const WORKFLOW = '.github/workflows/deploy.yml'
+
+async function setUpCi() {
+  const repo = String(args._[2])
+  const branch = String(args.branch ?? 'main')
+  if (existsSync(WORKFLOW) && !args.force) fail(`${WORKFLOW} is there already: pass --force to write it again`)
+  const me = await step('credentials', () => send('sts', new GetCallerIdentityCommand({})))
+  const region = await clients.sts.config.region()
+  const account = { id: me.Account!, partition: me.Arn!.split(':')[1], region }
+  const provider = await step(`OIDC provider ${GITHUB_OIDC}`, () => ensureGithubProvider(account))
+  const roleArn = await step(`role ${names.deployer}`, async () => {
+    const arn = await ensureDeployer(provider, trustFor(provider, repo, branch))
+    await ensureRolePolicy(DEPLOYER_POLICY, deployerPolicy(account), names.deployer)
+    return arn
+  })
+  await step(WORKFLOW, async () => {
+    mkdirSync(dirname(WORKFLOW), { recursive: true })
+    writeFileSync(WORKFLOW, workflow(roleArn, region, branch))
+  })
+  say('')
+  for (const [what, list] of Object.entries(summary)) if (list.length) say(`${what}: ${list.join(', ')}`)
+  say(`${repo}'s ${branch} may now deploy ${name} (${scenario}) as ${roleArn}; nothing else may assume it.`)
+  say(`Commit ${WORKFLOW} and push: every push and pull request runs the tests, and a push to ${branch} deploys.`)
+  say(`destroy stays yours: the role may not delete (see the README, "Deploy from GitHub Actions").`)
+}
+
+/** The account's OIDC provider for GitHub's tokens (one per account and URL): reused, and never changed unless ours. */
+async function ensureGithubProvider({ partition, id }: Account): Promise<string> {
+  const arn = `arn:${partition}:iam::${id}:oidc-provider/${GITHUB_OIDC}`
+  const { OpenIDConnectProviderList: list = [] } = await send('iam', new ListOpenIDConnectProvidersCommand({}))
+  if (!list.some((p) => p.Arn === arn)) {
+    // No thumbprint: IAM trusts GitHub's certificate through its own store of root CAs.
+    // https://docs.aws.amazon.com/IAM/latest/APIReference/API_CreateOpenIDConnectProvider.html
+    await send(
+      'iam',
+      new CreateOpenIDConnectProviderCommand({
+        Url: `https://${GITHUB_OIDC}`,
+        ClientIDList: [AUDIENCE],
+        Tags: tagList,
+      }),
+    )
+    summary.created.push(`OIDC provider ${GITHUB_OIDC}`)
+    return arn
+  }
+  const found = await send('iam', new GetOpenIDConnectProviderCommand({ OpenIDConnectProviderArn: arn }))
+  if (!found.ClientIDList?.includes(AUDIENCE)) {
+    if (tagMap(found.Tags).app !== name)
+      throw new StepError(
+        `the account's OIDC provider for ${GITHUB_OIDC} is not ours, and does not take the audience ${AUDIENCE}: ask its owner to add it (aws iam add-client-id-to-open-id-connect-provider)`,
+      )
+    await send(
+      'iam',
+      new AddClientIDToOpenIDConnectProviderCommand({ OpenIDConnectProviderArn: arn, ClientID: AUDIENCE }),
+    )
+    summary.updated.push(`OIDC provider ${GITHUB_OIDC} (audience ${AUDIENCE})`)
+  } else summary.reused.push(`OIDC provider ${GITHUB_OIDC}`)
+  return arn
+}
+const AUDIENCE = 'sts.amazonaws.com'
+
+/** Who may assume the deployer: GitHub's token for that repository's branch, for AWS, compared whole (StringEquals:
+ * no wildcard that would let a fork, another branch, a pull request or an environment in).
+ * https://docs.github.com/en/actions/reference/security/oidc#example-subject-claims */
+function trustFor(provider: string, repo: string, branch: string) {
+  return {
+    Version: '2012-10-17',
+    Statement: [
+      {
+        Effect: 'Allow',
+        Principal: { Federated: provider },
+        Action: 'sts:AssumeRoleWithWebIdentity',
+        Condition: {
+          StringEquals: {
+            [`${GITHUB_OIDC}:aud`]: AUDIENCE,
+            [`${GITHUB_OIDC}:sub`]: `repo:${repo}:ref:refs/heads/${branch}`,
+          },
+        },
+      },
+    ],
+  }
+}
+
+async function ensureDeployer(provider: string, trust: object): Promise<string> {
+  const wanted = JSON.stringify(trust)
+  const found = await send('iam', new GetRoleCommand({ RoleName: names.deployer }), {
+    missing: ['NoSuchEntityException'],
+  })
+  if (!found) {
+    const made = await send(
+      'iam',
+      new CreateRoleCommand({
+        RoleName: names.deployer,
+        AssumeRolePolicyDocument: wanted,
+        Description: `GitHub Actions deploys ${name} with it (${provider.split('/').at(-1)})`,
+        Tags: tagList,
+      }),
+    )
+    summary.created.push(`role ${names.deployer}`)
+    return made.Role!.Arn!
+  }
+  ensureOurs(`role ${names.deployer}`, tagMap(found.Role?.Tags))
+  const current = JSON.stringify(JSON.parse(decodeURIComponent(found.Role!.AssumeRolePolicyDocument!)))
+  if (current !== wanted) {
+    await send('iam', new UpdateAssumeRolePolicyCommand({ RoleName: names.deployer, PolicyDocument: wanted }))
+    summary.updated.push(`role ${names.deployer} (who may assume it)`)
+  } else summary.reused.push(`role ${names.deployer}`)
+  return found.Role!.Arn!
+}
+
+/** What the deployer may do: what `deploy.ts SCENARIO`, status, logs and rollback call, each action on this
+ * deployment's resources by name, or by its tag where the name is AWS's (a security group, a file system); the few
+ * reads that take no resource on "*". Actions and resources as the Service Authorization Reference gives them:
+ * https://docs.aws.amazon.com/service-authorization/latest/reference/reference_policies_actions-resources-contextkeys.html */
+const DEPLOYER_POLICY = 'deploy'
+function deployerPolicy({ partition, id, region }: Account) {
+  const arn = (service: string, resource: string, where = region) =>
+    `arn:${partition}:${service}:${where}:${id}:${resource}`
+  const functions = [names.api, names.seeder].flatMap((fn) => [
+    arn('lambda', `function:${fn}`),
+    arn('lambda', `function:${fn}:*`),
+  ])
+  const logGroups = [names.api, names.seeder].flatMap((fn) => [
+    arn('logs', `log-group:/aws/lambda/${fn}`),
+    arn('logs', `log-group:/aws/lambda/${fn}:*`),
+  ])
+  const ours = { StringEquals: { 'aws:ResourceTag/app': name } }
+  const tagged = { StringEquals: { 'aws:RequestTag/app': name } }
+  const statements: object[] = [
+    {
+      // Reads that take no resource; Lambda checks the first three itself for a function in a VPC.
+      // https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html#configuration-vpc-permissions
+      Sid: 'Reads',
+      Effect: 'Allow',
+      Action: [
+        'ec2:DescribeVpcs',
+        'ec2:DescribeSubnets',
+        'ec2:DescribeSecurityGroups',
+        'logs:DescribeLogGroups',
+        ...(scenario === 'efs'
+          ? [
+              'elasticfilesystem:DescribeFileSystems',
+              'ec2:DescribeNetworkInterfaces',
+              'backup:ListRecoveryPointsByResource',
+            ]
+          : []),
+      ],
+      Resource: '*',
+    },
+    {
+      Sid: 'SecurityGroup',
+      Effect: 'Allow',
+      Action: 'ec2:CreateSecurityGroup',
+      Resource: [arn('ec2', 'vpc/*'), arn('ec2', 'security-group/*')],
+      Condition: tagged,
+    },
+    {
+      Sid: 'SecurityGroupTags',
+      Effect: 'Allow',
+      Action: 'ec2:CreateTags',
+      Resource: arn('ec2', 'security-group/*'),
+      Condition: { StringEquals: { 'ec2:CreateAction': 'CreateSecurityGroup' } },
+    },
+    {
+      Sid: 'SecurityGroupRules',
+      Effect: 'Allow',
+      Action: 'ec2:AuthorizeSecurityGroupIngress',
+      Resource: arn('ec2', 'security-group/*'),
+      Condition: ours,
+    },
+    {
+      Sid: 'ExecutionRole',
+      Effect: 'Allow',
+      Action: [
+        'iam:GetRole',
+        'iam:CreateRole',
+        'iam:TagRole',
+        'iam:GetRolePolicy',
+        'iam:PutRolePolicy',
+        'iam:DeleteRolePolicy',
+        'iam:ListRolePolicies',
+        'iam:ListAttachedRolePolicies',
+        'iam:DetachRolePolicy',
+      ],
+      Resource: arn('iam', `role/${names.role}`, ''),
+    },
+    {
+      Sid: 'ExecutionRoleManagedPolicy',
+      Effect: 'Allow',
+      Action: 'iam:AttachRolePolicy',
+      Resource: arn('iam', `role/${names.role}`, ''),
+      Condition: { ArnEquals: { 'iam:PolicyARN': `arn:${partition}:iam::aws:policy/${MANAGED_POLICY}` } },
+    },
+    {
+      Sid: 'PassExecutionRoleToLambda',
+      Effect: 'Allow',
+      Action: 'iam:PassRole',
+      Resource: arn('iam', `role/${names.role}`, ''),
+      Condition: { StringEquals: { 'iam:PassedToService': 'lambda.amazonaws.com' } },
+    },
+    {
+      Sid: 'Functions',
+      Effect: 'Allow',
+      Action: [
+        'lambda:GetFunction',
+        'lambda:GetFunctionConfiguration',
+        'lambda:CreateFunction',
+        'lambda:DeleteFunction',
+        'lambda:UpdateFunctionConfiguration',
+        'lambda:UpdateFunctionCode',
+        'lambda:PublishVersion',
+        'lambda:ListVersionsByFunction',
+        'lambda:GetAlias',
+        'lambda:CreateAlias',
+        'lambda:UpdateAlias',
+        'lambda:ListAliases',
+        'lambda:GetFunctionUrlConfig',
+        'lambda:CreateFunctionUrlConfig',
+        'lambda:UpdateFunctionUrlConfig',
+        'lambda:AddPermission',
+        'lambda:GetPolicy',
+        'lambda:GetFunctionConcurrency',
+        'lambda:PutFunctionConcurrency',
+        'lambda:DeleteFunctionConcurrency',
+        'lambda:InvokeFunction',
+        'lambda:TagResource',
+      ],
+      Resource: functions,
+    },
+    {
+      Sid: 'Logs',
+      Effect: 'Allow',
+      Action: ['logs:CreateLogGroup', 'logs:PutRetentionPolicy', 'logs:TagResource', 'logs:FilterLogEvents'],
+      Resource: logGroups,
+    },
+  ]
+  if (scenario === 'efs') {
+    statements.push(
+      {
+        Sid: 'FileSystem',
+        Effect: 'Allow',
+        Action: ['elasticfilesystem:CreateFileSystem', 'elasticfilesystem:CreateAccessPoint'],
+        Resource: [arn('elasticfilesystem', 'file-system/*'), arn('elasticfilesystem', 'access-point/*')],
+        Condition: tagged,
+      },
+      {
+        Sid: 'FileSystemTags',
+        Effect: 'Allow',
+        Action: 'elasticfilesystem:TagResource',
+        Resource: [arn('elasticfilesystem', 'file-system/*'), arn('elasticfilesystem', 'access-point/*')],
+        Condition: { StringEquals: { 'elasticfilesystem:CreateAction': ['CreateFileSystem', 'CreateAccessPoint'] } },
+      },
+      {
+        // CreateMountTarget makes the mount target's network interface with the caller's permissions.
+        // https://docs.aws.amazon.com/efs/latest/ug/API_CreateMountTarget.html
+        Sid: 'OurFileSystem',
+        Effect: 'Allow',
+        Action: [
+          'elasticfilesystem:CreateMountTarget',
+          'elasticfilesystem:DescribeMountTargets',
+          'elasticfilesystem:CreateAccessPoint',
+          'elasticfilesystem:DescribeAccessPoints',
+          'elasticfilesystem:DescribeBackupPolicy',
+          'elasticfilesystem:PutBackupPolicy',
+        ],
+        Resource: [arn('elasticfilesystem', 'file-system/*'), arn('elasticfilesystem', 'access-point/*')],
+        Condition: ours,
+      },
+      {
+        Sid: 'MountTargetInterfaces',
+        Effect: 'Allow',
+        Action: 'ec2:CreateNetworkInterface',
+        Resource: [arn('ec2', 'network-interface/*'), arn('ec2', 'subnet/*'), arn('ec2', 'security-group/*')],
+      },
+    )
+  } else {
+    statements.push(
+      {
+        Sid: 'Database',
+        Effect: 'Allow',
+        Action: [
+          'rds:DescribeDBInstances',
+          'rds:CreateDBInstance',
+          'rds:ModifyDBInstance',
+          'rds:StartDBInstance',
+          'rds:AddTagsToResource',
+        ],
+        Resource: [arn('rds', `db:${name}`), arn('rds', `db:${name}-*`)],
+      },
+      {
+        Sid: 'DatabaseNetwork',
+        Effect: 'Allow',
+        Action: [
+          'rds:DescribeDBSubnetGroups',
+          'rds:CreateDBSubnetGroup',
+          'rds:AddTagsToResource',
+          'rds:CreateDBInstance',
+        ],
+        Resource: [arn('rds', `subgrp:${name}`), arn('rds', 'og:*'), arn('rds', 'pg:*')],
+      },
+    )
+  }
+  return { Version: '2012-10-17', Statement: statements }
+}
+
+/** The workflow: the tests on every push and pull request, then on the branch the deploy, as the deployer. */
+function workflow(roleArn: string, region: string, branch: string): string {
+  const flags = [scenario, '--yes', '--name', name, '--region', region].join(' ')
+  return `# Written by \`tsx deploy.ts ci github\`: the tests on every push and pull request; on ${branch}, the deploy.
+name: test and deploy
+on:
+  push:
+  pull_request:
+permissions:
+  contents: read
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-node@v4
+        with:
+          node-version: 24
+      # .ci/run installs what the tests need (PostgreSQL, moto, Chromium), then runs npm test.
+      - run: sudo --preserve-env bash .ci/run
+  deploy:
+    needs: test
+    if: github.event_name == 'push' && github.ref == 'refs/heads/${branch}'
+    runs-on: ubuntu-latest
+    concurrency: deploy-${name}
+    permissions:
+      contents: read
+      id-token: write
+    steps:
+      - uses: actions/checkout@v4
+      - uses: actions/setup-node@v4
+        with:
+          node-version: 24
+      - run: npm ci
+      - uses: aws-actions/configure-aws-credentials@v4
+        with:
+          role-to-assume: ${roleArn}
+          aws-region: ${region}
+      - run: npx tsx deploy.ts ${flags}
+`
+}
+
 // Destroy
 
 async function destroy() {
@@ -3009,9 +3373,18 @@ const until = (service: Service, read: Command, query: string, value: string) =>
 
 /** Stops at the first option that makes no sense, saying what to use. */
 function checkOptions() {
-  const positional = action === 'deploy' ? 1 : action === 'staff' ? 3 : 2
+  const positional = action === 'deploy' ? 1 : action === 'staff' ? 3 : action === 'ci' ? 4 : 2
+  if (action === 'ci' && (target !== 'github' || !/^[\w.-]+\/[\w.-]+$/.test(String(args._[2])))) {
+    fail(`expected \`ci github OWNER/REPO efs|rds\`; got: ${args._.join(' ')}\n\n${USAGE}`)
+  }
+  if (args.branch !== undefined && !/^[\w./-]+$/.test(String(args.branch)))
+    fail(`--branch ${args.branch}: a branch name, such as main`)
+  if ((args.branch !== undefined || args.force) && action !== 'ci')
+    fail('--branch and --force go with `tsx deploy.ts ci github OWNER/REPO efs|rds`')
   if (!packageOnly && (!['efs', 'rds'].includes(scenario) || args._.length !== positional)) {
-    const expected = `efs, rds, ${ACTIONS.map((a) => `${a} efs|rds${a === 'staff' ? ' USERNAME' : ''}`).join(', ')} or package`
+    const form = (a: string) =>
+      a === 'ci' ? 'ci github OWNER/REPO efs|rds' : `${a} efs|rds${a === 'staff' ? ' USERNAME' : ''}`
+    const expected = `efs, rds, ${ACTIONS.map(form).join(', ')} or package`
     fail(`expected ${expected}; got: ${args._.join(' ') || 'nothing'}\n\n${USAGE}`)
   }
   // The longest derived name, "<name>-lambda-execution-role", must fit IAM's 64 characters; RDS wants a letter first.
@@ -3117,6 +3490,7 @@ try {
   else if (action === 'staff') await step(`staff of ${name} (${scenario})`, changeStaff)
   else if (action === 'restore') await restoreDatabase()
   else if (action === 'export') await exportDatabase()
+  else if (action === 'ci') await setUpCi()
   else {
     await deploy()
     if (dryRun) printScript(await clients.sts.config.region())

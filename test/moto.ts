@@ -21,6 +21,11 @@ export interface Recorded {
   signed?: Date
 }
 
+/** A request as the proxy saw it: what moto's recorder keeps, and the access key id of its signature. */
+export interface Seen extends Omit<Recorded, 'signed'> {
+  credential?: string
+}
+
 export interface Moto {
   endpoint: string
   /** Forgets every resource and every recorded request. */
@@ -148,6 +153,8 @@ function operationOfRequest(
 export const isWrite = (operation: string) => !/^(Describe|Get|List|Filter)|^(GET|HEAD) /.test(operation)
 
 export interface ProxyOptions {
+  /** Keep every request in `seen`. */
+  record?: boolean
   /** Called once moto has answered the n-th write (from 1): true cuts the answer off, the caller never sees it. */
   afterWrite?(n: number, operation: string): boolean
   /** Answer this call as AWS does when it throttles, instead of passing it on. */
@@ -175,6 +182,9 @@ export interface Proxy {
   throttled: string[]
   /** AWS Backup's recovery points of each resource (by ARN), as ListRecoveryPointsByResource answers them. */
   recoveryPoints: Map<string, RecoveryPoint[]>
+  /** With `record`, every AWS request it received (the ones it answers itself included), with the access key that
+   * signed it. */
+  seen: Seen[]
   /** Forgets what it keeps for moto (after moto's reset). */
   forget(): void
   close(): Promise<void>
@@ -191,12 +201,23 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
   const throttled: string[] = []
   const fileSystems = mounts()
   const backups = backupsKept()
+  const seen: Seen[] = []
   const server = createServer(async (req, res) => {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk)
     const body = Buffer.concat(chunks)
     const url = new URL(req.url!, target)
     const operation = operationOfRequest(req.method!, url.pathname, req.headers, body.toString('utf8'))
+    const amzTarget = req.headers['x-amz-target']
+    if (options.record && !url.pathname.startsWith('/moto-api'))
+      seen.push({
+        method: req.method!,
+        path: url.pathname,
+        query: url.searchParams,
+        target: typeof amzTarget === 'string' ? amzTarget : undefined,
+        body: body.toString('utf8'),
+        credential: /Credential=([^/]+)\//.exec(String(req.headers.authorization ?? ''))?.[1],
+      })
     if (options.throttle?.(operation)) {
       throttled.push(operation)
       if (req.headers['x-amz-target'] || !req.headers['content-type']?.includes('x-www-form-urlencoded')) {
@@ -274,6 +295,7 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
     writes,
     throttled,
     recoveryPoints: backups.recoveryPoints,
+    seen,
     forget() {
       fileSystems.forget()
       backups.forget()
