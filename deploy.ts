@@ -57,6 +57,9 @@ import {
   GetRolePolicyCommand,
   IAMClient,
   ListOpenIDConnectProvidersCommand,
+  ListRolesCommand,
+  DeleteOpenIDConnectProviderCommand,
+  TagRoleCommand,
   UpdateAssumeRolePolicyCommand,
   ListAttachedRolePoliciesCommand,
   ListRolePoliciesCommand,
@@ -2297,13 +2300,17 @@ async function ensureDeployer(provider: string, trust: object): Promise<string> 
         RoleName: names.deployer,
         AssumeRolePolicyDocument: wanted,
         Description: `GitHub Actions deploys ${name} with it (${provider.split('/').at(-1)})`,
-        Tags: tagList,
+        Tags: [...tagList, { Key: SCENARIO_TAG, Value: scenario }],
       }),
     )
     summary.created.push(`role ${names.deployer}`)
     return made.Role!.Arn!
   }
   ensureOurs(`role ${names.deployer}`, tagMap(found.Role?.Tags))
+  if (tagMap(found.Role?.Tags)[SCENARIO_TAG] !== scenario) {
+    await send('iam', new TagRoleCommand({ RoleName: names.deployer, Tags: [{ Key: SCENARIO_TAG, Value: scenario }] }))
+    summary.updated.push(`role ${names.deployer} (deploys ${scenario})`)
+  }
   const current = JSON.stringify(JSON.parse(decodeURIComponent(found.Role!.AssumeRolePolicyDocument!)))
   if (current !== wanted) {
     await send('iam', new UpdateAssumeRolePolicyCommand({ RoleName: names.deployer, PolicyDocument: wanted }))
@@ -2507,6 +2514,43 @@ function deployerPolicy({ partition, id, region }: Account) {
   return { Version: '2012-10-17', Statement: statements }
 }
 
+/** Which scenario the deployer deploys: destroy of that scenario removes it. */
+const SCENARIO_TAG = `${name}:scenario`
+
+/** The deployer goes with the scenario it deploys; the OIDC provider only where this deployment made it and no other
+ * role trusts it (another team's deploys may). */
+async function destroyDeployer() {
+  const found = await send('iam', new GetRoleCommand({ RoleName: names.deployer }), {
+    missing: ['NoSuchEntityException'],
+  })
+  if (found) {
+    ensureOurs(`role ${names.deployer}`, tagMap(found.Role?.Tags))
+    const deploys = tagMap(found.Role?.Tags)[SCENARIO_TAG]
+    if (deploys && deploys !== scenario) return void say(`  role ${names.deployer} deploys ${deploys}: it stays`)
+    const { PolicyNames = [] } = await send('iam', new ListRolePoliciesCommand({ RoleName: names.deployer }))
+    for (const PolicyName of PolicyNames)
+      await send('iam', new DeleteRolePolicyCommand({ RoleName: names.deployer, PolicyName }))
+    await send('iam', new DeleteRoleCommand({ RoleName: names.deployer }))
+    summary.removed.push(`role ${names.deployer}`)
+  }
+  const { OpenIDConnectProviderList: list = [] } = await send('iam', new ListOpenIDConnectProvidersCommand({}))
+  const provider = list.find((p) => p.Arn?.endsWith(`:oidc-provider/${GITHUB_OIDC}`))?.Arn
+  if (!provider) return
+  const { Tags } = await send('iam', new GetOpenIDConnectProviderCommand({ OpenIDConnectProviderArn: provider }))
+  if (tagMap(Tags).app !== name) return // not ours: never touched
+  const trusting: string[] = []
+  let Marker: string | undefined
+  do {
+    const page = await send('iam', new ListRolesCommand({ Marker }))
+    for (const role of page.Roles ?? [])
+      if (decodeURIComponent(role.AssumeRolePolicyDocument ?? '').includes(provider)) trusting.push(role.RoleName!)
+    Marker = page.IsTruncated ? page.Marker : undefined
+  } while (Marker)
+  if (trusting.length) return void say(`  OIDC provider ${GITHUB_OIDC} stays: ${trusting.join(', ')} trust it`)
+  await send('iam', new DeleteOpenIDConnectProviderCommand({ OpenIDConnectProviderArn: provider }))
+  summary.removed.push(`OIDC provider ${GITHUB_OIDC}`)
+}
+
 /** The workflow: the tests on every push and pull request, then on the branch the deploy, as the deployer. */
 function workflow(roleArn: string, region: string, branch: string): string {
   const flags = [scenario, '--yes', '--name', name, '--region', region].join(' ')
@@ -2525,8 +2569,12 @@ jobs:
       - uses: actions/setup-node@v4
         with:
           node-version: 24
-      # .ci/run installs what the tests need (PostgreSQL, moto, Chromium), then runs npm test.
-      - run: sudo --preserve-env bash .ci/run
+      - uses: actions/setup-python@v5
+        with:
+          python-version: '3.12'
+      - run: pip install 'moto[server]'
+      # .ci/run installs the rest the tests need (PostgreSQL, Chromium), then runs npm test: as root, for apt-get.
+      - run: sudo env "PATH=$PATH" bash .ci/run
   deploy:
     needs: test
     if: github.event_name == 'push' && github.ref == 'refs/heads/${branch}'
@@ -2630,6 +2678,7 @@ async function destroy() {
   else await step('database', destroyDatabase)
   const released = await step('network interfaces and security group', () => destroySecurityGroup(groups))
   if (released) await step('role', destroyRole)
+  await step('GitHub deployer', destroyDeployer)
   // What the other scenario keeps (the instance of a move that did not finish, the file system a move left): named,
   // as it bills, and left to the destroy that is its own.
   const other =

@@ -8,6 +8,8 @@ import { join } from 'node:path'
 import { after, beforeEach, describe, it } from 'node:test'
 import {
   CreateOpenIDConnectProviderCommand,
+  CreateRoleCommand,
+  DeleteRoleCommand,
   GetOpenIDConnectProviderCommand,
   GetRoleCommand,
   GetRolePolicyCommand,
@@ -133,6 +135,43 @@ describe('deploy from GitHub Actions', { skip: typeof moto === 'string' ? moto :
     const left = await iam.send(new GetOpenIDConnectProviderCommand({ OpenIDConnectProviderArn: PROVIDER }))
     assert.deepEqual(left.ClientIDList, ['their-audience'])
     assert.equal(existsSync(WORKFLOW), false)
+  })
+
+  it('destroy removes the deployer of its scenario, and the provider where it made it and no other role trusts it', async () => {
+    const gone = async (what: Promise<unknown>) => assert.rejects(what, /NoSuchEntity|not found|cannot be found/i)
+    assert.equal((await ci('acme/shelter', 'efs')).code, 0)
+    // destroy rds keeps the efs deployer.
+    const other = await command(awsEnv(moto.endpoint), 'destroy', 'rds', '--yes')
+    assert.equal(other.code, 0, other.output)
+    assert.match(other.output, /role buddy-system-github-deployer deploys efs: it stays/)
+    await iam.send(new GetRoleCommand({ RoleName: 'buddy-system-github-deployer' }))
+
+    // Another team's role trusts the provider: it stays.
+    await iam.send(
+      new CreateRoleCommand({
+        RoleName: 'their-deployer',
+        AssumeRolePolicyDocument: JSON.stringify({
+          Version: '2012-10-17',
+          Statement: [{ Effect: 'Allow', Principal: { Federated: PROVIDER }, Action: 'sts:AssumeRoleWithWebIdentity' }],
+        }),
+      }),
+    )
+    const kept = await command(awsEnv(moto.endpoint), 'destroy', 'efs', '--yes')
+    assert.equal(kept.code, 0, kept.output)
+    assert.match(kept.output, /OIDC provider token\.actions\.githubusercontent\.com stays: their-deployer trust it/)
+    await gone(iam.send(new GetRoleCommand({ RoleName: 'buddy-system-github-deployer' })))
+    await iam.send(new GetOpenIDConnectProviderCommand({ OpenIDConnectProviderArn: PROVIDER }))
+
+    // Ours, and nobody else's: it goes with the deployer.
+    await iam.send(new DeleteRoleCommand({ RoleName: 'their-deployer' }))
+    assert.equal((await ci('acme/shelter', 'efs', '--force')).code, 0)
+    const all = await command(awsEnv(moto.endpoint), 'destroy', 'efs', '--yes')
+    assert.equal(all.code, 0, all.output)
+    assert.match(
+      all.output,
+      /removed: .*role buddy-system-github-deployer, OIDC provider token\.actions\.githubusercontent\.com/,
+    )
+    await gone(iam.send(new GetOpenIDConnectProviderCommand({ OpenIDConnectProviderArn: PROVIDER })))
   })
 
   it("lets only that repository's branch assume the role, with GitHub's token for AWS", async () => {
