@@ -1385,6 +1385,26 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       /^::error title=deploy\.ts rds --yes::database schema and sample data failed: .*disk full: 100%25 used%0Ano space left/,
     )
     assert.equal(readFileSync(summaryFile, 'utf8'), page, 'a failed deploy adds nothing to the summary')
+
+    // A wait in a log file: a line every 30 s, and no spinner's frames. Lambda keeps the new seeder Pending 32 s.
+    await moto.reset()
+    let since = 0
+    const proxy = await startProxy(moto.endpoint, {
+      amend(op, answer) {
+        if (op !== 'GET /2015-03-31/functions/buddy-system-db-seeder' || !answer.Configuration) return
+        since ||= Date.now()
+        if (Date.now() - since < 32_000) Object.assign(answer.Configuration, { State: 'Pending' })
+      },
+    })
+    try {
+      await seeding(1)
+      const child = run('deploy.ts', { ...aws(proxy.endpoint), GITHUB_ACTIONS: 'true' }, ['efs', '--yes'], work)
+      assert.equal(await child.exited, 0, child.output())
+      assert.match(child.output(), /\n… waiting for function buddy-system-db-seeder to be active \(3\ds so far\)\n/)
+      assert.doesNotMatch(child.output(), /[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]/, 'no spinner')
+    } finally {
+      await proxy.close()
+    }
   })
 
   it('stops before creating anything without credentials, and says how to configure them', async () => {
