@@ -287,8 +287,7 @@ async function deploy() {
   const live = await step('release', () => release(api.sha256, apiChanged))
   const url = await step('URL', ensureFunctionUrl)
 
-  say('')
-  for (const [what, list] of Object.entries(summary)) if (list.length) say(`${what}: ${list.join(', ')}`)
+  sayChanges()
   report(`The API is at ${url}`, chalk.bold)
   jobSummary([
     `### ${name} (${scenario}) deployed to account ${account.id}, ${region}`,
@@ -1994,8 +1993,7 @@ async function restoreDatabase() {
   // A moment before a migration holds the schema before it: the seeder brings it up to date.
   await step('database schema', () => seedDatabase())
   await step('release', () => release(fn.CodeSha256!, true))
-  say('')
-  for (const [what, list] of Object.entries(summary)) if (list.length) say(`${what}: ${list.join(', ')}`)
+  sayChanges()
   report(`The API serves ${point.what}, from DB instance ${target}.`, chalk.bold)
   say(
     `DB instance ${used} stays, as it was (and bills): to go back to it, \`${again('restore')} --latest --from-instance ${used}\`;`,
@@ -2225,8 +2223,7 @@ async function setUpCi() {
     mkdirSync(dirname(WORKFLOW), { recursive: true })
     writeFileSync(WORKFLOW, workflow(roleArn, region, branch))
   })
-  say('')
-  for (const [what, list] of Object.entries(summary)) if (list.length) say(`${what}: ${list.join(', ')}`)
+  sayChanges()
   say(`${repo}'s ${branch} may now deploy ${name} (${scenario}) as ${roleArn}; nothing else may assume it.`)
   say(`Commit ${WORKFLOW} and push: every push and pull request runs the tests, and a push to ${branch} deploys.`)
   say(`destroy stays yours: the role may not delete (see the README, "Deploy from GitHub Actions").`)
@@ -3342,6 +3339,12 @@ function printScript(region: string) {
 // Progress: a line per step with its time; a spinner, with the time so far, for every wait.
 
 const summary = { created: [] as string[], reused: [] as string[], updated: [] as string[], removed: [] as string[] }
+
+/** What the command created, reused, updated and removed, a line each, after a blank line. */
+function sayChanges() {
+  say('')
+  for (const [what, list] of Object.entries(summary)) if (list.length) say(`${what}: ${list.join(', ')}`)
+}
 let currentStep = 'start'
 
 async function step<T>(title: string, run: () => Promise<T>): Promise<T> {
