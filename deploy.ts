@@ -57,7 +57,15 @@ import {
   GetRolePolicyCommand,
   IAMClient,
   ListOpenIDConnectProvidersCommand,
+  ListPolicyVersionsCommand,
   ListRolesCommand,
+  CreatePolicyCommand,
+  CreatePolicyVersionCommand,
+  DeletePolicyCommand,
+  DeletePolicyVersionCommand,
+  GetPolicyCommand as GetManagedPolicyCommand,
+  GetPolicyVersionCommand,
+  PutRolePermissionsBoundaryCommand,
   DeleteOpenIDConnectProviderCommand,
   TagRoleCommand,
   UpdateAssumeRolePolicyCommand,
@@ -199,6 +207,7 @@ checkOptions()
 
 const names = {
   role: `${name}-lambda-execution-role`,
+  boundary: `${name}-functions-boundary`,
   deployer: `${name}-github-deployer`,
   api: name,
   seeder: `${name}-db-seeder`,
@@ -232,7 +241,7 @@ async function deploy() {
   followInstance(current)
   const moving = fromEfs && moveToDo(current)
   const network = await step('network', findNetwork)
-  const roleArn = await step('role', () => ensureRole(account.partition))
+  const roleArn = await step('role', () => ensureRole(account))
   const database =
     scenario === 'rds'
       ? await step('database (RDS PostgreSQL)', () => ensureDatabase(network, current, account))
@@ -651,14 +660,21 @@ const FORMER_POLICIES = [
   'AmazonElasticFileSystemClientReadWriteAccess',
 ]
 
-async function ensureRole(partition: string): Promise<string> {
+async function ensureRole(account: Account): Promise<string> {
+  const { partition } = account
+  const boundary = await ensureBoundary(account)
   const found = await send('iam', new GetRoleCommand({ RoleName: names.role }), {
     missing: ['NoSuchEntityException'],
   })
   let arn: string
+  const changes: string[] = []
   if (found) {
     ensureOurs(`role ${names.role}`, tagMap(found.Role?.Tags))
     arn = found.Role!.Arn!
+    if (found.Role?.PermissionsBoundary?.PermissionsBoundaryArn !== boundary) {
+      await send('iam', new PutRolePermissionsBoundaryCommand({ RoleName: names.role, PermissionsBoundary: boundary }))
+      changes.push('permissions boundary')
+    }
   } else {
     const created = await send(
       'iam',
@@ -669,6 +685,7 @@ async function ensureRole(partition: string): Promise<string> {
           Statement: [{ Effect: 'Allow', Principal: { Service: 'lambda.amazonaws.com' }, Action: 'sts:AssumeRole' }],
         }),
         Description: `${name}: runs its Lambda functions`,
+        PermissionsBoundary: boundary,
         Tags: tagList,
       }),
     )
@@ -680,7 +697,6 @@ async function ensureRole(partition: string): Promise<string> {
     : { AttachedPolicies: [] }
   const have = new Set((attached.AttachedPolicies ?? []).map((p) => p.PolicyArn))
   const policyArn = (policy: string) => `arn:${partition}:iam::aws:policy/${policy}`
-  const changes: string[] = []
   if (!have.has(policyArn(MANAGED_POLICY))) {
     await send('iam', new AttachRolePolicyCommand({ RoleName: names.role, PolicyArn: policyArn(MANAGED_POLICY) }))
     changes.push(`attached ${MANAGED_POLICY}`)
@@ -693,6 +709,86 @@ async function ensureRole(partition: string): Promise<string> {
     summary[changes.length ? 'updated' : 'reused'].push(
       `role ${names.role}${changes.length ? `: ${changes.join(', ')}` : ''}`,
     )
+  return arn
+}
+
+/** The most the functions' role may ever do, whatever policies it is given: its permissions boundary. A deployer
+ * that writes the role's inline policies (GitHub's, `ci github`) may not change this one, so a push to the branch
+ * cannot give the functions more than their work: network interfaces in the VPC (what AWSLambdaVPCAccessExecutionRole
+ * grants), their own logs, the file system's client, and the API's database user.
+ * https://docs.aws.amazon.com/IAM/latest/UserGuide/access_policies_boundaries.html */
+function boundaryPolicy({ partition, id }: Account) {
+  return {
+    Version: '2012-10-17',
+    Statement: [
+      {
+        Sid: 'NetworkInterfaces',
+        Effect: 'Allow',
+        Action: [
+          'ec2:CreateNetworkInterface',
+          'ec2:DescribeNetworkInterfaces',
+          'ec2:DescribeSubnets',
+          'ec2:DeleteNetworkInterface',
+          'ec2:AssignPrivateIpAddresses',
+          'ec2:UnassignPrivateIpAddresses',
+        ],
+        Resource: '*',
+      },
+      {
+        Sid: 'Logs',
+        Effect: 'Allow',
+        Action: ['logs:CreateLogGroup', 'logs:CreateLogStream', 'logs:PutLogEvents'],
+        Resource: `arn:${partition}:logs:*:${id}:log-group:/aws/lambda/${name}*`,
+      },
+      {
+        Sid: 'Data',
+        Effect: 'Allow',
+        Action: ['elasticfilesystem:ClientMount', 'elasticfilesystem:ClientWrite', 'rds-db:connect'],
+        Resource: [
+          `arn:${partition}:elasticfilesystem:*:${id}:file-system/*`,
+          `arn:${partition}:rds-db:*:${id}:dbuser:*/${API_ROLE}`,
+        ],
+      },
+    ],
+  }
+}
+const boundaryArn = ({ partition, id }: Account) => `arn:${partition}:iam::${id}:policy/${names.boundary}`
+
+/** The boundary policy, made or brought to what boundaryPolicy says (a managed policy keeps five versions). */
+async function ensureBoundary(account: Account): Promise<string> {
+  const arn = boundaryArn(account)
+  const wanted = JSON.stringify(boundaryPolicy(account))
+  const found = await send('iam', new GetManagedPolicyCommand({ PolicyArn: arn }), {
+    missing: ['NoSuchEntityException'],
+  })
+  if (!found) {
+    await send(
+      'iam',
+      new CreatePolicyCommand({
+        PolicyName: names.boundary,
+        PolicyDocument: wanted,
+        Description: `${name}: the most its functions may do`,
+        Tags: tagList,
+      }),
+    )
+    summary.created.push(`policy ${names.boundary}`)
+    return arn
+  }
+  ensureOurs(`policy ${names.boundary}`, tagMap(found.Policy?.Tags))
+  const { PolicyVersion: current } = await send(
+    'iam',
+    new GetPolicyVersionCommand({ PolicyArn: arn, VersionId: found.Policy!.DefaultVersionId }),
+  )
+  if (JSON.stringify(JSON.parse(decodeURIComponent(current!.Document!))) === wanted) {
+    summary.reused.push(`policy ${names.boundary}`)
+    return arn
+  }
+  const { Versions = [] } = await send('iam', new ListPolicyVersionsCommand({ PolicyArn: arn }))
+  const oldest = Versions.filter((v) => !v.IsDefaultVersion).sort((a, b) => +a.CreateDate! - +b.CreateDate!)[0]
+  if (Versions.length >= 5)
+    await send('iam', new DeletePolicyVersionCommand({ PolicyArn: arn, VersionId: oldest.VersionId }))
+  await send('iam', new CreatePolicyVersionCommand({ PolicyArn: arn, PolicyDocument: wanted, SetAsDefault: true }))
+  summary.updated.push(`policy ${names.boundary}`)
   return arn
 }
 
@@ -2214,6 +2310,8 @@ async function setUpCi() {
   const region = await clients.sts.config.region()
   const account = { id: me.Account!, partition: me.Arn!.split(':')[1], region }
   const provider = await step(`OIDC provider ${GITHUB_OIDC}`, () => ensureGithubProvider(account))
+  // The deployer may not change the functions' boundary: it is made here, by you.
+  await step(`policy ${names.boundary}`, () => ensureBoundary(account))
   const roleArn = await step(`role ${names.deployer}`, async () => {
     const arn = await ensureDeployer(provider, trustFor(provider, repo, branch))
     await ensureRolePolicy(DEPLOYER_POLICY, deployerPolicy(account), names.deployer)
@@ -2321,7 +2419,9 @@ async function ensureDeployer(provider: string, trust: object): Promise<string> 
  * reads that take no resource on "*". Actions and resources as the Service Authorization Reference gives them:
  * https://docs.aws.amazon.com/service-authorization/latest/reference/reference_policies_actions-resources-contextkeys.html */
 const DEPLOYER_POLICY = 'deploy'
-function deployerPolicy({ partition, id, region }: Account) {
+function deployerPolicy(account: Account) {
+  const { partition, id, region } = account
+  const boundary = boundaryArn(account)
   const arn = (service: string, resource: string, where = region) =>
     `arn:${partition}:${service}:${where}:${id}:${resource}`
   const functions = [names.api, names.seeder].flatMap((fn) => [
@@ -2381,23 +2481,43 @@ function deployerPolicy({ partition, id, region }: Account) {
       Effect: 'Allow',
       Action: [
         'iam:GetRole',
-        'iam:CreateRole',
         'iam:TagRole',
         'iam:GetRolePolicy',
-        'iam:PutRolePolicy',
-        'iam:DeleteRolePolicy',
         'iam:ListRolePolicies',
         'iam:ListAttachedRolePolicies',
+      ],
+      Resource: arn('iam', `role/${names.role}`, ''),
+    },
+    {
+      // Every change to the execution role, only with its permissions boundary on it (which this role may read, and
+      // not change): whatever policy it writes, the functions may do no more than the boundary says.
+      Sid: 'ExecutionRoleWithinItsBoundary',
+      Effect: 'Allow',
+      Action: [
+        'iam:CreateRole',
+        'iam:PutRolePermissionsBoundary',
+        'iam:PutRolePolicy',
+        'iam:DeleteRolePolicy',
         'iam:DetachRolePolicy',
       ],
       Resource: arn('iam', `role/${names.role}`, ''),
+      Condition: { StringEquals: { 'iam:PermissionsBoundary': boundary } },
     },
     {
       Sid: 'ExecutionRoleManagedPolicy',
       Effect: 'Allow',
       Action: 'iam:AttachRolePolicy',
       Resource: arn('iam', `role/${names.role}`, ''),
-      Condition: { ArnEquals: { 'iam:PolicyARN': `arn:${partition}:iam::aws:policy/${MANAGED_POLICY}` } },
+      Condition: {
+        ArnEquals: { 'iam:PolicyARN': `arn:${partition}:iam::aws:policy/${MANAGED_POLICY}` },
+        StringEquals: { 'iam:PermissionsBoundary': boundary },
+      },
+    },
+    {
+      Sid: 'ExecutionRoleBoundaryReads',
+      Effect: 'Allow',
+      Action: ['iam:GetPolicy', 'iam:GetPolicyVersion'],
+      Resource: boundary,
     },
     {
       Sid: 'PassExecutionRoleToLambda',
@@ -2674,8 +2794,9 @@ async function destroy() {
   if (scenario === 'efs') await step('file system', destroyFileSystem)
   else await step('database', destroyDatabase)
   const released = await step('network interfaces and security group', () => destroySecurityGroup(groups))
-  if (released) await step('role', destroyRole)
   await step('GitHub deployer', destroyDeployer)
+  const account = { id: me.Account!, partition: me.Arn!.split(':')[1], region: '' }
+  if (released) await step('role', () => destroyRole(account))
   // What the other scenario keeps (the instance of a move that did not finish, the file system a move left): named,
   // as it bills, and left to the destroy that is its own.
   const other =
@@ -2697,19 +2818,36 @@ async function destroy() {
   say(chalk.dim(`(${seconds(started)})`))
 }
 
-async function destroyRole() {
+/** The execution role, then its permissions boundary (which `ci github` may have made with no role yet). */
+async function destroyRole(account: Account) {
   const found = await send('iam', new GetRoleCommand({ RoleName: names.role }), { missing: ['NoSuchEntityException'] })
-  if (!found) return
-  ensureOurs(`role ${names.role}`, tagMap(found.Role?.Tags))
-  const { AttachedPolicies } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
-  for (const { PolicyArn } of AttachedPolicies ?? []) {
-    await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn }))
+  if (found) {
+    ensureOurs(`role ${names.role}`, tagMap(found.Role?.Tags))
+    const { AttachedPolicies } = await send('iam', new ListAttachedRolePoliciesCommand({ RoleName: names.role }))
+    for (const { PolicyArn } of AttachedPolicies ?? []) {
+      await send('iam', new DetachRolePolicyCommand({ RoleName: names.role, PolicyArn }))
+    }
+    const { PolicyNames } = await send('iam', new ListRolePoliciesCommand({ RoleName: names.role }))
+    for (const PolicyName of PolicyNames ?? [])
+      await send('iam', new DeleteRolePolicyCommand({ RoleName: names.role, PolicyName }))
+    await send('iam', new DeleteRoleCommand({ RoleName: names.role }))
+    summary.removed.push(`role ${names.role}`)
   }
-  const { PolicyNames } = await send('iam', new ListRolePoliciesCommand({ RoleName: names.role }))
-  for (const PolicyName of PolicyNames ?? [])
-    await send('iam', new DeleteRolePolicyCommand({ RoleName: names.role, PolicyName }))
-  await send('iam', new DeleteRoleCommand({ RoleName: names.role }))
-  summary.removed.push(`role ${names.role}`)
+  const arn = boundaryArn(account)
+  const boundary = await send('iam', new GetManagedPolicyCommand({ PolicyArn: arn }), {
+    missing: ['NoSuchEntityException'],
+  })
+  if (!boundary || tagMap(boundary.Policy?.Tags).app !== name) return
+  // A GitHub deployer of the other scenario makes the role again with it: it stays as long as one does.
+  const deployer = await send('iam', new GetRoleCommand({ RoleName: names.deployer }), {
+    missing: ['NoSuchEntityException'],
+  })
+  if (deployer) return void say(`  policy ${names.boundary} stays: role ${names.deployer} deploys with it`)
+  const { Versions = [] } = await send('iam', new ListPolicyVersionsCommand({ PolicyArn: arn }))
+  for (const v of Versions.filter((v) => !v.IsDefaultVersion))
+    await send('iam', new DeletePolicyVersionCommand({ PolicyArn: arn, VersionId: v.VersionId }))
+  await send('iam', new DeletePolicyCommand({ PolicyArn: arn }))
+  summary.removed.push(`policy ${names.boundary}`)
 }
 
 /** EFS's automatic backups (AWS Backup, daily) outlive the file system: each recovery point is kept for its

@@ -27,6 +27,7 @@ if (typeof moto === 'string' && process.env.CI === 'true') throw new Error(`CI=t
 const work = projectCopy()
 const ROLE = 'arn:aws:iam::123456789012:role/buddy-system-github-deployer'
 const PROVIDER = 'arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com'
+const BOUNDARY = 'arn:aws:iam::123456789012:policy/buddy-system-functions-boundary'
 const WORKFLOW = join(work, '.github/workflows/deploy.yml')
 
 describe('deploy from GitHub Actions', { skip: typeof moto === 'string' ? moto : false }, () => {
@@ -62,7 +63,7 @@ describe('deploy from GitHub Actions', { skip: typeof moto === 'string' ? moto :
     assert.equal(made.code, 0, made.output)
     assert.match(
       made.output,
-      /created: OIDC provider token\.actions\.githubusercontent\.com, role buddy-system-github-deployer, role policy deploy/,
+      /created: OIDC provider token\.actions\.githubusercontent\.com, policy buddy-system-functions-boundary, role buddy-system-github-deployer, role policy deploy/,
     )
     assert.match(made.output, /Commit \.github\/workflows\/deploy\.yml and push/)
     const provider = await iam.send(new GetOpenIDConnectProviderCommand({ OpenIDConnectProviderArn: PROVIDER }))
@@ -144,6 +145,10 @@ describe('deploy from GitHub Actions', { skip: typeof moto === 'string' ? moto :
     const other = await command(awsEnv(moto.endpoint), 'destroy', 'rds', '--yes')
     assert.equal(other.code, 0, other.output)
     assert.match(other.output, /role buddy-system-github-deployer deploys efs: it stays/)
+    assert.match(
+      other.output,
+      /policy buddy-system-functions-boundary stays: role buddy-system-github-deployer deploys with it/,
+    )
     await iam.send(new GetRoleCommand({ RoleName: 'buddy-system-github-deployer' }))
 
     // Another team's role trusts the provider: it stays.
@@ -169,7 +174,7 @@ describe('deploy from GitHub Actions', { skip: typeof moto === 'string' ? moto :
     assert.equal(all.code, 0, all.output)
     assert.match(
       all.output,
-      /removed: .*role buddy-system-github-deployer, OIDC provider token\.actions\.githubusercontent\.com/,
+      /removed: .*role buddy-system-github-deployer, OIDC provider token\.actions\.githubusercontent\.com, policy buddy-system-functions-boundary/,
     )
     await gone(iam.send(new GetOpenIDConnectProviderCommand({ OpenIDConnectProviderArn: PROVIDER })))
   })
@@ -261,6 +266,10 @@ describe('deploy from GitHub Actions', { skip: typeof moto === 'string' ? moto :
               : (await efs.send(new DescribeFileSystemsCommand({ FileSystemId: id }))).FileSystems?.[0]?.Tags
           return Object.fromEntries((list ?? []).map((t) => [t.Key!, t.Value!]))
         },
+        async boundaryOf(role: string) {
+          return (await iam.send(new GetRoleCommand({ RoleName: role }))).Role?.PermissionsBoundary
+            ?.PermissionsBoundaryArn
+        },
         async fileSystemOf(accessPointArn: string) {
           const { AccessPoints = [] } = await efs.send(new DescribeAccessPointsCommand({}))
           return AccessPoints.find((p) => p.AccessPointArn === accessPointArn)!.FileSystemId!
@@ -320,6 +329,21 @@ describe('deploy from GitHub Actions', { skip: typeof moto === 'string' ? moto :
           context: { 'aws:ResourceTag/app': 'their-app' },
         },
         { action: 'lambda:UpdateFunctionCode', resources: [arn('arn:aws:lambda:eu-west-1:{a}:function:buddy-system')] },
+        // The functions' role, without its boundary, or with another; the boundary itself.
+        { action: 'iam:CreateRole', resources: [arn('arn:aws:iam::{a}:role/buddy-system-lambda-execution-role')] },
+        { action: 'iam:PutRolePolicy', resources: [arn('arn:aws:iam::{a}:role/buddy-system-lambda-execution-role')] },
+        {
+          action: 'iam:PutRolePermissionsBoundary',
+          resources: [arn('arn:aws:iam::{a}:role/buddy-system-lambda-execution-role')],
+          context: { 'iam:PermissionsBoundary': arn('arn:aws:iam::{a}:policy/wide-open') },
+        },
+        {
+          action: 'iam:DeleteRolePermissionsBoundary',
+          resources: [arn('arn:aws:iam::{a}:role/buddy-system-lambda-execution-role')],
+          context: { 'iam:PermissionsBoundary': BOUNDARY },
+        },
+        { action: 'iam:CreatePolicyVersion', resources: [BOUNDARY] },
+        { action: 'iam:DeletePolicy', resources: [BOUNDARY] },
       ]
       for (const request of beyond)
         assert.equal(allows(policy, request), false, `${request.action} on ${request.resources}`)

@@ -37,6 +37,9 @@ import {
 } from '@aws-sdk/client-efs'
 import {
   CreateRoleCommand,
+  DeleteRolePermissionsBoundaryCommand,
+  GetPolicyCommand as GetManagedPolicyCommand,
+  GetPolicyVersionCommand,
   GetRoleCommand,
   AttachRolePolicyCommand,
   GetRolePolicyCommand,
@@ -304,7 +307,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     }
     assert.match(
       output,
-      /created: security group sg-\w+, role buddy-system-lambda-execution-role, file system fs-\w+, mount target in us-east-1a \(subnet-\w+\), mount target in us-east-1b \(subnet-\w+\)/,
+      /created: security group sg-\w+, policy buddy-system-functions-boundary, role buddy-system-lambda-execution-role, file system fs-\w+, mount target in us-east-1a \(subnet-\w+\), mount target in us-east-1b \(subnet-\w+\)/,
     )
     assert.match(output, /log group \/aws\/lambda\/buddy-system, function buddy-system, .*concurrency 10/)
     assert.match(
@@ -337,11 +340,30 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       'AmazonElasticFileSystemClientReadWriteAccess',
     ])
       await iam.send(new AttachRolePolicyCommand({ RoleName: role, PolicyArn: `arn:aws:iam::aws:policy/${policy}` }))
+    // A role from before permissions boundaries: it gets one.
+    await iam.send(new DeleteRolePermissionsBoundaryCommand({ RoleName: role }))
     const { code, output } = await deploy(moto.endpoint, 'efs', '--yes')
     assert.equal(code, 0, output)
     assert.match(
       output,
-      /updated: role buddy-system-lambda-execution-role: detached service-role\/AWSLambdaBasicExecutionRole, detached AWSXRayDaemonWriteAccess, detached AmazonElasticFileSystemClientReadWriteAccess/,
+      /updated: role buddy-system-lambda-execution-role: permissions boundary, detached service-role\/AWSLambdaBasicExecutionRole, detached AWSXRayDaemonWriteAccess, detached AmazonElasticFileSystemClientReadWriteAccess/,
+    )
+    const boundary = 'arn:aws:iam::123456789012:policy/buddy-system-functions-boundary'
+    const { Role } = await iam.send(new GetRoleCommand({ RoleName: role }))
+    assert.equal(Role?.PermissionsBoundary?.PermissionsBoundaryArn, boundary)
+    // The most the functions may do, whatever policy they get: their network interfaces, logs and data.
+    const { Policy } = await iam.send(new GetManagedPolicyCommand({ PolicyArn: boundary }))
+    const { PolicyVersion } = await iam.send(
+      new GetPolicyVersionCommand({ PolicyArn: boundary, VersionId: Policy!.DefaultVersionId }),
+    )
+    const document = JSON.parse(decodeURIComponent(PolicyVersion!.Document!))
+    assert.deepEqual(
+      document.Statement.map((s: { Sid: string; Action: string[] }) => [s.Sid, s.Action.length]),
+      [
+        ['NetworkInterfaces', 6],
+        ['Logs', 3],
+        ['Data', 3],
+      ],
     )
     const { AttachedPolicies = [] } = await iam.send(new ListAttachedRolePoliciesCommand({ RoleName: role }))
     assert.deepEqual(

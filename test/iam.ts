@@ -74,6 +74,8 @@ export interface Where {
   account: string
   /** The tags of a resource by its id (a security group, a file system), for aws:ResourceTag. */
   tagsOf(id: string): Promise<Record<string, string>>
+  /** The permissions boundary a role has (its ARN). */
+  boundaryOf(role: string): Promise<string | undefined>
   /** The file system of an access point, by the access point's ARN. */
   fileSystemOf(accessPointArn: string): Promise<string>
 }
@@ -127,12 +129,18 @@ export async function authorizationsOf(r: Seen, where: Where): Promise<Authoriza
       } else add(`ec2:${action}`, [arn('ec2', `security-group/${query.get('ResourceId.1')}`)])
     } else if (service === 'iam') {
       const role = query.get('RoleName')
-      const resource = role ? arn('iam', `role/${role}`, '') : '*'
-      add(
-        `iam:${action}`,
-        [resource],
-        action === 'AttachRolePolicy' ? { 'iam:PolicyARN': query.get('PolicyArn')! } : {},
-      )
+      const policy = query.get('PolicyArn') ?? undefined
+      const resource = role
+        ? arn('iam', `role/${role}`, '')
+        : (policy ?? (action === 'CreatePolicy' ? arn('iam', `policy/${query.get('PolicyName')}`, '') : '*'))
+      const context: Record<string, string | undefined> = {}
+      if (action === 'AttachRolePolicy') context['iam:PolicyARN'] = policy
+      // The boundary a role gets (CreateRole, PutRolePermissionsBoundary), or has (a change of its policies).
+      if (action === 'CreateRole' || action === 'PutRolePermissionsBoundary')
+        context['iam:PermissionsBoundary'] = query.get('PermissionsBoundary') ?? undefined
+      else if (role && /^(Put|Delete|Attach|Detach)Role/.test(action))
+        context['iam:PermissionsBoundary'] = await where.boundaryOf(role)
+      add(`iam:${action}`, [resource], context)
       if (action === 'CreateRole' && Object.keys(tags()).length) add('iam:TagRole', [resource])
     } else {
       const id = query.get('DBInstanceIdentifier')
