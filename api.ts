@@ -52,8 +52,13 @@ function corsOrigins(): string[] {
 
 // The handler
 
+/** True until the first request of this process (a Lambda container's cold start) has been answered. */
+let coldStart = true
+
 export async function handler(event: Event, context?: { awsRequestId?: string }): Promise<Result> {
   const started = performance.now()
+  const cold = coldStart
+  coldStart = false
   let req: Request | undefined
   let result: Result
   try {
@@ -63,16 +68,34 @@ export async function handler(event: Event, context?: { awsRequestId?: string })
     // An event that is not one (400), or a body too large (413); anything else is logged and a bare 500.
     result = toResult(failure(req ?? { method: '?', path: '?' }, error), {})
   }
-  // On Lambda, a line per request in the function's log (the local server writes its own): what, how it
-  // went, how long it took, and the request ID that Lambda's own lines for this invocation carry.
+  // On Lambda, one line per request in the function's log (the local server writes its own). With the JSON log
+  // format, the runtime puts this object under the line's `message`, beside its time, level and request ID, so that
+  // a filter pattern reads it: { $.message.status >= 500 }. Never a header, a query or a body: no token, no password.
+  // https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-advanced.html
   if (process.env.AWS_LAMBDA_FUNCTION_NAME) {
-    const id =
-      context?.awsRequestId ?? (event as { requestContext?: { requestId?: string } }).requestContext?.requestId ?? '-'
-    console.log(
-      `${req?.method ?? '?'} ${req?.path ?? '?'} ${result.statusCode} ${(performance.now() - started).toFixed(1)}ms ${id}`,
-    )
+    console.log({
+      method: req?.method ?? null,
+      route: req?.route ?? null,
+      status: result.statusCode,
+      ms: Math.round((performance.now() - started) * 10) / 10,
+      cold,
+      source: req?.sourceIp || null,
+    } satisfies RequestLine)
   }
   return result
+}
+
+/** What the API logs of each request (README, Logs). */
+export interface RequestLine {
+  method: string | null
+  /** The route's pattern (`/animals/{animal_id}`), null where none matched. */
+  route: string | null
+  status: number
+  ms: number
+  /** The first request of this container. */
+  cold: boolean
+  /** The client's address, as API Gateway or the function URL saw it. */
+  source: string | null
 }
 
 async function answer(req: Request): Promise<Result> {
@@ -100,6 +123,8 @@ interface Request {
   body: string
   /** The client's address as API Gateway or the function URL saw it (the socket's, locally): never a header. */
   sourceIp: string
+  /** The pattern of the route that matched, once one has: for the log. */
+  route?: string
 }
 
 type Event = APIGatewayProxyEvent | APIGatewayProxyEventV2
@@ -268,6 +293,7 @@ function match(req: Request): { entry: CompiledRoute; values: string[] } {
 async function dispatch(req: Request): Promise<Response> {
   const { entry, values } = match(req)
   const { route } = entry
+  req.route = route.path
   let conn: Promise<store.Database> | undefined
   const db = () => (conn ??= store.database())
   const user = route.access === 'anyone' ? undefined : await authenticate(req, db)
@@ -728,7 +754,7 @@ async function refuseWhileWaiting(db: store.Database, sourceIp: string, username
 async function countFailedLogin(db: store.Database, sourceIp: string, username: string): Promise<void> {
   await store.recordLoginFailure(db, username)
   await store.recordAddressEvent(db, sourceIp, 'failed_login')
-  console.warn(`failed login for ${JSON.stringify(username.slice(0, 100))} from ${sourceIp || 'an unknown address'}`)
+  console.warn({ what: 'failed login', username: username.slice(0, 100), source: sourceIp || null })
 }
 
 // A token answer is never cached (RFC 6749 §5.1).
@@ -803,22 +829,25 @@ const invalidToken = (description: string) =>
 
 /** The answer to what a route threw: ours (HttpError), the database's state (503), a request PostgreSQL refused
  * (409, 422), else a bare 500 whose cause goes to the log only. */
-function failure(req: Pick<Request, 'method' | 'path'>, error: unknown): Response {
+function failure(req: Pick<Request, 'method' | 'path' | 'route'>, error: unknown): Response {
   if (error instanceof HttpError)
     return { status: error.status, body: { detail: error.detail }, headers: error.headers }
-  // A 503 tells the caller to come back, never why: the cause (and what to do about it) goes to the log.
+  // The cause goes to the log, as one object (the runtime writes an Error in it as errorType, errorMessage and
+  // stackTrace); the caller learns only to come back (503) or that it failed (500).
+  const log = (what: string, cause: unknown) =>
+    console.error({ method: req.method, route: req.route ?? null, what, cause })
   if (error instanceof store.SchemaError) {
     // The schema is deploy.ts's work (its seeder applies the migrations), never a cold start's.
-    console.error(`${req.method} ${req.path}: ${error.message}`)
+    log("the database schema is not this release's", error.message)
     return { status: 503, body: { detail: 'Service Unavailable' }, headers: { 'retry-after': '60' } }
   }
   if (store.isUnavailable(error)) {
-    console.error(`${req.method} ${req.path}: the database is unavailable:`, (error as Error).message)
+    log('the database is unavailable', (error as Error).message)
     return { status: 503, body: { detail: 'Service Unavailable' }, headers: { 'retry-after': '5' } }
   }
   const fault = store.requestFault(error)
   if (fault) return { status: fault.status, body: { detail: fault.detail } }
-  console.error(`${req.method} ${req.path} failed:`, error)
+  log('failed', error)
   return { status: 500, body: { detail: 'Internal Server Error' } }
 }
 

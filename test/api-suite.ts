@@ -784,27 +784,107 @@ export function apiSuite(fixture: Fixture) {
       const reply = await getAs(token, '/users/1/fosters')
       assert.deepEqual([reply.status, reply.body], [500, { detail: 'Internal Server Error' }])
       assert.equal(logged.mock.callCount(), 1)
-      assert.match(String(logged.mock.calls[0].arguments[1]), /fosters/)
+      const [line] = logged.mock.calls[0].arguments as [any]
+      assert.deepEqual([line.method, line.route, line.what], ['GET', '/users/{user_id}/fosters', 'failed'])
+      assert.match(line.cause.message, /fosters/)
     })
 
-    it('logs a line per request on Lambda: method, path, status, time and request ID', async (t) => {
+    it('logs one object per request on Lambda: method, route pattern, status, time, cold start, source address', async (t) => {
       const lines = t.mock.method(console, 'log', () => {})
       await handler(httpApiEvent({ path: '/animals/2' }), { awsRequestId: 'c0ffee-1' })
       assert.equal(lines.mock.callCount(), 0, 'not outside Lambda: the local server logs its own')
       process.env.AWS_LAMBDA_FUNCTION_NAME = 'buddy-system'
       t.mock.method(console, 'error', () => {})
       try {
-        await handler(httpApiEvent({ path: '/animals/2' }), { awsRequestId: 'c0ffee-1' })
-        await handler(httpApiEvent({ path: '/animals/999999' }), { awsRequestId: 'c0ffee-2' })
+        await handler(httpApiEvent({ path: '/animals/2' }))
+        await handler(restApiEvent({ path: '/animals/999999' }))
+        await handler(httpApiEvent({ method: 'PATCH', path: '/nowhere' }))
         await handler({ hello: 'world' } as unknown as APIGatewayProxyEvent)
       } finally {
         delete process.env.AWS_LAMBDA_FUNCTION_NAME
       }
-      const logged = lines.mock.calls.map((c) => String(c.arguments[0]))
-      assert.equal(logged.length, 3)
-      assert.match(logged[0], /^GET \/animals\/2 200 \d+\.\dms c0ffee-1$/)
-      assert.match(logged[1], /^GET \/animals\/999999 404 \d+\.\dms c0ffee-2$/)
-      assert.match(logged[2], /^\? \? 400 \d+\.\dms -$/)
+      const logged = lines.mock.calls.map((c) => c.arguments)
+      assert.ok(
+        logged.every((args) => args.length === 1 && typeof args[0].ms === 'number' && args[0].cold === false),
+        'one object each, its time a number (this module served requests before)',
+      )
+      const fields = logged.map(([{ ms, cold, ...rest }]) => rest)
+      assert.deepEqual(fields, [
+        { method: 'GET', route: '/animals/{animal_id}', status: 200, source: '192.0.2.1' },
+        { method: 'GET', route: '/animals/{animal_id}', status: 404, source: null }, // a REST event without identity
+        { method: 'PATCH', route: null, status: 404, source: '192.0.2.1' },
+        { method: null, route: null, status: 400, source: null },
+      ])
+    })
+
+    it('never logs a token, a password or a body, on any route, failed logins included', async (t) => {
+      const logged: string[] = []
+      // As the Lambda runtime writes one argument under the JSON log format (aws-lambda-nodejs-runtime-interface-client,
+      // LogPatch.js): the object as `message`, an Error in it as errorType, errorMessage and stackTrace.
+      const runtime = (level: string) => (message: unknown) =>
+        logged.push(
+          JSON.stringify({ timestamp: new Date().toISOString(), level, requestId: 'id', message }, (_, value) =>
+            value instanceof Error
+              ? { errorType: value.name, errorMessage: value.message, stackTrace: value.stack?.split('\n'), ...value }
+              : value,
+          ),
+        )
+      for (const [method, level] of [
+        ['log', 'INFO'],
+        ['warn', 'WARN'],
+        ['error', 'ERROR'],
+      ] as const)
+        t.mock.method(console, method, runtime(level))
+      const tokens: string[] = []
+      const loginAndKeep = async (username: string, password: string) => {
+        const token = await login(username, password)
+        tokens.push(token)
+        return token
+      }
+      const openApi = (await get('/openapi.json')).body // the routes' patterns
+      process.env.AWS_LAMBDA_FUNCTION_NAME = 'buddy-system'
+      let sent = 0
+      const counted = (c: Call) => (sent++, call(c))
+      try {
+        const lines = await accessMatrix(counted, async (u, p) => (sent++, loginAndKeep(u, p)))
+        assert.deepEqual(
+          lines.filter((line) => line.includes('should be')),
+          [],
+        )
+        for (const password of ['hunter2-wrong', 'kestrel harbour']) {
+          const form = `username=olive-access&password=${encodeURIComponent(password)}`
+          await counted({
+            method: 'POST',
+            path: '/auth/token',
+            body: form,
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          })
+        }
+      } finally {
+        delete process.env.AWS_LAMBDA_FUNCTION_NAME
+      }
+      const requests = logged.map((line) => JSON.parse(line)).filter((line) => 'status' in line.message)
+      assert.equal(requests.length, sent, 'one line per request')
+      const routes = new Set(Object.keys(openApi.paths))
+      for (const { message } of requests) {
+        assert.deepEqual(Object.keys(message), ['method', 'route', 'status', 'ms', 'cold', 'source'])
+        assert.ok(routes.has(message.route), message.route)
+      }
+      assert.ok(
+        logged.some((line) => /"what":"failed login","username":"olive-access","source":"192.0.2.1"/.test(line)),
+        'a failed login says who was tried and from where',
+      )
+      const secrets = [
+        'kestrel harbour',
+        'osprey lighthouse',
+        'hunter2-wrong',
+        '"password"',
+        '@example.com',
+        'rex',
+        ...tokens,
+      ]
+      for (const line of logged) for (const secret of secrets) assert.ok(!line.includes(secret), `${secret} in ${line}`)
+      assert.ok(tokens.length >= 4 && logged.length > sent)
     })
   })
 
@@ -1336,10 +1416,13 @@ export function apiSuite(fixture: Fixture) {
       assert.equal((await loginFrom(ips[0], 'reggie', 'password')).status, 200, 'the right password after the wait')
       assert.equal((await loginFrom(ips[0], 'reggie', 'wrong')).status, 401)
       assert.equal((await loginFrom(ips[0], 'reggie', 'password')).status, 200, 'and the count started again')
-      const lines = warned.mock.calls.map((c) => String(c.arguments[0]))
-      assert.ok(lines.includes('failed login for "reggie" from 198.51.100.2'), lines.join('\n'))
+      const lines = warned.mock.calls.map((c) => JSON.stringify(c.arguments))
       assert.ok(
-        lines.every((line) => !/wrong|password/.test(line.replace('failed login', ''))),
+        lines.includes('[{"what":"failed login","username":"reggie","source":"198.51.100.2"}]'),
+        lines.join('\n'),
+      )
+      assert.ok(
+        lines.every((line) => !/wrong|password/.test(line)),
         'never the password',
       )
     })
@@ -1947,7 +2030,7 @@ export function apiSuite(fixture: Fixture) {
           'what is wrong, and what to do, goes to the log only',
         )
         assert.match(
-          String(logged.mock.calls.at(-1)!.arguments[0]),
+          (logged.mock.calls.at(-1)!.arguments[0] as any).cause,
           /The database has no schema yet: deploy again \(tsx deploy\.ts efs\|rds\), or run `tsx seed\.ts`/,
         )
       }
@@ -1970,7 +2053,7 @@ export function apiSuite(fixture: Fixture) {
       const behind = await get('/animals')
       assert.deepEqual([behind.status, behind.body], [503, { detail: 'Service Unavailable' }])
       assert.match(
-        String(logged.mock.calls.at(-1)!.arguments[0]),
+        (logged.mock.calls.at(-1)!.arguments[0] as any).cause,
         new RegExp(
           `The database schema is at version ${SCHEMA_VERSION - 1} and this release needs ${SCHEMA_VERSION}: deploy again`,
         ),

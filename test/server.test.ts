@@ -1,12 +1,12 @@
 // `tsx api.ts`: the local server, driven over real HTTP on 127.0.0.1.
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { connect, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { run } from './cli.ts'
+import { root, run } from './cli.ts'
 import { accessMatrix, type Send } from './access.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'buddy-server-'))
@@ -77,6 +77,29 @@ describe('the local server', () => {
     } finally {
       server.close()
     }
+  })
+
+  it("says cold: true in the request line of a Lambda container's first request, and only there", async () => {
+    const script = join(dir, 'cold.mts')
+    writeFileSync(
+      script,
+      `import { handler } from ${JSON.stringify(join(root, 'api.ts'))}
+      const lines: unknown[] = []
+      console.log = (line: unknown) => lines.push(line)
+      const http = { method: 'GET', path: '/greet', sourceIp: '198.51.100.7' }
+      const event = { version: '2.0', rawPath: '/greet', rawQueryString: '', headers: {}, requestContext: { http } }
+      await handler(event as any)
+      await handler(event as any)
+      process.stdout.write(JSON.stringify(lines))`,
+    )
+    const jwt = '0123456789abcdef'.repeat(4)
+    const child = run(script, { ...env('cold.db'), AWS_LAMBDA_FUNCTION_NAME: 'buddy-system', JWT_KEY: jwt })
+    assert.equal(await child.exited, 0, child.output())
+    const lines = JSON.parse(child.stdout())
+    assert.deepEqual(
+      lines.map(({ ms, ...line }: { ms: number }) => (assert.equal(typeof ms, 'number'), line)),
+      [true, false].map((cold) => ({ method: 'GET', route: '/greet', status: 200, cold, source: '198.51.100.7' })),
+    )
   })
 
   it('drops a request whose client leaves in the middle of its body, and goes on serving', async () => {
@@ -289,7 +312,7 @@ describe('the local server', () => {
           assert.equal(held.status, 429, 'the right password, during the wait, on either server')
           assert.ok(Number(held.headers.get('retry-after')) > 0)
         }
-        await first.waitFor(/failed login for "reggie" from 127\.0\.0\.1/)
+        await first.waitFor(/what: 'failed login', username: 'reggie', source: '127\.0\.0\.1'/)
       } finally {
         await stop(first)
         await stop(second)
