@@ -42,7 +42,10 @@ import {
   UpdateAliasCommand,
   UpdateFunctionCodeCommand,
   UpdateFunctionConfigurationCommand,
+  type ApplicationLogLevel,
   type FunctionConfiguration,
+  type LoggingConfig,
+  type SystemLogLevel,
 } from '@aws-sdk/client-lambda'
 import {
   AttachRolePolicyCommand,
@@ -174,8 +177,22 @@ const onGitHub = process.env.GITHUB_ACTIONS === 'true'
 
 const args = minimist(argv, {
   string: `region name arch memory timeout subnets security-group concurrency log-retention cors-origins wait-minutes
-    keep since to instance-class backup-days to-time from-snapshot from-instance out branch`.split(/\s+/),
-  boolean: ['dry-run', 'yes', 'help', 'seeder', 'follow', 'from-efs', 'revoke', 'delete-data', 'latest', 'force'],
+    keep since to instance-class backup-days to-time from-snapshot from-instance out branch log-level filter alerts`.split(
+    /\s+/,
+  ),
+  boolean: [
+    'dry-run',
+    'yes',
+    'help',
+    'seeder',
+    'follow',
+    'from-efs',
+    'revoke',
+    'delete-data',
+    'latest',
+    'force',
+    'json',
+  ],
   alias: { h: 'help', y: 'yes' },
   unknown: (arg) => (arg.startsWith('-') ? fail(`unknown option ${arg}\n\n${USAGE}`) : true),
 })
@@ -199,6 +216,8 @@ const corsOrigins = args['cors-origins'] === undefined ? undefined : parseOrigin
 const waitMinutes = Number(args['wait-minutes'] ?? 45)
 const backupDays = args['backup-days'] === undefined ? undefined : Number(args['backup-days'])
 const keepVersions = Number(args.keep ?? 5)
+const LOG_LEVELS = ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL']
+const logLevel = args['log-level'] === undefined ? undefined : String(args['log-level']).toUpperCase()
 const rollbackTo = args.to === undefined ? undefined : Number(args.to)
 const since = parseSince(String(args.since ?? '15m'))
 const packageOnly = action === 'package' && args._.length === 1
@@ -1184,7 +1203,8 @@ async function ensureFunction(spec: FunctionSpec): Promise<boolean> {
   })
   if (found) ensureOurs(`function ${spec.name}`, found.Tags)
   // Made before the function, so that its first line is kept no longer than the retention.
-  await ensureLogGroup(found?.Configuration?.LoggingConfig?.LogGroup ?? `/aws/lambda/${spec.name}`)
+  const logGroup = found?.Configuration?.LoggingConfig?.LogGroup ?? `/aws/lambda/${spec.name}`
+  await ensureLogGroup(logGroup)
   // A function whose creation failed serves nothing and takes no update: "you must delete and recreate the function".
   // https://docs.aws.amazon.com/lambda/latest/dg/functions-states.html
   const failed = found?.Configuration?.State === 'Failed'
@@ -1210,6 +1230,7 @@ async function ensureFunction(spec: FunctionSpec): Promise<boolean> {
     Environment: { Variables: spec.environment },
     VpcConfig: { SubnetIds: spec.network.subnetIds, SecurityGroupIds: [spec.network.securityGroupId] },
     FileSystemConfigs: spec.fileSystem ? [{ Arn: spec.fileSystem.accessPointArn, LocalMountPath: '/mnt/efs' }] : [],
+    LoggingConfig: logging(logGroup, found?.Configuration?.LoggingConfig?.ApplicationLogLevel),
   }
   const inSubnets = (SubnetIds: string[]) => ({ ...desired, VpcConfig: { ...desired.VpcConfig, SubnetIds } })
   let changed = true
@@ -1248,6 +1269,16 @@ async function ensureFunction(spec: FunctionSpec): Promise<boolean> {
     await send('lambda', new TagResourceCommand({ Resource: arn!, Tags: { [ZONES_TAG]: refused } }))
   }
   return changed
+}
+
+/** Lambda's JSON log format: each line an object with its time, level and request ID, and what the code logged
+ * under `message`; below the level, console.debug and the like are dropped by the runtime. --log-level, else the
+ * level the function has, else INFO; Lambda's own lines (START, REPORT...) follow it, at INFO at most.
+ * https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-advanced.html */
+function logging(LogGroup: string, current?: string) {
+  const level = (logLevel ?? current ?? 'INFO') as ApplicationLogLevel
+  const system = level === 'TRACE' || level === 'DEBUG' ? 'DEBUG' : level === 'INFO' ? 'INFO' : 'WARN'
+  return { LogFormat: 'JSON' as const, ApplicationLogLevel: level, SystemLogLevel: system as SystemLogLevel, LogGroup }
 }
 
 /** The zones Lambda refused, on each function (a rerun leaves them out without asking Lambda again). */
@@ -1300,6 +1331,9 @@ function configChanges(current: FunctionConfiguration, desired: Record<string, a
     !same(sorted(current.VpcConfig?.SecurityGroupIds), sorted(desired.VpcConfig.SecurityGroupIds))
   )
     changes.push('VpcConfig')
+  const logs = ({ LogFormat, ApplicationLogLevel, SystemLogLevel, LogGroup }: LoggingConfig = {}) =>
+    [LogFormat, ApplicationLogLevel, SystemLogLevel, LogGroup].join(' ')
+  if (logs(current.LoggingConfig) !== logs(desired.LoggingConfig)) changes.push('LoggingConfig')
   const mounts = (current.FileSystemConfigs ?? []).map((f) => `${f.Arn}@${f.LocalMountPath}`)
   if (
     !same(
@@ -3625,6 +3659,8 @@ function checkOptions() {
     !/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/.test(String(args['to-time']))
   )
     fail(`--to-time ${args['to-time']}: a time with its zone, such as 2026-12-01T10:00:00Z`)
+  if (logLevel !== undefined && !LOG_LEVELS.includes(logLevel))
+    fail(`--log-level ${args['log-level']}: one of ${LOG_LEVELS.join(', ')}`)
   if (rollbackTo !== undefined && !(Number.isInteger(rollbackTo) && rollbackTo >= 1))
     fail(`--to ${args.to}: a version number, 1 or more`)
 }

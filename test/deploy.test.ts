@@ -2111,6 +2111,57 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     }
   })
 
+  it("logs in Lambda's JSON format at --log-level, on a new deployment and an older one, and keeps the level on a rerun", async () => {
+    await seeding(5)
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    const json = (fn: string, level = 'INFO', system = level) => ({
+      LogFormat: 'JSON',
+      ApplicationLogLevel: level,
+      SystemLogLevel: system,
+      LogGroup: `/aws/lambda/${fn}`,
+    })
+    assert.deepEqual(
+      createdFunctions().map((f) => f.LoggingConfig),
+      [json('buddy-system'), json('buddy-system-db-seeder')],
+    )
+    // An older deployment: Lambda's text format, as every function had before.
+    for (const name of ['buddy-system', 'buddy-system-db-seeder'])
+      await lambda.send(
+        new UpdateFunctionConfigurationCommand({ FunctionName: name, LoggingConfig: { LogFormat: 'Text' } }),
+      )
+    let before = moto.requests().length
+    const older = await deploy(moto.endpoint, 'efs', '--yes')
+    assert.equal(older.code, 0, older.output)
+    const updates = () =>
+      moto
+        .requests()
+        .slice(before)
+        .filter((r) => r.method === 'PUT' && /\/configuration$/.test(r.path))
+        .map((r) => [decodeURIComponent(r.path.split('/')[3]), JSON.parse(r.body).LoggingConfig])
+    assert.deepEqual(updates(), [
+      ['buddy-system', json('buddy-system')],
+      ['buddy-system-db-seeder', json('buddy-system-db-seeder')],
+    ])
+    assert.match(older.output, /updated: .*function buddy-system \(LoggingConfig\)/)
+    before = moto.requests().length
+    const debug = await deploy(moto.endpoint, 'efs', '--yes', '--log-level', 'debug')
+    assert.equal(debug.code, 0, debug.output)
+    assert.deepEqual(updates(), [
+      ['buddy-system', json('buddy-system', 'DEBUG')],
+      ['buddy-system-db-seeder', json('buddy-system-db-seeder', 'DEBUG')],
+    ])
+    before = moto.requests().length
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    assert.deepEqual(changes(moto.requests().slice(before)), [], 'the level kept: nothing to change')
+    assert.equal((await fn('buddy-system')).Configuration?.LoggingConfig?.ApplicationLogLevel, 'DEBUG')
+    before = moto.requests().length
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes', '--log-level', 'ERROR')).code, 0)
+    assert.deepEqual(updates()[0], ['buddy-system', json('buddy-system', 'ERROR', 'WARN')])
+    const bad = await deploy(moto.endpoint, 'efs', '--yes', '--log-level', 'loud')
+    assert.equal(bad.code, 1)
+    assert.match(bad.output, /--log-level loud: one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL/)
+  })
+
   it('staff: a first deploy says there is no staff; the seeder makes a registered user staff, takes it back, and names an unknown user', async () => {
     await moto.answerInvocations([seederAnswer()])
     const first = await deploy(moto.endpoint, 'efs', '--yes')

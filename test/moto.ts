@@ -322,25 +322,27 @@ function isErrorDocument(payload: Buffer): boolean {
   return typeof answer?.errorType === 'string' && typeof answer?.errorMessage === 'string'
 }
 
-/** What moto 5.2.1 leaves out of Lambda: a function's FileSystemConfigs, which CreateFunction and
+/** What moto 5.2.1 leaves out of Lambda: a function's FileSystemConfigs and LoggingConfig, which CreateFunction and
  * UpdateFunctionConfiguration take and GetFunction, GetFunctionConfiguration, PublishVersion and
  * ListVersionsByFunction never give back. Kept here per function and version, and put into those answers, so that a
- * rerun meets what AWS would show it (https://docs.aws.amazon.com/lambda/latest/api/API_FunctionConfiguration.html). */
+ * rerun meets what AWS would show it (https://docs.aws.amazon.com/lambda/latest/api/API_FunctionConfiguration.html):
+ * LoggingConfig as AWS fills it, with the function's own log group unless one was named. */
 function mounts() {
-  type Mounts = { Arn: string; LocalMountPath: string }[]
-  const latest = new Map<string, Mounts>()
-  const published = new Map<string, Mounts>()
-  const fill = (config: { Version?: string; FileSystemConfigs?: Mounts }, fn: string) => {
+  type Kept = { FileSystemConfigs?: { Arn: string; LocalMountPath: string }[]; LoggingConfig?: object }
+  const latest = new Map<string, Kept>()
+  const published = new Map<string, Kept>()
+  const fill = (config: Kept & { Version?: string }, fn: string) => {
     const kept =
       config.Version && config.Version !== '$LATEST' ? published.get(`${fn}:${config.Version}`) : latest.get(fn)
-    if (kept?.length) config.FileSystemConfigs = kept
+    if (kept?.FileSystemConfigs?.length) config.FileSystemConfigs = kept.FileSystemConfigs
+    if (kept?.LoggingConfig) config.LoggingConfig = kept.LoggingConfig
   }
   return {
     forget() {
       latest.clear()
       published.clear()
     },
-    /** Notes the mounts a request sets, and puts the kept ones into its answer. */
+    /** Notes the mounts and logging a request sets, and puts the kept ones into its answer. */
     exchange(method: string, url: URL, body: Buffer, payload: Buffer): Buffer {
       const path = /^\/2015-03-31\/functions(?:\/([^/]+))?(\/configuration|\/versions)?$/.exec(url.pathname)
       if (!path) return payload
@@ -349,12 +351,15 @@ function mounts() {
       const fn = decodeURIComponent(named ?? sent.FunctionName ?? '')
       if (method === 'DELETE' && !url.searchParams.get('Qualifier')) latest.delete(fn)
       if ((method === 'POST' && !named) || (method === 'PUT' && part === '/configuration')) {
-        if (sent.FileSystemConfigs) latest.set(fn, sent.FileSystemConfigs)
+        const kept = { ...latest.get(fn) }
+        if (sent.FileSystemConfigs) kept.FileSystemConfigs = sent.FileSystemConfigs
+        if (sent.LoggingConfig) kept.LoggingConfig = { LogGroup: `/aws/lambda/${fn}`, ...sent.LoggingConfig }
+        latest.set(fn, kept)
       }
       if (method === 'DELETE' || !payload.length) return payload
       const answer = JSON.parse(payload.toString('utf8'))
       if (method === 'POST' && part === '/versions') {
-        published.set(`${fn}:${answer.Version}`, latest.get(fn) ?? [])
+        published.set(`${fn}:${answer.Version}`, latest.get(fn) ?? {})
         fill(answer, fn)
       } else if (method === 'GET' && part === '/versions')
         for (const version of answer.Versions ?? []) fill(version, fn)
