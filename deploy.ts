@@ -148,8 +148,10 @@ const USAGE = `usage:
   tsx deploy.ts rds --from-efs [the options above]
                                     move an efs deployment to RDS, with its data, its function and its URL
   tsx deploy.ts status efs|rds      what is deployed, and whether the API answers
-  tsx deploy.ts logs efs|rds [--seeder] [--since 15m|1h|2d|2026-12-01T10:00:00Z] [--follow]
-                                    the API function's (or the seeder's) log
+  tsx deploy.ts logs efs|rds [--seeder] [--since 15m|1h|2d|2026-12-01T10:00:00Z] [--follow] [--json]
+                [--filter '{ $.message.status >= 500 }']
+                                    the API function's (or the seeder's) log, readably (--json: as
+                                    written); --filter: a CloudWatch Logs filter pattern
   tsx deploy.ts rollback efs|rds [--to N]
                                     point the URL at the release before the live one (or at N)
   tsx deploy.ts staff efs|rds USERNAME [--revoke]
@@ -1971,7 +1973,8 @@ async function status() {
   } else say(chalk.green(`All there.${url ? ` The API is at ${url}` : ''}`))
 }
 
-// Logs: the function's log events since --since, in order; --follow polls for more until Ctrl-C.
+// Logs: the function's log events since --since, in order, readably (--json: as they are; --filter: a CloudWatch Logs
+// filter pattern); --follow polls for more until Ctrl-C.
 
 async function showLogs() {
   const fn = args.seeder ? names.seeder : names.api
@@ -1981,9 +1984,10 @@ async function showLogs() {
   if (!found) throw new StepError(`function ${fn} does not exist: deploy first (tsx deploy.ts ${scenario})`)
   // The group the function's logging configuration names: /aws/lambda/<name> unless someone chose another.
   const logGroupName: string = found.Configuration?.LoggingConfig?.LogGroup ?? `/aws/lambda/${fn}`
+  const filter = args.filter === undefined ? undefined : String(args.filter)
   say(
     chalk.dim(
-      `${logGroupName}, since ${new Date(since).toISOString()}${args.follow ? ', following (Ctrl-C stops)' : ''}`,
+      `${logGroupName}, since ${new Date(since).toISOString()}${filter ? `, matching ${filter}` : ''}${args.follow ? ', following (Ctrl-C stops)' : ''}`,
     ),
   )
   // Each poll reads again the last LATE_MS before the newest event printed: a second container's lines can arrive
@@ -1999,7 +2003,7 @@ async function showLogs() {
   for (let pause = 2000; ;) {
     let events: FilteredLogEvent[] = []
     try {
-      events = await allEvents(logGroupName, from)
+      events = await allEvents(logGroupName, from, filter)
       pause = 2000
     } catch (error) {
       if (!args.follow || !/Throttling|TooManyRequests|Rate exceeded/.test((error as Error).message)) throw error
@@ -2009,7 +2013,7 @@ async function showLogs() {
       if (seen.has(event.eventId!)) continue
       seen.set(event.eventId!, event.timestamp!)
       newest = Math.max(newest, event.timestamp!)
-      echo(`${chalk.dim(new Date(event.timestamp!).toISOString())} ${event.message!.trimEnd()}`)
+      echo(args.json ? event.message!.trimEnd() : readable(event.timestamp!, event.message!))
     }
     from = Math.max(since, newest - LATE_MS)
     for (const [id, timestamp] of seen) if (timestamp < from) seen.delete(id)
@@ -2019,11 +2023,55 @@ async function showLogs() {
   }
 }
 
-async function allEvents(logGroupName: string, startTime: number): Promise<FilteredLogEvent[]> {
+/** A log event as a line to read: its time, level and what it says. The JSON log format's lines are objects: the
+ * code's ({timestamp, level, requestId, message}, where message is what was logged) and Lambda's own ({time, type,
+ * record}); a line in the text format is printed as it is.
+ * https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-advanced.html */
+function readable(timestamp: number, text: string): string {
+  const time = chalk.dim(new Date(timestamp).toISOString())
+  let line: any
+  try {
+    line = JSON.parse(text)
+  } catch {}
+  if (typeof line !== 'object' || line === null) return `${time} ${text.trimEnd()}`
+  if (typeof line.type === 'string' && line.record) return `${time} ${chalk.dim(platformLine(line.type, line.record))}`
+  const level = String(line.level ?? '').padEnd(5)
+  const colour = /ERROR|FATAL/.test(level) ? chalk.red : level.startsWith('WARN') ? chalk.yellow : (s: string) => s
+  const id = line.requestId ? chalk.dim(` ${String(line.requestId).slice(0, 8)}`) : ''
+  const error = line.errorType ? ` ${line.errorType}: ${line.errorMessage}` : ''
+  return `${time} ${colour(level)}${id} ${said(line.message)}${error}`
+}
+
+/** What the code logged: a request line as it reads, another object as its fields, anything else as it is. */
+function said(message: unknown): string {
+  if (typeof message !== 'object' || message === null) return String(message ?? '')
+  const m = message as Record<string, any>
+  if ('status' in m && 'route' in m)
+    return `${m.method ?? '?'} ${m.route ?? '(no route)'} → ${m.status} in ${m.ms} ms${m.cold ? ' (cold start)' : ''} from ${m.source ?? '?'}`
+  return Object.entries(m)
+    .map(([key, value]) => {
+      const error = typeof value === 'object' && value?.errorMessage
+      return `${key}=${error ? `${value.errorType}: ${value.errorMessage}` : typeof value === 'string' ? value : JSON.stringify(value)}`
+    })
+    .join(' ')
+}
+
+/** Lambda's own lines: START, REPORT (with the cold start's init duration) and the rest by their type. */
+function platformLine(type: string, record: any): string {
+  const m = record.metrics ?? {}
+  if (type === 'platform.start') return `START version ${record.version ?? '?'}`
+  if (type === 'platform.report') {
+    const init = m.initDurationMs === undefined ? '' : `, init ${m.initDurationMs} ms (cold start)`
+    return `REPORT ${m.durationMs} ms, billed ${m.billedDurationMs} ms, ${m.maxMemoryUsedMB} of ${m.memorySizeMB} MB${init}${record.status && record.status !== 'success' ? `, ${record.status}` : ''}`
+  }
+  return `${type.replace(/^platform\./, '')} ${JSON.stringify(record)}`
+}
+
+async function allEvents(logGroupName: string, startTime: number, filterPattern?: string): Promise<FilteredLogEvent[]> {
   const events: FilteredLogEvent[] = []
   let nextToken: string | undefined
   do {
-    const page = await send('logs', new FilterLogEventsCommand({ logGroupName, startTime, nextToken }), {
+    const page = await send('logs', new FilterLogEventsCommand({ logGroupName, startTime, filterPattern, nextToken }), {
       missing: ['ResourceNotFoundException'],
     })
     events.push(...(page?.events ?? []))
@@ -3650,6 +3698,8 @@ function checkOptions() {
   const moments = ['to-time', 'latest', 'from-snapshot'].filter((o) => args[o] !== undefined && args[o] !== false)
   if (action === 'restore' && scenario === 'rds' && moments.length !== 1)
     fail('restore rds takes one of --to-time 2026-12-01T10:00:00Z, --latest or --from-snapshot NAME')
+  if ((args.filter !== undefined || args.json) && action !== 'logs')
+    fail('--filter and --json go with `tsx deploy.ts logs efs|rds`')
   if (args.out !== undefined && action !== 'export') fail('--out goes with `tsx deploy.ts export efs|rds`')
   if (action !== 'restore' && (moments.length || args['from-instance']))
     fail(`--${moments[0] ?? 'from-instance'} goes with \`tsx deploy.ts restore rds\``)

@@ -2349,6 +2349,105 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     },
   )
 
+  it("logs: the JSON log format's lines readably, --json as written, --filter as CloudWatch Logs' pattern", async () => {
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
+    const at = Date.now() - 5 * 60_000
+    const time = (ms: number) => new Date(at + ms).toISOString()
+    const id = 'c0ffee12-3456-4789-8abc-def012345678'
+    // As the Node.js runtime and Lambda write them with LogFormat JSON (LogPatch.js; the Telemetry API's records).
+    const lines = [
+      { time: time(0), type: 'platform.start', record: { requestId: id, version: '7' } },
+      {
+        timestamp: time(1),
+        level: 'INFO',
+        requestId: id,
+        message: {
+          method: 'GET',
+          route: '/animals/{animal_id}',
+          status: 200,
+          ms: 41.7,
+          cold: true,
+          source: '203.0.113.9',
+        },
+      },
+      {
+        timestamp: time(2),
+        level: 'WARN',
+        requestId: id,
+        message: { what: 'failed login', username: 'reggie', source: '203.0.113.9' },
+      },
+      {
+        timestamp: time(3),
+        level: 'ERROR',
+        requestId: id,
+        message: {
+          method: 'GET',
+          route: '/animals',
+          what: 'the database is unavailable',
+          cause: { errorType: 'Error', errorMessage: 'connect ETIMEDOUT', stackTrace: ['Error: connect ETIMEDOUT'] },
+        },
+      },
+      {
+        time: time(4),
+        type: 'platform.report',
+        record: {
+          requestId: id,
+          metrics: {
+            durationMs: 45.2,
+            billedDurationMs: 46,
+            memorySizeMB: 1024,
+            maxMemoryUsedMB: 88,
+            initDurationMs: 182.5,
+          },
+          status: 'success',
+        },
+      },
+      { timestamp: time(5), level: 'INFO', requestId: id, message: 'a line of plain text' },
+    ].map((line) => JSON.stringify(line))
+    await logs.send(new CreateLogStreamCommand({ logGroupName: '/aws/lambda/buddy-system', logStreamName: 's' }))
+    await logs.send(
+      new PutLogEventsCommand({
+        logGroupName: '/aws/lambda/buddy-system',
+        logStreamName: 's',
+        logEvents: lines.map((message, i) => ({ timestamp: at + i, message })),
+      }),
+    )
+    const readable = await deploy(moto.endpoint, 'logs', 'efs', '--since', '1h')
+    assert.equal(readable.code, 0, readable.output)
+    assert.deepEqual(
+      readable.output.split('\n').filter((l) => l.startsWith(time(0).slice(0, 10))),
+      [
+        `${time(0)} START version 7`,
+        `${time(1)} INFO  c0ffee12 GET /animals/{animal_id} → 200 in 41.7 ms (cold start) from 203.0.113.9`,
+        `${time(2)} WARN  c0ffee12 what=failed login username=reggie source=203.0.113.9`,
+        `${time(3)} ERROR c0ffee12 method=GET route=/animals what=the database is unavailable cause=Error: connect ETIMEDOUT`,
+        `${time(4)} REPORT 45.2 ms, billed 46 ms, 88 of 1024 MB, init 182.5 ms (cold start)`,
+        `${time(5)} INFO  c0ffee12 a line of plain text`,
+      ],
+    )
+    const json = await deploy(moto.endpoint, 'logs', 'efs', '--since', '1h', '--json')
+    assert.deepEqual(
+      json.output.split('\n').filter((l) => l.startsWith('{')),
+      lines,
+    )
+    const before = moto.requests().length
+    const pattern = '{ $.message.status >= 500 }'
+    const filtered = await deploy(moto.endpoint, 'logs', 'efs', '--since', '1h', '--filter', pattern)
+    assert.equal(filtered.code, 0, filtered.output)
+    assert.match(filtered.output, /matching \{ \$\.message\.status >= 500 \}/)
+    // moto lets every { ... } pattern through: what was asked of CloudWatch Logs is the test.
+    const asked = moto
+      .requests()
+      .slice(before)
+      .filter((r) => operationOf(r) === 'FilterLogEvents')
+      .map((r) => JSON.parse(r.body).filterPattern)
+    assert.deepEqual(asked, [pattern])
+    const misplaced = await deploy(moto.endpoint, 'status', 'efs', '--json')
+    assert.equal(misplaced.code, 1)
+    assert.match(misplaced.output, /--filter and --json go with `tsx deploy\.ts logs efs\|rds`/)
+  })
+
   it(
     'releases: a version per changed deploy with live on the newest, the URL on live, rollback, and old versions pruned',
     { timeout: 180_000 },
