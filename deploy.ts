@@ -136,6 +136,7 @@ import { migrate, openDatabase, PASSWORD_LENGTH, SCHEMA_VERSION } from './db.ts'
 import { countRows, EXPORTED, importPage } from './seed.ts'
 import type { Connections, ExportPage, SeederAnswer, SeederEvent, SeederTask } from './seed.ts'
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts'
+import { CloudWatchClient, GetMetricDataCommand, type MetricDataQuery } from '@aws-sdk/client-cloudwatch'
 
 // Options
 
@@ -147,7 +148,8 @@ const USAGE = `usage:
                                     deploy, or update a deployment: safe to run again
   tsx deploy.ts rds --from-efs [the options above]
                                     move an efs deployment to RDS, with its data, its function and its URL
-  tsx deploy.ts status efs|rds      what is deployed, and whether the API answers
+  tsx deploy.ts status efs|rds [--since 24h]
+                                    what is deployed, whether the API answers, its health since then
   tsx deploy.ts logs efs|rds [--seeder] [--since 15m|1h|2d|2026-12-01T10:00:00Z] [--follow] [--json]
                 [--filter '{ $.message.status >= 500 }']
                                     the API function's (or the seeder's) log, readably (--json: as
@@ -221,7 +223,7 @@ const keepVersions = Number(args.keep ?? 5)
 const LOG_LEVELS = ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL']
 const logLevel = args['log-level'] === undefined ? undefined : String(args['log-level']).toUpperCase()
 const rollbackTo = args.to === undefined ? undefined : Number(args.to)
-const since = parseSince(String(args.since ?? '15m'))
+const since = parseSince(String(args.since ?? (action === 'status' ? '24h' : '15m')))
 const packageOnly = action === 'package' && args._.length === 1
 if (args.help) (echo(USAGE), process.exit(0))
 checkOptions()
@@ -1273,6 +1275,9 @@ async function ensureFunction(spec: FunctionSpec): Promise<boolean> {
   return changed
 }
 
+/** The API's 5xx answers, counted from its request lines by a metric filter on its log group (ensureMetricFilter). */
+const ANSWERS_5XX = { namespace: name, metric: '5xx', filter: `${name}-5xx`, pattern: '{ $.message.status >= 500 }' }
+
 /** Lambda's JSON log format: each line an object with its time, level and request ID, and what the code logged
  * under `message`; below the level, console.debug and the like are dropped by the runtime. --log-level, else the
  * level the function has, else INFO; Lambda's own lines (START, REPORT...) follow it, at INFO at most.
@@ -1798,8 +1803,10 @@ async function status() {
       group.GroupName === names.securityGroup ? '' : `(given: ${group.GroupName})`,
     )
 
+  const watched: Watched = {}
   if (scenario === 'efs') {
     const { FileSystems: [fs] = [] } = await send('efs', new DescribeFileSystemsCommand({ CreationToken: name }))
+    watched.fileSystem = fs?.FileSystemId
     if (!fs) line('file system', 'missing')
     else {
       line(
@@ -1839,6 +1846,7 @@ async function status() {
       missing: ['DBInstanceNotFoundFault'],
     })
     const db: DBInstance | undefined = found?.DBInstances?.[0]
+    watched.instance = db?.DBInstanceIdentifier
     if (!db) line(`DB instance ${names.db}`, 'missing')
     else {
       line(
@@ -1966,11 +1974,173 @@ async function status() {
     }
   }
 
+  if (fns.get(names.api)) await health(watched)
+
   say('')
   if (missing.length) {
     say(chalk.red(`Not all there: ${missing.join(', ')}. \`tsx deploy.ts ${scenario}\` makes what is missing.`))
     process.exitCode = 1
   } else say(chalk.green(`All there.${url ? ` The API is at ${url}` : ''}`))
+}
+
+// Health: the API function's last --since (24 h) in CloudWatch's metrics, and its database's, a chart a figure.
+
+interface Watched {
+  instance?: string
+  fileSystem?: string
+}
+
+/** A figure of a chart: its metric and statistic, and how its total over the whole span reads. */
+interface Figure {
+  label: string
+  namespace: string
+  metric: string
+  dimensions: Record<string, string>
+  stat: string
+  /** Over the whole span: the sum, the statistic over it (a percentile), the peak, the lowest or the latest. */
+  total: 'sum' | 'whole' | 'peak' | 'lowest' | 'latest'
+  unit?: (value: number) => string
+}
+
+const COLUMNS = 24
+const count = (n: number) => Math.round(n).toLocaleString('en-US')
+const ms = (n: number) => `${n.toFixed(n < 10 ? 1 : 0)} ms`
+const gb = (bytes: number) => `${(bytes / 1e9).toFixed(bytes < 1e10 ? 2 : 1)} GB`
+
+/** The figures of each resource, from the metrics Lambda, RDS and EFS publish.
+ * https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html,
+ * https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/rds-metrics.html,
+ * https://docs.aws.amazon.com/efs/latest/ug/efs-metrics.html */
+function figures({ instance, fileSystem }: Watched): Figure[][] {
+  const fn = { FunctionName: names.api }
+  const lambda = (label: string, metric: string, stat: string, total: Figure['total'], unit = count) =>
+    ({ label, namespace: 'AWS/Lambda', metric, dimensions: fn, stat, total, unit }) as Figure
+  const resources: Figure[][] = [
+    [
+      lambda('invocations', 'Invocations', 'Sum', 'sum'),
+      lambda('errors', 'Errors', 'Sum', 'sum'),
+      { ...lambda('5xx answers', ANSWERS_5XX.metric, 'Sum', 'sum'), namespace: ANSWERS_5XX.namespace, dimensions: {} },
+      lambda('throttles', 'Throttles', 'Sum', 'sum'),
+      lambda('duration p50', 'Duration', 'p50', 'whole', ms),
+      lambda('duration p99', 'Duration', 'p99', 'whole', ms),
+      lambda('concurrent executions', 'ConcurrentExecutions', 'Maximum', 'peak'),
+    ],
+  ]
+  const rds = (label: string, metric: string, stat: string, total: Figure['total'], unit: Figure['unit']) =>
+    ({
+      label,
+      namespace: 'AWS/RDS',
+      metric,
+      dimensions: { DBInstanceIdentifier: instance! },
+      stat,
+      total,
+      unit,
+    }) as Figure
+  if (instance)
+    resources.push([
+      rds('database CPU', 'CPUUtilization', 'Maximum', 'peak', (n) => `${n.toFixed(0)} %`),
+      rds('database connections', 'DatabaseConnections', 'Maximum', 'peak', count),
+      rds('database free storage', 'FreeStorageSpace', 'Minimum', 'lowest', gb),
+    ])
+  if (fileSystem)
+    resources.push([
+      {
+        label: 'file system size',
+        namespace: 'AWS/EFS',
+        metric: 'StorageBytes',
+        dimensions: { FileSystemId: fileSystem, StorageClass: 'Total' },
+        stat: 'Average',
+        total: 'latest',
+        unit: (n) => kb(n),
+      },
+    ])
+  return resources
+}
+
+/** One GetMetricData call per resource: each figure an hour (a 24th of --since) at a time, and where its total is a
+ * statistic of its own (a percentile), that statistic over the whole span in the same call. */
+async function health(watched: Watched) {
+  const now = Date.now()
+  // Seconds, a whole number of minutes; `since` was read when the command started, a minute's slack for that.
+  const period = Math.max(60, Math.ceil((now - since - 60_000) / COLUMNS / 60_000) * 60)
+  const end = Math.ceil(now / (period * 1000)) * period * 1000
+  const start = end - COLUMNS * period * 1000
+  const span = `the last ${period % 3600 ? `${(COLUMNS * period) / 60} minutes` : `${(COLUMNS * period) / 3600} h`}`
+  say('')
+  say(
+    chalk.bold(
+      `Health, ${span} (a column per ${period % 3600 ? `${period / 60} min` : `${period / 3600} h`}, oldest first; · no data):`,
+    ),
+  )
+  for (const resource of figures(watched)) {
+    const queries: MetricDataQuery[] = resource.flatMap((f, i) => {
+      const stat = (Id: string, Period: number) => ({
+        Id,
+        MetricStat: {
+          Metric: {
+            Namespace: f.namespace,
+            MetricName: f.metric,
+            Dimensions: Object.entries(f.dimensions).map(([Name, Value]) => ({ Name, Value })),
+          },
+          Period,
+          Stat: f.stat,
+        },
+      })
+      return [stat(`m${i}`, period), ...(f.total === 'whole' ? [stat(`w${i}`, COLUMNS * period)] : [])]
+    })
+    const values = new Map<string, Map<number, number>>()
+    let NextToken: string | undefined
+    do {
+      const page = await send(
+        'cloudwatch',
+        new GetMetricDataCommand({
+          MetricDataQueries: queries,
+          StartTime: new Date(start),
+          EndTime: new Date(end),
+          ScanBy: 'TimestampAscending',
+          NextToken,
+        }),
+      )
+      for (const result of page.MetricDataResults ?? []) {
+        const series = values.get(result.Id!) ?? new Map<number, number>()
+        result.Timestamps?.forEach((t, j) => series.set(t.getTime(), result.Values![j]))
+        values.set(result.Id!, series)
+      }
+      NextToken = page.NextToken
+    } while (NextToken)
+    resource.forEach((f, i) => {
+      const series = values.get(`m${i}`) ?? new Map<number, number>()
+      const columns = Array.from({ length: COLUMNS }, (_, c) => series.get(start + c * period * 1000))
+      const known = columns.filter((v): v is number => v !== undefined)
+      const unit = f.unit ?? count
+      const whole = [...(values.get(`w${i}`)?.values() ?? [])][0]
+      const total = !known.length
+        ? 'no data'
+        : f.total === 'sum'
+          ? `${unit(known.reduce((a, b) => a + b, 0))} in all`
+          : f.total === 'whole'
+            ? whole === undefined
+              ? 'no data'
+              : `${unit(whole)} over all`
+            : f.total === 'peak'
+              ? `${unit(Math.max(...known))} at most`
+              : f.total === 'lowest'
+                ? `${unit(Math.min(...known))} at least`
+                : `${unit(known.at(-1)!)} now`
+      say(`  ${f.label.padEnd(24)} ${chart(columns)}  ${total}`)
+    })
+  }
+}
+
+/** A line of block characters, one per column, scaled to the highest: · no data, ▁ zero. */
+function chart(columns: (number | undefined)[]): string {
+  const top = Math.max(0, ...columns.filter((v): v is number => v !== undefined))
+  const BLOCKS = '▂▃▄▅▆▇█'
+  return columns
+    .map((v) =>
+      v === undefined ? chalk.dim('·') : v <= 0 || top <= 0 ? '▁' : BLOCKS[Math.min(6, Math.ceil((v / top) * 7) - 1)],
+    )
+    .join('')
 }
 
 // Logs: the function's log events since --since, in order, readably (--json: as they are; --filter: a CloudWatch Logs
@@ -3192,6 +3362,7 @@ const clients = {
   logs: sayWhenThrottled(new CloudWatchLogsClient(config)),
   sts: sayWhenThrottled(new STSClient(config)),
   backup: sayWhenThrottled(new BackupClient(config)),
+  cloudwatch: sayWhenThrottled(new CloudWatchClient(config)),
 }
 type Service = keyof typeof clients
 

@@ -71,6 +71,7 @@ import {
   ModifyDBInstanceCommand,
   StopDBInstanceCommand,
 } from '@aws-sdk/client-rds'
+import { PutMetricDataCommand, type MetricDatum } from '@aws-sdk/client-cloudwatch'
 import { run } from './cli.ts'
 import { changes, operationOf, startMoto, startProxy, type ProxyOptions } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
@@ -101,7 +102,7 @@ async function deploy(endpoint: string, ...args: string[]) {
 
 describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : false }, () => {
   if (typeof moto === 'string') return
-  const { lambda, iam, efs, ec2, rds, logs } = awsClients(moto.endpoint)
+  const { lambda, iam, efs, ec2, rds, logs, cloudwatch, sns } = awsClients(moto.endpoint)
   after(() => moto.stop())
   beforeEach(() => moto.reset())
   /** Runs a script of deploy.ts --dry-run with the AWS CLI against moto. The AWS CLI v1 of this machine sends rds
@@ -2279,6 +2280,79 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       destroyed.output,
       /Not all there: role buddy-system-lambda-execution-role, security group, file system, function buddy-system, function buddy-system-db-seeder\./,
     )
+  })
+
+  it("status: the last 24 h of the API's and the file system's metrics, a chart each, in one GetMetricData call per resource", async () => {
+    const HOUR = 3_600_000
+    if (HOUR - (Date.now() % HOUR) < 60_000) await new Promise((r) => setTimeout(r, HOUR - (Date.now() % HOUR) + 1000))
+    await moto.answerInvocations([seederAnswer()])
+    const deployed = await deploy(moto.endpoint, 'efs', '--yes')
+    assert.equal(deployed.code, 0, deployed.output)
+    const fsId = (await efs.send(new DescribeFileSystemsCommand({ CreationToken: 'buddy-system' }))).FileSystems![0]
+      .FileSystemId!
+    // 24 columns of an hour, the last one the hour now under way.
+    const start = Math.ceil(Date.now() / HOUR) * HOUR - 24 * HOUR
+    const at = (column: number) => new Date(start + column * HOUR + 60_000)
+    const fn = [{ Name: 'FunctionName', Value: 'buddy-system' }]
+    const datum = (MetricName: string, column: number, value: number, Dimensions = fn): MetricDatum => ({
+      MetricName,
+      Dimensions,
+      Timestamp: at(column),
+      Value: value,
+    })
+    const hours = Array.from({ length: 24 }, (_, c) => c)
+    const put = (Namespace: string, MetricData: MetricDatum[]) =>
+      cloudwatch.send(new PutMetricDataCommand({ Namespace, MetricData }))
+    await put('AWS/Lambda', [
+      ...hours.filter((c) => c !== 5).map((c) => datum('Invocations', c, c === 20 ? 40 : 10)), // hour 5: no data
+      ...hours.map((c) => datum('Errors', c, c === 20 ? 2 : 0)),
+      ...hours.map((c) => datum('ConcurrentExecutions', c, c === 20 ? 3 : 1)),
+      { MetricName: 'Duration', Dimensions: fn, Timestamp: at(20), Values: [5, 10, 200], Counts: [50, 40, 10] },
+    ])
+    await put('buddy-system', [{ MetricName: '5xx', Timestamp: at(20), Value: 3 }])
+    const total = [
+      { Name: 'FileSystemId', Value: fsId },
+      { Name: 'StorageClass', Value: 'Total' },
+    ]
+    await put('AWS/EFS', [datum('StorageBytes', 22, 6144, total), datum('StorageBytes', 23, 12288, total)])
+    await moto.answerInvocations([
+      { statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' },
+      ...(await realSeederAnswers([{}, { staff: {} }])).slice(1),
+    ])
+    const before = moto.requests().length
+    const status = await deploy(moto.endpoint, 'status', 'efs')
+    assert.equal(status.code, 0, status.output)
+    const chart = (cells: Record<number, string>, rest: string) => hours.map((c) => cells[c] ?? rest).join('')
+    const printed = status.output.split('\n').filter((l) => /^  \S.* [▁▂▃▄▅▆▇█·]{24}  /.test(l))
+    assert.deepEqual(printed, [
+      `  invocations              ${chart({ 5: '·', 20: '█' }, '▃')}  260 in all`,
+      `  errors                   ${chart({ 20: '█' }, '▁')}  2 in all`,
+      `  5xx answers              ${chart({ 20: '█' }, '·')}  3 in all`,
+      `  throttles                ${chart({}, '·')}  no data`,
+      `  duration p50             ${chart({ 20: '█' }, '·')}  5.0 ms over all`,
+      `  duration p99             ${chart({ 20: '█' }, '·')}  200 ms over all`,
+      `  concurrent executions    ${chart({ 20: '█' }, '▄')}  3 at most`, // 1 of 3: a third of the way up
+      `  file system size         ${chart({ 22: '▅', 23: '█' }, '·')}  12.0 KB now`,
+    ])
+    assert.match(status.output, /Health, the last 24 h \(a column per 1 h, oldest first; · no data\):/)
+    const asked = moto
+      .requests()
+      .slice(before)
+      .filter((r) => operationOf(r) === 'GetMetricData')
+      .map((r) =>
+        JSON.parse(r.body).MetricDataQueries.map((q: any) => `${q.MetricStat.Metric.MetricName} ${q.MetricStat.Stat}`),
+      )
+    assert.deepEqual(asked, [
+      [
+        'Invocations Sum',
+        'Errors Sum',
+        '5xx Sum',
+        'Throttles Sum',
+        // Duration p50 and p99, hourly and over the whole span, in the same call: the proxy answers those (moto.ts).
+        'ConcurrentExecutions Maximum',
+      ],
+      ['StorageBytes Average'],
+    ])
   })
 
   it(

@@ -4,7 +4,9 @@ import { cpSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after } from 'node:test'
+import { CloudWatchClient } from '@aws-sdk/client-cloudwatch'
 import { CloudWatchLogsClient } from '@aws-sdk/client-cloudwatch-logs'
+import { SNSClient } from '@aws-sdk/client-sns'
 import { EC2Client } from '@aws-sdk/client-ec2'
 import { EFSClient } from '@aws-sdk/client-efs'
 import { IAMClient } from '@aws-sdk/client-iam'
@@ -45,6 +47,8 @@ export function awsClients(endpoint: string) {
     ec2: new EC2Client(config),
     rds: new RDSClient(config),
     logs: new CloudWatchLogsClient(config),
+    cloudwatch: new CloudWatchClient(config),
+    sns: new SNSClient(config),
   }
 }
 

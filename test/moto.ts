@@ -201,6 +201,7 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
   const throttled: string[] = []
   const fileSystems = mounts()
   const backups = backupsKept()
+  const metrics = percentiles()
   const seen: Seen[] = []
   const server = createServer(async (req, res) => {
     const chunks: Buffer[] = []
@@ -261,13 +262,26 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
       res.writeHead(refused.status ?? 409, { 'content-type': 'application/json', 'x-amzn-errortype': refused.type })
       return void res.end(JSON.stringify({ Type: 'User', message: refused.message }))
     }
+    if (operation === 'PutMetricData') metrics.put(body)
+    const percentile = operation === 'GetMetricData' ? metrics.split(body) : undefined
+    if (percentile && !percentile.forward) {
+      calls.push(operation)
+      res.writeHead(200, { 'content-type': 'application/x-amz-json-1.0' })
+      return void res.end(JSON.stringify({ MetricDataResults: percentile.own, Messages: [] }))
+    }
     const headers = Object.fromEntries(
       Object.entries(req.headers).filter(
         ([k]) => !['host', 'connection', 'expect', 'content-length', 'transfer-encoding'].includes(k),
       ),
     ) as Record<string, string>
-    const answer = await fetch(url, { method: req.method, headers, body: body.length ? body : undefined })
+    const sent = percentile?.forward ?? body
+    const answer = await fetch(url, { method: req.method, headers, body: sent.length ? new Uint8Array(sent) : undefined })
     let payload: Buffer = Buffer.from(await answer.arrayBuffer())
+    if (answer.ok && percentile) {
+      const merged = JSON.parse(payload.toString('utf8'))
+      merged.MetricDataResults = [...(merged.MetricDataResults ?? []), ...percentile.own]
+      payload = Buffer.from(JSON.stringify(merged))
+    }
     if (answer.ok) payload = ownResourceIds(fileSystems.exchange(req.method!, url, body, payload))
     const json = answer.ok && options.amend && parseJson(payload) // moto's content-type does not always say JSON
     if (json) {
@@ -299,6 +313,7 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
     forget() {
       fileSystems.forget()
       backups.forget()
+      metrics.forget()
     },
     close: () =>
       new Promise((resolve) => {
@@ -367,6 +382,57 @@ function mounts() {
       else if (method === 'GET' && named && !part && answer.Configuration) fill(answer.Configuration, fn)
       else return payload
       return Buffer.from(JSON.stringify(answer))
+    },
+  }
+}
+
+/** moto 5.2.1 answers 500 to GetMetricData for a percentile statistic (p50, p99) over a period that has data. The values
+ * put (PutMetricData, JSON protocol) are kept here too, and the percentile queries answered from them as CloudWatch
+ * does (nearest rank, each period from StartTime); the other queries go to moto, and the answers are merged.
+ * https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/cloudwatch_concepts.html#Percentiles */
+function percentiles() {
+  const kept = new Map<string, { t: number; values: number[] }[]>()
+  const key = (namespace: string, metric: string, dimensions: { Name: string; Value: string }[] = []) =>
+    JSON.stringify([namespace, metric, [...dimensions].sort((a, b) => a.Name.localeCompare(b.Name))])
+  return {
+    forget: () => kept.clear(),
+    put(body: Buffer) {
+      const { Namespace, MetricData = [] } = JSON.parse(body.toString('utf8'))
+      for (const d of MetricData) {
+        const values: number[] = []
+        if (d.Values) d.Values.forEach((v: number, i: number) => values.push(...Array(d.Counts?.[i] ?? 1).fill(v)))
+        else values.push(d.Value)
+        const k = key(Namespace, d.MetricName, d.Dimensions)
+        kept.set(k, [...(kept.get(k) ?? []), { t: Number(d.Timestamp) * 1000, values }])
+      }
+    },
+    /** The percentile queries' answers, and the request without them for moto (none where nothing is left). */
+    split(body: Buffer): { own: object[]; forward?: Buffer } | undefined {
+      const request = JSON.parse(body.toString('utf8'))
+      const isPercentile = (q: any) => /^p\d+(\.\d+)?$/.test(q.MetricStat?.Stat ?? '')
+      const asked = (request.MetricDataQueries ?? []).filter(isPercentile)
+      if (!asked.length) return undefined
+      const [start, end] = [Number(request.StartTime) * 1000, Number(request.EndTime) * 1000]
+      const own = asked.map((q: any) => {
+        const { Metric, Period, Stat } = q.MetricStat
+        const points = kept.get(key(Metric.Namespace, Metric.MetricName, Metric.Dimensions)) ?? []
+        const rank = Number(Stat.slice(1)) / 100
+        const Timestamps: number[] = []
+        const Values: number[] = []
+        for (let from = start; from < end; from += Period * 1000) {
+          const values = points
+            .filter((p) => p.t >= from && p.t < from + Period * 1000)
+            .flatMap((p) => p.values)
+            .sort((a, b) => a - b)
+          if (!values.length) continue
+          Timestamps.push(from / 1000)
+          Values.push(values[Math.max(0, Math.ceil(rank * values.length) - 1)])
+        }
+        return { Id: q.Id, Label: `${Metric.MetricName} ${Stat}`, Timestamps, Values, StatusCode: 'Complete' }
+      })
+      const rest = request.MetricDataQueries.filter((q: any) => !isPercentile(q))
+      const forward = rest.length ? Buffer.from(JSON.stringify({ ...request, MetricDataQueries: rest })) : undefined
+      return { own, forward }
     },
   }
 }
