@@ -128,6 +128,8 @@ import {
   CreateLogGroupCommand,
   DeleteLogGroupCommand,
   DescribeLogGroupsCommand,
+  DescribeMetricFiltersCommand,
+  PutMetricFilterCommand,
   FilterLogEventsCommand,
   PutRetentionPolicyCommand,
   type FilteredLogEvent,
@@ -136,7 +138,27 @@ import { migrate, openDatabase, PASSWORD_LENGTH, SCHEMA_VERSION } from './db.ts'
 import { countRows, EXPORTED, importPage } from './seed.ts'
 import type { Connections, ExportPage, SeederAnswer, SeederEvent, SeederTask } from './seed.ts'
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts'
-import { CloudWatchClient, GetMetricDataCommand, type MetricDataQuery } from '@aws-sdk/client-cloudwatch'
+import {
+  CloudWatchClient,
+  DeleteAlarmsCommand,
+  DescribeAlarmsCommand,
+  GetMetricDataCommand,
+  PutMetricAlarmCommand,
+  type MetricAlarm,
+  type MetricDataQuery,
+  type PutMetricAlarmCommandInput,
+} from '@aws-sdk/client-cloudwatch'
+import {
+  CreateTopicCommand,
+  DeleteTopicCommand,
+  GetTopicAttributesCommand,
+  ListSubscriptionsByTopicCommand,
+  ListTagsForResourceCommand as ListTopicTagsCommand,
+  SNSClient,
+  SubscribeCommand,
+  UnsubscribeCommand,
+  type Subscription,
+} from '@aws-sdk/client-sns'
 
 // Options
 
@@ -144,7 +166,8 @@ const USAGE = `usage:
   tsx deploy.ts efs|rds [--region R] [--name buddy-system] [--arch arm64|x86_64] [--memory 1024]
                 [--timeout 10] [--subnets subnet-a,subnet-b] [--security-group sg-x] [--concurrency N]
                 [--log-retention 14] [--cors-origins https://a.example,https://b.example] [--keep 5]
-                [--instance-class db.t4g.micro] [--backup-days 7] [--dry-run] [--yes]
+                [--instance-class db.t4g.micro] [--backup-days 7] [--log-level INFO]
+                [--alerts you@example.org,… | --alerts off] [--dry-run] [--yes]
                                     deploy, or update a deployment: safe to run again
   tsx deploy.ts rds --from-efs [the options above]
                                     move an efs deployment to RDS, with its data, its function and its URL
@@ -220,6 +243,16 @@ const corsOrigins = args['cors-origins'] === undefined ? undefined : parseOrigin
 const waitMinutes = Number(args['wait-minutes'] ?? 45)
 const backupDays = args['backup-days'] === undefined ? undefined : Number(args['backup-days'])
 const keepVersions = Number(args.keep ?? 5)
+/** --alerts a@example.org,b@example.org, or off. */
+const alertsTo: string[] | 'off' | undefined =
+  args.alerts === undefined
+    ? undefined
+    : String(args.alerts) === 'off'
+      ? 'off'
+      : String(args.alerts)
+          .split(',')
+          .map((e) => e.trim())
+          .filter(Boolean)
 const LOG_LEVELS = ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL']
 const logLevel = args['log-level'] === undefined ? undefined : String(args['log-level']).toUpperCase()
 const rollbackTo = args.to === undefined ? undefined : Number(args.to)
@@ -237,6 +270,7 @@ const names = {
   securityGroup: name,
   accessPoint: `${name}-lambda`,
   db: name,
+  topic: `${name}-alerts`,
 }
 const TAGS = { app: name }
 const tagList = Object.entries(TAGS).map(([Key, Value]) => ({ Key, Value }))
@@ -318,6 +352,7 @@ async function deploy() {
   if (!moving) await step('concurrency', () => ensureConcurrency(serves(database, seeded.connections), database))
   const live = await step('release', () => release(api.sha256, apiChanged))
   const url = await step('URL', ensureFunctionUrl)
+  const alerts = await step('alarms', () => ensureAlerts(account, database))
 
   sayChanges()
   report(`The API is at ${url}`, chalk.bold)
@@ -328,6 +363,10 @@ async function deploy() {
     `- Live: version ${live.Version} (${live.Description})`,
     ...Object.entries(summary).map(([what, list]) => `- ${what}: ${list.length ? list.join(', ') : 'nothing'}`),
   ])
+  for (const email of alerts.pending)
+    say(
+      chalk.yellow(`${email}: AWS has sent a confirmation mail; alerts reach this address once its link is followed.`),
+    )
   // No route makes anyone staff (API.md, Access): whoever holds the AWS credentials does, through the seeder.
   if (Array.isArray(seeded?.staff) && !seeded.staff.length) {
     say(
@@ -1975,12 +2014,278 @@ async function status() {
   }
 
   if (fns.get(names.api)) await health(watched)
+  await alertsState({ id: me.Account!, partition: me.Arn!.split(':')[1], region: await clients.sts.config.region() })
 
   say('')
   if (missing.length) {
     say(chalk.red(`Not all there: ${missing.join(', ')}. \`tsx deploy.ts ${scenario}\` makes what is missing.`))
     process.exitCode = 1
   } else say(chalk.green(`All there.${url ? ` The API is at ${url}` : ''}`))
+}
+
+// Alarms: --alerts EMAIL[,EMAIL] makes an SNS topic that mails them, and the CloudWatch alarms that notify it; later
+// deploys keep them (and bring them to what this deploy wants), --alerts off removes them.
+
+/** The alarms of a deployment: the API's errors (its handler threw, or timed out), its 5xx answers (a 503 storm
+ * leaves Lambda's Errors at 0: counted from the request lines), throttles, and for rds low storage and a busy CPU.
+ * Periods of 5 minutes; no data is no trouble. https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricAlarm.html */
+function alarms(topicArn: string, database?: Database): PutMetricAlarmCommandInput[] {
+  const fn = [{ Name: 'FunctionName', Value: names.api }]
+  const alarm = (
+    suffix: string,
+    description: string,
+    metric: Pick<PutMetricAlarmCommandInput, 'Namespace' | 'MetricName' | 'Dimensions' | 'Statistic'>,
+    Threshold: number,
+    ComparisonOperator: PutMetricAlarmCommandInput['ComparisonOperator'] = 'GreaterThanOrEqualToThreshold',
+    EvaluationPeriods = 1,
+  ): PutMetricAlarmCommandInput => ({
+    AlarmName: `${name}-${suffix}`,
+    AlarmDescription: `${name}: ${description}`,
+    ...metric,
+    Period: 300,
+    EvaluationPeriods,
+    Threshold,
+    ComparisonOperator,
+    TreatMissingData: 'notBreaching',
+    AlarmActions: [topicArn],
+    OKActions: [topicArn],
+    Tags: tagList,
+  })
+  const list = [
+    alarm(
+      'errors',
+      'the API function failed (an exception or a timeout)',
+      { Namespace: 'AWS/Lambda', MetricName: 'Errors', Dimensions: fn, Statistic: 'Sum' },
+      1,
+    ),
+    alarm(
+      '5xx',
+      'the API answered 5xx 5 times or more in 5 minutes',
+      { Namespace: ANSWERS_5XX.namespace, MetricName: ANSWERS_5XX.metric, Statistic: 'Sum' },
+      5,
+    ),
+    alarm(
+      'throttles',
+      'requests were refused for want of concurrency',
+      { Namespace: 'AWS/Lambda', MetricName: 'Throttles', Dimensions: fn, Statistic: 'Sum' },
+      1,
+    ),
+  ]
+  // The instance the API uses (names.db: a restore's, where one moved it).
+  const instance = database && [{ Name: 'DBInstanceIdentifier', Value: names.db }]
+  if (instance)
+    list.push(
+      alarm(
+        'db-free-storage',
+        'the database has less than 2 GB free',
+        { Namespace: 'AWS/RDS', MetricName: 'FreeStorageSpace', Dimensions: instance, Statistic: 'Minimum' },
+        2e9,
+        'LessThanThreshold',
+      ),
+      alarm(
+        'db-cpu',
+        "the database's CPU was over 80 % for 15 minutes",
+        { Namespace: 'AWS/RDS', MetricName: 'CPUUtilization', Dimensions: instance, Statistic: 'Average' },
+        80,
+        'GreaterThanThreshold',
+        3,
+      ),
+    )
+  return list
+}
+
+/** The 5xx count, from the API's request lines (always: status charts it, the 5xx alarm watches it). */
+async function ensureMetricFilter() {
+  const logGroupName = `/aws/lambda/${names.api}`
+  const { metricFilters = [] } = await send(
+    'logs',
+    new DescribeMetricFiltersCommand({ logGroupName, filterNamePrefix: ANSWERS_5XX.filter }),
+  )
+  const found = metricFilters.find((f) => f.filterName === ANSWERS_5XX.filter)
+  const t = found?.metricTransformations?.[0]
+  if (
+    found?.filterPattern === ANSWERS_5XX.pattern &&
+    t?.metricNamespace === ANSWERS_5XX.namespace &&
+    t?.metricName === ANSWERS_5XX.metric
+  )
+    return
+  await send(
+    'logs',
+    new PutMetricFilterCommand({
+      logGroupName,
+      filterName: ANSWERS_5XX.filter,
+      filterPattern: ANSWERS_5XX.pattern,
+      metricTransformations: [
+        { metricNamespace: ANSWERS_5XX.namespace, metricName: ANSWERS_5XX.metric, metricValue: '1', unit: 'Count' },
+      ],
+    }),
+  )
+  summary[found ? 'updated' : 'created'].push(`metric filter ${ANSWERS_5XX.filter}`)
+}
+
+const topicArnOf = ({ partition, region, id }: Account) => `arn:${partition}:sns:${region}:${id}:${names.topic}`
+
+/** The topic, its subscriptions and the alarms, as --alerts says; without it, as they are (kept). */
+async function ensureAlerts(account: Account, database?: Database): Promise<{ pending: string[] }> {
+  await ensureMetricFilter()
+  const topicArn = topicArnOf(account)
+  if (alertsTo === 'off') {
+    await removeAlerts(topicArn)
+    return { pending: [] }
+  }
+  const topic = await send('sns', new GetTopicAttributesCommand({ TopicArn: topicArn }), {
+    missing: ['NotFoundException'],
+  })
+  if (!topic && !alertsTo) {
+    say(chalk.dim('  none: --alerts you@example.org makes them'))
+    return { pending: [] }
+  }
+  if (topic)
+    ensureOurs(`topic ${names.topic}`, {
+      app: topic.Attributes?.Owner === account.id ? await topicApp(topicArn) : undefined,
+    })
+  else {
+    await send('sns', new CreateTopicCommand({ Name: names.topic, Tags: tagList }))
+    summary.created.push(`topic ${names.topic}`)
+  }
+  const pending: string[] = []
+  if (alertsTo) {
+    const subscriptions = await subscriptionsOf(topicArn)
+    for (const email of alertsTo) {
+      const found = subscriptions.find(
+        (s) => s.Protocol === 'email' && s.Endpoint?.toLowerCase() === email.toLowerCase(),
+      )
+      if (found && found.SubscriptionArn !== 'PendingConfirmation') continue
+      // Again for a pending one: SNS sends the confirmation mail anew.
+      await send('sns', new SubscribeCommand({ TopicArn: topicArn, Protocol: 'email', Endpoint: email }))
+      summary[found ? 'updated' : 'created'].push(`subscription of ${email} (to confirm)`)
+      pending.push(email)
+    }
+    for (const old of subscriptions.filter(
+      (s) => !alertsTo.some((e) => e.toLowerCase() === s.Endpoint?.toLowerCase()),
+    )) {
+      if (old.SubscriptionArn === 'PendingConfirmation') {
+        say(
+          chalk.yellow(
+            `  ${old.Endpoint} has not confirmed its subscription: it cannot be removed, and lapses unconfirmed`,
+          ),
+        )
+        continue
+      }
+      await send('sns', new UnsubscribeCommand({ SubscriptionArn: old.SubscriptionArn }))
+      summary.removed.push(`subscription of ${old.Endpoint}`)
+    }
+  }
+  const wanted = alarms(topicArn, database)
+  const existing = await alarmsNow()
+  for (const alarm of wanted) {
+    const found = existing.find((a) => a.AlarmName === alarm.AlarmName)
+    if (found && sameAlarm(found, alarm)) {
+      summary.reused.push(`alarm ${alarm.AlarmName}`)
+      continue
+    }
+    await send('cloudwatch', new PutMetricAlarmCommand(alarm))
+    summary[found ? 'updated' : 'created'].push(`alarm ${alarm.AlarmName}`)
+  }
+  const unwanted = existing.filter((a) => isOurAlarm(a) && !wanted.some((w) => w.AlarmName === a.AlarmName))
+  if (unwanted.length) {
+    await send('cloudwatch', new DeleteAlarmsCommand({ AlarmNames: unwanted.map((a) => a.AlarmName!) }))
+    summary.removed.push(...unwanted.map((a) => `alarm ${a.AlarmName}`))
+  }
+  return { pending }
+}
+
+/** Who the alerts go to, and each alarm's state (an alarm that fires is news, not something missing). */
+async function alertsState(account: Account) {
+  const topicArn = topicArnOf(account)
+  const topic = await send('sns', new GetTopicAttributesCommand({ TopicArn: topicArn }), {
+    missing: ['NotFoundException'],
+  })
+  say('')
+  if (!topic)
+    return say(chalk.dim(`No alerts: \`${again('')} --alerts you@example.org\` mails you when the API fails.`))
+  const to = (await subscriptionsOf(topicArn)).map(
+    (s) =>
+      `${s.Endpoint} (${s.SubscriptionArn === 'PendingConfirmation' ? 'not confirmed yet: see the mail from AWS' : 'confirmed'})`,
+  )
+  say(chalk.bold(`Alerts to ${to.join(', ') || 'nobody (no subscription)'}:`))
+  for (const alarm of (await alarmsNow()).filter(isOurAlarm)) {
+    const state = alarm.StateValue ?? 'INSUFFICIENT_DATA'
+    const mark = state === 'OK' ? chalk.green('✔') : state === 'ALARM' ? chalk.red('✘') : chalk.yellow('·')
+    const since = alarm.StateUpdatedTimestamp ? ` since ${alarm.StateUpdatedTimestamp.toISOString()}` : ''
+    say(
+      `${mark} ${alarm.AlarmName!.padEnd(36)} ${state === 'ALARM' ? chalk.red(state) : state}${since}${state === 'ALARM' && alarm.StateReason ? `: ${alarm.StateReason}` : ''}`,
+    )
+  }
+}
+
+/** The topic's app tag: the topic of another deployment (or of someone else) is never changed. */
+async function topicApp(topicArn: string): Promise<string | undefined> {
+  const { Tags = [] } = await send('sns', new ListTopicTagsCommand({ ResourceArn: topicArn }))
+  return Tags.find((t) => t.Key === 'app')?.Value
+}
+
+async function subscriptionsOf(TopicArn: string): Promise<Subscription[]> {
+  const all: Subscription[] = []
+  let NextToken: string | undefined
+  do {
+    const page = await send('sns', new ListSubscriptionsByTopicCommand({ TopicArn, NextToken }))
+    all.push(...(page.Subscriptions ?? []))
+    NextToken = page.NextToken
+  } while (NextToken)
+  return all
+}
+
+/** This deployment's alarms: those named `<name>-…` whose action is its topic. */
+async function alarmsNow(): Promise<MetricAlarm[]> {
+  const all: MetricAlarm[] = []
+  let NextToken: string | undefined
+  do {
+    const page = await send('cloudwatch', new DescribeAlarmsCommand({ AlarmNamePrefix: `${name}-`, NextToken }))
+    all.push(...(page.MetricAlarms ?? []))
+    NextToken = page.NextToken
+  } while (NextToken)
+  return all
+}
+
+const isOurAlarm = (a: MetricAlarm) => Boolean(a.AlarmActions?.some((arn) => arn.endsWith(`:${names.topic}`)))
+
+function sameAlarm(found: MetricAlarm, wanted: PutMetricAlarmCommandInput): boolean {
+  const keys = [
+    'Namespace',
+    'MetricName',
+    'Statistic',
+    'Period',
+    'EvaluationPeriods',
+    'Threshold',
+    'ComparisonOperator',
+    'TreatMissingData',
+    'AlarmDescription',
+  ] as const
+  const dims = (d?: { Name?: string; Value?: string }[]) =>
+    JSON.stringify((d ?? []).map((x) => `${x.Name}=${x.Value}`).sort())
+  return (
+    keys.every((k) => found[k] === wanted[k]) &&
+    dims(found.Dimensions) === dims(wanted.Dimensions) &&
+    JSON.stringify(found.AlarmActions) === JSON.stringify(wanted.AlarmActions) &&
+    JSON.stringify(found.OKActions) === JSON.stringify(wanted.OKActions)
+  )
+}
+
+/** --alerts off, and destroy: the alarms, then the topic (its subscriptions go with it). */
+async function removeAlerts(topicArn: string) {
+  const ours = (await alarmsNow()).filter(isOurAlarm)
+  if (ours.length) {
+    await send('cloudwatch', new DeleteAlarmsCommand({ AlarmNames: ours.map((a) => a.AlarmName!) }))
+    summary.removed.push(...ours.map((a) => `alarm ${a.AlarmName}`))
+  }
+  const topic = await send('sns', new GetTopicAttributesCommand({ TopicArn: topicArn }), {
+    missing: ['NotFoundException'],
+  })
+  if (!topic) return
+  ensureOurs(`topic ${names.topic}`, { app: await topicApp(topicArn) })
+  await send('sns', new DeleteTopicCommand({ TopicArn: topicArn }))
+  summary.removed.push(`topic ${names.topic}`)
 }
 
 // Health: the API function's last --since (24 h) in CloudWatch's metrics, and its database's, a chart a figure.
@@ -3014,6 +3319,8 @@ async function destroy() {
     return void say(chalk.dim(`(${seconds(started)})`))
   }
 
+  const account = { id: me.Account!, partition: me.Arn!.split(':')[1], region: await clients.sts.config.region() }
+  await step('alarms', () => removeAlerts(topicArnOf(account)))
   const groups = new Set<string>(args['security-group'] ? [String(args['security-group'])] : [])
   const logGroups = new Set([names.api, names.seeder].map((fn) => `/aws/lambda/${fn}`))
   await step('function URL and functions', async () => {
@@ -3047,7 +3354,6 @@ async function destroy() {
   else await step('database', destroyDatabase)
   const released = await step('network interfaces and security group', () => destroySecurityGroup(groups))
   await step('GitHub deployer', destroyDeployer)
-  const account = { id: me.Account!, partition: me.Arn!.split(':')[1], region: '' }
   if (released) await step('role', () => destroyRole(account))
   // What the other scenario keeps (the instance of a move that did not finish, the file system a move left): named,
   // as it bills, and left to the destroy that is its own.
@@ -3363,6 +3669,7 @@ const clients = {
   sts: sayWhenThrottled(new STSClient(config)),
   backup: sayWhenThrottled(new BackupClient(config)),
   cloudwatch: sayWhenThrottled(new CloudWatchClient(config)),
+  sns: sayWhenThrottled(new SNSClient(config)),
 }
 type Service = keyof typeof clients
 
@@ -3572,6 +3879,8 @@ function cliCommand(service: Service, cmd: Command): string {
     if (key === 'ZipFile' || key === 'Code') words.push('--zip-file', 'fileb://build.zip')
     // fileb:// sends the bytes as they are in the AWS CLI v1 and v2 alike, and <(…) keeps them off the disk.
     else if (key === 'Payload') words.push('--payload', `fileb://<(printf %s ${word(String(value))})`)
+    // The CLI calls SNS's Endpoint --notification-endpoint: --endpoint would be read as its own --endpoint-url.
+    else if (service === 'sns' && key === 'Endpoint') words.push('--notification-endpoint', word(String(value)))
     else if (typeof value === 'boolean') words.push(`--${value ? '' : 'no-'}${kebab(key)}`)
     else words.push(`--${kebab(key)}`, word(typeof value === 'object' ? JSON.stringify(value) : String(value)))
   }
@@ -3880,6 +4189,13 @@ function checkOptions() {
     !/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/.test(String(args['to-time']))
   )
     fail(`--to-time ${args['to-time']}: a time with its zone, such as 2026-12-01T10:00:00Z`)
+  if (alertsTo !== undefined && action !== 'deploy')
+    fail('--alerts goes with a deploy: tsx deploy.ts efs|rds --alerts you@example.org')
+  // An address as SNS's email protocol takes it: one @, a dot in the domain, no spaces.
+  for (const email of Array.isArray(alertsTo) ? alertsTo : [])
+    if (!/^[^@\s,]+@[^@\s,]+\.[^@\s,]+$/.test(email))
+      fail(`--alerts ${args.alerts}: ${email} is not an email address (or write --alerts off)`)
+  if (Array.isArray(alertsTo) && !alertsTo.length) fail('--alerts: an email address, or off')
   if (logLevel !== undefined && !LOG_LEVELS.includes(logLevel))
     fail(`--log-level ${args['log-level']}: one of ${LOG_LEVELS.join(', ')}`)
   if (rollbackTo !== undefined && !(Number.isInteger(rollbackTo) && rollbackTo >= 1))

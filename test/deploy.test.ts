@@ -25,6 +25,7 @@ import {
   CreateLogStreamCommand,
   DeleteLogGroupCommand,
   DescribeLogGroupsCommand,
+  DescribeMetricFiltersCommand,
   ListTagsForResourceCommand,
   PutLogEventsCommand,
 } from '@aws-sdk/client-cloudwatch-logs'
@@ -71,7 +72,8 @@ import {
   ModifyDBInstanceCommand,
   StopDBInstanceCommand,
 } from '@aws-sdk/client-rds'
-import { PutMetricDataCommand, type MetricDatum } from '@aws-sdk/client-cloudwatch'
+import { DescribeAlarmsCommand, PutMetricDataCommand, type MetricDatum } from '@aws-sdk/client-cloudwatch'
+import { ListSubscriptionsByTopicCommand, ListTopicsCommand } from '@aws-sdk/client-sns'
 import { run } from './cli.ts'
 import { changes, operationOf, startMoto, startProxy, type ProxyOptions } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
@@ -1537,7 +1539,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       const child = run(
         'deploy.ts',
         { ...aws(moto.endpoint), AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined },
-        [scenario, '--dry-run'],
+        [scenario, '--dry-run', ...(scenario === 'rds' ? ['--alerts', 'ops@example.org'] : [])],
         work,
       )
       assert.equal(await child.exited, 0)
@@ -1562,6 +1564,20 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.match(text, /^JWT_KEY=\$\{JWT_KEY:-\$\(openssl rand -hex 32\)\}$/m)
       assert.match(text, /"JWT_KEY":"'"\$\{JWT_KEY\}"/)
       if (scenario === 'rds') assert.match(text, /--master-user-password "\$\{PG_PASSWORD\}"/)
+      assert.match(
+        text,
+        /aws logs put-metric-filter --log-group-name \/aws\/lambda\/buddy-system --filter-name buddy-system-5xx --filter-pattern \$'\{ \$\.message\.status >= 500 \}'/,
+      )
+      if (scenario === 'rds') {
+        assert.match(
+          text,
+          /aws sns subscribe --topic-arn arn:aws:sns:us-east-1:"\$\{ACCOUNT_ID\}":buddy-system-alerts --protocol email --notification-endpoint ops@example\.org/,
+        )
+        assert.match(
+          text,
+          /aws cloudwatch put-metric-alarm --alarm-name buddy-system-db-cpu .*--dimensions \$'\[\{"Name":"DBInstanceIdentifier","Value":"buddy-system"\}\]'/,
+        )
+      } else assert.doesNotMatch(text, /aws sns|put-metric-alarm/)
       assert.match(
         text,
         scenario === 'efs' ? /--reserved-concurrent-executions 10 / : /--reserved-concurrent-executions 85 /,
@@ -2161,6 +2177,115 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     const bad = await deploy(moto.endpoint, 'efs', '--yes', '--log-level', 'loud')
     assert.equal(bad.code, 1)
     assert.match(bad.output, /--log-level loud: one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL/)
+  })
+
+  it('alerts by email: a topic, its subscription and the alarms made once, kept by later deploys, shown by status, removed by --alerts off and destroy', async () => {
+    await seeding(3)
+    const first = await deploy(moto.endpoint, 'efs', '--yes', '--alerts', 'ops@example.org')
+    assert.equal(first.code, 0, first.output)
+    assert.match(
+      first.output,
+      /ops@example\.org: AWS has sent a confirmation mail; alerts reach this address once its link is followed/,
+    )
+    assert.match(
+      first.output,
+      /created: .*metric filter buddy-system-5xx, topic buddy-system-alerts, subscription of ops@example\.org \(to confirm\), alarm buddy-system-errors, alarm buddy-system-5xx, alarm buddy-system-throttles/,
+    )
+    const topicArn = 'arn:aws:sns:us-east-1:123456789012:buddy-system-alerts'
+    const { Subscriptions = [] } = await sns.send(new ListSubscriptionsByTopicCommand({ TopicArn: topicArn }))
+    assert.deepEqual(
+      Subscriptions.map((s) => [s.Protocol, s.Endpoint]),
+      [['email', 'ops@example.org']],
+    )
+    const { MetricAlarms = [] } = await cloudwatch.send(new DescribeAlarmsCommand({ AlarmNamePrefix: 'buddy-system-' }))
+    const described = MetricAlarms.map((a) => [
+      a.AlarmName,
+      a.Namespace,
+      a.MetricName,
+      a.Statistic,
+      a.ComparisonOperator,
+      a.Threshold,
+      a.AlarmActions,
+    ])
+    assert.deepEqual(described.sort(), [
+      ['buddy-system-5xx', 'buddy-system', '5xx', 'Sum', 'GreaterThanOrEqualToThreshold', 5, [topicArn]],
+      ['buddy-system-errors', 'AWS/Lambda', 'Errors', 'Sum', 'GreaterThanOrEqualToThreshold', 1, [topicArn]],
+      ['buddy-system-throttles', 'AWS/Lambda', 'Throttles', 'Sum', 'GreaterThanOrEqualToThreshold', 1, [topicArn]],
+    ])
+    // The 5xx count comes from the request lines: the filter pattern reads the JSON line's message.
+    const { metricFilters = [] } = await logs.send(
+      new DescribeMetricFiltersCommand({ logGroupName: '/aws/lambda/buddy-system' }),
+    )
+    assert.deepEqual(
+      metricFilters.map((f) => [
+        f.filterName,
+        f.filterPattern,
+        f.metricTransformations?.[0].metricNamespace,
+        f.metricTransformations?.[0].metricName,
+      ]),
+      [['buddy-system-5xx', '{ $.message.status >= 500 }', 'buddy-system', '5xx']],
+    )
+    // Kept: a deploy without --alerts, and one with the same address, change nothing.
+    for (const flags of [[], ['--alerts', 'ops@example.org']] as string[][]) {
+      const before: number = moto.requests().length
+      const rerun = await deploy(moto.endpoint, 'efs', '--yes', ...flags)
+      assert.equal(rerun.code, 0, rerun.output)
+      assert.deepEqual(changes(moto.requests().slice(before)), [], `rerun with ${flags.join(' ') || 'no flag'}`)
+    }
+    const greetAndStaff = async () =>
+      moto.answerInvocations([
+        { statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' },
+        ...(await realSeederAnswers([{}, { staff: {} }])).slice(1),
+      ])
+    await greetAndStaff()
+    const status = await deploy(moto.endpoint, 'status', 'efs')
+    assert.equal(status.code, 0, status.output)
+    assert.match(status.output, /Alerts to ops@example\.org \((confirmed|not confirmed yet: see the mail from AWS)\):/)
+    for (const alarm of ['errors', '5xx', 'throttles'])
+      assert.match(status.output, new RegExp(`[✔·] buddy-system-${alarm} +(OK|INSUFFICIENT_DATA)`))
+    // Another address: subscribed, the former one unsubscribed.
+    await seeding(2)
+    const other = await deploy(moto.endpoint, 'efs', '--yes', '--alerts', 'shelter@example.org')
+    assert.equal(other.code, 0, other.output)
+    const now = await sns.send(new ListSubscriptionsByTopicCommand({ TopicArn: topicArn }))
+    assert.deepEqual(
+      now.Subscriptions?.map((s) => s.Endpoint),
+      ['shelter@example.org'],
+    )
+    const off = await deploy(moto.endpoint, 'efs', '--yes', '--alerts', 'off')
+    assert.equal(off.code, 0, off.output)
+    assert.match(
+      off.output,
+      /removed: alarm buddy-system-errors, alarm buddy-system-5xx, alarm buddy-system-throttles, topic buddy-system-alerts/,
+    )
+    assert.deepEqual((await cloudwatch.send(new DescribeAlarmsCommand({}))).MetricAlarms, [])
+    assert.match(
+      (await deploy(moto.endpoint, 'status', 'efs')).output,
+      /No alerts: `tsx deploy\.ts efs --alerts you@example\.org`/,
+    )
+    await seeding(1)
+    assert.equal((await deploy(moto.endpoint, 'efs', '--yes', '--alerts', 'ops@example.org')).code, 0)
+    await backedUp()
+    const destroyed = await deploy(moto.endpoint, 'destroy', 'efs', '--yes')
+    assert.equal(destroyed.code, 0, destroyed.output)
+    assert.match(
+      destroyed.output,
+      /removed: alarm buddy-system-errors, alarm buddy-system-5xx, alarm buddy-system-throttles, topic buddy-system-alerts, /,
+    )
+    assert.deepEqual((await cloudwatch.send(new DescribeAlarmsCommand({}))).MetricAlarms, [])
+    assert.deepEqual((await sns.send(new ListTopicsCommand({}))).Topics, [])
+    for (const [value, message] of [
+      ['ops', /--alerts ops: ops is not an email address \(or write --alerts off\)/],
+      ['', /--alerts: an email address, or off/],
+    ] as const) {
+      const bad = await deploy(moto.endpoint, 'efs', '--yes', '--alerts', value)
+      assert.equal(bad.code, 1)
+      assert.match(bad.output, message)
+    }
+    assert.match(
+      (await deploy(moto.endpoint, 'status', 'efs', '--alerts', 'off')).output,
+      /--alerts goes with a deploy/,
+    )
   })
 
   it('staff: a first deploy says there is no staff; the seeder makes a registered user staff, takes it back, and names an unknown user', async () => {

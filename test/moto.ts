@@ -275,7 +275,11 @@ export async function startProxy(target: string, options: ProxyOptions = {}): Pr
       ),
     ) as Record<string, string>
     const sent = percentile?.forward ?? body
-    const answer = await fetch(url, { method: req.method, headers, body: sent.length ? new Uint8Array(sent) : undefined })
+    const answer = await fetch(url, {
+      method: req.method,
+      headers,
+      body: sent.length ? new Uint8Array(sent) : undefined,
+    })
     let payload: Buffer = Buffer.from(await answer.arrayBuffer())
     if (answer.ok && percentile) {
       const merged = JSON.parse(payload.toString('utf8'))
