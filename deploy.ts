@@ -3002,6 +3002,8 @@ function deployerPolicy(account: Account) {
         'ec2:DescribeSubnets',
         'ec2:DescribeSecurityGroups',
         'logs:DescribeLogGroups',
+        'cloudwatch:GetMetricData',
+        'cloudwatch:DescribeAlarms',
         ...(scenario === 'efs'
           ? [
               'elasticfilesystem:DescribeFileSystems',
@@ -3115,8 +3117,37 @@ function deployerPolicy(account: Account) {
     {
       Sid: 'Logs',
       Effect: 'Allow',
-      Action: ['logs:CreateLogGroup', 'logs:PutRetentionPolicy', 'logs:TagResource', 'logs:FilterLogEvents'],
+      Action: [
+        'logs:CreateLogGroup',
+        'logs:PutRetentionPolicy',
+        'logs:TagResource',
+        'logs:FilterLogEvents',
+        'logs:DescribeMetricFilters',
+        'logs:PutMetricFilter',
+      ],
       Resource: logGroups,
+    },
+    {
+      // --alerts: the deployment's topic and alarms, and no other.
+      Sid: 'Alerts',
+      Effect: 'Allow',
+      Action: [
+        'sns:CreateTopic',
+        'sns:TagResource',
+        'sns:GetTopicAttributes',
+        'sns:ListTagsForResource',
+        'sns:ListSubscriptionsByTopic',
+        'sns:Subscribe',
+        'sns:Unsubscribe',
+        'sns:DeleteTopic',
+      ],
+      Resource: arn('sns', names.topic),
+    },
+    {
+      Sid: 'Alarms',
+      Effect: 'Allow',
+      Action: ['cloudwatch:PutMetricAlarm', 'cloudwatch:DeleteAlarms', 'cloudwatch:TagResource'],
+      Resource: arn('cloudwatch', `alarm:${name}-*`),
     },
   ]
   if (scenario === 'efs') {

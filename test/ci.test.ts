@@ -232,7 +232,7 @@ describe('deploy from GitHub Actions', { skip: typeof moto === 'string' ? moto :
       }
       try {
         await moto.answerInvocations([seederAnswer(), seederAnswer('loaded before'), seederAnswer('loaded before')])
-        await deploy(scenario, '--yes')
+        await deploy(scenario, '--yes', '--alerts', 'ops@example.org')
         await deploy(scenario, '--yes')
         const api = join(work, 'api.ts')
         const source = readFileSync(api, 'utf8')
@@ -343,6 +343,14 @@ describe('deploy from GitHub Actions', { skip: typeof moto === 'string' ? moto :
           context: { 'iam:PermissionsBoundary': BOUNDARY },
         },
         { action: 'iam:CreatePolicyVersion', resources: [BOUNDARY] },
+        // Alerts: this deployment's topic and alarms only.
+        { action: 'sns:Subscribe', resources: [arn('arn:aws:sns:us-east-1:{a}:their-alerts')] },
+        { action: 'sns:DeleteTopic', resources: [arn('arn:aws:sns:us-east-1:{a}:their-alerts')] },
+        { action: 'cloudwatch:DeleteAlarms', resources: [arn('arn:aws:cloudwatch:us-east-1:{a}:alarm:their-alarm')] },
+        {
+          action: 'logs:PutMetricFilter',
+          resources: [arn('arn:aws:logs:us-east-1:{a}:log-group:/aws/lambda/someone-else')],
+        },
         { action: 'iam:DeletePolicy', resources: [BOUNDARY] },
       ]
       for (const request of beyond)

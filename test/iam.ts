@@ -100,6 +100,7 @@ export async function authorizationsOf(r: Seen, where: Where): Promise<Authoriza
       '2010-05-08': 'iam',
       '2014-10-31': 'rds',
       '2011-06-15': 'sts',
+      '2010-03-31': 'sns',
     }
     const service = versions[query.get('Version') ?? '']
     if (!service) throw new Error(`no service for ${action}, Version ${query.get('Version')}`)
@@ -112,6 +113,15 @@ export async function authorizationsOf(r: Seen, where: Where): Promise<Authoriza
       return found
     }
     if (service === 'sts') return [] // GetCallerIdentity needs no permission
+    if (service === 'sns') {
+      // A subscription's ARN is its topic's and an id: the topic is the resource.
+      const subscription = query.get('SubscriptionArn')?.split(':').slice(0, -1).join(':')
+      const topic =
+        query.get('TopicArn') ?? query.get('ResourceArn') ?? subscription ?? arn('sns', query.get('Name') ?? '*')
+      add(`sns:${action}`, [topic])
+      if (action === 'CreateTopic' && Object.keys(tags()).length) add('sns:TagResource', [topic])
+      return out
+    }
     if (service === 'ec2') {
       if (action.startsWith('Describe')) add(`ec2:${action}`, ['*'])
       else if (action === 'CreateSecurityGroup') {
@@ -166,6 +176,23 @@ export async function authorizationsOf(r: Seen, where: Where): Promise<Authoriza
     const group = body.logGroupName ?? body.logGroupIdentifier
     add(`logs:${op}`, op === 'DescribeLogGroups' ? ['*'] : [arn('logs', `log-group:${group}`)])
     if (op === 'CreateLogGroup' && body.tags) add('logs:TagResource', [arn('logs', `log-group:${group}`)])
+    return out
+  }
+
+  // CloudWatch (JSON, X-Amz-Target): metrics take no resource; DescribeAlarms is a read of every alarm.
+  if (r.target?.startsWith('GraniteServiceVersion20100801.')) {
+    const op = r.target.split('.').at(-1)!
+    const body = JSON.parse(r.body || '{}')
+    if (op === 'GetMetricData' || op === 'DescribeAlarms') add(`cloudwatch:${op}`, ['*'])
+    else {
+      const alarms: string[] = body.AlarmNames ?? [body.AlarmName]
+      add(
+        `cloudwatch:${op}`,
+        alarms.map((a) => arn('cloudwatch', `alarm:${a}`)),
+      )
+      if (op === 'PutMetricAlarm' && body.Tags?.length)
+        add('cloudwatch:TagResource', [arn('cloudwatch', `alarm:${body.AlarmName}`)])
+    }
     return out
   }
 
