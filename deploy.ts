@@ -127,6 +127,7 @@ import {
   CloudWatchLogsClient,
   CreateLogGroupCommand,
   DeleteLogGroupCommand,
+  DeleteMetricFilterCommand,
   DescribeLogGroupsCommand,
   DescribeMetricFiltersCommand,
   PutMetricFilterCommand,
@@ -3374,6 +3375,16 @@ async function destroy() {
   })
 
   await step('log groups', async () => {
+    // The 5xx metric filter first: a log group's filters are its own, but nothing is left to chance.
+    const logGroupName = `/aws/lambda/${names.api}`
+    const { metricFilters = [] } =
+      (await send('logs', new DescribeMetricFiltersCommand({ logGroupName, filterNamePrefix: ANSWERS_5XX.filter }), {
+        missing: ['ResourceNotFoundException'],
+      })) ?? {}
+    if (metricFilters.some((f) => f.filterName === ANSWERS_5XX.filter)) {
+      await send('logs', new DeleteMetricFilterCommand({ logGroupName, filterName: ANSWERS_5XX.filter }))
+      summary.removed.push(`metric filter ${ANSWERS_5XX.filter}`)
+    }
     for (const group of logGroups) {
       const gone = await send('logs', new DeleteLogGroupCommand({ logGroupName: group }), {
         missing: ['ResourceNotFoundException'],

@@ -878,7 +878,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal(code, 0, output)
       assert.match(
         output,
-        /removed: function buddy-system, function buddy-system-db-seeder, log group \/aws\/lambda\/buddy-system, log group \/aws\/lambda\/buddy-system-db-seeder, .*security group sg-\w+, role buddy-system-lambda-execution-role/,
+        /removed: function buddy-system, function buddy-system-db-seeder, metric filter buddy-system-5xx, log group \/aws\/lambda\/buddy-system, log group \/aws\/lambda\/buddy-system-db-seeder, .*security group sg-\w+, role buddy-system-lambda-execution-role/,
       )
       // The role goes last: Lambda deletes the functions' network interfaces with it, and only then can the group go.
       const order: string[] = changes(moto.requests().slice(before)).filter((op) =>
@@ -2274,6 +2274,8 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     )
     assert.deepEqual((await cloudwatch.send(new DescribeAlarmsCommand({}))).MetricAlarms, [])
     assert.deepEqual((await sns.send(new ListTopicsCommand({}))).Topics, [])
+    const left = await logs.send(new DescribeMetricFiltersCommand({ logGroupName: '/aws/lambda/buddy-system' }))
+    assert.deepEqual(left.metricFilters, [], 'the metric filter went with its log group')
     for (const [value, message] of [
       ['ops', /--alerts ops: ops is not an email address \(or write --alerts off\)/],
       ['', /--alerts: an email address, or off/],
@@ -2478,6 +2480,53 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       ],
       ['StorageBytes Average'],
     ])
+  })
+
+  it("status on rds: the instance's CPU, connections and free storage beside the API's figures", async () => {
+    await moto.answerInvocations([seederAnswer()])
+    const deployed = await deploy(moto.endpoint, 'rds', '--yes')
+    assert.equal(deployed.code, 0, deployed.output)
+    const HOUR = 3_600_000
+    const start = Math.ceil(Date.now() / HOUR) * HOUR - 24 * HOUR
+    const db = [{ Name: 'DBInstanceIdentifier', Value: 'buddy-system' }]
+    const MetricData = [22, 23].flatMap((column, i) => [
+      { MetricName: 'CPUUtilization', Dimensions: db, Timestamp: new Date(start + column * HOUR), Value: [12, 48][i] },
+      {
+        MetricName: 'DatabaseConnections',
+        Dimensions: db,
+        Timestamp: new Date(start + column * HOUR),
+        Value: [2, 4][i],
+      },
+      {
+        MetricName: 'FreeStorageSpace',
+        Dimensions: db,
+        Timestamp: new Date(start + column * HOUR),
+        Value: [19.5e9, 19.4e9][i],
+      },
+    ])
+    await cloudwatch.send(new PutMetricDataCommand({ Namespace: 'AWS/RDS', MetricData }))
+    await moto.answerInvocations([
+      { statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' },
+      ...(await realSeederAnswers([{}, { staff: {} }])).slice(1),
+    ])
+    const before = moto.requests().length
+    const status = await deploy(moto.endpoint, 'status', 'rds')
+    assert.equal(status.code, 0, status.output)
+    const dots = '·'.repeat(22)
+    assert.match(status.output, new RegExp(`  database CPU +${dots}▃█  48 % at most\n`))
+    assert.match(status.output, new RegExp(`  database connections +${dots}▅█  4 at most\n`))
+    assert.match(status.output, new RegExp(`  database free storage +${dots}██  19\.4 GB at least\n`))
+    assert.match(status.output, /  invocations +·{24}  no data\n/)
+    const asked = moto
+      .requests()
+      .slice(before)
+      .filter((r) => operationOf(r) === 'GetMetricData')
+      .map((r) => JSON.parse(r.body).MetricDataQueries.length)
+    assert.deepEqual(
+      asked,
+      [5, 3],
+      'one call for the function (less the 4 percentile queries the proxy answers), one for the instance',
+    )
   })
 
   it(
