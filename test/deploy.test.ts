@@ -1507,6 +1507,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       'POST /2021-10-31/functions/buddy-system/url',
       'POST /2015-03-31/functions/buddy-system/policy',
       'POST /2015-03-31/functions/buddy-system/policy',
+      'PutMetricFilter',
     ])
     assert.equal(createdFunctions().at(-1).FunctionName, 'buddy-system-db-seeder')
   })
