@@ -167,7 +167,7 @@ function packageCode(): string {
     `build.zip for ${REGION}: both functions, the sample, the region's RDS CAs`,
     `${(zip / 1024).toFixed(1)} KB`,
     '',
-    'target < 100 KB',
+    'target ≤ 80 KB',
   )
   const task = join(work, 'task')
   mkdirSync(task)
@@ -193,13 +193,20 @@ const firstEvent = (path: string) =>
   `const { handler } = await import('./api.mjs'); const r = await handler(${JSON.stringify(event(path))}); console.log(r.statusCode); process.exit(0)`
 
 /** Medians of `runs` cold starts against as many `node -e 0`, alternated. */
-async function coldStarts(task: string, env: NodeJS.ProcessEnv, path: string, runs: number, before?: () => void) {
+async function coldStarts(
+  task: string,
+  env: NodeJS.ProcessEnv,
+  path: string,
+  runs: number,
+  before?: () => void,
+  nodeArgs: string[] = [],
+) {
   const bare: number[] = []
   const cold: number[] = []
   for (let i = 0; i < runs; i++) {
-    bare.push((await runNode(['-e', '0'], task, {})).wall)
+    bare.push((await runNode([...nodeArgs, '-e', '0'], task, {})).wall)
     before?.()
-    const { wall, last } = await runNode(['--input-type=module', '-e', firstEvent(path)], task, {
+    const { wall, last } = await runNode([...nodeArgs, '--input-type=module', '-e', firstEvent(path)], task, {
       AWS_LAMBDA_FUNCTION_NAME: 'bench',
       JWT_KEY: process.env.JWT_KEY,
       ...env,
@@ -222,7 +229,7 @@ async function sqliteColdStart(task: string) {
     'SQLite: first answer to GET /animals/1 (median of 21)',
     ms(cold),
     `node -e 0: ${ms(bare)}`,
-    `+${ms(cold - bare)} (target ≤ +25 ms)`,
+    `+${ms(cold - bare)} (target ≤ +15 ms)`,
   )
 }
 
@@ -318,9 +325,85 @@ async function postgresColdStart(task: string, server: PostgresServer) {
       'target ≤ 8',
     )
     names.forEach((name, i) => row('Cold start', `  round trip ${i + 1}`, name, '', ''))
+    await iamColdStart(task, server, env, proxy)
   } finally {
     proxy.close()
   }
+}
+
+/** The path a deployment takes: PG_AUTH=iam, the token signed in the process from the credentials in its environment
+ * and sent as a cleartext password over TLS, as RDS takes it from a member of rds_iam (postgres-server.ts). The
+ * server cannot check a token: the role's password is the one the reference signer (@aws-sdk/rds-signer) gives for
+ * these credentials at a fixed moment, which both paths' processes are held at (a Date frozen by --import). */
+async function iamColdStart(
+  task: string,
+  server: PostgresServer,
+  env: NodeJS.ProcessEnv,
+  proxy: Awaited<ReturnType<typeof delayProxy>>,
+) {
+  log('cold start, PostgreSQL with IAM…')
+  const moment = Date.parse('2026-12-01T12:00:00Z')
+  const credentials = {
+    AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE',
+    AWS_SECRET_ACCESS_KEY: 'bench-secret',
+    AWS_SESSION_TOKEN: 'IQoJb3JpZ2luX2Vj+/=',
+  }
+  const role = 'bench_iam'
+  const { Signer } = await import('@aws-sdk/rds-signer')
+  const RealDate = Date
+  globalThis.Date = class extends RealDate {
+    constructor(...args: ConstructorParameters<typeof Date>) {
+      super(...((args.length ? args : [moment]) as [number]))
+    }
+    static now = () => moment
+  } as DateConstructor
+  const token = await new Signer({
+    hostname: '127.0.0.1',
+    port: proxy.port,
+    username: role,
+    region: REGION,
+    credentials: {
+      accessKeyId: credentials.AWS_ACCESS_KEY_ID,
+      secretAccessKey: credentials.AWS_SECRET_ACCESS_KEY,
+      sessionToken: credentials.AWS_SESSION_TOKEN,
+    },
+  })
+    .getAuthToken()
+    .finally(() => (globalThis.Date = RealDate))
+  const admin = await openDatabase(configFromEnv({ ...env, PG_PORT: server.env.PG_PORT }))
+  await admin.exec(`
+    DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'rds_iam') THEN CREATE ROLE rds_iam; END IF; END $$;
+    DROP ROLE IF EXISTS ${role};
+    CREATE ROLE ${role} LOGIN PASSWORD '${token}' IN ROLE rds_iam;
+    GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${role};`)
+  await admin.close()
+  const frozen = `data:text/javascript,${encodeURIComponent(
+    `const D = Date; globalThis.Date = class extends D { constructor(...a) { super(...(a.length ? a : [${moment}])) } static now() { return ${moment} } }`,
+  )}`
+  const iamEnv = { ...env, PG_AUTH: 'iam', PG_USERNAME: role, PG_PASSWORD: '', AWS_REGION: REGION, ...credentials }
+  proxy.flights.length = 0
+  await coldStarts(task, iamEnv, '/animals/1', 1, undefined, ['--import', frozen])
+  const flights = proxy.flights.length
+  const passwords: number[] = []
+  const tokens: number[] = []
+  for (let i = 0; i < 11; i++) {
+    passwords.push((await coldStarts(task, env, '/animals/1', 1, undefined, ['--import', frozen])).cold)
+    tokens.push((await coldStarts(task, iamEnv, '/animals/1', 1, undefined, ['--import', frozen])).cold)
+  }
+  row(
+    'Cold start',
+    'PostgreSQL with IAM: the same, a token as password (cleartext over TLS), 11 alternated with the password path',
+    ms(median(tokens)),
+    `a password (SCRAM): ${ms(median(passwords))}`,
+    `${median(tokens) >= median(passwords) ? '+' : ''}${ms(median(tokens) - median(passwords))}, target ≤ +5 ms`,
+  )
+  row(
+    'Cold start',
+    'PostgreSQL with IAM: round trips before the first answer',
+    `${flights + 1}`,
+    `${flights} client flights + the TCP handshake`,
+    'target ≤ 6',
+  )
 }
 
 // 3. Warm requests: handler(event) in process, against the same rows through the driver.

@@ -122,6 +122,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): DbConfig {
   const iamRegion = auth === 'iam' ? env.AWS_REGION || env.AWS_DEFAULT_REGION : undefined
   if (auth === 'iam' && !iamRegion)
     throw new ConfigError('PG_AUTH=iam needs AWS_REGION: the region of the RDS instance')
+  // Checked here, as the token is signed in the middle of the connection's login, where a throw is nobody's to catch.
+  if (auth === 'iam' && !(env.AWS_ACCESS_KEY_ID && env.AWS_SECRET_ACCESS_KEY)) throw new ConfigError(NO_CREDENTIALS)
   const port = Number(env.PG_PORT)
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new ConfigError(`PG_PORT=${env.PG_PORT} is not a port number`)
@@ -687,19 +689,71 @@ async function openPostgres(config: Extract<DbConfig, { kind: 'postgres' }>): Pr
   return wrap(sql)
 }
 
-/** The password of each new connection under IAM database authentication: a token that @aws-sdk/rds-signer signs
- * with the AWS credentials here (the function's role), for this endpoint, port and user. Signing is local: no call
- * to AWS, so it works in a VPC without a NAT. https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.Connecting.html */
+const NO_CREDENTIALS =
+  'PG_AUTH=iam signs with the AWS credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), as Lambda gives a function its role\'s; elsewhere, `eval "$(aws configure export-credentials --format env)"` sets them'
+
+/** The password of each new connection under IAM database authentication: a token, which is a SigV4 presigned URL
+ * for `rds-db:connect` as this user at this endpoint, as @aws-sdk/rds-signer makes it (its getAuthToken), signed by
+ * the SDK's own signer with the credentials Lambda puts in the function's environment (its role's): no credential
+ * provider chain to load on a cold start, and no call to AWS, so it works in a VPC without a NAT.
+ * https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.Connecting.html */
 function iamToken(config: Extract<DbConfig, { kind: 'postgres' }>): () => Promise<string> {
   return async () => {
-    // Imported here: only an IAM deployment loads the signer and the AWS credential providers.
-    const { Signer } = await import('@aws-sdk/rds-signer')
-    return new Signer({
-      hostname: config.host,
-      port: config.port,
-      username: config.username,
+    const { AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey } = process.env
+    if (!accessKeyId || !secretAccessKey) throw new ConfigError(NO_CREDENTIALS)
+    // Imported here: only an IAM deployment loads the signer (and node:crypto, for its SHA-256).
+    const [{ SignatureV4 }, { createHash, createHmac }] = await Promise.all([
+      import('@smithy/signature-v4'),
+      import('node:crypto'),
+    ])
+    type Data = string | ArrayBuffer | ArrayBufferView
+    const bytes = (data: Data) =>
+      typeof data === 'string'
+        ? data
+        : ArrayBuffer.isView(data)
+          ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+          : new Uint8Array(data)
+    class Sha256 {
+      #hash
+      constructor(secret?: Data) {
+        this.#hash = secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(secret))
+      }
+      update(data: Data) {
+        this.#hash.update(bytes(data))
+      }
+      async digest() {
+        return new Uint8Array(this.#hash.digest())
+      }
+      reset() {}
+    }
+    const { host: hostname, port, username } = config
+    const signer = new SignatureV4({
+      service: 'rds-db',
       region: config.iamRegion!,
-    }).getAuthToken()
+      credentials: { accessKeyId, secretAccessKey, sessionToken: process.env.AWS_SESSION_TOKEN || undefined },
+      sha256: Sha256,
+    })
+    const presigned = await signer.presign(
+      {
+        method: 'GET',
+        protocol: 'https:',
+        hostname,
+        port,
+        path: '/',
+        query: { Action: 'connect', DBUser: username },
+        headers: { host: `${hostname}:${port}` },
+      },
+      { expiresIn: 900 },
+    )
+    // The URL without its scheme, as the SDK formats it: its query sorted, and escaped as RFC 3986 has it
+    // (encodeURIComponent leaves !'()* as they are).
+    const escape = (s: string) =>
+      encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)
+    const query = Object.entries(presigned.query ?? {})
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([key, value]) => `${escape(key)}=${escape(String(value))}`)
+      .join('&')
+    return `${hostname}:${port}/?${query}`
   }
 }
 

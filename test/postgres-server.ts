@@ -86,8 +86,12 @@ export async function startPostgres(): Promise<PostgresServer | string> {
       '',
     ].join('\n'),
   )
-  // Only TLS over TCP, as RDS with rds.force_ssl = 1.
-  writeFileSync(join(data, 'pg_hba.conf'), 'hostssl all all 127.0.0.1/32 scram-sha-256\n')
+  // Only TLS over TCP, as RDS with rds.force_ssl = 1; and as on RDS, a member of rds_iam logs in with its token sent
+  // as a cleartext password (RDS checks it through PAM: here, the role's password is the token).
+  writeFileSync(
+    join(data, 'pg_hba.conf'),
+    'hostssl all +rds_iam 127.0.0.1/32 password\nhostssl all all 127.0.0.1/32 scram-sha-256\n',
+  )
   if (asRoot) execFileSync('chown', ['postgres:', join(data, 'pg_hba.conf')])
   run('pg_ctl', ['-D', data, '-l', join(dir, 'log'), '-w', '-t', '60', 'start'])
   return {

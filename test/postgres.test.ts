@@ -257,7 +257,8 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
   const credentials = {
     AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE',
     AWS_SECRET_ACCESS_KEY: 'secret-for-the-test',
-    AWS_SESSION_TOKEN: undefined,
+    // A role's credentials, as Lambda gives them: with a session token, whose +, / and = the token escapes.
+    AWS_SESSION_TOKEN: 'IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJH+MEUCIQ=',
     AWS_PROFILE: undefined,
   }
 
@@ -277,6 +278,7 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
         PG_PASSWORD: undefined,
         PG_DATABASE: 'postgres',
         AWS_REGION: region,
+        ...credentials,
       })
     const { Signer } = await import('@aws-sdk/rds-signer')
     const token = await new Signer({
@@ -284,7 +286,11 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
       port,
       username: user,
       region: 'eu-west-3',
-      credentials: { accessKeyId: credentials.AWS_ACCESS_KEY_ID, secretAccessKey: credentials.AWS_SECRET_ACCESS_KEY },
+      credentials: {
+        accessKeyId: credentials.AWS_ACCESS_KEY_ID,
+        secretAccessKey: credentials.AWS_SECRET_ACCESS_KEY,
+        sessionToken: credentials.AWS_SESSION_TOKEN,
+      },
     }).getAuthToken()
     assert.match(
       token,
@@ -306,6 +312,11 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
       const elsewhere = await openDatabase(iam('eu-west-1')) // another region signs another token
       await assert.rejects(elsewhere.values('SELECT 1'), /password authentication failed/)
       await elsewhere.close()
+      // Without credentials in the environment (Lambda always gives them), a clear error before any connection.
+      assert.throws(
+        () => configFromEnv({ ...server.env, DB_LOCATION: 'rds', PG_AUTH: 'iam', AWS_REGION: 'eu-west-3' }),
+        /PG_AUTH=iam signs with the AWS credentials in the environment/,
+      )
       assert.throws(
         () =>
           configFromEnv({ ...server.env, DB_LOCATION: 'rds', PG_AUTH: 'iam', AWS_REGION: '', AWS_DEFAULT_REGION: '' }),
