@@ -55,7 +55,7 @@ function corsOrigins(): string[] {
 /** True until the first request of this process (a Lambda container's cold start) has been answered. */
 let coldStart = true
 
-export async function handler(event: Event, context?: { awsRequestId?: string }): Promise<Result> {
+export async function handler(event: Event): Promise<Result> {
   const started = performance.now()
   const cold = coldStart
   coldStart = false
@@ -86,7 +86,7 @@ export async function handler(event: Event, context?: { awsRequestId?: string })
 }
 
 /** What the API logs of each request (README, Logs). */
-export interface RequestLine {
+interface RequestLine {
   method: string | null
   /** The route's pattern (`/animals/{animal_id}`), null where none matched. */
   route: string | null
