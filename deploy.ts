@@ -2422,21 +2422,26 @@ async function health(watched: Watched) {
       const known = columns.filter((v): v is number => v !== undefined)
       const unit = f.unit ?? count
       const whole = [...(values.get(`w${i}`)?.values() ?? [])][0]
-      const total = !known.length
-        ? 'no data'
-        : f.total === 'sum'
-          ? `${unit(known.reduce((a, b) => a + b, 0))} in all`
-          : f.total === 'whole'
-            ? whole === undefined
-              ? 'no data'
-              : `${unit(whole)} over all`
-            : f.total === 'peak'
-              ? `${unit(Math.max(...known))} at most`
-              : f.total === 'lowest'
-                ? `${unit(Math.min(...known))} at least`
-                : `${unit(known.at(-1)!)} now`
+      const total = known.length ? totalOf(f, known, whole) : 'no data'
       say(`  ${f.label.padEnd(24)} ${chart(columns)}  ${total}`)
     })
+  }
+}
+
+/** A figure's total over the whole span, as its `total` says: `whole` is its statistic over the span (a percentile). */
+function totalOf(f: Figure, known: number[], whole: number | undefined): string {
+  const unit = f.unit ?? count
+  switch (f.total) {
+    case 'sum':
+      return `${unit(known.reduce((a, b) => a + b, 0))} in all`
+    case 'whole':
+      return whole === undefined ? 'no data' : `${unit(whole)} over all`
+    case 'peak':
+      return `${unit(Math.max(...known))} at most`
+    case 'lowest':
+      return `${unit(Math.min(...known))} at least`
+    case 'latest':
+      return `${unit(known.at(-1)!)} now`
   }
 }
 

@@ -133,6 +133,12 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   const seeding = (runs: number) =>
     moto.answerInvocations(Array.from({ length: runs }, (_, i) => seederAnswer(i ? 'loaded before' : 'loaded')))
 
+  /** What a `status` invokes, answered: the API's GET /greet, and the seeder's staff list (the real code's answer). */
+  const answerStatus = async () =>
+    moto.answerInvocations([
+      { statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' },
+      ...(await realSeederAnswers([{}, { staff: {} }])).slice(1),
+    ])
   const fn = (name: string) => lambda.send(new GetFunctionCommand({ FunctionName: name }))
   const securityGroup = async () =>
     (await ec2.send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: 'group-name', Values: ['buddy-system'] }] })))
@@ -2233,12 +2239,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal(rerun.code, 0, rerun.output)
       assert.deepEqual(changes(moto.requests().slice(before)), [], `rerun with ${flags.join(' ') || 'no flag'}`)
     }
-    const greetAndStaff = async () =>
-      moto.answerInvocations([
-        { statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' },
-        ...(await realSeederAnswers([{}, { staff: {} }])).slice(1),
-      ])
-    await greetAndStaff()
+    await answerStatus()
     const status = await deploy(moto.endpoint, 'status', 'efs')
     assert.equal(status.code, 0, status.output)
     assert.match(status.output, /Alerts to ops@example\.org \((confirmed|not confirmed yet: see the mail from AWS)\):/)
@@ -2351,10 +2352,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     await moto.answerInvocations([seederAnswer()])
     assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
     const url = (await lambda.send(new GetFunctionUrlConfigCommand({ FunctionName: 'buddy-system' }))).FunctionUrl!
-    await moto.answerInvocations([
-      { statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' },
-      ...(await realSeederAnswers([{}, { staff: {} }])).slice(1),
-    ])
+    await answerStatus()
     const before = changes(moto.requests()).length
     const ok = await deploy(moto.endpoint, 'status', 'efs')
     assert.equal(ok.code, 0, ok.output)
@@ -2443,10 +2441,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       { Name: 'StorageClass', Value: 'Total' },
     ]
     await put('AWS/EFS', [datum('StorageBytes', 22, 6144, total), datum('StorageBytes', 23, 12288, total)])
-    await moto.answerInvocations([
-      { statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' },
-      ...(await realSeederAnswers([{}, { staff: {} }])).slice(1),
-    ])
+    await answerStatus()
     const before = moto.requests().length
     const status = await deploy(moto.endpoint, 'status', 'efs')
     assert.equal(status.code, 0, status.output)
@@ -2506,10 +2501,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       },
     ])
     await cloudwatch.send(new PutMetricDataCommand({ Namespace: 'AWS/RDS', MetricData }))
-    await moto.answerInvocations([
-      { statusCode: 200, headers: {}, body: '{"greeting":"hello to nobody"}' },
-      ...(await realSeederAnswers([{}, { staff: {} }])).slice(1),
-    ])
+    await answerStatus()
     const before = moto.requests().length
     const status = await deploy(moto.endpoint, 'status', 'rds')
     assert.equal(status.code, 0, status.output)
