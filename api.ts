@@ -390,7 +390,7 @@ function pathIds(names: string[], values: string[]): Record<string, number> {
   const issues: z.core.$ZodIssue[] = []
   names.forEach((name, i) => {
     if (DIGITS.test(values[i])) return void (ids[name] = Number(values[i]))
-    const result = pathId.safeParse(decodePath(values[i]), { reportInput: true })
+    const result = pathId().safeParse(decodePath(values[i]), { reportInput: true })
     if (result.success) ids[name] = result.data
     else issues.push(...result.error.issues.map((issue) => ({ ...issue, path: [name] })))
   })
@@ -401,11 +401,11 @@ function pathIds(names: string[], values: string[]): Record<string, number> {
 /** The query and the body, each through its schema. A body only in the media type its route reads (415): another
  * site's plain HTML form cannot post to a JSON route. */
 function input(route: Route, req: Request): { query: unknown; body: unknown } {
-  const query = route.query && parse(route.query, Object.fromEntries(req.query), 'query')
+  const query = route.query && parse(route.query(), Object.fromEntries(req.query), 'query')
   const type = route.body ? 'application/json' : route.form ? 'application/x-www-form-urlencoded' : undefined
   if (type && mediaType(req) !== type) throw new HttpError(415, 'Unsupported Media Type')
-  if (route.body) return { query, body: parse(route.body, parseJson(req.body), 'body') }
-  if (route.form) return { query, body: parse(route.form, Object.fromEntries(new URLSearchParams(req.body)), 'body') }
+  if (route.body) return { query, body: parse(route.body(), parseJson(req.body), 'body') }
+  if (route.form) return { query, body: parse(route.form(), Object.fromEntries(new URLSearchParams(req.body)), 'body') }
   return { query, body: undefined }
 }
 
@@ -466,10 +466,12 @@ interface Route<B = any, Q = any> {
   path: string
   summary: string
   access: Access
-  body?: z.ZodMiniType<B>
-  form?: z.ZodMiniType<B>
-  query?: z.ZodMiniObject & z.ZodMiniType<Q>
-  response?: z.ZodMiniType
+  // Schemas as functions that build them: a cold start builds only what its first request reads (BENCHMARKS.md).
+  body?: () => z.ZodMiniType<B>
+  form?: () => z.ZodMiniType<B>
+  query?: () => z.ZodMiniObject & z.ZodMiniType<Q>
+  /** For /openapi.json only. */
+  response?: () => z.ZodMiniType
   run(ctx: Context<B, Q>): Promise<Response>
 }
 const route = <B = undefined, Q = undefined>(r: Route<B, Q>) => r
@@ -491,7 +493,7 @@ function routes(): Route[] {
       path: '/greet',
       access: 'anyone',
       summary: 'A greeting',
-      response: z.object({ greeting: z.string() }),
+      response: () => z.object({ greeting: z.string() }),
       run: async () => ok({ greeting: 'hello to nobody' }),
     }),
     route({
@@ -543,7 +545,7 @@ function routes(): Route[] {
       access: 'anyone',
       summary: 'Log in: trade a username and password for a bearer token',
       form: TokenForm,
-      response: z.object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.int() }),
+      response: () => z.object({ access_token: z.string(), token_type: z.literal('Bearer'), expires_in: z.int() }),
       async run({ body, sourceIp, db }) {
         const conn = await db()
         const failures = await refuseWhileWaiting(conn, sourceIp, body.username)
@@ -580,7 +582,7 @@ function routes(): Route[] {
       access: 'staff',
       summary: 'Users, by id, a page at a time',
       query: Page,
-      response: z.object({ meta: PageMeta, users: z.array(User) }),
+      response: () => z.object({ meta: PageMeta(), users: z.array(User()) }),
       async run({ query, db }) {
         const { count, users } = await store.listUsers(await db(), query)
         return ok({ meta: { count, limit: query.limit, offset: query.offset }, users })
@@ -612,7 +614,7 @@ function routes(): Route[] {
       path: '/users/me',
       access: 'user',
       summary: 'The user of the bearer token',
-      response: z.object({ user: User }),
+      response: () => z.object({ user: User() }),
       run: async ({ me }) => ok({ user: await me() }),
     }),
     route({
@@ -620,7 +622,7 @@ function routes(): Route[] {
       path: '/users/{user_id}',
       access: 'self',
       summary: 'One user',
-      response: z.object({ user: User }),
+      response: () => z.object({ user: User() }),
       async run({ ids, db }) {
         return ok({ user: await findUser(await db(), ids.user_id) })
       },
@@ -641,12 +643,13 @@ function routes(): Route[] {
       access: 'self',
       summary: "A user's fosters",
       query: Page,
-      response: z.object({
-        meta: PageMeta,
-        fosters: z.array(
-          z.object({ animal: Animal, user: User, start_date: z.iso.date(), end_date: z.nullable(z.iso.date()) }),
-        ),
-      }),
+      response: () =>
+        z.object({
+          meta: PageMeta(),
+          fosters: z.array(
+            z.object({ animal: Animal(), user: User(), start_date: z.iso.date(), end_date: z.nullable(z.iso.date()) }),
+          ),
+        }),
       async run({ ids, query, db }) {
         const conn = await db()
         const { count, fosters } = await store.listFosters(conn, await findUser(conn, ids.user_id), query)
@@ -659,7 +662,7 @@ function routes(): Route[] {
       access: 'self',
       summary: 'The animals a user adopted',
       query: Page,
-      response: z.object({ meta: PageMeta, animals: z.array(Animal) }),
+      response: () => z.object({ meta: PageMeta(), animals: z.array(Animal()) }),
       async run({ ids, query, db }) {
         const conn = await db()
         await findUser(conn, ids.user_id)
@@ -673,7 +676,7 @@ function routes(): Route[] {
       access: 'anyone',
       summary: 'Animals, sorted and filtered by intake date, a page at a time',
       query: AnimalList,
-      response: z.object({ meta: PageMeta, animals: z.array(Animal) }),
+      response: () => z.object({ meta: PageMeta(), animals: z.array(Animal()) }),
       async run({ query, db }) {
         const { count, animals } = await store.listAnimals(await db(), query)
         return ok({ meta: { count, limit: query.limit, offset: query.offset }, animals })
@@ -685,7 +688,7 @@ function routes(): Route[] {
       access: 'staff',
       summary: 'Take in an animal: its intake date is today',
       body: AnimalCreate,
-      response: z.object({ animal: Animal }),
+      response: () => z.object({ animal: Animal() }),
       async run({ body, db }) {
         const intake_date = new Date().toISOString().slice(0, 10)
         return ok({ animal: await store.createAnimal(await db(), { ...body, intake_date }) })
@@ -696,7 +699,7 @@ function routes(): Route[] {
       path: '/animals/{animal_id}',
       access: 'anyone',
       summary: 'One animal',
-      response: z.object({ animal: Animal }),
+      response: () => z.object({ animal: Animal() }),
       async run({ ids, db }) {
         const animal = await store.getAnimal(await db(), ids.animal_id)
         if (!animal) throw notFound('Animal', ids.animal_id)
@@ -709,7 +712,7 @@ function routes(): Route[] {
       access: 'staff',
       summary: "Change some of an animal's fields; the others stay as they are",
       body: AnimalUpdate,
-      response: z.object({ animal: Animal }),
+      response: () => z.object({ animal: Animal() }),
       async run({ ids, body, db }) {
         const conn = await db()
         const current = await store.getAnimal(conn, ids.animal_id)
@@ -914,6 +917,13 @@ function toResult(res: Response, extraHeaders: Record<string, string>): Result {
 
 // Schemas: they validate requests and describe them in /openapi.json. Lenient as the first
 // version was: its React client sends numbers as strings ("3") and booleans as "true".
+// Each is a function that builds it, the first time a route reads it (`once`): zod builds a schema by running code,
+// and a cold start then builds only its own route's (none for GET /animals/1: BENCHMARKS.md).
+
+function once<T>(build: () => T): () => T {
+  let built: T | undefined
+  return () => (built ??= build())
+}
 
 const INT = /^\s*-?\d+\s*$/
 const int = (min: number, max: number) =>
@@ -923,33 +933,36 @@ const int = (min: number, max: number) =>
     }),
     z.number().check(z.minimum(min), z.maximum(max)),
   )
-const bool = z.union(
-  [
-    z.boolean(),
-    z.pipe(
-      z.enum(['true', 'false']),
-      z.transform((v) => v === 'true'),
-    ),
-  ],
-  {
-    error: 'Input should be a valid boolean',
-  },
-)
-const pathId = int(0, Number.MAX_SAFE_INTEGER)
+const bool = () =>
+  z.union(
+    [
+      z.boolean(),
+      z.pipe(
+        z.enum(['true', 'false']),
+        z.transform((v) => v === 'true'),
+      ),
+    ],
+    {
+      error: 'Input should be a valid boolean',
+    },
+  )
+const pathId = once(() => int(0, Number.MAX_SAFE_INTEGER))
 const DIGITS = /^\d{1,15}$/
 // What both databases can hold: PostgreSQL's text refuses NUL, and its dates year 0 (https://www.postgresql.org/docs/current/datatype-datetime.html);
 // neither keeps a lone UTF-16 surrogate (each would become U+FFFD). SQLite would take all three.
 const HOLDABLE = /\0|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
-const holdable = z.refine<string>((s) => !HOLDABLE.test(s), {
-  error: 'Input should not contain NUL characters or unpaired surrogates',
-})
-const str = () => z.string().check(holdable)
-const date = z.iso
-  .date({ error: 'Input should be a valid date in the format YYYY-MM-DD' })
-  .check(z.refine((d) => !d.startsWith('0000'), { error: 'Input should be a date from year 1 on' }))
+const holdable = () =>
+  z.refine<string>((s) => !HOLDABLE.test(s), {
+    error: 'Input should not contain NUL characters or unpaired surrogates',
+  })
+const str = () => z.string().check(holdable())
+const date = () =>
+  z.iso
+    .date({ error: 'Input should be a valid date in the format YYYY-MM-DD' })
+    .check(z.refine((d) => !d.startsWith('0000'), { error: 'Input should be a date from year 1 on' }))
 // A length that fails stops the checks after it (abort): a name of megabytes costs its length check only.
 const text = (max: number) =>
-  z.string().check(z.trim(), z.minLength(1, { abort: true }), z.maxLength(max, { abort: true }), holdable)
+  z.string().check(z.trim(), z.minLength(1, { abort: true }), z.maxLength(max, { abort: true }), holdable())
 
 // Control, format (zero-width, soft hyphen, direction) and private-use characters: none in text a person reads
 // (usernames, animals' names and kinds), where they hide or reorder what is shown.
@@ -963,83 +976,100 @@ function visibleText(max: number) {
   )
 }
 
-const AnimalCreate = z.object({
-  name: visibleText(100),
-  age: int(0, 1000),
-  kind: visibleText(50),
-  fixed: z._default(bool, false),
-  vaccinated: z._default(bool, false),
-})
-const AnimalUpdate = z.object({
-  name: z.optional(visibleText(100)),
-  age: z.optional(int(0, 1000)),
-  kind: z.optional(visibleText(50)),
-  fixed: z.optional(bool),
-  vaccinated: z.optional(bool),
-  adopter_id: z.optional(z.nullable(int(1, Number.MAX_SAFE_INTEGER))),
-  adoption_date: z.optional(z.nullable(date)),
-})
-const Page = z.object({
-  limit: z._default(int(1, 1000), 100),
-  offset: z._default(int(0, Number.MAX_SAFE_INTEGER), 0),
-})
-const AnimalList = z.object({
-  sort: z._default(z.enum(store.ANIMAL_SORTS), 'name'),
-  intake_after: z.optional(date),
-  intake_before: z.optional(date),
-  ...Page.shape,
-})
-// Usernames: taken once whatever their case and Unicode form (db.ts's identityKey), visible, and written in one
-// script (db.ts's oneScript).
-const username = visibleText(64).check(
-  z.refine<string>((u) => store.oneScript(u.normalize('NFKC')), {
-    error: 'Input should be written in one script, without look-alike letters of another',
+const AnimalCreate = once(() =>
+  z.object({
+    name: visibleText(100),
+    age: int(0, 1000),
+    kind: visibleText(50),
+    fixed: z._default(bool(), false),
+    vaccinated: z._default(bool(), false),
   }),
 )
+const AnimalUpdate = once(() =>
+  z.object({
+    name: z.optional(visibleText(100)),
+    age: z.optional(int(0, 1000)),
+    kind: z.optional(visibleText(50)),
+    fixed: z.optional(bool()),
+    vaccinated: z.optional(bool()),
+    adopter_id: z.optional(z.nullable(int(1, Number.MAX_SAFE_INTEGER))),
+    adoption_date: z.optional(z.nullable(date())),
+  }),
+)
+const Page = once(() =>
+  z.object({
+    limit: z._default(int(1, 1000), 100),
+    offset: z._default(int(0, Number.MAX_SAFE_INTEGER), 0),
+  }),
+)
+const AnimalList = once(() =>
+  z.object({
+    sort: z._default(z.enum(store.ANIMAL_SORTS), 'name'),
+    intake_after: z.optional(date()),
+    intake_before: z.optional(date()),
+    ...Page().shape,
+  }),
+)
+// Usernames: taken once whatever their case and Unicode form (db.ts's identityKey), visible, and written in one
+// script (db.ts's oneScript).
+const username = () =>
+  visibleText(64).check(
+    z.refine<string>((u) => store.oneScript(u.normalize('NFKC')), {
+      error: 'Input should be written in one script, without look-alike letters of another',
+    }),
+  )
 
 // Passwords: 8 to 256 characters, and none of the most common (refuseCommon, after the schema).
 const { min, max } = store.PASSWORD_LENGTH
 const newPassword = () =>
-  z.string().check(z.minLength(min, { abort: true }), z.maxLength(max, { abort: true }), holdable)
-const Registration = z.object({
-  username,
-  email: z.email({ error: 'Input should be a valid email address' }).check(z.maxLength(254)),
-  password: newPassword(),
-})
-const PasswordChange = z.object({
-  current_password: str().check(z.minLength(1), z.maxLength(1024)),
-  new_password: newPassword(),
-})
+  z.string().check(z.minLength(min, { abort: true }), z.maxLength(max, { abort: true }), holdable())
+const Registration = once(() =>
+  z.object({
+    username: username(),
+    email: z.email({ error: 'Input should be a valid email address' }).check(z.maxLength(254)),
+    password: newPassword(),
+  }),
+)
+const PasswordChange = once(() =>
+  z.object({
+    current_password: str().check(z.minLength(1), z.maxLength(1024)),
+    new_password: newPassword(),
+  }),
+)
 // OAuth2's password grant (RFC 6749 §4.3.2), as FastAPI's OAuth2PasswordRequestForm reads it.
-const TokenForm = z.object({
-  grant_type: z.optional(z.literal('password')),
-  username: str().check(z.minLength(1), z.maxLength(1024)),
-  password: str().check(z.minLength(1), z.maxLength(1024)),
-  scope: z.optional(str()),
-  client_id: z.optional(str()),
-  client_secret: z.optional(str()),
-})
+const TokenForm = once(() =>
+  z.object({
+    grant_type: z.optional(z.literal('password')),
+    username: str().check(z.minLength(1), z.maxLength(1024)),
+    password: str().check(z.minLength(1), z.maxLength(1024)),
+    scope: z.optional(str()),
+    client_id: z.optional(str()),
+    client_secret: z.optional(str()),
+  }),
+)
 
 // Response shapes, for /openapi.json only: db.ts builds the values.
-const Animal = z.object({
-  id: z.int(),
-  name: z.string(),
-  age: z.int(),
-  kind: z.string(),
-  fixed: z.boolean(),
-  vaccinated: z.boolean(),
-  intake_date: z.iso.date(),
-  adopter_id: z.nullable(z.int()),
-  adoption_date: z.nullable(z.iso.date()),
-})
-const User = z.object({
-  id: z.int(),
-  username: z.string(),
-  email: z.string(),
-  created_at: z.string(),
-  is_staff: z.boolean(),
-})
-const PageMeta = z.object({ count: z.int(), limit: z.int(), offset: z.int() })
+const Animal = () =>
+  z.object({
+    id: z.int(),
+    name: z.string(),
+    age: z.int(),
+    kind: z.string(),
+    fixed: z.boolean(),
+    vaccinated: z.boolean(),
+    intake_date: z.iso.date(),
+    adopter_id: z.nullable(z.int()),
+    adoption_date: z.nullable(z.iso.date()),
+  })
+const User = () =>
+  z.object({
+    id: z.int(),
+    username: z.string(),
+    email: z.string(),
+    created_at: z.string(),
+    is_staff: z.boolean(),
+  })
+const PageMeta = () => z.object({ count: z.int(), limit: z.int(), offset: z.int() })
 
 // /openapi.json, built from the route table and its schemas.
 
@@ -1052,7 +1082,7 @@ function buildOpenApi(): object {
   for (const { route: r, names } of routeTable()) {
     const parameters = [
       ...names.map((name) => ({ name, in: 'path', required: true, schema: { type: 'integer', minimum: 0 } })),
-      ...Object.entries(r.query?.shape ?? {}).map(([name, s]) => ({
+      ...Object.entries(r.query?.().shape ?? {}).map(([name, s]) => ({
         name,
         in: 'query',
         required: !(s as z.ZodMiniType).safeParse(undefined).success,
@@ -1060,9 +1090,9 @@ function buildOpenApi(): object {
       })),
     ]
     const requestBody = r.body
-      ? { required: true, content: { 'application/json': { schema: schema(r.body, 'input') } } }
+      ? { required: true, content: { 'application/json': { schema: schema(r.body(), 'input') } } }
       : r.form
-        ? { required: true, content: { 'application/x-www-form-urlencoded': { schema: schema(r.form, 'input') } } }
+        ? { required: true, content: { 'application/x-www-form-urlencoded': { schema: schema(r.form(), 'input') } } }
         : undefined
     const success = r.method === 'DELETE' ? '204' : '200'
     paths[r.path] = {
@@ -1076,7 +1106,7 @@ function buildOpenApi(): object {
         ...(r.access !== 'anyone' ? { security: [{ bearer: [] }] } : {}),
         responses: {
           [success]: r.response
-            ? { description: 'OK', content: { 'application/json': { schema: schema(r.response, 'output') } } }
+            ? { description: 'OK', content: { 'application/json': { schema: schema(r.response(), 'output') } } }
             : { description: r.path === '/' ? 'An HTML page' : 'Done' },
           ...(parameters.length || requestBody ? { '422': { description: 'The request failed validation' } } : {}),
           ...(r.access !== 'anyone' ? { '401': { description: 'No valid bearer token' } } : {}),
