@@ -768,10 +768,114 @@ async function worstRequests(task: string, samplePath: string) {
   }
 }
 
+// 9. What a change added to a cold start and to a login: the build of its commit against the build of the commit
+// before it, alternated in one run. Each build from `git archive` of its commit, packaged by its own deploy.ts, on a
+// database its own seed.ts set up; a user registered through it. Needs the repository's history (not a shallow clone).
+
+const CHANGES: [rev: string, what: string][] = [
+  ['9c2e78b', 'the access model, with the common-password check'],
+  ['b7146e4', 'limits, with the failed-login table'],
+  ['c4b5366', 'JSON logs: a line per request'],
+  ['538618f', 'schemas built on first use'],
+]
+
+/** The unzipped package of `rev` and a copy of its database with a user who can log in. */
+async function buildAt(rev: string) {
+  const dir = join(work, `at-${rev.replace('^', '-before')}`)
+  mkdirSync(dir)
+  execFileSync('sh', ['-c', `git archive "$0" | tar -x -C "$1"`, rev, dir])
+  symlinkSync(join(process.cwd(), 'node_modules'), join(dir, 'node_modules'))
+  const tsx = join(process.cwd(), 'node_modules', 'tsx', 'dist', 'cli.mjs')
+  execFileSync(process.execPath, [tsx, 'deploy.ts', 'package', '--region', REGION], { cwd: dir, stdio: 'ignore' })
+  const task = join(dir, 'task')
+  mkdirSync(task)
+  for (const [name, data] of Object.entries(unzipSync(readFileSync(join(dir, 'build.zip'))))) {
+    writeFileSync(join(task, name), data)
+  }
+  const db = join(dir, 'sample.db')
+  const env = { ...process.env, DB_LOCATION: 'local', DB_PATH: db }
+  execFileSync(process.execPath, [tsx, 'seed.ts'], { cwd: dir, env, stdio: 'ignore' })
+  const script = `const { handler } = await import('./api.mjs'); const r = await handler(${registration})
+    if (r.statusCode !== 200) throw new Error(r.body)`
+  await runNode(['--input-type=module', '-e', script], task, {
+    AWS_LAMBDA_FUNCTION_NAME: 'bench',
+    DB_PATH: db,
+    JWT_KEY,
+  })
+  return { task, db }
+}
+
+const JWT_KEY = process.env.JWT_KEY
+const LOGIN = { username: 'ab_login', password: 'kestrel harbour' }
+const registration = JSON.stringify(
+  event('/auth/registration', '', 'POST', JSON.stringify({ ...LOGIN, email: 'ab_login@example.com' }), {
+    'content-type': 'application/json',
+  }),
+)
+const login = JSON.stringify(
+  event('/auth/token', '', 'POST', new URLSearchParams(LOGIN).toString(), {
+    'content-type': 'application/x-www-form-urlencoded',
+  }),
+)
+
+/** A fresh Node 24 on `build`: the wall time of its first GET /animals/1 (the sample's), or the median of three
+ * logins after a first one. */
+async function runAt(build: { task: string; db: string }, what: 'read' | 'login') {
+  const env = { AWS_LAMBDA_FUNCTION_NAME: 'bench', DB_PATH: join(work, 'ab.db'), JWT_KEY }
+  copyFileSync(build.db, env.DB_PATH)
+  if (what === 'read') {
+    const script = `const { handler } = await import('./api.mjs'); const r = await handler(${JSON.stringify(event('/animals/1'))})
+      if (r.statusCode !== 200) throw new Error(r.body)`
+    return (await runNode(['--import', lambdaConsole, '--input-type=module', '-e', script], build.task, env)).wall
+  }
+  const script = `import { writeSync } from 'node:fs'; const { handler } = await import('./api.mjs'); const times = []
+    for (let i = 0; i < 4; i++) {
+      const started = process.hrtime.bigint(); const r = await handler(${login})
+      times.push(Number(process.hrtime.bigint() - started) / 1e6)
+      if (r.statusCode !== 200) throw new Error(r.body)
+    }
+    writeSync(1, JSON.stringify(times.slice(1)))`
+  const { last } = await runNode(['--import', lambdaConsole, '--input-type=module', '-e', script], build.task, env)
+  return JSON.parse(last) as number[]
+}
+
+async function changes() {
+  for (const [rev, what] of CHANGES) {
+    log(`what ${rev} added…`)
+    const [before, after] = [await buildAt(`${rev}^`), await buildAt(rev)]
+    const reads = { before: [] as number[], after: [] as number[] }
+    for (let i = 0; i < 21; i++) {
+      reads.before.push((await runAt(before, 'read')) as number)
+      reads.after.push((await runAt(after, 'read')) as number)
+    }
+    const logins = { before: [] as number[], after: [] as number[] }
+    for (let i = 0; i < 7; i++) {
+      logins.before.push(...((await runAt(before, 'login')) as number[]))
+      logins.after.push(...((await runAt(after, 'login')) as number[]))
+    }
+    const delta = (a: number[], b: number[]) =>
+      `${median(a) >= median(b) ? '+' : '−'}${ms(Math.abs(median(a) - median(b)))}`
+    row(
+      'A/B',
+      `${what} (${rev}): cold start, first GET /animals/1, 21 alternated`,
+      ms(median(reads.after)),
+      `${rev}^: ${ms(median(reads.before))}`,
+      delta(reads.after, reads.before),
+    )
+    row(
+      'A/B',
+      `${what} (${rev}): a login in a warm process, 21 alternated`,
+      ms(median(logins.after)),
+      `${rev}^: ${ms(median(logins.before))}`,
+      delta(logins.after, logins.before),
+    )
+  }
+}
+
 // Run
 
 // `npm run bench -- scale deploy` runs only those sections; all by default.
-const SECTIONS = ['package', 'coldstart', 'passwords', 'worst', 'warm', 'scale', 'deploy', 'memory']
+const SECTIONS = ['package', 'coldstart', 'passwords', 'worst', 'warm', 'scale', 'deploy', 'memory', 'changes']
 const only = process.argv.slice(2)
 const unknown = only.filter((x) => !SECTIONS.includes(x))
 if (unknown.length) throw new Error(`unknown section ${unknown.join(', ')}: choose from ${SECTIONS.join(', ')}`)
@@ -832,6 +936,10 @@ try {
   if (wanted('memory')) {
     if (!node24) row('In 256 MB', 'skipped: needs Node 24 (NODE24)', '', '', '')
     else await memory(task, samplePath)
+  }
+  if (wanted('changes')) {
+    if (!node24) row('A/B', 'skipped: needs Node 24 (NODE24)', '', '', '')
+    else await changes()
   }
 } finally {
   await closeDatabase()
