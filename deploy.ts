@@ -463,7 +463,12 @@ async function packageCode(region?: string): Promise<{ zip: Buffer; sha256: stri
     format: 'esm',
     minify: true,
     legalComments: 'none',
-    external: ['better-sqlite3'], // db.ts loads it only on a Node older than 24, never on Lambda
+    external: [
+      'better-sqlite3', // db.ts loads it only on a Node older than 24, never on Lambda
+      // Named by an import() in @smithy/core's HttpProtocol, which the signer leaves out: esbuild drops that code but
+      // still writes the chunk it would load, 17 KB that nothing imports (https://github.com/evanw/esbuild/issues/3704).
+      '@smithy/core/event-streams',
+    ],
     // ES modules first: a package whose `main` is CommonJS (the AWS SDK's, @smithy/signature-v4) would come in as
     // one, whole (130 KB of @smithy/core), and `await import()` of it names no exports.
     // https://esbuild.github.io/api/#main-fields

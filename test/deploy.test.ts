@@ -2827,6 +2827,15 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
       ['api.mjs', 'fake_db.json', 'rds-ca.pem', 'seed.mjs'],
     )
     assert.deepEqual(names, [...names].sort(), 'entries in a fixed order')
+    // Every chunk is imported by some other file: none is dead weight (esbuild writes one for an import() in code it
+    // drops, https://github.com/evanw/esbuild/issues/3704).
+    const code = names.filter((f) => f.endsWith('.mjs')).map((f) => [f, new TextDecoder().decode(files[f])])
+    for (const chunk of names.filter((f) => f.startsWith('chunk-'))) {
+      assert.ok(
+        code.some(([f, text]) => f !== chunk && text.includes(`"./${chunk}"`)),
+        `${chunk} is imported by no file`,
+      )
+    }
     mkdirSync(join(dir, 'task'))
     for (const [name, data] of Object.entries(files)) writeFileSync(join(dir, 'task', name), data)
   })
