@@ -196,7 +196,7 @@ const firstEvent = (path: string) =>
  * file descriptor, never through process.stdout, whose stream a plain `node` sets up on the first console.log (~3 ms
  * here) (aws-lambda-nodejs-runtime-interface-client, src/logging/telemetry-logger.ts). Loaded by `node -e 0` too. */
 const lambdaConsole = `data:text/javascript,${encodeURIComponent(
-  `import { writeSync } from 'node:fs'
+  `const { writeSync } = process.getBuiltinModule('node:fs') // not import: its ESM facade reads every export
   for (const [method, level] of [['log', 'INFO'], ['info', 'INFO'], ['warn', 'WARN'], ['error', 'ERROR']])
     console[method] = (message) => writeSync(1, JSON.stringify({ timestamp: new Date().toISOString(), level, message }) + '\\n')`,
 )}`
@@ -828,7 +828,7 @@ async function runAt(build: { task: string; db: string }, what: 'read' | 'login'
       if (r.statusCode !== 200) throw new Error(r.body)`
     return (await runNode(['--import', lambdaConsole, '--input-type=module', '-e', script], build.task, env)).wall
   }
-  const script = `import { writeSync } from 'node:fs'; const { handler } = await import('./api.mjs'); const times = []
+  const script = `const { writeSync } = process.getBuiltinModule('node:fs'); const { handler } = await import('./api.mjs'); const times = []
     for (let i = 0; i < 4; i++) {
       const started = process.hrtime.bigint(); const r = await handler(${login})
       times.push(Number(process.hrtime.bigint() - started) / 1e6)
