@@ -541,6 +541,9 @@ async function deployReruns() {
     const writes = proxy.writes.filter((w) => !w.endsWith('/invocations'))
     return { wall, reads: proxy.calls.length - proxy.writes.length, writes }
   }
+  // moto runs no function code: each deploy's seeder invocation answers what the real seeder would.
+  const { seederAnswer } = await import('./test/deploying.ts')
+  await moto.answerInvocations([seederAnswer('loaded'), seederAnswer('loaded before'), seederAnswer('loaded before')])
   try {
     const fresh = await deploy()
     const unchanged = await deploy()
