@@ -1804,7 +1804,7 @@ async function status() {
     if (state !== 'present') missing.push(what)
     const mark = state === 'present' ? chalk.green('✔') : chalk.red('✘')
     say(
-      `${mark} ${what.padEnd(36)} ${state === 'present' ? detail : chalk.red(state)}${state !== 'present' && detail ? ` ${detail}` : ''}`,
+      `${mark} ${what.padEnd(36)} ${state === 'present' ? detail : chalk.red(state)}${state !== 'present' && detail ? ` ${detail}` : ''}`.trimEnd(),
     )
   }
   const ours = (tags?: Record<string, string | undefined>) => (tags?.app === name ? 'present' : 'not ours')
