@@ -478,7 +478,7 @@ const route = <B = undefined, Q = undefined>(r: Route<B, Q>) => r
 const ok = (body: unknown): Response => ({ status: 200, body })
 const noContent: Response = { status: 204 }
 
-/** The routes, in the order a reader meets them: built on the first request, once every schema below exists. */
+/** The routes, in the order a reader meets them: built on the first request; each schema when a request first reads it. */
 function routes(): Route[] {
   return [
     route({

@@ -789,7 +789,13 @@ const CHANGES: [rev: string, what: string][] = [
 async function buildAt(rev: string) {
   const dir = join(work, `at-${rev.replace('^', '-before')}`)
   mkdirSync(dir)
-  execFileSync('sh', ['-c', `git archive "$0" | tar -x -C "$1"`, rev, dir])
+  try {
+    execFileSync('sh', ['-c', `git archive "$0" | tar -x -C "$1"`, rev, dir], { stdio: ['ignore', 'ignore', 'pipe'] })
+  } catch (error) {
+    throw new Error(
+      `git archive ${rev}: ${(error as { stderr?: string }).stderr}(changes needs the repository's history)`,
+    )
+  }
   symlinkSync(join(process.cwd(), 'node_modules'), join(dir, 'node_modules'))
   const tsx = join(process.cwd(), 'node_modules', 'tsx', 'dist', 'cli.mjs')
   execFileSync(process.execPath, [tsx, 'deploy.ts', 'package', '--region', REGION], { cwd: dir, stdio: 'ignore' })
@@ -824,16 +830,23 @@ const login = JSON.stringify(
   }),
 )
 
-/** A fresh Node 24 on `build`: the wall time of its first GET /animals/1 (the sample's), or the median of three
- * logins after a first one. */
-async function runAt(build: { task: string; db: string }, what: 'read' | 'login') {
+type Build = Awaited<ReturnType<typeof buildAt>>
+const abEnv = (build: Build) => {
   const env = { AWS_LAMBDA_FUNCTION_NAME: 'bench', DB_PATH: join(work, 'ab.db'), JWT_KEY }
   copyFileSync(build.db, env.DB_PATH)
-  if (what === 'read') {
-    const script = `const { handler } = await import('./api.mjs'); const r = await handler(${JSON.stringify(event('/animals/1'))})
-      if (r.statusCode !== 200) throw new Error(r.body)`
-    return (await runNode(['--import', lambdaConsole, '--input-type=module', '-e', script], build.task, env)).wall
-  }
+  return env
+}
+
+/** A fresh Node 24 on `build`: the wall time to its answer to a first GET /animals/1 (the sample's). */
+async function firstRead(build: Build) {
+  const script = `const { handler } = await import('./api.mjs'); const r = await handler(${JSON.stringify(event('/animals/1'))})
+    if (r.statusCode !== 200) throw new Error(r.body)`
+  return (await runNode(['--import', lambdaConsole, '--input-type=module', '-e', script], build.task, abEnv(build)))
+    .wall
+}
+
+/** A fresh Node 24 on `build`: three logins after a first one, each timed in the process. */
+async function warmLogins(build: Build): Promise<number[]> {
   const script = `const { writeSync } = process.getBuiltinModule('node:fs'); const { handler } = await import('./api.mjs'); const times = []
     for (let i = 0; i < 4; i++) {
       const started = process.hrtime.bigint(); const r = await handler(${login})
@@ -841,8 +854,12 @@ async function runAt(build: { task: string; db: string }, what: 'read' | 'login'
       if (r.statusCode !== 200) throw new Error(r.body)
     }
     writeSync(1, JSON.stringify(times.slice(1)))`
-  const { last } = await runNode(['--import', lambdaConsole, '--input-type=module', '-e', script], build.task, env)
-  return JSON.parse(last) as number[]
+  const { last } = await runNode(
+    ['--import', lambdaConsole, '--input-type=module', '-e', script],
+    build.task,
+    abEnv(build),
+  )
+  return JSON.parse(last)
 }
 
 async function changes() {
@@ -851,13 +868,13 @@ async function changes() {
     const [before, after] = [await buildAt(`${rev}^`), await buildAt(rev)]
     const reads = { before: [] as number[], after: [] as number[] }
     for (let i = 0; i < 21; i++) {
-      reads.before.push((await runAt(before, 'read')) as number)
-      reads.after.push((await runAt(after, 'read')) as number)
+      reads.before.push(await firstRead(before))
+      reads.after.push(await firstRead(after))
     }
     const logins = { before: [] as number[], after: [] as number[] }
     for (let i = 0; i < 7; i++) {
-      logins.before.push(...((await runAt(before, 'login')) as number[]))
-      logins.after.push(...((await runAt(after, 'login')) as number[]))
+      logins.before.push(...(await warmLogins(before)))
+      logins.after.push(...(await warmLogins(after)))
     }
     const delta = (a: number[], b: number[]) =>
       `${median(a) >= median(b) ? '+' : '−'}${ms(Math.abs(median(a) - median(b)))}`
