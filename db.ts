@@ -698,7 +698,7 @@ const NO_CREDENTIALS =
  * provider chain to load on a cold start, and no call to AWS, so it works in a VPC without a NAT.
  * https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.Connecting.html */
 function iamToken(config: Extract<DbConfig, { kind: 'postgres' }>): () => Promise<string> {
-  return async () => {
+  const sign = async () => {
     const { AWS_ACCESS_KEY_ID: accessKeyId, AWS_SECRET_ACCESS_KEY: secretAccessKey } = process.env
     if (!accessKeyId || !secretAccessKey) throw new ConfigError(NO_CREDENTIALS)
     // Imported here: only an IAM deployment loads the signer (and node:crypto, for its SHA-256).
@@ -754,6 +754,15 @@ function iamToken(config: Extract<DbConfig, { kind: 'postgres' }>): () => Promis
       .map(([key, value]) => `${escape(key)}=${escape(String(value))}`)
       .join('&')
     return `${hostname}:${port}/?${query}`
+  }
+  // The first token is signed now, while the first connection makes its TCP and TLS handshakes, rather than once
+  // the server asks for it (loading the signer and its first run take ~5 ms: BENCHMARKS.md, the IAM cold start).
+  let first: Promise<string> | undefined = sign()
+  first.catch(() => {}) // a failure goes to the connection that takes the token, not to unhandledRejection
+  return () => {
+    const token = first ?? sign()
+    first = undefined
+    return token
   }
 }
 
