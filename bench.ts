@@ -785,6 +785,18 @@ const CHANGES: [rev: string, what: string][] = [
   ['538618f', 'schemas built on first use'],
 ]
 
+const LOGIN = { username: 'ab_login', password: 'kestrel harbour' }
+const registration = JSON.stringify(
+  event('/auth/registration', '', 'POST', JSON.stringify({ ...LOGIN, email: 'ab_login@example.com' }), {
+    'content-type': 'application/json',
+  }),
+)
+const login = JSON.stringify(
+  event('/auth/token', '', 'POST', new URLSearchParams(LOGIN).toString(), {
+    'content-type': 'application/x-www-form-urlencoded',
+  }),
+)
+
 /** The unzipped package of `rev` and a copy of its database with a user who can log in. */
 async function buildAt(rev: string) {
   const dir = join(work, `at-${rev.replace('^', '-before')}`)
@@ -812,27 +824,14 @@ async function buildAt(rev: string) {
   await runNode(['--input-type=module', '-e', script], task, {
     AWS_LAMBDA_FUNCTION_NAME: 'bench',
     DB_PATH: db,
-    JWT_KEY,
+    JWT_KEY: process.env.JWT_KEY,
   })
   return { task, db }
 }
 
-const JWT_KEY = process.env.JWT_KEY
-const LOGIN = { username: 'ab_login', password: 'kestrel harbour' }
-const registration = JSON.stringify(
-  event('/auth/registration', '', 'POST', JSON.stringify({ ...LOGIN, email: 'ab_login@example.com' }), {
-    'content-type': 'application/json',
-  }),
-)
-const login = JSON.stringify(
-  event('/auth/token', '', 'POST', new URLSearchParams(LOGIN).toString(), {
-    'content-type': 'application/x-www-form-urlencoded',
-  }),
-)
-
 type Build = Awaited<ReturnType<typeof buildAt>>
 const abEnv = (build: Build) => {
-  const env = { AWS_LAMBDA_FUNCTION_NAME: 'bench', DB_PATH: join(work, 'ab.db'), JWT_KEY }
+  const env = { AWS_LAMBDA_FUNCTION_NAME: 'bench', DB_PATH: join(work, 'ab.db'), JWT_KEY: process.env.JWT_KEY }
   copyFileSync(build.db, env.DB_PATH)
   return env
 }
