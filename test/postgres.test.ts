@@ -308,15 +308,6 @@ describe('on PostgreSQL', { skip: typeof server === 'string' ? server : false },
       )
       const db = await openDatabase(iam('eu-west-3'))
       assert.deepEqual(await db.values('SELECT current_user'), [[user]])
-      // The first token was signed as the database opened; a later connection signs its own when the server asks.
-      const [[first]] = await db.values('SELECT pg_backend_pid()')
-      await admin.all(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '${user}'`)
-      while ((await admin.all(`SELECT 1 FROM pg_stat_activity WHERE usename = '${user}'`)).length)
-        await new Promise((resolve) => setTimeout(resolve, 10))
-      await db.values('SELECT 1').catch(() => {}) // where the client has not yet seen its connection end
-      const [[second, who]] = await db.values('SELECT pg_backend_pid(), current_user')
-      assert.notEqual(second, first, 'a new connection')
-      assert.equal(who, user, 'logged in with a token signed for it')
       await db.close()
       const elsewhere = await openDatabase(iam('eu-west-1')) // another region signs another token
       await assert.rejects(elsewhere.values('SELECT 1'), /password authentication failed/)
