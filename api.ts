@@ -521,7 +521,7 @@ function routes(): Route[] {
         const conn = await db()
         const wait = await store.addressWait(conn, sourceIp, 'registration')
         if (wait) throw tooMany('too many registrations: try again later', wait)
-        await refuseCommon(body.password, 'password')
+        await refuseCommon(conn, body.password, 'password')
         await store.recordAddressEvent(conn, sourceIp, 'registration')
         const passwordHash = await store.hashPassword(body.password)
         const created_at = new Date().toISOString().slice(0, 19)
@@ -604,7 +604,7 @@ function routes(): Route[] {
           await countFailedLogin(conn, sourceIp, username)
           throw new HttpError(403, 'Forbidden')
         }
-        await refuseCommon(body.new_password, 'new_password')
+        await refuseCommon(conn, body.new_password, 'new_password')
         await store.changePassword(conn, account.user.id, await store.hashPassword(body.new_password))
         return noContent
       },
@@ -791,14 +791,10 @@ async function findUser(db: store.Database, id: number): Promise<store.User> {
 }
 
 /** A password among the most commonly used ones is refused (422), as NIST SP 800-63B §3.1.1.2 asks of a verifier.
- * The list is zxcvbn-ts's (its most frequent passwords, from leaks), loaded on the first password that needs it: the
- * routes that take none do not pay for it on a cold start. Compared in lowercase, as the list is written. */
-let commonPasswords: Promise<Set<string>> | undefined
-async function refuseCommon(password: string, field: string): Promise<void> {
-  commonPasswords ??= import('@zxcvbn-ts/language-common').then(
-    ({ dictionary }) => new Set(dictionary['passwords-common']),
-  )
-  if (!(await commonPasswords).has(password.toLowerCase())) return
+ * The list is zxcvbn-ts's (its most frequent passwords, from leaks), which the seeder keeps in the database: one
+ * indexed lookup, and the package does not carry it. */
+async function refuseCommon(conn: store.Database, password: string, field: string): Promise<void> {
+  if (!(await store.isCommonPassword(conn, password))) return
   throw new HttpError(422, [
     {
       type: 'password_too_common',
@@ -1245,13 +1241,17 @@ async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
 async function serve() {
   const port = Number(process.env.PORT || 8000)
   const host = process.env.HOST || '127.0.0.1'
-  // The schema first (as the seeder does at each deploy), and on a new local database the sample data.
-  const { describeSchema, seed, summarize, SAMPLE_PASSWORD, SAMPLE_STAFF } = await import('./seed.ts')
+  // The schema first (as the seeder does at each deploy), the common passwords, and on a new local database the
+  // sample data.
+  const seeder = await import('./seed.ts')
+  const { describeSchema, seed, summarize, SAMPLE_PASSWORD, SAMPLE_STAFF } = seeder
   const config = store.configFromEnv()
   const setup = await store.openDatabase(config)
   try {
     const schema = await store.migrate(setup)
     if (schema.applied.length) console.log(`${describeSchema(schema)}.`)
+    const common = await seeder.loadCommonPasswords(setup, await seeder.commonPasswordList())
+    if (common.added || common.removed) console.log(`${seeder.describeCommonPasswords(common)}.`)
     if (config.kind === 'sqlite' && !config.onNetworkFs) {
       // A person's own machine: the sample's users get SAMPLE_PASSWORD, and SAMPLE_STAFF is staff (seed.ts).
       const result = await seed(setup, 'local')

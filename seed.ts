@@ -12,6 +12,7 @@ import {
   migrate,
   NO_PASSWORD,
   openDatabase,
+  PASSWORD_LENGTH,
   setStaff,
   staffNames,
   takeTurns,
@@ -153,17 +154,79 @@ export function summarize(result: SeedResult): string {
   return 'nothing added: the database had users or animals of its own, so the sample was not loaded'
 }
 
+// Common passwords: a new one is refused (api.ts). The list is zxcvbn-ts's, kept in the database rather than in the
+// package: deploy.ts reads it here and sends it in the seeder's event; the commands read it here themselves.
+
+/** zxcvbn-ts's most common passwords (from leaks; 49,233), those a new password could be: PASSWORD_LENGTH's. */
+export async function commonPasswordList(): Promise<string[]> {
+  const { dictionary } = await import('@zxcvbn-ts/language-common')
+  return dictionary['passwords-common'].filter(
+    (p) => p.length >= PASSWORD_LENGTH.min && p.length <= PASSWORD_LENGTH.max,
+  )
+}
+
+export interface CommonPasswords {
+  /** The passwords the database holds, and what this run added and removed to make them the list given. */
+  count: number
+  added: number
+  removed: number
+}
+
+/** Makes the database's common passwords the list given (in lowercase, as they are compared), in one transaction:
+ * only what differs is written, so that the same list again writes nothing. */
+export async function loadCommonPasswords(db: Database, list: unknown): Promise<CommonPasswords> {
+  const where = '{"commonPasswords"}'
+  if (!Array.isArray(list) || list.some((p) => typeof p !== 'string' || !p || p.length > PASSWORD_LENGTH.max))
+    throw new Error(`${where}: a list of passwords is expected, each 1 to ${PASSWORD_LENGTH.max} characters`)
+  if (!list.length) throw new Error(`${where}: the list is empty, which would let every password through`)
+  const wanted = new Set((list as string[]).map((p) => p.toLowerCase()))
+  return db.transaction(async (tx) => {
+    await takeTurns(tx, 'common passwords')
+    const held = new Set((await tx.values('SELECT password FROM common_passwords')).map(([p]) => String(p)))
+    const added = [...wanted].filter((p) => !held.has(p))
+    const removed = [...held].filter((p) => !wanted.has(p))
+    const perStatement = 500 // SQLite before 3.32 binds 999 values at most
+    for (let i = 0; i < added.length; i += perStatement) {
+      const chunk = added.slice(i, i + perStatement)
+      await tx.all(`INSERT INTO common_passwords (password) VALUES ${chunk.map(() => '(?)').join(', ')}`, chunk)
+    }
+    for (let i = 0; i < removed.length; i += perStatement) {
+      const chunk = removed.slice(i, i + perStatement)
+      await tx.all(`DELETE FROM common_passwords WHERE password IN (${chunk.map(() => '?').join(', ')})`, chunk)
+    }
+    return { count: wanted.size, added: added.length, removed: removed.length }
+  })
+}
+
+async function heldCommonPasswords(db: Database): Promise<CommonPasswords> {
+  const [[count]] = await db.values('SELECT COUNT(*) FROM common_passwords')
+  return { count: Number(count), added: 0, removed: 0 }
+}
+
+export function describeCommonPasswords({ count, added, removed }: CommonPasswords): string {
+  if (!count) return 'no common passwords: new passwords are refused (503) until a deploy loads them'
+  const changes = [added && `${added} added`, removed && `${removed} removed`].filter(Boolean)
+  return `${count} common passwords${changes.length ? ` (${changes.join(', ')})` : ''}`
+}
+
 export interface SetUpResult {
   schema: MigrationResult
   seed: SeedResult
   /** The usernames of the staff. */
   staff: string[]
+  commonPasswords: CommonPasswords
 }
 
-/** Migrations, then the sample: what the seeder function, `tsx seed.ts` and the local server do. */
-export async function setUp(db: Database, use: SampleUse): Promise<SetUpResult> {
+/** Migrations, the sample, and the common passwords where given: what the seeder function, `tsx seed.ts` and the
+ * local server do. */
+export async function setUp(db: Database, use: SampleUse, commonPasswords?: string[]): Promise<SetUpResult> {
   const schema = await migrate(db)
-  return { schema, seed: await seed(db, use), staff: await staffNames(db) }
+  return {
+    schema,
+    seed: await seed(db, use),
+    staff: await staffNames(db),
+    commonPasswords: commonPasswords ? await loadCommonPasswords(db, commonPasswords) : await heldCommonPasswords(db),
+  }
 }
 
 export const describeSchema = (schema: MigrationResult) =>
@@ -171,9 +234,9 @@ export const describeSchema = (schema: MigrationResult) =>
     ? `schema ${schema.from} → ${schema.to} (applied ${schema.applied.join('; ')})`
     : `schema at version ${schema.to}`
 
-export function describeSetUp({ schema, seed, staff }: SetUpResult): string {
+export function describeSetUp({ schema, seed, staff, commonPasswords }: SetUpResult): string {
   return [
-    `${describeSchema(schema)}; ${summarize(seed)}; ${describeStaff(staff)}`,
+    `${describeSchema(schema)}; ${summarize(seed)}; ${describeStaff(staff)}; ${describeCommonPasswords(commonPasswords)}`,
     ...schema.notes.map((note) => `note: ${note}`),
   ].join('\n')
 }
@@ -519,11 +582,13 @@ async function connectionsOf(db: Database): Promise<Connections | undefined> {
 }
 
 /** What the seeder is asked to do: nothing named (migrations and the sample), a copy (`from`: "efs" on Lambda, a
- * file for the command), or a change of staff (with no username: only the list). */
+ * file for the command), or a change of staff (with no username: only the list). A set up or a copy also makes the
+ * database's common passwords the list given (commonPasswordList's, from deploy.ts). */
 export interface SeederTask {
   from?: string
   staff?: { username?: string; revoke?: boolean }
   export?: ExportRequest
+  commonPasswords?: string[]
 }
 
 /** What deploy.ts sends the seeder function: a task, and with it, once, the master user's password, to create the
@@ -535,7 +600,7 @@ export interface SeederEvent extends SeederTask {
 /** The seeder's answer: what it did, as data, and as the sentence its callers print (`summary`). */
 export type SeederAnswer =
   | ({ task: 'set up'; summary: string; connections?: Connections } & SetUpResult)
-  | ({ task: 'copy'; summary: string; connections?: Connections } & CopyResult)
+  | ({ task: 'copy'; summary: string; connections?: Connections; commonPasswords?: CommonPasswords } & CopyResult)
   | ({ task: 'staff'; summary: string } & StaffChange)
   | { task: 'staff list'; summary: string; staff: string[] }
   | ({ task: 'export'; summary: string } & ExportPage)
@@ -549,6 +614,9 @@ export async function runSeeder(
 ): Promise<SeederAnswer> {
   const asked = [task.from, task.staff, task.export].filter((t) => t !== undefined)
   if (asked.length > 1) throw new Error('a copy, a change of staff and an export go separately')
+  const { commonPasswords } = task
+  if (commonPasswords !== undefined && (task.staff !== undefined || task.export !== undefined))
+    throw new Error('{"commonPasswords"} goes with a set up or a copy, not with a change of staff or an export')
   if (task.export !== undefined) {
     const page = await exportPage(db, task.export)
     return { task: 'export', summary: `${page.table}: ${page.rows.length} of ${page.count}`, ...page }
@@ -567,13 +635,15 @@ export async function runSeeder(
     const from = await source(task.from)
     try {
       const copy = await copyDatabase(from, db)
+      const common = commonPasswords && (await loadCommonPasswords(db, commonPasswords))
+      const summary = [describeCopy(copy, from.label, db.label), ...(common ? [describeCommonPasswords(common)] : [])]
       const connections = await connectionsOf(db)
-      return { task: 'copy', summary: describeCopy(copy, from.label, db.label), ...copy, connections }
+      return { task: 'copy', summary: summary.join('; '), ...copy, connections, commonPasswords: common }
     } finally {
       await from.close()
     }
   }
-  const result = await setUp(db, use)
+  const result = await setUp(db, use, commonPasswords)
   return { task: 'set up', summary: describeSetUp(result), ...result, connections: await connectionsOf(db) }
 }
 
@@ -627,12 +697,20 @@ const script = process.argv[1] ?? ''
 if (/seed\.[mc]?[jt]s$/.test(script) && import.meta.url === pathToFileURL(script).href) {
   // `tsx seed.ts --from ./buddy_system.db`: a copy of that SQLite file instead of the sample.
   // `tsx seed.ts --staff USERNAME [--revoke]`: make that user staff, or public again.
-  const usage = 'usage: tsx seed.ts [--from ./buddy_system.db | --staff USERNAME [--revoke]]'
+  // `tsx seed.ts --common-passwords`: print the list of common passwords a set up loads, as JSON (deploy.ts --dry-run).
+  const usage = 'usage: tsx seed.ts [--from ./buddy_system.db | --staff USERNAME [--revoke] | --common-passwords]'
   const { values } = (() => {
     try {
       const parsed = parseArgs({
-        options: { from: { type: 'string' }, staff: { type: 'string' }, revoke: { type: 'boolean' } },
+        options: {
+          from: { type: 'string' },
+          staff: { type: 'string' },
+          revoke: { type: 'boolean' },
+          'common-passwords': { type: 'boolean' },
+        },
       })
+      if (parsed.values['common-passwords'] && Object.keys(parsed.values).length > 1)
+        throw new Error('--common-passwords goes alone')
       if (parsed.values.from !== undefined && parsed.values.staff !== undefined)
         throw new Error('--from and --staff go separately')
       if (parsed.values.revoke && parsed.values.staff === undefined)
@@ -643,12 +721,18 @@ if (/seed\.[mc]?[jt]s$/.test(script) && import.meta.url === pathToFileURL(script
       process.exit(2)
     }
   })()
-  const task = {
+  if (values['common-passwords']) {
+    const list = JSON.stringify(await commonPasswordList())
+    await new Promise((written) => process.stdout.write(list, written))
+    process.exit()
+  }
+  const task: SeederTask = {
     from: values.from,
     staff: values.staff === undefined ? undefined : { username: values.staff, revoke: values.revoke },
   }
   let db: Database | undefined
   try {
+    if (task.staff === undefined) task.commonPasswords = await commonPasswordList()
     db = await openDatabase(configFromEnv())
     // A person's own machine: the sample's users log in with SAMPLE_PASSWORD, and SAMPLE_STAFF is staff.
     const answer = await runSeeder(db, task, 'local', (from) =>

@@ -1818,7 +1818,7 @@ export function apiSuite(fixture: Fixture) {
       const db = await openDatabase(config)
       try {
         await db.all('DELETE FROM schema_migrations WHERE version >= 4')
-        await db.exec('DROP TABLE login_failures; DROP TABLE address_counts')
+        await db.exec('DROP TABLE login_failures; DROP TABLE address_counts; DROP TABLE common_passwords')
         await db.all(
           "INSERT INTO users (username, username_key, email, email_key, password_hash, created_at) VALUES ('u', 'u', 'u@x', 'u@x', 'none', '2024-01-01T00:00:00')",
         )
@@ -1839,7 +1839,7 @@ export function apiSuite(fixture: Fixture) {
         const result = await migrate(db)
         assert.deepEqual(
           result.applied.map((a) => a.split(' ')[0]),
-          ['4'],
+          ['4', '5'],
         )
         assert.deepEqual(result.notes, [
           'cleared the adoption of 4 animals whose adopter and date did not go together, or whose date was before their intake or after today',

@@ -7,7 +7,15 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import postgres from 'postgres'
 import { closeDatabase, configFromEnv, openDatabase, type Database, type DbConfig } from '../db.ts'
-import { copyDatabase, CopyRefused, handler as seeder, SAMPLE_PASSWORD, setUp } from '../seed.ts'
+import {
+  commonPasswordList,
+  copyDatabase,
+  CopyRefused,
+  loadCommonPasswords,
+  handler as seeder,
+  SAMPLE_PASSWORD,
+  setUp,
+} from '../seed.ts'
 import { run } from './cli.ts'
 import { httpApiEvent } from './events.ts'
 import { startPostgres } from './postgres-server.ts'
@@ -101,7 +109,7 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
   const shelter = async () => {
     const config: DbConfig = { kind: 'sqlite', path: join(dir, `shelter-${++n}.db`), onNetworkFs: false }
     const db = await openDatabase(config)
-    await setUp(db, 'local')
+    await setUp(db, 'local', await commonPasswordList())
     await db.close()
     await use(config)
     const registered = await call('POST', '/auth/registration', {
@@ -179,6 +187,7 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     try {
       await into.all('DELETE FROM animals WHERE id = ?', [body.animal.id])
       assert.equal((await copyDatabase(again, into)).status, 'copied before')
+      await loadCommonPasswords(into, await commonPasswordList()) // as the move's seeder does after its copy
     } finally {
       await again.close()
       await into.close()
@@ -200,7 +209,7 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     const { config: sqlite } = await shelter()
     const target = await emptyPostgres()
     const seeded = await openDatabase(target)
-    await setUp(seeded, 'local') // the sample: rows of its own
+    await setUp(seeded, 'local', await commonPasswordList()) // the sample: rows of its own
     await seeded.all("UPDATE animals SET name = 'Renamed' WHERE id = 1")
     await seeded.close()
     await use(target)
@@ -296,7 +305,7 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
     assert.equal(await first.exited, 0, first.output())
     assert.match(
       first.output(),
-      /^copied 8 users, 16 animals and \d+ fosters from SQLite .*shelter-\d+\.db \(.+\) into PostgreSQL .*, with their ids$/m,
+      /^copied 8 users, 16 animals and \d+ fosters from SQLite .*shelter-\d+\.db \(.+\) into PostgreSQL .*, with their ids; 17950 common passwords \(17950 added\)$/m,
     )
     const missing = run('seed.ts', env, ['--from', join(dir, 'nowhere.db')])
     assert.equal(await missing.exited, 1)
@@ -304,8 +313,9 @@ describe('copying SQLite into PostgreSQL', { skip: typeof server === 'string' ? 
 
     // The seeder, as deploy.ts invokes it during the move: DB_LOCATION=rds, the EFS file at DB_PATH here.
     Object.assign(process.env, env, { DB_PATH: sqlite.path })
-    const done = await seeder({ from: 'efs' })
+    const done = await seeder({ from: 'efs', commonPasswords: await commonPasswordList() })
     assert.equal(done.task === 'copy' && done.status, 'copied before')
+    assert.match(done.summary, /an earlier copy\); 17950 common passwords$/, 'the same list again: nothing written')
     const other = await emptyPostgres()
     const seeded = await openDatabase(other)
     await setUp(seeded, 'deployed')

@@ -77,7 +77,15 @@ import { ListSubscriptionsByTopicCommand, ListTopicsCommand } from '@aws-sdk/cli
 import { run } from './cli.ts'
 import { changes, operationOf, startMoto, startProxy, type ProxyOptions } from './moto.ts'
 import { startPostgres } from './postgres-server.ts'
-import { awsClients, awsEnv, lambdaError, projectCopy, realSeederAnswers, seederAnswer } from './deploying.ts'
+import {
+  awsClients,
+  awsEnv,
+  commonPasswords,
+  lambdaError,
+  projectCopy,
+  realSeederAnswers,
+  seederAnswer,
+} from './deploying.ts'
 import { NeedsMaster, runSeeder, setUp, TokenRefused } from '../seed.ts'
 import {
   configFromEnv,
@@ -712,8 +720,9 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
               return [`concurrency ${JSON.parse(r.body).ReservedConcurrentExecutions}`]
             if (op === 'DELETE /2017-10-31/functions/buddy-system/concurrency') return ['concurrency unreserved']
             if (op.endsWith('/functions/buddy-system-db-seeder/invocations')) {
-              const { master, ...rest } = JSON.parse(r.body || '{}')
-              return [`invoke ${JSON.stringify(rest)}${master ? ' with the master password' : ''}`]
+              const { master, commonPasswords, ...rest } = JSON.parse(r.body || '{}')
+              const list = commonPasswords ? ` with ${commonPasswords.length} common passwords` : ''
+              return [`invoke ${JSON.stringify(rest)}${list}${master ? ' and the master password' : ''}`]
             }
             const configured = /^PUT \/2015-03-31\/functions\/([\w-]+)\/configuration$/.exec(op)
             if (configured) {
@@ -729,7 +738,9 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       // The copy fails: the API stays on EFS, its live version untouched, and serves again.
       const failing = moto.requests().length
       // RDS holds other rows than the file: the real seeder refuses the copy.
-      await moto.answerInvocations((await realSeederAnswers([{}, { from: 'efs' }], 'local')).slice(1))
+      await moto.answerInvocations(
+        (await realSeederAnswers([{ commonPasswords }, { from: 'efs', commonPasswords }], 'local')).slice(1),
+      )
       const failed = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
       assert.equal(failed.code, 1, failed.output)
       assert.match(
@@ -740,7 +751,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.deepEqual(steps(failing), [
         'buddy-system-db-seeder on rds with EFS',
         'concurrency 0',
-        'invoke {"from":"efs"} with the master password',
+        'invoke {"from":"efs"} with 17950 common passwords and the master password',
         'concurrency 10',
       ])
       assert.equal((await liveEnvironment()).DB_LOCATION, 'efs')
@@ -753,18 +764,21 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
         new PutFunctionConcurrencyCommand({ FunctionName: 'buddy-system', ReservedConcurrentExecutions: 0 }),
       )
       const moving = moto.requests().length
-      await moto.answerInvocations([...(await realSeederAnswers([{ from: 'efs' }])), seederAnswer('loaded before')])
+      await moto.answerInvocations([
+        ...(await realSeederAnswers([{ from: 'efs', commonPasswords }])),
+        seederAnswer('loaded before'),
+      ])
       const moved = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
       assert.equal(moved.code, 0, moved.output)
       // The seeder kept its mount from the failed move; after the copy it loses it.
       assert.deepEqual(steps(moving), [
         'concurrency 0',
-        'invoke {"from":"efs"}',
+        'invoke {"from":"efs"} with 17950 common passwords',
         'buddy-system on rds',
         'alias live',
         'concurrency 85',
         'buddy-system-db-seeder on rds',
-        'invoke {}',
+        'invoke {} with 17950 common passwords',
       ])
       assert.match(moved.output, /writes stopped: the API answers 429 until the move is done/)
       // Requests already running may write until their timeout (10 s): the copy waits them out (issue 26).
@@ -845,7 +859,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.equal((await deploy(moto.endpoint, 'efs', '--yes')).code, 0)
       // As an account too small to reserve any: the efs deploy went on unreserved.
       await lambda.send(new DeleteFunctionConcurrencyCommand({ FunctionName: 'buddy-system' }))
-      await moto.answerInvocations([...(await realSeederAnswers([{ from: 'efs' }])), seederAnswer('loaded before')])
+      await moto.answerInvocations([
+        ...(await realSeederAnswers([{ from: 'efs', commonPasswords }])),
+        seederAnswer('loaded before'),
+      ])
       const moved = await deploy(moto.endpoint, 'rds', '--from-efs', '--yes')
       assert.equal(moved.code, 0, moved.output)
       assert.notEqual(await reserved(), 0, 'every request would answer 429 from then on')
@@ -1570,6 +1587,10 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       // No secret in the script: each is a variable it sets itself.
       assert.match(text, /^JWT_KEY=\$\{JWT_KEY:-\$\(openssl rand -hex 32\)\}$/m)
       assert.match(text, /"JWT_KEY":"'"\$\{JWT_KEY\}"/)
+      // Nor the common passwords (200 KB): the script reads them as it runs.
+      assert.match(text, /^COMMON_PASSWORDS=\$\{COMMON_PASSWORDS:-\$\(npx tsx seed\.ts --common-passwords\)\}$/m)
+      assert.match(text, /--payload fileb:\/\/<\(printf %s \$'\{"commonPasswords":'"\$\{COMMON_PASSWORDS\}"/)
+      assert.doesNotMatch(text, /iloveyou/)
       if (scenario === 'rds') assert.match(text, /--master-user-password "\$\{PG_PASSWORD\}"/)
       assert.match(
         text,
@@ -1608,6 +1629,12 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
       assert.deepEqual(changes(moto.requests()), [], 'before it made anything')
       const first = await bash(script)
       assert.equal(first.code, 0, first.output)
+      const seeded = moto.requests().filter((r) => operationOf(r).endsWith('/buddy-system-db-seeder/invocations'))
+      assert.deepEqual(
+        seeded.map((r) => JSON.parse(r.body)),
+        [{ commonPasswords }],
+        'the seeder got the list, read by the script',
+      )
       assert.match(first.output, /The API is at https:\/\/\w+\.lambda-url\.us-east-1\.on\.aws/)
       assert.equal((await fn('buddy-system')).Configuration?.Runtime, 'nodejs24.x')
       assert.equal(await reserved(), 10)
@@ -2990,9 +3017,26 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
     assert.ok(!coldStart.includes('NativeModule crypto'), 'a cold start for a read loaded node:crypto')
   })
 
-  it('refuses a common password from the bundled list, which only a new password loads: a read answers without it', () => {
+  it('carries no common-password list: the seeder loads the one its event brings, and until then a new password gets 503', () => {
+    const files = readdirSync(join(dir, 'task'))
+    assert.deepEqual(
+      files.filter((f) => readFileSync(join(dir, 'task', f), 'utf8').includes('iloveyou')),
+      [],
+      'no file of the package holds the list',
+    )
     const env = { JWT_KEY: '0123456789abcdef'.repeat(4), DB_PATH: join(dir, 'common.db') }
-    lambdaRun("await (await import('./seed.mjs')).handler()", env)
+    // The event as deploy.ts sends it, from a file: 200 KB is more than one argument of a command may hold.
+    writeFileSync(join(dir, 'common-event.json'), JSON.stringify({ commonPasswords }))
+    const seed = (eventFile?: string) =>
+      lambdaRun(
+        `const { readFileSync } = await import('node:fs')
+        const event = ${eventFile ? `JSON.parse(readFileSync(${JSON.stringify(eventFile)}, 'utf8'))` : '{}'}
+        console.log(JSON.stringify(await (await import('./seed.mjs')).handler(event)))`,
+        env,
+      )
+        .trim()
+        .split('\n')
+        .at(-1)!
     const event = (method: string, path: string, body?: object) =>
       JSON.stringify({
         version: '2.0',
@@ -3009,42 +3053,23 @@ describe('the deployment package', { skip: node24 ? false : 'needs Node 24: set 
         email: `u${password.length}@example.com`,
         password,
       })
-    const statuses = (cwd: string) =>
+    const statuses = () =>
       JSON.parse(
-        execFileSync(
-          node24!,
-          [
-            '--input-type=module',
-            '-e',
-            `
-      const { handler } = await import('./api.mjs')
-      const statuses = []
-      for (const e of [${event('GET', '/animals/1')}, ${register('sunshine')}, ${register('kestrel harbour')}]) statuses.push((await handler(e)).statusCode)
-      console.log(JSON.stringify(statuses))`,
-          ],
-          {
-            cwd,
-            env: { PATH: process.env.PATH, AWS_LAMBDA_FUNCTION_NAME: 'buddy-system', ...env },
-            encoding: 'utf8',
-            stdio: ['ignore', 'pipe', 'ignore'],
-          },
+        lambdaRun(
+          `const { handler } = await import('./api.mjs')
+          const statuses = []
+          for (const e of [${event('GET', '/animals/1')}, ${register('sunshine')}, ${register('kestrel harbour')}]) statuses.push((await handler(e)).statusCode)
+          console.log(JSON.stringify(statuses))`,
+          env,
         )
           .trim()
           .split('\n')
           .at(-1)!,
       )
-    assert.deepEqual(statuses(join(dir, 'task')), [200, 422, 200], 'a read; a common password refused; another taken')
-    // The same package without the list's chunk: the read does not need it; a registration does.
-    const task = join(dir, 'task-without-list')
-    cpSync(join(dir, 'task'), task, { recursive: true })
-    const chunk = readdirSync(task).filter((f) => readFileSync(join(task, f), 'utf8').includes('"iloveyou'))
-    assert.equal(chunk.length, 1, 'the list is in a chunk of its own')
-    rmSync(join(task, chunk[0]))
-    const lengths = JSON.parse(readFileSync(join(dir, 'task', chunk[0]), 'utf8').match(/\[".*"\]/s)![0]).map(
-      (p: string) => p.length,
-    )
-    assert.ok(Math.min(...lengths) >= 8, 'only passwords the API could be sent: 8 characters or more')
-    assert.deepEqual(statuses(task).slice(0, 1), [200])
+    assert.match(JSON.parse(seed()).summary, /no common passwords: new passwords are refused \(503\)/)
+    assert.deepEqual(statuses(), [200, 503, 503], 'a read; no new password without the list')
+    assert.match(JSON.parse(seed(join(dir, 'common-event.json'))).summary, /; 17950 common passwords \(17950 added\)$/)
+    assert.deepEqual(statuses(), [200, 422, 200], 'a read; a common password refused; another taken')
   })
 
   it('stops the cold start when JWT_KEY is missing on Lambda', () => {

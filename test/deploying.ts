@@ -14,7 +14,7 @@ import { LambdaClient } from '@aws-sdk/client-lambda'
 import { RDSClient } from '@aws-sdk/client-rds'
 import { root } from './cli.ts'
 import { configFromEnv, openDatabase } from '../db.ts'
-import { handler as seeder, runSeeder, setUp, type SampleUse, type SeederEvent } from '../seed.ts'
+import { commonPasswordList, handler as seeder, runSeeder, setUp, type SampleUse, type SeederEvent } from '../seed.ts'
 
 /** A copy of the project, so that a test may change its source and build/ stays out of the repository. */
 export function projectCopy(): string {
@@ -73,7 +73,7 @@ export async function realSeederAnswers(events: SeederEvent[], efsUse: SampleUse
   console.log = console.error = () => {}
   try {
     const file = await openDatabase(efs)
-    await setUp(file, efsUse)
+    await setUp(file, efsUse, await commonPasswordList())
     await file.close()
     const answers = []
     for (const event of events) {
@@ -97,7 +97,10 @@ export async function realSeederAnswers(events: SeederEvent[], efsUse: SampleUse
   }
 }
 
-const [loaded, loadedBefore] = await realSeederAnswers([{}, {}])
+/** The common passwords deploy.ts sends with a set up and a copy. */
+export const commonPasswords = await commonPasswordList()
+
+const [loaded, loadedBefore] = await realSeederAnswers([{ commonPasswords }, { commonPasswords }])
 /** The seeder's answer on a new database ('loaded'), and on one it seeded before. */
 export const seederAnswer = (sample: 'loaded' | 'loaded before' = 'loaded') =>
   sample === 'loaded' ? loaded : loadedBefore

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { openDatabase } from '../db.ts'
-import { setUp } from '../seed.ts'
+import { commonPasswordList, setUp } from '../seed.ts'
 import { run } from './cli.ts'
 
 const ROUNDS = 20
@@ -17,7 +17,7 @@ const dir = mkdtempSync(join(tmpdir(), 'buddy-durability-'))
 const template = join(dir, 'template.db')
 before(async () => {
   const db = await openDatabase({ kind: 'sqlite', path: template, onNetworkFs: false })
-  await setUp(db, 'local')
+  await setUp(db, 'local', await commonPasswordList())
   await db.close()
 })
 after(() => rmSync(dir, { recursive: true, force: true }))

@@ -6,22 +6,24 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import postgres from 'postgres'
 import { closeDatabase, configFromEnv, migrate, openDatabase, type DbConfig } from '../db.ts'
-import { setUp } from '../seed.ts'
+import { commonPasswordList, loadCommonPasswords, setUp } from '../seed.ts'
 import type { PostgresServer } from './postgres-server.ts'
 
 // Read by api.ts when it loads: import it only after this module.
 process.env.JWT_KEY ??= '0123456789abcdef'.repeat(4)
 
 export interface Fixture {
-  /** A new database with the schema and no rows, for seeding tests; with `schema: false`, not even that. */
+  /** A new database with the schema and the common passwords, and no rows, for seeding tests; with `schema: false`,
+   * not even that. */
   empty(options?: { schema?: boolean }): Promise<DbConfig>
 }
 
-/** Migrates the database, unless told not to. */
+/** Migrates the database and loads the common passwords, as a deploy does, unless told not to. */
 async function withSchema(config: DbConfig, schema = true): Promise<DbConfig> {
   if (!schema) return config
   const db = await openDatabase(config)
   await migrate(db)
+  await loadCommonPasswords(db, await commonPasswordList())
   await db.close()
   return config
 }
@@ -38,7 +40,7 @@ function sqlite(): Fixture {
   let n = 0
   before(async () => {
     const db = await openDatabase({ kind: 'sqlite', path: template, onNetworkFs: false })
-    await setUp(db, 'local')
+    await setUp(db, 'local', await commonPasswordList())
     await db.close()
   })
   beforeEach(async () => {
@@ -90,7 +92,7 @@ function postgresql(server: PostgresServer): Fixture {
     await admin`DROP DATABASE IF EXISTS buddy_template`
     await admin`CREATE DATABASE buddy_template`
     const db = await openDatabase(config)
-    await setUp(db, 'local')
+    await setUp(db, 'local', await commonPasswordList())
     await db.close()
   })
   beforeEach(async () => {

@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, it } from 'node:test'
 import { run } from './cli.ts'
-import { exportPage, loginFailure } from '../seed.ts'
-import { createAnimal, migrate, openDatabase } from '../db.ts'
+import { exportPage, loadCommonPasswords, loginFailure } from '../seed.ts'
+import { createAnimal, isCommonPassword, migrate, openDatabase, SchemaError } from '../db.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'buddy-seed-'))
 after(() => rmSync(dir, { recursive: true, force: true }))
@@ -17,15 +17,41 @@ it('migrates and seeds the local database once, and says that a second run added
   assert.equal(await first.exited, 0, first.output())
   assert.match(
     first.output(),
-    /^SQLite .*seed\.db \(.+\): schema 0 → \d+ \(applied 1 users, animals, fosters, per-day intake counts.*\); added 8 users, 16 animals, 8 fosters, 7 adoptions; staff: juniper$/m,
+    /^SQLite .*seed\.db \(.+\): schema 0 → \d+ \(applied 1 users, animals, fosters, per-day intake counts.*\); added 8 users, 16 animals, 8 fosters, 7 adoptions; staff: juniper; 17950 common passwords \(17950 added\)$/m,
   )
   assert.match(first.output(), /Log in as juniper \(staff\) or any sample user with the password "password"/)
   const second = run('seed.ts', env)
   assert.equal(await second.exited, 0, second.output())
   assert.match(
     second.output(),
-    /: schema at version \d+; nothing added: the sample was loaded on \d{4}-\d\d-\d\dT[\d:]{8}, and is loaded only once/,
+    /: schema at version \d+; nothing added: the sample was loaded on \d{4}-\d\d-\d\dT[\d:]{8}, and is loaded only once; staff: juniper; 17950 common passwords$/m,
   )
+  const list = run('seed.ts', {}, ['--common-passwords'])
+  assert.equal(await list.exited, 0)
+  const passwords = JSON.parse(list.stdout())
+  assert.equal(passwords.length, 17950)
+  assert.ok(passwords.includes('sunshine') && passwords.every((p: string) => p.length >= 8))
+})
+
+it('makes the common passwords the list given, writing only what differs; refuses a bad list and changes nothing', async () => {
+  const db = await openDatabase({ kind: 'sqlite', path: join(dir, 'common.db'), onNetworkFs: false })
+  try {
+    await migrate(db)
+    await assert.rejects(isCommonPassword(db, 'sunshine'), SchemaError, 'no list: refused, never let through')
+    assert.deepEqual(await loadCommonPasswords(db, ['Sunshine', 'password1']), { count: 2, added: 2, removed: 0 })
+    assert.deepEqual(await loadCommonPasswords(db, ['password1', 'iloveyou']), { count: 2, added: 1, removed: 1 })
+    assert.deepEqual(await loadCommonPasswords(db, ['iloveyou', 'password1']), { count: 2, added: 0, removed: 0 })
+    for (const bad of [[], ['ok', 3], [''], 'sunshine', ['x'.repeat(257)]])
+      await assert.rejects(loadCommonPasswords(db, bad), /\{"commonPasswords"\}: /, JSON.stringify(bad))
+    assert.deepEqual(await db.values('SELECT password FROM common_passwords ORDER BY password'), [
+      ['iloveyou'],
+      ['password1'],
+    ])
+    assert.equal(await isCommonPassword(db, 'ILoveYou'), true)
+    assert.equal(await isCommonPassword(db, 'sunshine'), false)
+  } finally {
+    await db.close()
+  }
 })
 
 it('exits 1 with the reason when it cannot reach the database', async () => {
