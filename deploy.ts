@@ -1494,8 +1494,9 @@ async function seedDatabase(database?: Database) {
   return answer
 }
 
-/** The common passwords the seeder keeps in the database (seed.ts), ~200 KB in its event: under --dry-run the script
- * reads them into a variable, as it runs, rather than print them. */
+/** The common passwords the seeder keeps in the database (seed.ts), ~200 KB in its event, of the 6 MB a synchronous
+ * invoke takes (https://docs.aws.amazon.com/lambda/latest/dg/API_Invoke.html): under --dry-run the script reads them
+ * into a variable, as it runs, rather than print them. */
 async function commonPasswords(): Promise<string[]> {
   const list = await commonPasswordList()
   standIn(JSON.stringify(list), 'COMMON_PASSWORDS', 'npx tsx seed.ts --common-passwords')

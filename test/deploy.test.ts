@@ -480,12 +480,17 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
   })
 
   /** The seeder's invocations since `from`: their payloads. */
+  /** The seeder's events since `from`, each with the common passwords a set up carries taken out (checked here). */
   const invocations = (from = 0) =>
     moto
       .requests()
       .slice(from)
       .filter((r) => operationOf(r).endsWith('/functions/buddy-system-db-seeder/invocations'))
-      .map((r) => JSON.parse(r.body || '{}'))
+      .map((r) => {
+        const { commonPasswords: list, ...event } = JSON.parse(r.body || '{}')
+        assert.deepEqual(list, commonPasswords, 'every set up carries the list')
+        return event
+      })
 
   it('deploys the rds scenario: a private PostgreSQL instance with IAM authentication, no password in any function', async () => {
     await seeding(1)
@@ -685,7 +690,7 @@ describe('deploy.ts against moto', { skip: typeof moto === 'string' ? moto : fal
     assert.equal(code, 1, output)
     assert.match(
       output,
-      /database schema and sample data failed: the seeder answered what deploy\.ts cannot read \(its set up expected\): \{\}/,
+      /database schema and sample data failed: the seeder answered what deploy\.ts cannot read \(its set up expected\): \{commonPasswords\}/,
     )
     assert.deepEqual(sent(/\/versions$|\/aliases|\/url$/), [], 'no version, alias or URL')
     assert.doesNotMatch(output, /The API is at/)
