@@ -1243,15 +1243,23 @@ async function serve() {
   const host = process.env.HOST || '127.0.0.1'
   // The schema first (as the seeder does at each deploy), the common passwords, and on a new local database the
   // sample data.
-  const seeder = await import('./seed.ts')
-  const { describeSchema, seed, summarize, SAMPLE_PASSWORD, SAMPLE_STAFF } = seeder
+  const {
+    commonPasswordList,
+    describeCommonPasswords,
+    describeSchema,
+    loadCommonPasswords,
+    seed,
+    summarize,
+    SAMPLE_PASSWORD,
+    SAMPLE_STAFF,
+  } = await import('./seed.ts')
   const config = store.configFromEnv()
   const setup = await store.openDatabase(config)
   try {
     const schema = await store.migrate(setup)
     if (schema.applied.length) console.log(`${describeSchema(schema)}.`)
-    const common = await seeder.loadCommonPasswords(setup, await seeder.commonPasswordList())
-    if (common.added || common.removed) console.log(`${seeder.describeCommonPasswords(common)}.`)
+    const common = await loadCommonPasswords(setup, await commonPasswordList())
+    if (common.added || common.removed) console.log(`${describeCommonPasswords(common)}.`)
     if (config.kind === 'sqlite' && !config.onNetworkFs) {
       // A person's own machine: the sample's users get SAMPLE_PASSWORD, and SAMPLE_STAFF is staff (seed.ts).
       const result = await seed(setup, 'local')

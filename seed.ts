@@ -185,15 +185,12 @@ export async function loadCommonPasswords(db: Database, list: unknown): Promise<
     const held = new Set((await tx.values('SELECT password FROM common_passwords')).map(([p]) => String(p)))
     const added = [...wanted].filter((p) => !held.has(p))
     const removed = [...held].filter((p) => !wanted.has(p))
-    const perStatement = 500 // SQLite before 3.32 binds 999 values at most
-    for (let i = 0; i < added.length; i += perStatement) {
-      const chunk = added.slice(i, i + perStatement)
-      await tx.all(`INSERT INTO common_passwords (password) VALUES ${chunk.map(() => '(?)').join(', ')}`, chunk)
-    }
-    for (let i = 0; i < removed.length; i += perStatement) {
-      const chunk = removed.slice(i, i + perStatement)
-      await tx.all(`DELETE FROM common_passwords WHERE password IN (${chunk.map(() => '?').join(', ')})`, chunk)
-    }
+    await inChunks(added, 1, (chunk) =>
+      tx.all(`INSERT INTO common_passwords (password) VALUES ${chunk.map(() => '(?)').join(', ')}`, chunk),
+    )
+    await inChunks(removed, 1, (chunk) =>
+      tx.all(`DELETE FROM common_passwords WHERE password IN (${chunk.map(() => '?').join(', ')})`, chunk),
+    )
     return { count: wanted.size, added: added.length, removed: removed.length }
   })
 }
@@ -376,12 +373,17 @@ async function continueIds(tx: Database, last: Record<(typeof WITH_IDS)[number],
 
 async function insertAll(tx: Database, table: Table, rows: unknown[][]) {
   const names = Object.keys(COPIED[table])
-  const perStatement = Math.floor(999 / names.length) // SQLite before 3.32 binds 999 values at most
-  for (let i = 0; i < rows.length; i += perStatement) {
-    const chunk = rows.slice(i, i + perStatement)
+  await inChunks(rows, names.length, (chunk) => {
     const values = chunk.map(() => `(${names.map(() => '?').join(', ')})`).join(', ')
-    await tx.all(`INSERT INTO ${table} (${names.join(', ')}) VALUES ${values}`, chunk.flat())
-  }
+    return tx.all(`INSERT INTO ${table} (${names.join(', ')}) VALUES ${values}`, chunk.flat())
+  })
+}
+
+/** Runs `statement` on the items a chunk at a time, each binding `perItem` values: SQLite before 3.32 binds 999 values
+ * at most in one statement. */
+async function inChunks<T>(items: T[], perItem: number, statement: (chunk: T[]) => Promise<unknown>) {
+  const size = Math.floor(999 / perItem)
+  for (let i = 0; i < items.length; i += size) await statement(items.slice(i, i + size))
 }
 
 /** Copies every user, animal and foster (and the record of the sample's load) from one database into another that
